@@ -1,0 +1,328 @@
+"""RabbitMQ transport with aio-pika: peer publishers, the inbox consumer, local fanout.
+
+Connections are plain (not "robust"): each link supervises its own reconnection, so
+a publish during an outage fails fast with :class:`PublishUnknown` and the dispatcher
+retries it later with the identical bytes; the consumer is re-created after every
+reconnect (delivery tags of an old channel are never acked: the broker redelivers and
+ingestion is idempotent). Every publish attempt carries a unique AMQP ``message_id``
+(aiormq matches returns by it); the protocol id travels in a header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+)
+
+from gateway import __version__
+from gateway.config import redact_url
+from gateway.errors import PublishRefused, PublishUnknown, TransportError
+
+log = structlog.get_logger("crisisgw.amqp")
+
+INBOX_EXCHANGE = "crisisgw.inbox"
+INBOX_QUEUE = "crisisgw.inbox"
+DEAD_EXCHANGE = "crisisgw.dead"
+DEAD_QUEUE = "crisisgw.dead"
+LOCAL_EXCHANGE = "crisisgw.local"
+CONTENT_TYPE = "application/vnd.crisisgw.signed+json"
+HEADER_ID = "x-crisisgw-id"
+HEADER_FROM = "x-crisisgw-from"
+HEADER_VERSION = "x-crisisgw-v"
+CONNECT_TIMEOUT = 5.0
+RECONNECT_MIN, RECONNECT_MAX = 0.5, 10.0
+
+
+def with_heartbeat(url: str, heartbeat: int) -> str:
+    """The URL with a heartbeat query parameter unless it already has one."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("heartbeat", str(heartbeat))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def url_user(url: str) -> str:
+    """The (unquoted) user name in an AMQP URL."""
+    return unquote(urlsplit(url).username or "guest")
+
+
+def _client_properties(centre: str, role: str) -> dict[str, Any]:
+    return {"connection_name": f"crisisgw {centre} {role}", "product": f"crisisgw/{__version__}"}
+
+
+async def _connect(url: str, centre: str, role: str) -> AbstractConnection:
+    try:
+        return await aio_pika.connect(url, timeout=CONNECT_TIMEOUT,
+                                      client_properties=_client_properties(centre, role))
+    except aiormq.exceptions.ProbableAuthenticationError as exc:
+        raise PublishRefused(f"authentication refused: {exc}", retryable=False) from exc
+    except (OSError, TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+        raise PublishUnknown(f"cannot connect to {redact_url(url)}: {exc!r}") from exc
+
+
+class PeerLink:
+    """One connection and confirming channel to one peer's broker."""
+
+    def __init__(self, *, centre: str, peer: str, url: str, heartbeat: int,
+                 publish_timeout: float) -> None:
+        self.centre, self.peer = centre, peer
+        self._url = with_heartbeat(url, heartbeat)
+        self._user = url_user(url)
+        self._timeout = publish_timeout
+        self._conn: AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._lock = asyncio.Lock()
+        self._failed_at = 0.0
+        self._last_error: TransportError | None = None
+        self.connected = False
+
+    async def _ensure(self) -> AbstractExchange:
+        if self._exchange is not None and self._channel is not None and not self._channel.is_closed:
+            return self._exchange
+        async with self._lock:
+            if self._exchange is not None and self._channel is not None \
+                    and not self._channel.is_closed:
+                return self._exchange
+            # After a failure, fail fast for a moment instead of piling up connects.
+            if self._last_error is not None and time.monotonic() - self._failed_at < 1.0:
+                raise self._last_error
+            await self._reset()
+            try:
+                if self._conn is None or self._conn.is_closed:
+                    self._conn = await _connect(self._url, self.centre, f"to {self.peer}")
+                self._channel = await self._conn.channel(publisher_confirms=True,
+                                                         on_return_raises=True)
+                self._exchange = await self._channel.get_exchange(INBOX_EXCHANGE, ensure=False)
+            except TransportError as exc:
+                self._failed_at, self._last_error, self.connected = time.monotonic(), exc, False
+                raise
+            except (aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
+                err = PublishUnknown(f"channel to {self.peer}: {exc!r}")
+                self._failed_at, self._last_error, self.connected = time.monotonic(), err, False
+                raise err from exc
+            self._last_error, self.connected = None, True
+            log.info("peer_link_up", peer=self.peer)
+            return self._exchange
+
+    async def _reset(self) -> None:
+        self._exchange = None
+        if self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+        self._channel = None
+        if self._conn is not None and self._conn.is_closed:
+            self._conn = None
+
+    async def publish(self, wire: bytes, *, message_id: str, msg_type: str) -> None:
+        """Publish persistently with mandatory routing and wait for the confirm."""
+        exchange = await self._ensure()
+        message = aio_pika.Message(
+            wire, content_type=CONTENT_TYPE, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=uuid.uuid4().hex, type=msg_type, user_id=self._user,
+            app_id=f"crisisgw/{__version__}",
+            headers={HEADER_ID: message_id, HEADER_FROM: self.centre, HEADER_VERSION: 1},
+        )
+        try:
+            await exchange.publish(message, routing_key=f"{msg_type}.{self.centre}",
+                                   mandatory=True, timeout=self._timeout)
+        except aiormq.exceptions.PublishError as exc:
+            raise PublishRefused(f"unroutable at {self.peer}: no inbox queue bound",
+                                 retryable=True) from exc
+        except aiormq.exceptions.DeliveryError as exc:
+            raise PublishRefused(f"nacked by {self.peer}'s broker (inbox full?)",
+                                 retryable=True) from exc
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            await self._reset()
+            raise PublishRefused(f"access refused by {self.peer}'s broker: {exc}",
+                                 retryable=False) from exc
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            await self._reset()
+            raise PublishRefused(f"inbox exchange missing at {self.peer}", retryable=True) from exc
+        except TimeoutError as exc:
+            raise PublishUnknown(f"no confirm from {self.peer} within {self._timeout}s") from exc
+        except (aiormq.exceptions.AMQPError, OSError, RuntimeError,
+                asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and asyncio.current_task() is not None \
+                    and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+            await self._reset()
+            self.connected = False
+            raise PublishUnknown(f"connection to {self.peer} lost: {exc!r}") from exc
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._reset()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+        self._conn = None
+        self.connected = False
+
+
+class AmqpPublisher:
+    """Publishes to every peer through its own :class:`PeerLink`."""
+
+    def __init__(self, *, centre: str, heartbeat: int, publish_timeout: float) -> None:
+        self._centre, self._heartbeat, self._timeout = centre, heartbeat, publish_timeout
+        self.links: dict[str, PeerLink] = {}
+        self._urls: dict[str, str] = {}
+
+    def configure(self, peers: dict[str, str]) -> None:
+        """Set the inbox URL of each peer; links whose URL changed are reopened lazily."""
+        for peer, url in peers.items():
+            if self._urls.get(peer) != url:
+                old = self.links.pop(peer, None)
+                if old is not None:
+                    task = asyncio.get_running_loop().create_task(old.close())
+                    task.add_done_callback(lambda _t: None)
+                self.links[peer] = PeerLink(centre=self._centre, peer=peer, url=url,
+                                            heartbeat=self._heartbeat,
+                                            publish_timeout=self._timeout)
+                self._urls[peer] = url
+
+    async def publish(self, peer: str, wire: bytes, *, message_id: str, msg_type: str) -> None:
+        """See :class:`service.ports.Publisher`."""
+        link = self.links.get(peer)
+        if link is None:
+            raise PublishRefused(f"no inbox configured for {peer}", retryable=False)
+        await link.publish(wire, message_id=message_id, msg_type=msg_type)
+
+    async def close(self) -> None:
+        """Close every link."""
+        await asyncio.gather(*(link.close() for link in self.links.values()))
+
+
+async def declare_topology(channel: AbstractChannel, *, delivery_limit: int) -> None:
+    """Declare our inbox, dead-letter and local exchanges and queues (idempotent)."""
+    inbox = await channel.declare_exchange(INBOX_EXCHANGE, aio_pika.ExchangeType.TOPIC,
+                                           durable=True)
+    dead = await channel.declare_exchange(DEAD_EXCHANGE, aio_pika.ExchangeType.FANOUT,
+                                          durable=True)
+    await channel.declare_exchange(LOCAL_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    dead_q = await channel.declare_queue(DEAD_QUEUE, durable=True,
+                                         arguments={"x-queue-type": "quorum"})
+    await dead_q.bind(dead, routing_key="#")
+    queue = await channel.declare_queue(INBOX_QUEUE, durable=True, arguments={
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": DEAD_EXCHANGE,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+        "x-max-length": 1_000_000,
+    })
+    await queue.bind(inbox, routing_key="#")
+
+
+Handler = Callable[[bytes, str | None], Awaitable[str]]
+
+
+class InboxConsumer:
+    """Consumes our inbox queue; acks each delivery only after the handler returned.
+
+    Also owns the channel used to republish verified messages on the local exchange.
+    """
+
+    def __init__(self, *, centre: str, url: str, heartbeat: int, prefetch: int,
+                 declare: bool, delivery_limit: int, handler: Handler) -> None:
+        self._centre, self._url = centre, with_heartbeat(url, heartbeat)
+        self._prefetch, self._declare, self._limit = prefetch, declare, delivery_limit
+        self._handler = handler
+        self._conn: AbstractConnection | None = None
+        self._local: AbstractExchange | None = None
+        self._consumer_tag: str | None = None
+        self.connected = False
+        self.dead_letters = 0
+        self._stopping = False
+
+    async def run(self) -> None:
+        """Connect, consume, and reconnect with backoff until cancelled."""
+        delay = RECONNECT_MIN
+        while not self._stopping:
+            try:
+                closed = await self._start()
+                delay = RECONNECT_MIN
+                log.info("inbox_consumer_up", url=redact_url(self._url))
+                await closed.wait()
+                log.warning("inbox_connection_lost")
+            except (TransportError, aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
+                log.warning("inbox_connect_failed", error=repr(exc)[:300], retry_in=delay)
+            self.connected = False
+            self._local = None
+            await self._close_conn()
+            if self._stopping:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    async def _start(self) -> asyncio.Event:
+        conn = await _connect(self._url, self._centre, "inbox")
+        self._conn = conn
+        closed = asyncio.Event()
+        conn.close_callbacks.add(lambda *_args: closed.set())
+        channel = await conn.channel()
+        channel.close_callbacks.add(lambda *_args: closed.set())
+        if self._declare:
+            await declare_topology(channel, delivery_limit=self._limit)
+        await channel.set_qos(prefetch_count=self._prefetch)
+        queue = await channel.get_queue(INBOX_QUEUE, ensure=False)
+        local_channel = await conn.channel(publisher_confirms=True)
+        local_channel.close_callbacks.add(lambda *_args: closed.set())
+        self._local = await local_channel.get_exchange(LOCAL_EXCHANGE, ensure=False)
+        self._consumer_tag = await queue.consume(self._on_message)
+        self.connected = True
+        return closed
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await self._handler(message.body, message.user_id)
+        except Exception as exc:  # noqa: BLE001 - any failure: let the broker redeliver
+            log.error("ingest_failed", error=repr(exc)[:300],
+                      delivery_count=(message.headers or {}).get("x-delivery-count"))
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
+        try:
+            await message.ack()
+        except Exception as exc:  # noqa: BLE001 - stale channel: redelivered, deduplicated
+            log.warning("ack_failed", error=repr(exc)[:200])
+
+    async def republish(self, wire: bytes, *, sender: str, msg_type: str, priority: str) -> None:
+        """Republish a verified message on the local exchange (confirmed, not mandatory)."""
+        exchange = self._local
+        if exchange is None:
+            log.warning("local_republish_skipped", reason="no channel")
+            return
+        try:
+            await exchange.publish(
+                aio_pika.Message(wire, content_type=CONTENT_TYPE, type=msg_type,
+                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                 message_id=uuid.uuid4().hex, headers={HEADER_FROM: sender}),
+                routing_key=f"{msg_type}.{sender}.{priority}", mandatory=False, timeout=10)
+        except (aiormq.exceptions.AMQPError, OSError, RuntimeError, TimeoutError) as exc:
+            log.warning("local_republish_failed", error=repr(exc)[:200])
+
+    async def _close_conn(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+        self._conn = None
+
+    async def stop(self) -> None:
+        """Stop consuming and close."""
+        self._stopping = True
+        await self._close_conn()

@@ -1,0 +1,176 @@
+"""SQLite (WAL) plumbing: a single writer thread with group commit, and reader threads.
+
+Writes from many coroutines are queued and executed by one thread in a single
+transaction per batch (one fsync per batch with ``synchronous=FULL``): the write that
+acknowledges an API call or an AMQP delivery is durable when its future resolves.
+Each queued write runs inside its own SAVEPOINT, so one failing write does not undo
+the others in its batch. Readers use their own connections: WAL lets them read while
+the writer commits, so long reads never see "database is locked".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import LedgerError
+
+T = TypeVar("T")
+WriteFn = Callable[[sqlite3.Connection], Any]
+MAX_BATCH = 512
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def translate(exc: sqlite3.Error) -> LedgerError:
+    """Our error for a sqlite3 error; disk-full is flagged so the API can answer 507."""
+    text = str(exc)
+    full = isinstance(exc, sqlite3.OperationalError) and (
+        "full" in text or "disk I/O" in text
+    )
+    return LedgerError(f"ledger: {text}", disk_full=full)
+
+
+class Database:
+    """An SQLite file with one writer thread (group commit) and a few reader threads."""
+
+    def __init__(self, path: Path, schema: str, readers: int = 2) -> None:
+        self._path = path
+        self._schema = schema
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger-writer")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="ledger-reader")
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._wconn: sqlite3.Connection | None = None
+        self._pending: list[tuple[WriteFn, asyncio.Future[Any]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0
+        self.writes = 0
+
+    async def open(self) -> None:
+        """Create the file and schema, start the commit loop."""
+        loop = asyncio.get_running_loop()
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._wconn = await loop.run_in_executor(self._writer, self._open_writer)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        self._task = asyncio.create_task(self._commit_loop(), name="ledger-commit-loop")
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = _connect(self._path)
+        conn.executescript(self._schema)
+        return conn
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the next batch; return its result once the batch has committed."""
+        if self._closing:
+            raise LedgerError("ledger is closing")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, fut))
+        self._wake.set()
+        return await fut
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                try:
+                    results = await loop.run_in_executor(self._writer, self._run_batch, batch)
+                except sqlite3.Error as exc:
+                    err = translate(exc)
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(err)
+                    continue
+                self.batches += 1
+                self.writes += len(batch)
+                for (_, fut), (ok, value) in zip(batch, results, strict=True):
+                    if fut.done():
+                        continue
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+            if self._closing:
+                return
+
+    def _run_batch(self, batch: list[tuple[WriteFn, asyncio.Future[Any]]]) -> list[
+        tuple[bool, Any]
+    ]:
+        conn = self._wconn
+        assert conn is not None
+        results: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn, _ in batch:
+                conn.execute("SAVEPOINT w")
+                try:
+                    value = fn(conn)
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK TO w")
+                    results.append((False, translate(exc)))
+                except Exception as exc:  # noqa: BLE001 - handed to the awaiting caller
+                    conn.execute("ROLLBACK TO w")
+                    results.append((False, exc))
+                else:
+                    results.append((True, value))
+                conn.execute("RELEASE w")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on a reader connection (snapshot isolation under WAL)."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._readers, self._run_read, fn)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self._path)
+            self._local.conn = conn
+            self._reader_conns.append(conn)
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        """Commit what is queued, then close every connection."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        loop = asyncio.get_running_loop()
+        if self._wconn is not None:
+            await loop.run_in_executor(self._writer, self._wconn.close)
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        for conn in self._reader_conns:
+            conn.close()

@@ -1,0 +1,130 @@
+"""Composition root: settings -> logging -> adapters -> services -> web -> run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from aiohttp import web
+
+from gateway.adapters.amqp import AmqpPublisher, InboxConsumer
+from gateway.adapters.sqlite_ledger import SqliteLedger
+from gateway.config import Settings
+from gateway.keyfiles import load_signing_key
+from gateway.metrics import Metrics
+from gateway.protocol.delivery import RetryPolicy
+from gateway.protocol.keys import KeyRing, SigningKey
+from gateway.service.acknowledge import Acknowledger
+from gateway.service.directory import Directory
+from gateway.service.dispatch import Dispatcher
+from gateway.service.ingest import Receiver
+from gateway.service.submit import Submitter
+
+log = structlog.get_logger("crisisgw.node")
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        """Current UTC time."""
+        return datetime.now(UTC)
+
+
+@dataclass
+class Node:
+    """One running gateway node and everything it is made of."""
+
+    settings: Settings
+    clock: SystemClock = field(default_factory=SystemClock)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.me = s.node.centre
+        self.key: SigningKey = load_signing_key(s.node.signing_key_file, s.node.signing_key_id)
+        self.ring: KeyRing = s.key_ring()
+        self.directory = Directory(self.me, s.peers)
+        self.metrics = Metrics()
+        self.ledger = SqliteLedger(s.node.data_dir / "ledger.sqlite3")
+        self.publisher = AmqpPublisher(centre=self.me, heartbeat=s.broker.heartbeat,
+                                       publish_timeout=s.delivery.publish_timeout_seconds)
+        base, cap, refused = s.retry_times()
+        self.dispatcher = Dispatcher(
+            ledger=self.ledger, publisher=self.publisher, clock=self.clock,
+            policy=RetryPolicy(base=base, cap=cap, refused_delay=refused),
+            window_per_peer=s.delivery.window_per_peer,
+            is_suspended=lambda p: (peer := self.directory.peer(p)) is not None and peer.suspended,
+            on_outcome=lambda peer, t, o: self.metrics.publishes.labels(peer, t, o).inc())
+        self.consumer = InboxConsumer(
+            centre=self.me, url=s.broker.url.get_secret_value(), heartbeat=s.broker.heartbeat,
+            prefetch=s.broker.prefetch, declare=s.broker.declare_topology,
+            delivery_limit=s.broker.delivery_limit, handler=self._handle)
+        self.receiver = Receiver(
+            me=self.me, key=self.key, ring=lambda: self.ring, directory=lambda: self.directory,
+            ledger=self.ledger, clock=self.clock, fanout=self.consumer,
+            on_receipt_queued=self.dispatcher.wake, on_outcome=self._count_ingest)
+        self.submitter = Submitter(
+            me=self.me, key=self.key, directory=self.directory, ledger=self.ledger,
+            clock=self.clock, default_ttl=timedelta(hours=s.delivery.default_ttl_hours),
+            on_submitted=self.dispatcher.wake)
+        self.acknowledger = Acknowledger(me=self.me, key=self.key, ledger=self.ledger,
+                                         clock=self.clock, on_receipt_queued=self.dispatcher.wake)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self.started_at = self.clock.now()
+
+    async def _handle(self, body: bytes, amqp_user: str | None) -> str:
+        return await self.receiver.handle(body, amqp_user)
+
+    def _count_ingest(self, kind: str, outcome: str) -> None:
+        self.metrics.ingested.labels(kind, outcome).inc()
+        if kind == "security":
+            self.metrics.security.labels(outcome).inc()
+
+    async def start(self) -> None:
+        """Open the ledger, start links, consumer, dispatcher and the HTTP API."""
+        from gateway.web.api import build_app  # noqa: PLC0415 - web imports the node type
+
+        await self.ledger.open()
+        self.publisher.configure({p.id: p.inbox_url.get_secret_value()
+                                  for p in self.settings.peers})
+        self._tasks = [
+            asyncio.create_task(self.consumer.run(), name="inbox-consumer"),
+            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+        ]
+        app = build_app(self)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.api.host, self.settings.api.port)
+        await site.start()
+        log.info("node_started", centre=self.me, api_port=self.settings.api.port,
+                 peers=[p.id for p in self.settings.peers])
+
+    async def stop(self) -> None:
+        """Stop taking work, let in-flight publishes finish, flush the ledger."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.consumer.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.dispatcher.stop()
+        await self.publisher.close()
+        await self.ledger.close()
+        log.info("node_stopped", centre=self.me)
+
+    async def run_until_signalled(self) -> None:
+        """Run until SIGINT or SIGTERM, then stop cleanly."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.stop()

@@ -1,0 +1,178 @@
+"""The ``crisisgw`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway import __version__
+from gateway.config import Settings, load_settings
+from gateway.errors import GatewayError
+from gateway.keyfiles import load_signing_key, write_private_key
+from gateway.logging import configure_logging
+from gateway.protocol.keys import default_key_id, fingerprint, public_key_text
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway.app import Node  # noqa: PLC0415 - keeps `crisisgw --help` fast
+
+    settings = load_settings(Path(args.config))
+    configure_logging(args.log_format or settings.log_format, args.log_level)
+    asyncio.run(Node(settings).run_until_signalled())
+    return 0
+
+
+def _api(settings: Settings, token: str, method: str, path: str,
+         body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+         ) -> tuple[int, Any]:
+    url = f"http://{settings.api.host}:{settings.api.port}{path}"
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={  # noqa: S310 - our node
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json",
+        **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - our node
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def _token(args: argparse.Namespace) -> str:
+    if args.token:
+        return str(args.token)
+    path = Path(args.token_file) if args.token_file else Path(args.config).parent / "api-token"
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise GatewayError(f"no API token: pass --token or --token-file ({exc})") from exc
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    settings = load_settings(Path(args.config))
+    body = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
+    status, answer = _api(settings, _token(args), "POST", "/v1/sitreps", body, headers)
+    print(json.dumps(answer, indent=2, ensure_ascii=False))
+    return 0 if status == 202 else 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    settings = load_settings(Path(args.config))
+    status, answer = _api(settings, _token(args), "GET", f"/v1/messages/{args.id}")
+    if status != 200 or args.json:
+        print(json.dumps(answer, indent=2, ensure_ascii=False))
+        return 0 if status == 200 else 1
+    print(f"{answer['id']}  {answer['type']}  incident={answer.get('incident')}  "
+          f"tlp={answer['tlp']}  priority={answer['priority']}")
+    for r in answer.get("recipients", []):
+        when = r.get("acknowledged_at") or r.get("delivered_at") or r.get("sent_at") or ""
+        extra = f"  reason={r['reason']}" if r.get("reason") else ""
+        extra += f"  last_error={r['last_error']}" if r.get("last_error") else ""
+        print(f"  {r['centre']:10} {r['state']:13} {when}{extra}")
+    return 0
+
+
+def _cmd_keys_generate(args: argparse.Namespace) -> int:
+    key = Ed25519PrivateKey.generate()
+    out = Path(args.out)
+    write_private_key(out, key)
+    pub = key.public_key()
+    kid = args.kid or default_key_id(args.centre, pub)
+    print(json.dumps({"kid": kid, "public_key": public_key_text(pub),
+                      "fingerprint": fingerprint(pub), "private_key_file": str(out)}, indent=2))
+    return 0
+
+
+def _cmd_keys_show(args: argparse.Namespace) -> int:
+    settings = load_settings(Path(args.config))
+    key = load_signing_key(settings.node.signing_key_file, settings.node.signing_key_id)
+    print(json.dumps({"centre": settings.node.centre, "kid": key.kid,
+                      "public_key": public_key_text(key.public()),
+                      "fingerprint": fingerprint(key.public())}, indent=2))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run  # noqa: PLC0415
+
+    return run(Path(args.dir), args.base_port, args.amqp_url, args.init_only)
+
+
+def _cmd_schemas(args: argparse.Namespace) -> int:
+    from gateway.wire_schemas import write_all  # noqa: PLC0415
+
+    for path in write_all(Path(args.out)):
+        print(path)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crisisgw", description="Crisis Exchange Gateway")
+    p.add_argument("--version", action="version", version=f"crisisgw {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_api(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", required=True, help="the node's gateway.toml")
+        sp.add_argument("--token", help="API bearer token")
+        sp.add_argument("--token-file", help="file holding the API token "
+                        "(default: api-token next to the config)")
+
+    run = sub.add_parser("run", help="run one node")
+    run.add_argument("-c", "--config", required=True)
+    run.add_argument("--log-format", choices=["auto", "json", "console"])
+    run.add_argument("--log-level", default="info")
+    run.set_defaults(func=_cmd_run)
+
+    send = sub.add_parser("send", help="submit a sitrep from a JSON file")
+    send.add_argument("file")
+    send.add_argument("--idempotency-key")
+    with_api(send)
+    send.set_defaults(func=_cmd_send)
+
+    status = sub.add_parser("status", help="delivery states of a message")
+    status.add_argument("id")
+    status.add_argument("--json", action="store_true")
+    with_api(status)
+    status.set_defaults(func=_cmd_status)
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys", required=True)
+    gen = keys.add_parser("generate", help="create an Ed25519 signing key")
+    gen.add_argument("--centre", required=True)
+    gen.add_argument("--out", required=True, help="private key file to create (mode 0600)")
+    gen.add_argument("--kid", help="key id (default: derived from centre and key)")
+    gen.set_defaults(func=_cmd_keys_generate)
+    show = keys.add_parser("show", help="print the node's public key and fingerprint")
+    show.add_argument("-c", "--config", required=True)
+    show.set_defaults(func=_cmd_keys_show)
+
+    demo = sub.add_parser("demo", help="run the four-centre demo federation")
+    demo.add_argument("--dir", default="crisisgw-demo")
+    demo.add_argument("--base-port", type=int, default=8401)
+    demo.add_argument("--amqp-url", default="amqp://127.0.0.1:5672/")
+    demo.add_argument("--init-only", action="store_true")
+    demo.set_defaults(func=_cmd_demo)
+
+    schemas = sub.add_parser("schemas", help="write the JSON Schemas of the wire objects")
+    schemas.add_argument("--out", default="schemas")
+    schemas.set_defaults(func=_cmd_schemas)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``crisisgw``."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except GatewayError as exc:
+        print(f"crisisgw: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

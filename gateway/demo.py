@@ -1,0 +1,231 @@
+"""The demo federation: four centres on the local RabbitMQ, one vhost each.
+
+``prepare`` is idempotent: it keeps existing keys, tokens and passwords and only
+(re)creates what is missing, then resets broker users and permissions to match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import tomli_w
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.adapters.provision import RabbitCtl
+from gateway.keyfiles import load_signing_key, write_private_key
+from gateway.protocol.keys import default_key_id, public_key_text
+
+
+@dataclass(frozen=True)
+class Centre:
+    """A demo centre."""
+
+    id: str
+    name: str
+    country: str
+    groups: tuple[str, ...]
+
+    @property
+    def vhost(self) -> str:
+        """Its broker vhost."""
+        return f"crisisgw-{self.id.lower()}"
+
+
+CENTRES = (
+    Centre("BE-NCCN", "Nationaal Crisiscentrum / Centre de Crise National", "BE", ("benelux",)),
+    Centre("NL-NCC", "Nationaal Crisiscentrum", "NL", ("benelux",)),
+    Centre("LU-HCPN", "Haut-Commissariat à la Protection nationale", "LU", ("benelux",)),
+    Centre("DE-NW", "Krisenstab Nordrhein-Westfalen", "DE", ("nrw",)),
+)
+
+EXAMPLE = {"to": ["NL-NCC", "LU-HCPN", "DE-NW"], "tlp": "GREEN",
+           "sitrep": {"incident": {"id": "BE-2026-0001", "title": "Flooding of the Meuse"},
+                      "report_number": 1, "severity": "severe",
+                      "summary": "Water levels rising at Liège."}}
+
+
+def peer_user(publisher: str, owner: str) -> str:
+    """The user ``publisher`` has on ``owner``'s broker."""
+    return f"{publisher}@{owner}"
+
+
+def amqp_url(base: str, user: str, password: str, vhost: str) -> str:
+    """An AMQP URL on the base broker with these credentials and vhost."""
+    parts = urlsplit(base)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 5672
+    return f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(vhost, safe='')}"
+
+
+def _secret_store(root: Path) -> dict[str, str]:
+    path = root / ".secrets.json"
+    if path.exists():
+        data: dict[str, str] = json.loads(path.read_text())
+        return data
+    return {}
+
+
+def _save_secrets(root: Path, data: dict[str, str]) -> None:
+    path = root / ".secrets.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+
+
+def _write_private_text(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def prepare(root: Path, base_port: int, amqp_base: str,
+            centres: tuple[Centre, ...] = CENTRES, provision: bool = True,
+            overrides: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Create keys, tokens, broker users and configs; returns centre id -> config path."""
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    store = _secret_store(root)
+
+    def secret(name: str) -> str:
+        if name not in store:
+            store[name] = secrets.token_hex(20)  # hex: never starts with "-" (rabbitmqctl argv)
+        return store[name]
+
+    public: dict[str, tuple[str, str]] = {}
+    for c in centres:
+        cdir = root / c.id
+        cdir.mkdir(exist_ok=True)
+        key_path = cdir / "signing.key"
+        if not key_path.exists():
+            write_private_key(key_path, Ed25519PrivateKey.generate())
+        priv = load_signing_key(key_path, "tmp").private.public_key()
+        public[c.id] = (default_key_id(c.id, priv), public_key_text(priv))
+        token_path = cdir / "api-token"
+        if not token_path.exists():
+            _write_private_text(token_path, secrets.token_urlsafe(32) + "\n")
+
+    if provision:
+        ctl = RabbitCtl()
+        for c in centres:
+            ctl.vhost(c.vhost)
+            ctl.user(c.id, secret(f"{c.id}/self"))
+            ctl.permissions(c.vhost, c.id, r"^crisisgw\..*", r"^crisisgw\..*", r"^crisisgw\..*")
+            for other in centres:
+                if other.id == c.id:
+                    continue
+                user = peer_user(other.id, c.id)
+                ctl.user(user, secret(user))
+                ctl.permissions(c.vhost, user, "^$", r"^crisisgw\.inbox$", "^$")
+    else:
+        for c in centres:
+            secret(f"{c.id}/self")
+            for other in centres:
+                if other.id != c.id:
+                    secret(peer_user(other.id, c.id))
+    _save_secrets(root, store)
+
+    paths = {}
+    for index, c in enumerate(centres):
+        cdir = root / c.id
+        token = (cdir / "api-token").read_text().strip()
+        kid, _ = public[c.id]
+        config: dict[str, Any] = {
+            "log_format": "auto",
+            "node": {"centre": c.id, "name": c.name, "country": c.country, "data_dir": "data",
+                     "signing_key_file": "signing.key", "signing_key_id": kid},
+            "broker": {"url": amqp_url(amqp_base, c.id, store[f"{c.id}/self"], c.vhost)},
+            "api": {"host": "127.0.0.1", "port": base_port + index,
+                    "tokens": {"demo": hashlib.sha256(token.encode()).hexdigest()}},
+            "delivery": {"retry_base_seconds": 1.0, "retry_cap_seconds": 30.0,
+                         "refused_delay_seconds": 30.0},
+            "peers": [
+                {"id": o.id, "name": o.name, "country": o.country, "groups": list(o.groups),
+                 "keys": [{"kid": public[o.id][0], "public_key": public[o.id][1]}],
+                 "inbox_url": amqp_url(amqp_base, peer_user(c.id, o.id),
+                                       store[peer_user(c.id, o.id)], o.vhost),
+                 "granted_user": peer_user(o.id, c.id)}
+                for o in centres if o.id != c.id
+            ],
+        }
+        for section, values in (overrides or {}).items():
+            config.setdefault(section, {}).update(values)
+        path = cdir / "gateway.toml"
+        _write_private_text(path, tomli_w.dumps(config))
+        paths[c.id] = path
+    return paths
+
+
+def wait_ready(port: int, timeout: float = 60.0) -> bool:
+    """Poll a node's /readyz until it answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:  # noqa: S310 - loopback
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def run(root: Path, base_port: int, amqp_base: str, init_only: bool) -> int:
+    """Prepare, then run the four nodes until Ctrl-C."""
+    paths = prepare(root, base_port, amqp_base)
+    print(f"Demo federation prepared in {root.resolve()}")
+    if init_only:
+        for cid, path in paths.items():
+            print(f"  {cid}: crisisgw run -c {path}")
+        return 0
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        for cid, path in paths.items():
+            log = (path.parent / "node.log").open("ab")
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "gateway", "run", "-c", str(path), "--log-format", "json"],
+                stdout=log, stderr=log)
+            procs.append((cid, proc))
+        for index, (cid, proc) in enumerate(procs):
+            port = base_port + index
+            if not wait_ready(port):
+                print(f"{cid} did not become ready; see {paths[cid].parent / 'node.log'}")
+                return 1
+            print(f"  {cid:8} ready  http://127.0.0.1:{port}  (pid {proc.pid})")
+        token_file = paths["BE-NCCN"].parent / "api-token"
+        print("\nSend the example sitrep from BE-NCCN to its three peers:\n")
+        print(f"  curl -sS -X POST http://127.0.0.1:{base_port}/v1/sitreps \\\n"
+              f"    -H \"Authorization: Bearer $(cat {token_file})\" \\\n"
+              f"    -H 'Content-Type: application/json' \\\n"
+              f"    -d '{json.dumps(EXAMPLE, ensure_ascii=False)}'\n")
+        print("Then follow it with GET /v1/messages/<id>. Ctrl-C stops the federation.")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while all(p.poll() is None for _, p in procs):
+            time.sleep(0.5)
+        dead = [cid for cid, p in procs if p.poll() is not None]
+        print(f"node(s) stopped unexpectedly: {', '.join(dead)}")
+        return 1
+    except KeyboardInterrupt:
+        print("\nStopping the federation ...")
+        return 0
+    finally:
+        for _, proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -1,0 +1,89 @@
+"""One root for every error the gateway raises on purpose.
+
+    GatewayError
+    ├── ProtocolError            bad wire input; carries a reason code (see protocol.reasons)
+    │   ├── MalformedInput       not I-JSON, not an envelope, wrong size or shape
+    │   ├── VerificationError    signature, key or sender binding does not hold
+    │   └── RejectedMessage      authentic but refused (stale, expired, schema, not addressed)
+    ├── KeyMaterialError         a key is malformed, small-order or unknown at enrolment
+    ├── ConfigError              the configuration file or directory is invalid
+    ├── SubmissionError          a caller's submission cannot be accepted (HTTP 4xx)
+    ├── LedgerError              the ledger failed (disk full, corruption); maps to HTTP 503/507
+    └── TransportError           the broker failed; always translated from aio-pika/aiormq
+        ├── PublishUnknown       the outcome of a publish is unknown (timeout, connection lost)
+        └── PublishRefused       the broker refused (returned, nacked, access refused)
+
+Third-party errors are translated at the adapter boundary with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of all errors raised by the gateway on purpose."""
+
+
+class ProtocolError(GatewayError):
+    """Wire input that the protocol refuses; ``reason`` is a documented reason code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class MalformedInput(ProtocolError):
+    """The bytes are not an acceptable wire object (not I-JSON, wrong shape, too large)."""
+
+
+class VerificationError(ProtocolError):
+    """The signature, the key or the sender binding does not verify."""
+
+
+class RejectedMessage(ProtocolError):
+    """The message is authentic but refused: stale, expired, schema-invalid, not addressed."""
+
+
+class KeyMaterialError(GatewayError):
+    """A public or private key is malformed, of small order, or unknown."""
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid; the message names the file and the field."""
+
+
+class SubmissionError(GatewayError):
+    """A submission is refused; ``status`` is the HTTP status, ``errors`` name the fields."""
+
+    def __init__(
+        self, status: int, title: str, detail: str, errors: list[dict[str, object]] | None = None
+    ) -> None:
+        super().__init__(f"{title}: {detail}")
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = errors or []
+
+
+class LedgerError(GatewayError):
+    """The ledger cannot complete the operation; nothing was half-written."""
+
+    def __init__(self, detail: str, *, disk_full: bool = False) -> None:
+        super().__init__(detail)
+        self.disk_full = disk_full
+
+
+class TransportError(GatewayError):
+    """The broker or the network failed."""
+
+
+class PublishUnknown(TransportError):
+    """The publish may or may not have reached the broker; resend the identical bytes."""
+
+
+class PublishRefused(TransportError):
+    """The broker refused the publish; ``retryable`` says whether trying again can help."""
+
+    def __init__(self, detail: str, *, retryable: bool) -> None:
+        super().__init__(detail)
+        self.retryable = retryable

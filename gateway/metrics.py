@@ -1,0 +1,29 @@
+"""Prometheus metrics of one node, in a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class Metrics:
+    """Counters and gauges exposed at /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.submitted = Counter("crisisgw_submitted_total", "Messages accepted by the API",
+                                 ["type"], registry=r)
+        self.publishes = Counter("crisisgw_publish_total", "Publish attempts by outcome",
+                                 ["peer", "type", "outcome"], registry=r)
+        self.ingested = Counter("crisisgw_ingested_total", "Incoming payloads by outcome",
+                                ["kind", "outcome"], registry=r)
+        self.security = Counter("crisisgw_security_events_total",
+                                "Refused unauthenticated or forged input", ["reason"], registry=r)
+        self.deliveries = Gauge("crisisgw_deliveries", "Deliveries by state", ["state"],
+                                registry=r)
+        self.backlog = Gauge("crisisgw_backlog", "Undelivered messages per peer", ["peer"],
+                             registry=r)
+        self.peer_up = Gauge("crisisgw_peer_link_up", "1 when the link to a peer's broker is up",
+                             ["peer"], registry=r)
+        self.inbox_up = Gauge("crisisgw_inbox_consumer_up", "1 when our inbox consumer runs",
+                              registry=r)

@@ -1,0 +1,93 @@
+"""The signed envelope of protocol v1 (pure).
+
+Wire object (``SignedMessage``)::
+
+    {"envelope": {"v": 1, "id": ..., "type": ..., "from": ..., "to": [...],
+                  "created": ..., "expires": ..., "mode": ..., "tlp": ...,
+                  "priority": ..., "incident": ..., "body": {...}},
+     "signature": {"alg": "Ed25519", "kid": ..., "value": <base64url>}}
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from gateway.protocol.types import (
+    CentreId,
+    FrozenModel,
+    IncidentId,
+    KeyId,
+    MessageId,
+    Mode,
+    Priority,
+    Tlp,
+    UtcTime,
+)
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MAX_LIFETIME = timedelta(days=7)
+CLOCK_SKEW = timedelta(minutes=5)
+#: Receivers remember (sender, id) at least this long; longer than any message can live.
+DEDUP_WINDOW = MAX_LIFETIME + 2 * CLOCK_SKEW
+MAX_WIRE_BYTES = 512 * 1024
+MAX_RECIPIENTS = 64
+
+MESSAGE_TYPE_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+
+
+class EnvelopeHeader(FrozenModel):
+    """Every envelope field but the body; shared by all message types."""
+
+    v: Literal[1] = Field(description="Protocol major version")
+    id: MessageId = Field(description="UUID chosen by the sender, lower-case")
+    type: Annotated[str, Field(pattern=MESSAGE_TYPE_PATTERN)]
+    from_: CentreId = Field(alias="from", description="Sending centre id")
+    to: tuple[CentreId, ...] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    created: UtcTime
+    expires: UtcTime
+    mode: Mode
+    tlp: Tlp
+    priority: Priority
+    incident: IncidentId | None = Field(default=None, description="Incident reference")
+
+    @field_validator("to")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("recipients must be distinct")
+        return value
+
+    @model_validator(mode="after")
+    def _lifetime(self) -> EnvelopeHeader:
+        if self.expires <= self.created:
+            raise ValueError("expires must be after created")
+        if self.expires - self.created > MAX_LIFETIME:
+            raise ValueError(f"a message may live at most {MAX_LIFETIME.days} days")
+        if self.from_ in self.to:
+            raise ValueError("a centre does not send to itself")
+        return self
+
+
+class Envelope(EnvelopeHeader):
+    """An envelope whose body has not been interpreted yet (any type)."""
+
+    body: dict[str, Any]
+
+
+class Signature(FrozenModel):
+    """Detached Ed25519 signature over the domain-separated canonical envelope."""
+
+    alg: Literal["Ed25519"]
+    kid: KeyId
+    value: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{86}$", description="base64url, 64 bytes")]
+
+
+class SignedMessage(FrozenModel):
+    """The AMQP payload: an envelope and its signature."""
+
+    envelope: Envelope
+    signature: Signature

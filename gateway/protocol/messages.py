@@ -1,0 +1,102 @@
+"""Typed message envelopes and admission of verified input (pure).
+
+:func:`admit` is the second half of reception: after :func:`signing.open_signed` has
+proved who sent the bytes, it checks version, type, schema, addressing, key validity
+and freshness, each failure with a documented reason code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import ValidationError
+
+from gateway.errors import RejectedMessage
+from gateway.protocol import reasons
+from gateway.protocol.envelope import (
+    CLOCK_SKEW,
+    DEDUP_WINDOW,
+    SUPPORTED_VERSIONS,
+    EnvelopeHeader,
+)
+from gateway.protocol.receipts import ReceiptEnvelope
+from gateway.protocol.signing import Verified
+from gateway.protocol.sitrep import Sitrep
+from gateway.protocol.types import UUID_PATTERN
+
+_UUID_RE = re.compile(UUID_PATTERN)
+
+
+class SitrepEnvelope(EnvelopeHeader):
+    """An envelope of type ``sitrep``."""
+
+    type: Literal["sitrep"]
+    body: Sitrep
+
+
+TypedEnvelope = SitrepEnvelope | ReceiptEnvelope
+ENVELOPE_TYPES: dict[str, type[SitrepEnvelope] | type[ReceiptEnvelope]] = {
+    "sitrep": SitrepEnvelope,
+    "receipt": ReceiptEnvelope,
+}
+
+
+def describe_validation(exc: ValidationError, limit: int = 10) -> str:
+    """A short, stable description of pydantic errors: ``loc: message; ...``."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A verified message that passed every admission check."""
+
+    envelope: TypedEnvelope
+    verified: Verified
+
+
+def receiptable(verified: Verified) -> bool:
+    """Whether a rejected receipt can be addressed for this verified input.
+
+    A receipt quotes the message id, so the id must at least be a well-formed UUID.
+    """
+    value = verified.envelope.get("id")
+    return isinstance(value, str) and _UUID_RE.fullmatch(value) is not None
+
+
+def admit(verified: Verified, me: str, now: datetime) -> Admitted:
+    """Check a verified envelope for ``me`` at time ``now``.
+
+    Raises :class:`RejectedMessage` with one of ``unsupported_version``,
+    ``unsupported_type``, ``schema_invalid``, ``not_addressed``, ``key_not_valid``,
+    ``stale``, ``future_dated``, ``expired``.
+    """
+    raw = verified.envelope
+    if raw.get("v") not in SUPPORTED_VERSIONS:
+        raise RejectedMessage(reasons.UNSUPPORTED_VERSION,
+                              f"version {str(raw.get('v'))[:10]} not in {SUPPORTED_VERSIONS}")
+    model = ENVELOPE_TYPES.get(raw["type"])
+    if model is None:
+        raise RejectedMessage(reasons.UNSUPPORTED_TYPE, f"type {raw['type'][:32]!r} is unknown")
+    try:
+        envelope: TypedEnvelope = model.model_validate(raw)
+    except ValidationError as exc:
+        raise RejectedMessage(reasons.SCHEMA_INVALID, describe_validation(exc)) from exc
+    if me not in envelope.to:
+        raise RejectedMessage(reasons.NOT_ADDRESSED, f"{me} is not among the recipients")
+    if not verified.key.valid_at(envelope.created):
+        raise RejectedMessage(reasons.KEY_NOT_VALID,
+                              f"key {verified.kid} was not valid at {envelope.created}")
+    if envelope.created < now - DEDUP_WINDOW:
+        raise RejectedMessage(reasons.STALE, "created before the dedup window")
+    if envelope.created > now + CLOCK_SKEW:
+        raise RejectedMessage(reasons.FUTURE, "created beyond the clock-skew tolerance")
+    if envelope.expires < now - CLOCK_SKEW:
+        raise RejectedMessage(reasons.EXPIRED, "expired")
+    return Admitted(envelope=envelope, verified=verified)

@@ -1,0 +1,59 @@
+"""Documented reason codes (pure). docs/PROTOCOL.md lists the same codes.
+
+Codes in ``RECEIPTED`` are sent back to an authenticated sender in a signed
+``rejected`` receipt. The others concern input whose sender cannot be authenticated:
+they are recorded as security events, never answered.
+"""
+
+from __future__ import annotations
+
+# Answered with a signed "rejected" receipt (sender authenticated).
+EXPIRED = "expired"
+STALE = "stale"
+FUTURE = "future_dated"
+SCHEMA_INVALID = "schema_invalid"
+NOT_ADDRESSED = "not_addressed"
+UNSUPPORTED_VERSION = "unsupported_version"
+UNSUPPORTED_TYPE = "unsupported_type"
+KEY_NOT_VALID = "key_not_valid"
+POLICY = "policy"
+
+# Security events (no receipt: the sender is not authenticated).
+TOO_LARGE = "too_large"
+NOT_IJSON = "not_ijson"
+MALFORMED = "malformed"
+UNKNOWN_SENDER = "unknown_sender"
+UNKNOWN_KEY = "unknown_key"
+BAD_SIGNATURE = "bad_signature"
+SENDER_MISMATCH = "sender_mismatch"
+UNEXPECTED_RECEIPT = "unexpected_receipt"
+
+RECEIPTED = frozenset(
+    {EXPIRED, STALE, FUTURE, SCHEMA_INVALID, NOT_ADDRESSED, UNSUPPORTED_VERSION,
+     UNSUPPORTED_TYPE, KEY_NOT_VALID, POLICY}
+)
+SECURITY = frozenset(
+    {TOO_LARGE, NOT_IJSON, MALFORMED, UNKNOWN_SENDER, UNKNOWN_KEY, BAD_SIGNATURE,
+     SENDER_MISMATCH, UNEXPECTED_RECEIPT}
+)
+ALL = RECEIPTED | SECURITY
+
+DESCRIPTIONS: dict[str, str] = {
+    EXPIRED: "the message's expiry time has passed (beyond the clock-skew tolerance)",
+    STALE: "the message was created longer ago than the dedup window",
+    FUTURE: "the message was created further in the future than the clock-skew tolerance",
+    SCHEMA_INVALID: "the envelope or body does not validate against the schema",
+    NOT_ADDRESSED: "the receiving centre is not among the recipients",
+    UNSUPPORTED_VERSION: "the protocol version is not supported by the receiver",
+    UNSUPPORTED_TYPE: "the message type is not known to the receiver",
+    KEY_NOT_VALID: "the signing key was not valid (expired, revoked) at the creation time",
+    POLICY: "the release policy of the receiver refuses the message",
+    TOO_LARGE: "the payload exceeds the size limit",
+    NOT_IJSON: "the payload is not I-JSON (RFC 7493)",
+    MALFORMED: "the payload is not a signed-message object",
+    UNKNOWN_SENDER: "no keys are pinned for the claimed sender",
+    UNKNOWN_KEY: "the key id is not pinned for the claimed sender",
+    BAD_SIGNATURE: "the signature does not verify",
+    SENDER_MISMATCH: "the broker-authenticated publisher is not the claimed sender",
+    UNEXPECTED_RECEIPT: "a receipt for a message never sent to that centre, or with a wrong digest",
+}

@@ -1,0 +1,91 @@
+"""Signed delivery receipts (pure).
+
+A receipt is an envelope of type ``receipt`` sent by the recipient of a message back to
+its sender. It quotes the message id and the SHA-256 of the message's canonical
+envelope bytes, so it proves which exact bytes were received.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import Field, model_validator
+
+from gateway.protocol import reasons
+from gateway.protocol.envelope import PROTOCOL_VERSION, EnvelopeHeader
+from gateway.protocol.types import FrozenModel, MessageId, Mode, Priority, Sha256Hex, Tlp, UtcTime
+
+RECEIPT_LIFETIME = timedelta(days=7)
+
+
+class ReceiptState(StrEnum):
+    """What the recipient says happened to the message."""
+
+    DELIVERED = "delivered"
+    ACKNOWLEDGED = "acknowledged"
+    REJECTED = "rejected"
+
+
+class Receipt(FrozenModel):
+    """The body of a ``receipt`` envelope."""
+
+    message_id: MessageId
+    message_sha256: Sha256Hex
+    state: ReceiptState
+    reason: str | None = Field(default=None, description="Reason code; required for rejected")
+    detail: str | None = Field(default=None, max_length=500)
+    at: UtcTime
+    by: str | None = Field(default=None, max_length=100, description="Acknowledging officer")
+
+    @model_validator(mode="after")
+    def _reason(self) -> Receipt:
+        if self.state is ReceiptState.REJECTED:
+            if self.reason not in reasons.RECEIPTED:
+                raise ValueError("a rejected receipt carries a documented reason code")
+        elif self.reason is not None:
+            raise ValueError("only a rejected receipt carries a reason")
+        return self
+
+
+class ReceiptEnvelope(EnvelopeHeader):
+    """An envelope of type ``receipt``."""
+
+    type: Literal["receipt"]
+    body: Receipt
+
+
+def receipt_envelope(
+    *,
+    receipt_id: UUID,
+    issuer: str,
+    sender: str,
+    message_id: str,
+    digest: str,
+    state: ReceiptState,
+    now: datetime,
+    mode: Mode,
+    priority: Priority,
+    reason: str | None = None,
+    detail: str | None = None,
+    by: str | None = None,
+) -> dict[str, Any]:
+    """Build the JSON-ready envelope of a receipt from ``issuer`` to ``sender``.
+
+    Receipts are TLP:CLEAR (they carry no content, only identifiers) and keep the
+    mode and priority of the message they answer.
+    """
+    body = Receipt(
+        message_id=message_id, message_sha256=digest, state=state, reason=reason,
+        detail=detail[:500] if detail else None, at=now, by=by,
+    )
+    env = ReceiptEnvelope.model_validate(
+        {
+            "v": PROTOCOL_VERSION, "id": str(receipt_id), "type": "receipt", "from": issuer,
+            "to": [sender], "created": now, "expires": now + RECEIPT_LIFETIME, "mode": mode,
+            "tlp": Tlp.CLEAR, "priority": priority, "incident": None, "body": body,
+        }
+    )
+    return env.model_dump(mode="json", by_alias=True, exclude_none=True)

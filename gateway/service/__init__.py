@@ -1,0 +1,1 @@
+"""Async orchestration: submission, dispatch with retries, ingestion, acknowledgement."""

@@ -1,0 +1,52 @@
+"""Acknowledgement by a duty officer: a signed ``acknowledged`` receipt to the sender."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from gateway.errors import SubmissionError
+from gateway.protocol.keys import SigningKey
+from gateway.protocol.receipts import ReceiptState, receipt_envelope
+from gateway.protocol.types import Mode, Priority
+from gateway.service.ports import Clock, InboxEntry, Ledger
+from gateway.service.submit import outgoing
+
+
+class Acknowledger:
+    """Acknowledges incoming messages on behalf of an officer or a centre system."""
+
+    def __init__(self, *, me: str, key: SigningKey, ledger: Ledger, clock: Clock,
+                 on_receipt_queued: Callable[[], None]) -> None:
+        self._me, self._key, self._ledger, self._clock = me, key, ledger, clock
+        self._on_receipt_queued = on_receipt_queued
+
+    async def acknowledge(self, message_id: str, by: str, sender: str | None = None) -> InboxEntry:
+        """Acknowledge and return the updated entry; idempotent.
+
+        Raises :class:`SubmissionError`: 404 when no such incoming message, 409 when it
+        was rejected, 400 when the id is ambiguous without ``sender``.
+        """
+        entries = await self._ledger.find_inbox(message_id)
+        entries = [e for e in entries if e.type != "receipt" and (sender in (None, e.sender))]
+        if not entries:
+            raise SubmissionError(404, "Not found", f"no incoming message {message_id}")
+        if len(entries) > 1:
+            raise SubmissionError(400, "Ambiguous", "several senders used this id; pass ?from=")
+        entry = entries[0]
+        if entry.state == ReceiptState.REJECTED.value:
+            raise SubmissionError(409, "Rejected message",
+                                  f"message was rejected ({entry.reason}); it cannot be acknowledged")
+        if entry.state == ReceiptState.DELIVERED.value:
+            now = self._clock.now()
+            receipt = outgoing(
+                receipt_envelope(
+                    receipt_id=uuid.uuid4(), issuer=self._me, sender=entry.sender,
+                    message_id=entry.id, digest=entry.digest, state=ReceiptState.ACKNOWLEDGED,
+                    now=now, mode=Mode(entry.mode), priority=Priority(entry.priority), by=by),
+                self._key, (entry.sender,), answers=(entry.sender, entry.id))
+            if await self._ledger.acknowledge(entry.sender, entry.id, by, receipt, now):
+                self._on_receipt_queued()
+        updated = await self._ledger.inbox_entry(entry.sender, entry.id)
+        assert updated is not None
+        return updated

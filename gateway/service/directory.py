@@ -1,0 +1,67 @@
+"""The peer directory: who our peers are, their groups, and how to address them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from gateway.config import PeerSection
+from gateway.errors import SubmissionError
+from gateway.protocol.types import CENTRE_ID_PATTERN
+
+import re
+
+_CENTRE_RE = re.compile(CENTRE_ID_PATTERN)
+
+
+class Directory:
+    """Resolves recipients (centre ids and group names) against the configured peers."""
+
+    def __init__(self, me: str, peers: Sequence[PeerSection]) -> None:
+        self.me = me
+        self.peers = {p.id: p for p in peers}
+        self.groups: dict[str, list[str]] = {}
+        for p in peers:
+            for g in p.groups:
+                self.groups.setdefault(g, []).append(p.id)
+        self._by_user = {p.granted_user: p.id for p in peers}
+
+    def peer(self, centre: str) -> PeerSection | None:
+        """The peer with this id, if any."""
+        return self.peers.get(centre)
+
+    def peer_for_user(self, amqp_user: str) -> str | None:
+        """The peer that publishes into our inbox as ``amqp_user``."""
+        return self._by_user.get(amqp_user)
+
+    def resolve(self, names: Iterable[str]) -> tuple[str, ...]:
+        """Expand centre ids and group names into distinct active peer ids, in order.
+
+        Raises :class:`SubmissionError` (422) naming every unknown or suspended
+        recipient; our own centre id is refused as well.
+        """
+        out: list[str] = []
+        errors: list[dict[str, object]] = []
+        for index, name in enumerate(names):
+            if name in self.peers:
+                members = [name]
+            elif name in self.groups:
+                members = self.groups[name]
+            elif name == self.me:
+                errors.append({"loc": ["to", index], "msg": f"{name} is this centre itself"})
+                continue
+            else:
+                kind = "centre" if _CENTRE_RE.match(name) else "centre or group"
+                errors.append({"loc": ["to", index], "msg": f"unknown {kind}: {name}"})
+                continue
+            for m in members:
+                if self.peers[m].suspended:
+                    errors.append({"loc": ["to", index], "msg": f"peer {m} is suspended"})
+                elif m not in out:
+                    out.append(m)
+        if errors:
+            names_text = ", ".join(str(e["msg"]) for e in errors)
+            raise SubmissionError(422, "Unknown recipient", names_text, errors)
+        if not out:
+            raise SubmissionError(422, "No recipient", "the recipient list is empty",
+                                  [{"loc": ["to"], "msg": "no recipient"}])
+        return tuple(out)

@@ -1,0 +1,128 @@
+"""The dispatcher: sends due deliveries, records confirms, schedules retries.
+
+One loop reads due deliveries from the ledger; each is published by its own task,
+bounded by a window of unconfirmed publishes per peer. A delivery in flight is not
+read again until its outcome is recorded. Retries resend the identical wire bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+
+import structlog
+
+from gateway.errors import GatewayError, PublishRefused, PublishUnknown
+from gateway.protocol.delivery import Delivery, RetryPolicy, on_confirmed, on_failed
+from gateway.service.ports import Clock, DueDelivery, Ledger, Publisher
+
+log = structlog.get_logger("crisisgw.dispatch")
+BATCH = 512
+EXPIRY_SWEEP = timedelta(seconds=1)
+
+
+class Dispatcher:
+    """Drives outbox deliveries to the peers' inboxes."""
+
+    def __init__(self, *, ledger: Ledger, publisher: Publisher, clock: Clock,
+                 policy: RetryPolicy, window_per_peer: int,
+                 is_suspended: Callable[[str], bool] = lambda _peer: False,
+                 jitter: Callable[[], float] = random.random,  # noqa: S311 - jitter, not crypto
+                 on_outcome: Callable[[str, str, str], None] | None = None) -> None:
+        self._ledger, self._publisher, self._clock = ledger, publisher, clock
+        self._policy, self._window = policy, window_per_peer
+        self._jitter, self._is_suspended = jitter, is_suspended
+        self._on_outcome = on_outcome or (lambda _peer, _type, _outcome: None)
+        self._wake = asyncio.Event()
+        self._inflight: set[tuple[str, str]] = set()
+        self._windows: dict[str, asyncio.Semaphore] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_sweep = clock.now() - EXPIRY_SWEEP
+
+    def wake(self) -> None:
+        """Something new is due now (a submission, a receipt to send)."""
+        self._wake.set()
+
+    def _window_for(self, peer: str) -> asyncio.Semaphore:
+        sem = self._windows.get(peer)
+        if sem is None:
+            sem = self._windows[peer] = asyncio.Semaphore(self._window)
+        return sem
+
+    async def run(self) -> None:
+        """Loop until cancelled; ledger errors are logged and retried after a pause."""
+        while True:
+            try:
+                idle = await self._tick()
+            except GatewayError as exc:
+                log.error("dispatch_tick_failed", error=str(exc))
+                idle = 1.0
+            if idle > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=idle)
+                except TimeoutError:
+                    pass
+
+    async def _tick(self) -> float:
+        now = self._clock.now()
+        if now - self._last_sweep >= EXPIRY_SWEEP:
+            self._last_sweep = now
+            for message_id, peer in await self._ledger.expire(now):
+                log.warning("delivery_expired", message_id=message_id, peer=peer)
+                self._on_outcome(peer, "", "expired")
+        due = await self._ledger.due(now, BATCH, self._inflight)
+        for d in due:
+            if self._is_suspended(d.recipient):
+                continue
+            key = (d.message_id, d.recipient)
+            self._inflight.add(key)
+            task = asyncio.create_task(self._send(d))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if len(due) >= BATCH:
+            return 0.0
+        return 0.2
+
+    async def _send(self, d: DueDelivery) -> None:
+        key = (d.message_id, d.recipient)
+        bound = structlog.contextvars.bound_contextvars(message_id=d.message_id, peer=d.recipient)
+        try:
+            with bound:
+                async with self._window_for(d.recipient):
+                    step = await self._publish(d)
+                await self._ledger.transition(d.message_id, d.recipient, step)
+        except GatewayError as exc:
+            log.error("delivery_record_failed", error=str(exc))
+        finally:
+            self._inflight.discard(key)
+
+    async def _publish(self, d: DueDelivery) -> Callable[[Delivery], Delivery]:
+        now = self._clock.now
+        try:
+            await self._publisher.publish(d.recipient, d.wire, message_id=d.message_id,
+                                          msg_type=d.type)
+        except PublishUnknown as exc:
+            log.warning("publish_unknown", error=str(exc), attempts=d.attempts + 1)
+            self._on_outcome(d.recipient, d.type, "unknown")
+            return partial(on_failed, now=now(), error=str(exc), retryable=True,
+                           policy=self._policy, jitter=self._jitter())
+        except PublishRefused as exc:
+            event = "publish_refused" if exc.retryable else "publish_refused_permanently"
+            log.error(event, error=str(exc), attempts=d.attempts + 1)
+            self._on_outcome(d.recipient, d.type, "refused")
+            return partial(on_failed, now=now(), error=str(exc), retryable=exc.retryable,
+                           policy=self._policy, jitter=self._jitter())
+        log.debug("published", attempts=d.attempts + 1, type=d.type)
+        self._on_outcome(d.recipient, d.type, "confirmed")
+        return partial(on_confirmed, now=now())
+
+    async def stop(self) -> None:
+        """Wait briefly for in-flight publishes, then cancel what is left."""
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=5)
+            for t in pending:
+                t.cancel()

@@ -1,0 +1,169 @@
+"""Ingestion: verify -> bind to the broker-authenticated publisher -> dedup -> admit ->
+store with its receipt (one commit) -> republish locally. The AMQP delivery is acked
+by the caller only after :meth:`Receiver.handle` returns, i.e. after the commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from gateway.errors import MalformedInput, RejectedMessage, VerificationError
+from gateway.protocol import reasons
+from gateway.protocol.keys import KeyRing, SigningKey
+from gateway.protocol.messages import admit, receiptable
+from gateway.protocol.receipts import ReceiptEnvelope, ReceiptState, receipt_envelope
+from gateway.protocol.signing import Verified, open_signed
+from gateway.protocol.types import Mode, Priority
+from gateway.service.directory import Directory
+from gateway.service.ports import (
+    Clock,
+    InboxEntry,
+    IncomingReceipt,
+    IngestOutcome,
+    Ledger,
+    LocalFanout,
+    ReceiptOutcome,
+    SecurityEvent,
+)
+from gateway.service.submit import outgoing
+
+log = structlog.get_logger("crisisgw.ingest")
+
+
+def _enum_or(value: Any, enum: type[Mode] | type[Priority], default: str) -> str:
+    return str(value) if value in {e.value for e in enum} else default
+
+
+class Receiver:
+    """Handles every payload taken from our inbox queue."""
+
+    def __init__(self, *, me: str, key: SigningKey, ring: Callable[[], KeyRing],
+                 directory: Callable[[], Directory], ledger: Ledger, clock: Clock,
+                 fanout: LocalFanout | None, on_receipt_queued: Callable[[], None],
+                 on_outcome: Callable[[str, str], None] | None = None) -> None:
+        self._me, self._key, self._ring, self._directory = me, key, ring, directory
+        self._ledger, self._clock, self._fanout = ledger, clock, fanout
+        self._on_receipt_queued = on_receipt_queued
+        self._on_outcome = on_outcome or (lambda _kind, _outcome: None)
+
+    async def handle(self, body: bytes, amqp_user: str | None) -> str:
+        """Process one payload; returns an outcome label. Raises only on ledger failure."""
+        try:
+            verified = open_signed(body, self._ring())
+        except (MalformedInput, VerificationError) as exc:
+            return await self._security(exc.reason, exc.detail, body, amqp_user, None)
+        directory = self._directory()
+        peer = directory.peer(verified.sender)
+        if peer is None or peer.suspended:
+            return await self._security(reasons.UNKNOWN_SENDER, "sender is not an active peer",
+                                        body, amqp_user, verified.sender)
+        if amqp_user != peer.granted_user:
+            return await self._security(
+                reasons.SENDER_MISMATCH,
+                f"published as {amqp_user!r}, {verified.sender} publishes as {peer.granted_user!r}",
+                body, amqp_user, verified.sender)
+        with structlog.contextvars.bound_contextvars(
+            message_id=str(verified.envelope.get("id"))[:40], peer=verified.sender
+        ):
+            if verified.envelope["type"] == "receipt":
+                return await self._receipt(verified, body, amqp_user)
+            return await self._message(verified, body, amqp_user)
+
+    async def _message(self, verified: Verified, body: bytes, amqp_user: str | None) -> str:
+        if not receiptable(verified):
+            return await self._security(reasons.MALFORMED, "message id is not a UUID", body,
+                                        amqp_user, verified.sender)
+        now = self._clock.now()
+        raw = verified.envelope
+        existing = await self._ledger.inbox_entry(verified.sender, raw["id"])
+        if existing is not None:
+            outcome = await self._ledger.ingest(existing_like(existing, verified, body, now),
+                                                None, now)
+            return await self._after(outcome, verified, body, amqp_user, existing.state)
+        state, reason, detail = ReceiptState.DELIVERED, None, None
+        created = expires = None
+        try:
+            admitted = admit(verified, self._me, now)
+            created, expires = admitted.envelope.created, admitted.envelope.expires
+        except RejectedMessage as exc:
+            state, reason, detail = ReceiptState.REJECTED, exc.reason, exc.detail
+            log.warning("message_rejected", reason=exc.reason, detail=exc.detail)
+        mode = _enum_or(raw.get("mode"), Mode, Mode.ACTUAL.value)
+        priority = _enum_or(raw.get("priority"), Priority, Priority.ROUTINE.value)
+        receipt = outgoing(
+            receipt_envelope(
+                receipt_id=uuid.uuid4(), issuer=self._me, sender=verified.sender,
+                message_id=raw["id"], digest=verified.digest, state=state, now=now,
+                mode=Mode(mode), priority=Priority(priority), reason=reason, detail=detail),
+            self._key, (verified.sender,), answers=(verified.sender, raw["id"]))
+        incident = raw.get("incident") if isinstance(raw.get("incident"), str) else None
+        entry = InboxEntry(
+            sender=verified.sender, id=raw["id"], type=raw["type"][:32], priority=priority,
+            mode=mode, tlp=str(raw.get("tlp"))[:16], incident=incident and incident[:64],
+            created=created, expires=expires, digest=verified.digest, wire=body,
+            received_at=now, state=state.value, reason=reason, detail=detail)
+        outcome = await self._ledger.ingest(entry, receipt, now)
+        return await self._after(outcome, verified, body, amqp_user, state.value)
+
+    async def _after(self, outcome: IngestOutcome, verified: Verified, body: bytes,
+                     amqp_user: str | None, state: str) -> str:
+        if outcome is IngestOutcome.CONFLICT:
+            return await self._security(reasons.MALFORMED,
+                                        "message id reused with different content", body,
+                                        amqp_user, verified.sender)
+        self._on_receipt_queued()
+        label = f"{outcome.value}_{state}"
+        log.info("message_ingested", outcome=outcome.value, state=state)
+        self._on_outcome(verified.envelope["type"], label)
+        if state != ReceiptState.REJECTED.value and self._fanout is not None:
+            await self._fanout.republish(
+                body, sender=verified.sender, msg_type=verified.envelope["type"],
+                priority=str(verified.envelope.get("priority")))
+        return label
+
+    async def _receipt(self, verified: Verified, body: bytes, amqp_user: str | None) -> str:
+        now = self._clock.now()
+        try:
+            admitted = admit(verified, self._me, now)
+        except RejectedMessage as exc:
+            # Receipts are never answered (no loops); a bad one is a security event.
+            return await self._security(exc.reason, f"receipt refused: {exc.detail}", body,
+                                        amqp_user, verified.sender)
+        env = admitted.envelope
+        assert isinstance(env, ReceiptEnvelope)
+        r = env.body
+        outcome = await self._ledger.apply_receipt(IncomingReceipt(
+            issuer=verified.sender, id=env.id, message_id=r.message_id,
+            message_sha256=r.message_sha256, state=r.state.value, reason=r.reason, at=r.at,
+            wire=body), now)
+        if outcome is ReceiptOutcome.UNEXPECTED:
+            return await self._security(reasons.UNEXPECTED_RECEIPT,
+                                        f"receipt for {r.message_id}", body, amqp_user,
+                                        verified.sender)
+        log.info("receipt_applied", outcome=outcome.value, state=r.state.value,
+                 receipt_for=r.message_id)
+        self._on_outcome("receipt", f"{outcome.value}_{r.state.value}")
+        return f"receipt_{outcome.value}"
+
+    async def _security(self, reason: str, detail: str, body: bytes, amqp_user: str | None,
+                        claimed: str | None) -> str:
+        log.warning("security_event", reason=reason, detail=detail, amqp_user=amqp_user,
+                    claimed_sender=claimed)
+        await self._ledger.record_security_event(SecurityEvent(
+            at=self._clock.now(), reason=reason, detail=detail, claimed_sender=claimed,
+            amqp_user=amqp_user, payload=body))
+        self._on_outcome("security", reason)
+        return f"security_{reason}"
+
+
+def existing_like(existing: InboxEntry, verified: Verified, body: bytes, now: Any) -> InboxEntry:
+    """An entry carrying the new payload's digest, to let the ledger tell dup from conflict."""
+    return InboxEntry(
+        sender=existing.sender, id=existing.id, type=existing.type, priority=existing.priority,
+        mode=existing.mode, tlp=existing.tlp, incident=existing.incident,
+        created=existing.created, expires=existing.expires, digest=verified.digest, wire=body,
+        received_at=now, state=existing.state)

@@ -1,0 +1,90 @@
+"""Submission: validate, address, seal and store a message in the outbox (one commit)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import Field
+
+from gateway.errors import SubmissionError
+from gateway.protocol.envelope import MAX_LIFETIME, PROTOCOL_VERSION
+from gateway.protocol.keys import SigningKey
+from gateway.protocol.messages import SitrepEnvelope
+from gateway.protocol.signing import seal
+from gateway.protocol.sitrep import Sitrep, sitrep_json
+from gateway.protocol.types import FrozenModel, IncidentId, Mode, Priority, Tlp, UtcTime
+from gateway.service.directory import Directory
+from gateway.service.ports import Clock, IdempotencyKey, Ledger, OutgoingMessage
+
+
+class SitrepSubmission(FrozenModel):
+    """What a centre system POSTs to ``/v1/sitreps``."""
+
+    to: tuple[str, ...] = Field(min_length=1, max_length=64,
+                                description="Centre ids and group names")
+    tlp: Tlp
+    priority: Priority = Priority.ROUTINE
+    mode: Mode = Mode.ACTUAL
+    incident: IncidentId | None = Field(
+        default=None, description="Incident reference; defaults to sitrep.incident.id")
+    expires: UtcTime | None = Field(default=None, description="Defaults to the node's TTL")
+    sitrep: Sitrep
+
+
+def outgoing(envelope: dict[str, Any], key: SigningKey, recipients: tuple[str, ...],
+             answers: tuple[str, str] | None = None) -> OutgoingMessage:
+    """Seal a JSON-ready envelope into an outbox record."""
+    sealed = seal(envelope, key)
+    return OutgoingMessage(
+        id=envelope["id"], type=envelope["type"],
+        created=_parse(envelope["created"]), expires=_parse(envelope["expires"]),
+        priority=envelope["priority"], mode=envelope["mode"], tlp=envelope["tlp"],
+        incident=envelope.get("incident"), digest=sealed.digest, wire=sealed.wire,
+        recipients=recipients, answers=answers,
+    )
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class Submitter:
+    """Turns validated submissions into durable, signed outbox messages."""
+
+    def __init__(self, *, me: str, key: SigningKey, directory: Directory, ledger: Ledger,
+                 clock: Clock, default_ttl: timedelta, on_submitted: Callable[[], None]) -> None:
+        self._me, self._key, self._directory = me, key, directory
+        self._ledger, self._clock, self._ttl = ledger, clock, default_ttl
+        self._on_submitted = on_submitted
+
+    async def submit_sitrep(
+        self, sub: SitrepSubmission, idempotency: IdempotencyKey | None = None
+    ) -> tuple[str, bool]:
+        """Store the sitrep for every recipient; returns (id, created).
+
+        Raises :class:`SubmissionError` (422) for unknown recipients or a bad expiry.
+        The message is durable when this returns.
+        """
+        recipients = self._directory.resolve(sub.to)
+        now = self._clock.now()
+        expires = sub.expires or now + self._ttl
+        if expires <= now or expires - now > MAX_LIFETIME:
+            raise SubmissionError(
+                422, "Invalid expiry", f"expires must be in the future and within "
+                f"{MAX_LIFETIME.days} days", [{"loc": ["expires"], "msg": "out of range"}])
+        envelope = SitrepEnvelope.model_validate({
+            "v": PROTOCOL_VERSION, "id": str(uuid.uuid4()), "type": "sitrep", "from": self._me,
+            "to": list(recipients), "created": now, "expires": expires, "mode": sub.mode,
+            "tlp": sub.tlp, "priority": sub.priority,
+            "incident": sub.incident or sub.sitrep.incident.id, "body": sub.sitrep,
+        })
+        wire_env = envelope.model_dump(mode="json", by_alias=True, exclude={"body"},
+                                       exclude_none=True)
+        wire_env["body"] = sitrep_json(sub.sitrep)
+        message = outgoing(wire_env, self._key, recipients)
+        result = await self._ledger.submit(message, idempotency, now)
+        self._on_submitted()
+        return result

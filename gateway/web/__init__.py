@@ -1,0 +1,1 @@
+"""HTTP layer: the API for centre systems (and, later, the operator console)."""

@@ -1,0 +1,252 @@
+"""The HTTP API for centre systems (aiohttp)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.errors import SubmissionError
+from gateway.protocol import ijson
+from gateway.protocol.types import UUID_PATTERN, format_time
+from gateway.service.ports import IdempotencyKey, InboxEntry
+from gateway.service.submit import SitrepSubmission
+from gateway.web.openapi import openapi_document
+from gateway.web.problems import problem, problem_middleware
+
+if TYPE_CHECKING:
+    from gateway.app import Node
+
+NODE: web.AppKey[Node] = web.AppKey("node")
+CLIENT = "client"
+PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/v1/openapi.json"})
+MAX_IDEMPOTENCY_KEY = 200
+MAX_LIMIT = 1000
+
+
+def _token_client(node: Node, header: str | None) -> str | None:
+    if not header or not header.startswith("Bearer "):
+        return None
+    digest = hashlib.sha256(header[7:].strip().encode()).hexdigest()
+    found = None
+    for client, expected in node.settings.api.tokens.items():
+        if hmac.compare_digest(digest, expected.get_secret_value()):
+            found = client
+    return found
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Bearer-token authentication for everything under /v1 but the OpenAPI document."""
+    if request.path in PUBLIC or not request.path.startswith("/v1/"):
+        return await handler(request)  # type: ignore[no-any-return]
+    client = _token_client(request.app[NODE], request.headers.get("Authorization"))
+    if client is None:
+        return problem(401, "Unauthorized", "a valid bearer token is required",
+                       headers={"WWW-Authenticate": 'Bearer realm="crisisgw"'})
+    request[CLIENT] = client
+    return await handler(request)  # type: ignore[no-any-return]
+
+
+async def _read_json(request: web.Request) -> tuple[Any, bytes]:
+    node = request.app[NODE]
+    limit = node.settings.api.max_body_bytes
+    ctype = request.content_type
+    if ctype != "application/json":
+        raise SubmissionError(415, "Unsupported media type",
+                              f"send application/json, not {ctype or 'nothing'}")
+    if request.content_length is not None and request.content_length > limit:
+        raise SubmissionError(413, "Payload too large", f"the limit is {limit} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        body.extend(chunk)
+        if len(body) > limit:
+            raise SubmissionError(413, "Payload too large", f"the limit is {limit} bytes")
+    raw = bytes(body)
+    return ijson.loads(raw), raw
+
+
+async def post_sitrep(request: web.Request) -> web.Response:
+    """POST /v1/sitreps: validate, seal and store; 202 once durable."""
+    node = request.app[NODE]
+    data, raw = await _read_json(request)
+    sub = SitrepSubmission.model_validate(data)
+    idem = None
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise SubmissionError(400, "Bad Idempotency-Key",
+                                  f"1 to {MAX_IDEMPOTENCY_KEY} characters")
+        idem = IdempotencyKey(client=request[CLIENT], key=key,
+                              request_sha256=hashlib.sha256(raw).hexdigest())
+    message_id, created = await node.submitter.submit_sitrep(sub, idem)
+    if created:
+        node.metrics.submitted.labels("sitrep").inc()
+    headers = {"Location": f"/v1/messages/{message_id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return web.json_response({"id": message_id, "status": f"/v1/messages/{message_id}"},
+                             status=202, headers=headers)
+
+
+def inbox_view(entry: InboxEntry) -> dict[str, Any]:
+    """An incoming message as the API shows it."""
+    signed = json.loads(entry.wire)
+    envelope = signed.get("envelope", {})
+    return {
+        "id": entry.id, "from": entry.sender, "type": entry.type, "priority": entry.priority,
+        "mode": entry.mode, "tlp": entry.tlp, "incident": entry.incident,
+        "created": envelope.get("created"), "expires": envelope.get("expires"),
+        "received_at": format_time(entry.received_at), "state": entry.state,
+        "reason": entry.reason, "detail": entry.detail,
+        "acknowledged_at": entry.acknowledged_at and format_time(entry.acknowledged_at),
+        "acknowledged_by": entry.acknowledged_by, "sha256": entry.digest,
+        "body": envelope.get("body"), "envelope": envelope, "signature": signed.get("signature"),
+    }
+
+
+def _message_id(request: web.Request) -> str:
+    import re  # noqa: PLC0415 - tiny and local
+
+    value = request.match_info["id"]
+    if not re.fullmatch(UUID_PATTERN, value):
+        raise SubmissionError(404, "Not found", "message ids are lower-case UUIDs")
+    return value
+
+
+async def get_message(request: web.Request) -> web.Response:
+    """GET /v1/messages/{id}: our message with per-recipient states, or an incoming one."""
+    node = request.app[NODE]
+    message_id = _message_id(request)
+    view = await node.ledger.message(message_id)
+    if view is not None:
+        view["direction"] = "out"
+        view["receipts"] = await node.ledger.receipts_for(message_id)
+        return web.json_response(view)
+    entries = [e for e in await node.ledger.find_inbox(message_id) if e.type != "receipt"]
+    if entries:
+        return web.json_response({**inbox_view(entries[0]), "direction": "in"})
+    raise SubmissionError(404, "Not found", f"no message {message_id}")
+
+
+def _filters(request: web.Request, allowed: tuple[str, ...]) -> tuple[dict[str, str], int]:
+    filters = {k: v for k, v in request.query.items() if k in allowed}
+    unknown = sorted(set(request.query) - set(allowed) - {"limit"})
+    if unknown:
+        raise SubmissionError(400, "Unknown filter", f"unknown query parameters: {unknown}",
+                              [{"loc": ["query", u], "msg": "unknown parameter"} for u in unknown])
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError as exc:
+        raise SubmissionError(400, "Bad limit", "limit must be an integer") from exc
+    return filters, max(1, min(limit, MAX_LIMIT))
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    """GET /v1/messages?type=&incident=&state=&peer=&since=&limit="""
+    filters, limit = _filters(request, ("type", "incident", "state", "peer", "since"))
+    items = await request.app[NODE].ledger.messages(filters, limit)
+    return web.json_response({"items": items})
+
+
+async def get_inbox(request: web.Request) -> web.Response:
+    """GET /v1/inbox?from=&type=&incident=&state=&priority=&limit="""
+    filters, limit = _filters(request, ("from", "type", "incident", "state", "priority"))
+    if "from" in filters:
+        filters["sender"] = filters.pop("from")
+    entries = await request.app[NODE].ledger.inbox(filters, limit)
+    return web.json_response({"items": [inbox_view(e) for e in entries]})
+
+
+async def post_ack(request: web.Request) -> web.Response:
+    """POST /v1/messages/{id}/ack: acknowledge an incoming message."""
+    node = request.app[NODE]
+    message_id = _message_id(request)
+    by = request[CLIENT]
+    if request.can_read_body:
+        data, _ = await _read_json(request)
+        if isinstance(data, dict) and isinstance(data.get("by"), str):
+            by = data["by"][:100]
+    entry = await node.acknowledger.acknowledge(message_id, by, request.query.get("from"))
+    return web.json_response(inbox_view(entry))
+
+
+async def get_peers(request: web.Request) -> web.Response:
+    """GET /v1/peers: configured peers, their keys and link state."""
+    from gateway.protocol.keys import fingerprint, public_key_from_text  # noqa: PLC0415
+
+    node = request.app[NODE]
+    stats = await node.ledger.stats()
+    peers = []
+    for p in node.settings.peers:
+        link = node.publisher.links.get(p.id)
+        backlog = stats["backlog"]
+        peers.append({
+            "id": p.id, "name": p.name, "country": p.country, "groups": list(p.groups),
+            "suspended": p.suspended, "link_up": bool(link and link.connected),
+            "keys": [{"kid": k.kid, "fingerprint": fingerprint(public_key_from_text(k.public_key)),
+                      "not_after": k.not_after and format_time(k.not_after), "revoked": k.revoked}
+                     for k in p.keys],
+            "backlog": backlog.get(p.id, {}).get("count", 0),
+        })
+    return web.json_response({"me": node.me, "peers": peers})
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the ledger answers and our inbox consumer is connected."""
+    node = request.app[NODE]
+    checks = {"ledger": True, "inbox": node.consumer.connected}
+    try:
+        await node.ledger.stats()
+    except Exception:  # noqa: BLE001 - any ledger failure means not ready
+        checks["ledger"] = False
+    ok = all(checks.values())
+    return web.json_response({"status": "ready" if ok else "not ready", "checks": checks},
+                             status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics."""
+    node = request.app[NODE]
+    stats = await node.ledger.stats()
+    for state, n in stats["deliveries"].items():
+        node.metrics.deliveries.labels(state).set(n)
+    for p in node.settings.peers:
+        node.metrics.backlog.labels(p.id).set(stats["backlog"].get(p.id, {}).get("count", 0))
+        link = node.publisher.links.get(p.id)
+        node.metrics.peer_up.labels(p.id).set(1 if link and link.connected else 0)
+    node.metrics.inbox_up.set(1 if node.consumer.connected else 0)
+    body = generate_latest(node.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def get_openapi(_request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of this API."""
+    return web.json_response(openapi_document())
+
+
+def build_app(node: Node) -> web.Application:
+    """The aiohttp application of a node."""
+    app = web.Application(middlewares=[problem_middleware, auth_middleware],
+                          client_max_size=node.settings.api.max_body_bytes + 1024)
+    app[NODE] = node
+    app.router.add_post("/v1/sitreps", post_sitrep)
+    app.router.add_get("/v1/messages", list_messages)
+    app.router.add_get("/v1/messages/{id}", get_message)
+    app.router.add_post("/v1/messages/{id}/ack", post_ack)
+    app.router.add_get("/v1/inbox", get_inbox)
+    app.router.add_get("/v1/peers", get_peers)
+    app.router.add_get("/v1/openapi.json", get_openapi)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,104 @@
+"""The OpenAPI 3.1 document, built from the same pydantic models as the API."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from gateway import __version__
+from gateway.service.submit import SitrepSubmission
+
+_PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"},
+        "status": {"type": "integer"}, "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {
+            "type": "object", "properties": {
+                "loc": {"type": "array"}, "field": {"type": "string"},
+                "msg": {"type": "string"}, "type": {"type": "string"}}}},
+    },
+}
+
+
+def _problems(*codes: int) -> dict[str, Any]:
+    return {str(c): {"description": "problem", "content": {"application/problem+json": {
+        "schema": {"$ref": "#/components/schemas/Problem"}}}} for c in codes}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ID_PARAM = {"name": "id", "in": "path", "required": True,
+             "schema": {"type": "string", "format": "uuid"}}
+
+
+def _query(*names: str) -> list[dict[str, Any]]:
+    params = [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+              for n in names]
+    params.append({"name": "limit", "in": "query", "required": False,
+                   "schema": {"type": "integer", "minimum": 1, "maximum": 1000}})
+    return params
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of ``/v1``."""
+    sub = SitrepSubmission.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = sub.pop("$defs", {})
+    schemas = {**defs, "SitrepSubmission": sub, "Problem": _PROBLEM}
+    obj = {"type": "object"}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Crisis Exchange Gateway API", "version": __version__,
+                 "description": "Submit sitreps, follow their delivery, read the inbox."},
+        "servers": [{"url": "/"}],
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/sitreps": {"post": {
+                "summary": "Submit a sitrep", "operationId": "submitSitrep",
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/SitrepSubmission"}}}},
+                "responses": {
+                    "202": _json({"type": "object", "required": ["id"], "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "status": {"type": "string"}}}, "stored durably, delivery under way"),
+                    **_problems(400, 401, 413, 415, 422, 503, 507)}}},
+            "/v1/messages": {"get": {
+                "summary": "List sent messages", "operationId": "listMessages",
+                "parameters": _query("type", "incident", "state", "peer", "since"),
+                "responses": {"200": _json(obj, "messages"), **_problems(400, 401)}}},
+            "/v1/messages/{id}": {"get": {
+                "summary": "A message with its recipients' states", "operationId": "getMessage",
+                "parameters": [_ID_PARAM],
+                "responses": {"200": _json(obj, "the message"), **_problems(401, 404)}}},
+            "/v1/messages/{id}/ack": {"post": {
+                "summary": "Acknowledge an incoming message", "operationId": "ackMessage",
+                "parameters": [_ID_PARAM, {"name": "from", "in": "query", "required": False,
+                                           "schema": {"type": "string"}}],
+                "responses": {"200": _json(obj, "acknowledged"),
+                              **_problems(400, 401, 404, 409, 415)}}},
+            "/v1/inbox": {"get": {
+                "summary": "Verified incoming messages", "operationId": "getInbox",
+                "parameters": _query("from", "type", "incident", "state", "priority"),
+                "responses": {"200": _json(obj, "incoming messages"), **_problems(400, 401)}}},
+            "/v1/peers": {"get": {
+                "summary": "Configured peers", "operationId": "getPeers",
+                "responses": {"200": _json(obj, "peers"), **_problems(401)}}},
+            "/healthz": {"get": {"summary": "Liveness", "security": [],
+                                 "responses": {"200": _json(obj, "alive")}}},
+            "/readyz": {"get": {"summary": "Readiness", "security": [],
+                                "responses": {"200": _json(obj, "ready"),
+                                              "503": _json(obj, "not ready")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
+                                 "responses": {"200": {"description": "text exposition"}}}},
+        },
+    }

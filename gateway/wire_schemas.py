@@ -1,0 +1,57 @@
+"""JSON Schemas of every wire object, generated from the models into ``schemas/``.
+
+``crisisgw schemas --out schemas`` rewrites the files; a test fails when they drift.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from gateway.protocol.envelope import Envelope, SignedMessage
+from gateway.protocol.messages import SitrepEnvelope
+from gateway.protocol.receipts import Receipt, ReceiptEnvelope
+from gateway.protocol.sitrep import Sitrep
+from gateway.service.submit import SitrepSubmission
+
+BASE_ID = "https://crisisgw.eu/schemas/v1/"
+
+WIRE_MODELS: dict[str, type[BaseModel]] = {
+    "signed-message": SignedMessage,
+    "envelope": Envelope,
+    "sitrep-envelope": SitrepEnvelope,
+    "sitrep": Sitrep,
+    "receipt-envelope": ReceiptEnvelope,
+    "receipt": Receipt,
+    "api-sitrep-submission": SitrepSubmission,
+}
+
+
+def schema_of(name: str, model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one model, as it appears on the wire."""
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"{BASE_ID}{name}.schema.json", **schema}
+
+
+def render_all() -> dict[str, str]:
+    """File name -> file text for every schema."""
+    return {
+        f"{name}.schema.json": json.dumps(schema_of(name, model), indent=2, sort_keys=True,
+                                          ensure_ascii=False) + "\n"
+        for name, model in WIRE_MODELS.items()
+    }
+
+
+def write_all(out: Path) -> list[Path]:
+    """Write every schema under ``out``; returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for filename, text in render_all().items():
+        path = out / filename
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
