@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.adapters.provision import RabbitCtl
+from gateway.adapters.provision import Definitions
 from gateway.keyfiles import load_signing_key, write_private_key
 from gateway.protocol.keys import default_key_id, public_key_text
 
@@ -38,10 +38,9 @@ class Centre:
     country: str
     groups: tuple[str, ...]
 
-    @property
-    def vhost(self) -> str:
+    def vhost(self, prefix: str = "crisisgw") -> str:
         """Its broker vhost."""
-        return f"crisisgw-{self.id.lower()}"
+        return f"{prefix}-{self.id.lower()}"
 
 
 CENTRES = (
@@ -57,9 +56,9 @@ EXAMPLE = {"to": ["NL-NCC", "LU-HCPN", "DE-NW"], "tlp": "GREEN",
                       "summary": "Water levels rising at Liège."}}
 
 
-def peer_user(publisher: str, owner: str) -> str:
+def peer_user(publisher: str, owner: str, prefix: str = "") -> str:
     """The user ``publisher`` has on ``owner``'s broker."""
-    return f"{publisher}@{owner}"
+    return f"{prefix}{publisher}@{owner}"
 
 
 def amqp_url(base: str, user: str, password: str, vhost: str) -> str:
@@ -93,7 +92,8 @@ def _write_private_text(path: Path, text: str) -> None:
 
 def prepare(root: Path, base_port: int, amqp_base: str,
             centres: tuple[Centre, ...] = CENTRES, provision: bool = True,
-            overrides: dict[str, Any] | None = None) -> dict[str, Path]:
+            overrides: dict[str, Any] | None = None, prefix: str = "crisisgw",
+            user_prefix: str = "") -> dict[str, Path]:
     """Create keys, tokens, broker users and configs; returns centre id -> config path."""
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -117,24 +117,19 @@ def prepare(root: Path, base_port: int, amqp_base: str,
         if not token_path.exists():
             _write_private_text(token_path, secrets.token_urlsafe(32) + "\n")
 
+    defs = Definitions()
+    for c in centres:
+        own = user_prefix + c.id
+        defs.vhost(c.vhost(prefix))
+        defs.user(own, secret(own))
+        defs.grant(c.vhost(prefix), own, r"^crisisgw\..*", r"^crisisgw\..*", r"^crisisgw\..*")
+        for other in centres:
+            if other.id != c.id:
+                user = peer_user(other.id, c.id, user_prefix)
+                defs.user(user, secret(user))
+                defs.grant(c.vhost(prefix), user, "^$", r"^crisisgw\.inbox$", "^$")
     if provision:
-        ctl = RabbitCtl()
-        for c in centres:
-            ctl.vhost(c.vhost)
-            ctl.user(c.id, secret(f"{c.id}/self"))
-            ctl.permissions(c.vhost, c.id, r"^crisisgw\..*", r"^crisisgw\..*", r"^crisisgw\..*")
-            for other in centres:
-                if other.id == c.id:
-                    continue
-                user = peer_user(other.id, c.id)
-                ctl.user(user, secret(user))
-                ctl.permissions(c.vhost, user, "^$", r"^crisisgw\.inbox$", "^$")
-    else:
-        for c in centres:
-            secret(f"{c.id}/self")
-            for other in centres:
-                if other.id != c.id:
-                    secret(peer_user(other.id, c.id))
+        defs.apply()
     _save_secrets(root, store)
 
     paths = {}
@@ -146,7 +141,8 @@ def prepare(root: Path, base_port: int, amqp_base: str,
             "log_format": "auto",
             "node": {"centre": c.id, "name": c.name, "country": c.country, "data_dir": "data",
                      "signing_key_file": "signing.key", "signing_key_id": kid},
-            "broker": {"url": amqp_url(amqp_base, c.id, store[f"{c.id}/self"], c.vhost)},
+            "broker": {"url": amqp_url(amqp_base, user_prefix + c.id, store[user_prefix + c.id],
+                                       c.vhost(prefix))},
             "api": {"host": "127.0.0.1", "port": base_port + index,
                     "tokens": {"demo": hashlib.sha256(token.encode()).hexdigest()}},
             "delivery": {"retry_base_seconds": 1.0, "retry_cap_seconds": 30.0,
@@ -154,9 +150,10 @@ def prepare(root: Path, base_port: int, amqp_base: str,
             "peers": [
                 {"id": o.id, "name": o.name, "country": o.country, "groups": list(o.groups),
                  "keys": [{"kid": public[o.id][0], "public_key": public[o.id][1]}],
-                 "inbox_url": amqp_url(amqp_base, peer_user(c.id, o.id),
-                                       store[peer_user(c.id, o.id)], o.vhost),
-                 "granted_user": peer_user(o.id, c.id)}
+                 "inbox_url": amqp_url(amqp_base, peer_user(c.id, o.id, user_prefix),
+                                       store[peer_user(c.id, o.id, user_prefix)],
+                                       o.vhost(prefix)),
+                 "granted_user": peer_user(o.id, c.id, user_prefix)}
                 for o in centres if o.id != c.id
             ],
         }

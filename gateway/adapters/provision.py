@@ -1,20 +1,29 @@
 """Broker provisioning through ``rabbitmqctl`` (local broker, run as root or rabbitmq).
 
-Used by the demo to create one vhost per centre, the node's own user, and one
-least-privilege user per peer that may only write to our inbox exchange.
+Used by the demo and the tests to create one vhost per centre, the node's own user,
+and one least-privilege user per peer that may only write to our inbox exchange.
+Everything is applied in one ``rabbitmqctl import_definitions`` call: idempotent, and
+the passwords travel as salted hashes in a short-lived file, never on a command line.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import os
 import shutil
 import subprocess
+import tempfile
+from dataclasses import dataclass, field
 
 from gateway.errors import ConfigError
 
-TIMEOUT = 60
+TIMEOUT = 120
 
 
-def _ctl(*args: str) -> str:
+def rabbitmqctl(*args: str) -> str:
+    """Run rabbitmqctl; raise :class:`ConfigError` with its message on failure."""
     exe = shutil.which("rabbitmqctl")
     if exe is None:
         raise ConfigError("rabbitmqctl not found: install rabbitmq-server (deploy/setup.sh)")
@@ -28,37 +37,66 @@ def _ctl(*args: str) -> str:
     return done.stdout
 
 
-def _names(listing: str) -> set[str]:
-    return {line.split("\t")[0] for line in listing.splitlines() if line.strip()}
+def password_hash(password: str, salt: bytes | None = None) -> str:
+    """RabbitMQ's ``rabbit_password_hashing_sha256`` form: base64(salt + sha256(salt+pw))."""
+    salt = salt if salt is not None else os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
-class RabbitCtl:
-    """Idempotent vhost, user and permission management."""
+@dataclass
+class Definitions:
+    """Vhosts, users and permissions to apply in one go."""
 
-    def __init__(self) -> None:
-        self._users = _names(_ctl("list_users", "--no-table-headers"))
-        self._vhosts = _names(_ctl("list_vhosts", "--no-table-headers"))
+    vhosts: list[str] = field(default_factory=list)
+    users: dict[str, str] = field(default_factory=dict)
+    permissions: list[tuple[str, str, str, str, str]] = field(default_factory=list)
 
     def vhost(self, name: str) -> None:
-        """Create the vhost if missing (quorum queues by default)."""
-        if name not in self._vhosts:
-            _ctl("add_vhost", name, "--default-queue-type", "quorum")
-            self._vhosts.add(name)
+        """Ensure a vhost."""
+        if name not in self.vhosts:
+            self.vhosts.append(name)
 
     def user(self, name: str, password: str) -> None:
-        """Create the user, or reset its password to ``password``."""
-        if name in self._users:
-            _ctl("change_password", name, password)
-        else:
-            _ctl("add_user", name, password)
-            self._users.add(name)
+        """Ensure a user with this password (no tags: no management or admin rights)."""
+        self.users[name] = password
 
-    def permissions(self, vhost: str, user: str, configure: str, write: str, read: str) -> None:
-        """Set the user's permissions on the vhost (regular expressions)."""
-        _ctl("set_permissions", "-p", vhost, user, configure, write, read)
+    def grant(self, vhost: str, user: str, configure: str, write: str, read: str) -> None:
+        """Set a user's permissions on a vhost (regular expressions)."""
+        self.permissions.append((vhost, user, configure, write, read))
 
-    def delete_user(self, name: str) -> None:
-        """Remove a user if present."""
-        if name in self._users:
-            _ctl("delete_user", name)
-            self._users.discard(name)
+    def document(self) -> dict[str, object]:
+        """The definitions JSON document."""
+        return {
+            "vhosts": [{"name": v} for v in self.vhosts],
+            "users": [{"name": u, "password_hash": password_hash(p),
+                       "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}
+                      for u, p in self.users.items()],
+            "permissions": [{"vhost": v, "user": u, "configure": c, "write": w, "read": r}
+                            for v, u, c, w, r in self.permissions],
+        }
+
+    def apply(self) -> None:
+        """Import into the local broker."""
+        fd, path = tempfile.mkstemp(prefix="crisisgw-defs-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.document(), fh)
+            os.chmod(path, 0o644)  # the broker runs as its own user and must read it
+            rabbitmqctl("import_definitions", path)
+        finally:
+            os.unlink(path)
+
+
+def delete(vhosts: list[str], users: list[str]) -> None:
+    """Remove vhosts and users (used by test clean-up); missing ones are ignored."""
+    exe = shutil.which("rabbitmqctl")
+    if exe is None:
+        return
+    procs = [subprocess.Popen([exe, "-q", "delete_vhost", v],  # noqa: S603
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for v in vhosts]
+    procs += [subprocess.Popen([exe, "-q", "delete_user", u],  # noqa: S603
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+              for u in users]
+    for p in procs:
+        p.wait(timeout=TIMEOUT)

@@ -45,10 +45,11 @@ def _float(text: str) -> float:
 
 
 def _check_strings_and_depth(root: Any) -> None:
+    # depth counts containers only: 32 nested arrays holding a scalar are allowed.
     stack: list[tuple[Any, int]] = [(root, 1)]
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        if depth > MAX_DEPTH and isinstance(node, (dict, list)):
             raise MalformedInput("not_ijson", f"nesting deeper than {MAX_DEPTH}")
         if isinstance(node, str):
             _check_str(node)

@@ -58,6 +58,9 @@ def seal(envelope: dict[str, Any], key: SigningKey) -> Sealed:
     )
     if len(wire) > MAX_WIRE_BYTES:
         raise MalformedInput(reasons.TOO_LARGE, f"signed message exceeds {MAX_WIRE_BYTES} bytes")
+    # Never emit what a receiver would refuse (e.g. a float >= 2^53 that JCS writes as an
+    # integer, or nesting beyond the limit): re-read our own bytes as a receiver does.
+    ijson.loads(wire)
     return Sealed(wire=wire, digest=sha256_hex(canon), envelope=envelope)
 
 

@@ -698,7 +698,7 @@ def test_non_ijson_wire_refused(sealed_wire: bytes, make_wire: Callable[[bytes],
 
 
 # --------------------------------------------------------------------------------------
-# Known defect: seal can emit wire that open_signed refuses
+# seal never emits wire that open_signed refuses
 # --------------------------------------------------------------------------------------
 
 
@@ -709,14 +709,6 @@ def _nested(depth: int) -> Any:
     return value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "seal() only checks the size limit: it signs values that ijson.loads refuses "
-        "(integral doubles >= 2^53 written as integer literals, nesting deeper than 32), "
-        "so a successfully sealed message is dropped by every receiver as not_ijson"
-    ),
-)
 @pytest.mark.parametrize(
     "body_extra",
     [{"population": 1e20}, {"position": [2.0**53, 50.0]}, {"deep": _nested(31)}],
