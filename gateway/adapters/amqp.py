@@ -109,9 +109,11 @@ class PeerLink:
                                                          on_return_raises=True)
                 self._exchange = await self._channel.get_exchange(INBOX_EXCHANGE, ensure=False)
             except TransportError as exc:
+                await self._drop()
                 self._failed_at, self._last_error, self.connected = time.monotonic(), exc, False
                 raise
             except (aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
+                await self._drop()
                 err = PublishUnknown(f"channel to {self.peer}: {exc!r}")
                 self._failed_at, self._last_error, self.connected = time.monotonic(), err, False
                 raise err from exc
@@ -120,6 +122,7 @@ class PeerLink:
             return self._exchange
 
     async def _reset(self) -> None:
+        """Forget the channel (it is re-opened on the next publish)."""
         self._exchange = None
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(Exception):
@@ -127,6 +130,14 @@ class PeerLink:
         self._channel = None
         if self._conn is not None and self._conn.is_closed:
             self._conn = None
+
+    async def _drop(self) -> None:
+        """Forget the channel and the connection: the next publish reconnects."""
+        await self._reset()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def publish(self, wire: bytes, *, message_id: str, msg_type: str) -> None:
         """Publish persistently with mandatory routing and wait for the confirm."""
@@ -160,7 +171,7 @@ class PeerLink:
             if isinstance(exc, asyncio.CancelledError) and asyncio.current_task() is not None \
                     and asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 raise
-            await self._reset()
+            await self._drop()
             self.connected = False
             raise PublishUnknown(f"connection to {self.peer} lost: {exc!r}") from exc
 

@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS receipts_in (
 CREATE INDEX IF NOT EXISTS receipts_in_message ON receipts_in(message_id);
 CREATE TABLE IF NOT EXISTS security_events (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, reason TEXT NOT NULL,
-  detail TEXT NOT NULL, claimed_sender TEXT, amqp_user TEXT, payload_sha256 TEXT NOT NULL,
+  detail TEXT NOT NULL, claimed_sender TEXT, claimed_id TEXT, amqp_user TEXT,
+  payload_sha256 TEXT NOT NULL,
   payload BLOB NOT NULL
 );
 """
@@ -394,10 +395,10 @@ class SqliteLedger:
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO security_events (at, reason, detail, claimed_sender, amqp_user,"
-                " payload_sha256, payload) VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO security_events (at, reason, detail, claimed_sender, claimed_id,"
+                " amqp_user, payload_sha256, payload) VALUES (?,?,?,?,?,?,?,?)",
                 (_t(event.at), event.reason, event.detail[:1000], event.claimed_sender,
-                 event.amqp_user, digest, event.payload[:MAX_STORED_PAYLOAD]),
+                 event.claimed_id, event.amqp_user, digest, event.payload[:MAX_STORED_PAYLOAD]),
             )
 
         await self.db.write(run)
@@ -407,7 +408,8 @@ class SqliteLedger:
 
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = conn.execute(
-                "SELECT seq, at, reason, detail, claimed_sender, amqp_user, payload_sha256"
+                "SELECT seq, at, reason, detail, claimed_sender, claimed_id, amqp_user,"
+                " payload_sha256"
                 " FROM security_events ORDER BY seq DESC LIMIT ?", (limit,)
             ).fetchall()
             return [dict(r) for r in rows]

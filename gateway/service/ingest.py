@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 from gateway.errors import MalformedInput, RejectedMessage, VerificationError
-from gateway.protocol import reasons
+from gateway.protocol import ijson, reasons
 from gateway.protocol.keys import KeyRing, SigningKey
 from gateway.protocol.messages import admit, receiptable
 from gateway.protocol.receipts import ReceiptEnvelope, ReceiptState, receipt_envelope
@@ -55,7 +55,8 @@ class Receiver:
         try:
             verified = open_signed(body, self._ring())
         except (MalformedInput, VerificationError) as exc:
-            return await self._security(exc.reason, exc.detail, body, amqp_user, None)
+            return await self._security(exc.reason, exc.detail, body, amqp_user,
+                                        *_claims(body, exc))
         directory = self._directory()
         peer = directory.peer(verified.sender)
         if peer is None or peer.suspended:
@@ -150,14 +151,31 @@ class Receiver:
         return f"receipt_{outcome.value}"
 
     async def _security(self, reason: str, detail: str, body: bytes, amqp_user: str | None,
-                        claimed: str | None) -> str:
+                        claimed: str | None, claimed_id: str | None = None) -> str:
+        if claimed_id is None and claimed is not None:
+            claimed_id = _claims(body, None)[1]
         log.warning("security_event", reason=reason, detail=detail, amqp_user=amqp_user,
-                    claimed_sender=claimed)
+                    claimed_sender=claimed, claimed_id=claimed_id)
         await self._ledger.record_security_event(SecurityEvent(
             at=self._clock.now(), reason=reason, detail=detail, claimed_sender=claimed,
-            amqp_user=amqp_user, payload=body))
+            claimed_id=claimed_id, amqp_user=amqp_user, payload=body))
         self._on_outcome("security", reason)
         return f"security_{reason}"
+
+
+def _claims(body: bytes, exc: Exception | None) -> tuple[str | None, str | None]:
+    """The sender and id a refused payload *claims* (unverified; for the operators only)."""
+    if isinstance(exc, MalformedInput) and exc.reason in (reasons.NOT_IJSON, reasons.TOO_LARGE):
+        return None, None
+    try:
+        envelope = ijson.loads(body).get("envelope", {})
+    except (MalformedInput, AttributeError):
+        return None, None
+    if not isinstance(envelope, dict):
+        return None, None
+    sender, mid = envelope.get("from"), envelope.get("id")
+    return (sender[:40] if isinstance(sender, str) else None,
+            mid[:40] if isinstance(mid, str) else None)
 
 
 def existing_like(existing: InboxEntry, verified: Verified, body: bytes, now: Any) -> InboxEntry:

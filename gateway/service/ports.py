@@ -122,6 +122,7 @@ class SecurityEvent:
     reason: str
     detail: str
     claimed_sender: str | None
+    claimed_id: str | None
     amqp_user: str | None
     payload: bytes
 
@@ -187,6 +188,10 @@ class Ledger(Protocol):
 
     async def record_security_event(self, event: SecurityEvent) -> None:
         """Keep a refused input for the operators."""
+        ...
+
+    async def security_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent security events, newest first (without payloads)."""
         ...
 
     async def message(self, message_id: str) -> dict[str, Any] | None:

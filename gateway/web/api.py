@@ -196,6 +196,13 @@ async def get_peers(request: web.Request) -> web.Response:
     return web.json_response({"me": node.me, "peers": peers})
 
 
+async def get_security_events(request: web.Request) -> web.Response:
+    """GET /v1/security-events: refused unauthenticated, forged or malformed input."""
+    _, limit = _filters(request, ())
+    events = await request.app[NODE].ledger.security_events(limit)
+    return web.json_response({"items": events})
+
+
 async def healthz(_request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
@@ -245,6 +252,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_post("/v1/messages/{id}/ack", post_ack)
     app.router.add_get("/v1/inbox", get_inbox)
     app.router.add_get("/v1/peers", get_peers)
+    app.router.add_get("/v1/security-events", get_security_events)
     app.router.add_get("/v1/openapi.json", get_openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

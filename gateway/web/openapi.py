@@ -93,6 +93,10 @@ def openapi_document() -> dict[str, Any]:
             "/v1/peers": {"get": {
                 "summary": "Configured peers", "operationId": "getPeers",
                 "responses": {"200": _json(obj, "peers"), **_problems(401)}}},
+            "/v1/security-events": {"get": {
+                "summary": "Refused input (forged, tampered, malformed)",
+                "operationId": "getSecurityEvents", "parameters": _query(),
+                "responses": {"200": _json(obj, "events"), **_problems(400, 401)}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [],
                                  "responses": {"200": _json(obj, "alive")}}},
             "/readyz": {"get": {"summary": "Readiness", "security": [],

@@ -1,0 +1,233 @@
+"""A real federation for integration tests: node processes on the real RabbitMQ.
+
+Each test session provisions its own vhosts and users (random prefix) on the local
+broker with the demo's provisioning code, starts ``python -m gateway run`` per centre,
+and removes the vhosts and users afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+
+from gateway.adapters.provision import delete
+from gateway.config import Settings, load_settings
+from gateway.demo import CENTRES, peer_user, prepare
+from gateway.keyfiles import load_signing_key
+from gateway.protocol.keys import SigningKey
+from gateway.protocol.signing import seal
+from gateway.protocol.types import format_time
+
+AMQP = "amqp://127.0.0.1:5672/"
+
+
+def free_base_port(count: int = 4) -> int:
+    """A base port with ``count`` consecutive free ports on 127.0.0.1."""
+    for _ in range(200):
+        base = 20000 + secrets.randbelow(30000)
+        socks = []
+        try:
+            for i in range(count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + i))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+@dataclass
+class NodeHandle:
+    """One node process of the federation."""
+
+    centre: str
+    config: Path
+    port: int
+    token: str
+    settings: Settings
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        """The node's log file."""
+        return self.config.parent / "node.log"
+
+    def key(self) -> SigningKey:
+        """The node's signing key (tests use it to forge or replay on its behalf)."""
+        return load_signing_key(self.settings.node.signing_key_file,
+                                self.settings.node.signing_key_id)
+
+
+@dataclass
+class Federation:
+    """Four nodes on the local broker."""
+
+    root: Path
+    prefix: str
+    nodes: dict[str, NodeHandle] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, root: Path, overrides: dict[str, Any] | None = None) -> Federation:
+        """Provision vhosts, users, keys and configs (does not start the nodes)."""
+        prefix = f"t{secrets.token_hex(3)}"
+        base = free_base_port()
+        paths = prepare(root, base, AMQP, prefix=prefix, user_prefix=f"{prefix}.",
+                        overrides=overrides)
+        fed = cls(root=root, prefix=prefix)
+        for index, (cid, path) in enumerate(paths.items()):
+            fed.nodes[cid] = NodeHandle(
+                centre=cid, config=path, port=base + index,
+                token=(path.parent / "api-token").read_text().strip(),
+                settings=load_settings(path))
+        return fed
+
+    def start(self, *centres: str) -> None:
+        """Start node processes (all by default)."""
+        for cid in centres or tuple(self.nodes):
+            node = self.nodes[cid]
+            if node.proc is not None and node.proc.poll() is None:
+                continue
+            with node.log.open("ab") as log:
+                node.proc = subprocess.Popen(
+                    [sys.executable, "-m", "gateway", "run", "-c", str(node.config),
+                     "--log-format", "json", "--log-level", "debug"],
+                    stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def stop(self, *centres: str, kill: bool = False) -> None:
+        """Stop node processes (SIGTERM, or SIGKILL with ``kill``)."""
+        for cid in centres or tuple(self.nodes):
+            proc = self.nodes[cid].proc
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def destroy(self) -> None:
+        """Stop everything and remove the broker vhosts and users."""
+        self.stop()
+        vhosts = [c.vhost(self.prefix) for c in CENTRES]
+        users = [f"{self.prefix}.{c.id}" for c in CENTRES]
+        users += [peer_user(a.id, b.id, f"{self.prefix}.") for a in CENTRES for b in CENTRES
+                  if a.id != b.id]
+        delete(vhosts, users)
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until every started node answers /readyz with 200."""
+        async def ready() -> bool:
+            for node in self.nodes.values():
+                if node.proc is None or node.proc.poll() is not None:
+                    continue
+                status, _ = await self.api(node.centre, "GET", "/readyz")
+                if status != 200:
+                    return False
+            return True
+        await wait_until(ready, timeout, "nodes ready")
+
+    async def api(self, centre: str, method: str, path: str, body: Any = None,
+                  headers: dict[str, str] | None = None, token: str | None = None,
+                  raw: bytes | None = None) -> tuple[int, Any]:
+        """Call a node's HTTP API; returns (status, parsed JSON or text)."""
+        node = self.nodes[centre]
+        hdrs = {"Authorization": f"Bearer {token if token is not None else node.token}"}
+        if body is not None:
+            raw = json.dumps(body).encode()
+        if raw is not None:
+            hdrs["Content-Type"] = "application/json"
+        hdrs.update(headers or {})
+        try:
+            async with aiohttp.ClientSession() as s, s.request(
+                method, f"http://127.0.0.1:{node.port}{path}", data=raw, headers=hdrs,
+                timeout=aiohttp.ClientTimeout(total=30),
+            ) as resp:
+                text = await resp.text()
+                try:
+                    return resp.status, json.loads(text)
+                except ValueError:
+                    return resp.status, text
+        except aiohttp.ClientError as exc:
+            return 0, str(exc)
+
+    async def inject(self, into: str, as_peer: str, body: bytes,
+                     user_override: str | None = None) -> None:
+        """Publish raw bytes into ``into``'s inbox with the credentials ``into`` granted
+        ``as_peer`` (what a peer, or an attacker holding its password, can do)."""
+        peer = self.nodes[as_peer].settings.peer(into)
+        assert peer is not None
+        url = peer.inbox_url.get_secret_value()
+        user = peer_user(as_peer, into, f"{self.prefix}.")
+        conn = await aio_pika.connect(url)
+        try:
+            ch = await conn.channel(publisher_confirms=True, on_return_raises=True)
+            ex = await ch.get_exchange("crisisgw.inbox", ensure=False)
+            await ex.publish(aio_pika.Message(body, user_id=user_override or user,
+                                              message_id=uuid.uuid4().hex,
+                                              delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                             routing_key=f"test.{as_peer}", mandatory=True)
+        finally:
+            await conn.close()
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Poll ``check`` until true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+EXAMPLE = {"to": ["NL-NCC", "LU-HCPN", "DE-NW"], "tlp": "GREEN",
+           "sitrep": {"incident": {"id": "BE-2026-0001", "title": "Flooding of the Meuse"},
+                      "report_number": 1, "severity": "severe",
+                      "summary": "Water levels rising at Liège."}}
+
+
+def sitrep_body(incident: str, number: int = 1) -> dict[str, Any]:
+    """A minimal valid sitrep body on the wire."""
+    return {"incident": {"id": incident, "title": "Test incident"}, "report_number": number,
+            "severity": "moderate", "summary": {"en": f"report {number}"}}
+
+
+def envelope(sender: str, to: list[str], *, created: datetime | None = None,
+             lifetime: timedelta = timedelta(hours=1), body: dict[str, Any] | None = None,
+             **fields: Any) -> dict[str, Any]:
+    """A sitrep envelope as a peer would build it (fields may be overridden)."""
+    created = created or datetime.now(UTC)
+    env: dict[str, Any] = {
+        "v": 1, "id": str(uuid.uuid4()), "type": "sitrep", "from": sender, "to": to,
+        "created": format_time(created), "expires": format_time(created + lifetime),
+        "mode": "test", "tlp": "GREEN", "priority": "routine", "incident": "TEST-INJECT",
+        "body": body if body is not None else sitrep_body("TEST-INJECT"),
+    }
+    env.update(fields)
+    return env
+
+
+def sealed(env: dict[str, Any], key: SigningKey) -> bytes:
+    """Signed wire bytes."""
+    return seal(env, key).wire
