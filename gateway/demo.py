@@ -66,7 +66,8 @@ def amqp_url(base: str, user: str, password: str, vhost: str) -> str:
     parts = urlsplit(base)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or 5672
-    return f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(vhost, safe='')}"
+    credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    return f"amqp://{credentials}@{host}:{port}/{quote(vhost, safe='')}"
 
 
 def _secret_store(root: Path) -> dict[str, str]:
@@ -90,7 +91,7 @@ def _write_private_text(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def prepare(root: Path, base_port: int, amqp_base: str,
+def prepare(root: Path, base_port: int, amqp_base: str, *,
             centres: tuple[Centre, ...] = CENTRES, provision: bool = True,
             overrides: dict[str, Any] | None = None, prefix: str = "crisisgw",
             user_prefix: str = "") -> dict[str, Path]:
@@ -170,7 +171,7 @@ def wait_ready(port: int, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:  # noqa: S310 - loopback
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
                 if resp.status == 200:
                     return True
         except (urllib.error.URLError, OSError):
@@ -179,50 +180,66 @@ def wait_ready(port: int, timeout: float = 60.0) -> bool:
     return False
 
 
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_example(base_port: int, token_file: Path) -> None:
+    print("\nSend the example sitrep from BE-NCCN to its three peers:\n")
+    print(f"  curl -sS -X POST http://127.0.0.1:{base_port}/v1/sitreps \\\n"
+          f"    -H \"Authorization: Bearer $(cat {token_file})\" \\\n"
+          f"    -H 'Content-Type: application/json' \\\n"
+          f"    -d '{json.dumps(EXAMPLE, ensure_ascii=False)}'\n")
+    print("Then follow it with GET /v1/messages/<id>. Ctrl-C stops the federation.")
+
+
+def _spawn(paths: dict[str, Path]) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    procs = []
+    for cid, path in paths.items():
+        with (path.parent / "node.log").open("ab") as log:
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "gateway", "run", "-c", str(path), "--log-format", "json"],
+                stdout=log, stderr=log)
+        procs.append((cid, proc))
+    return procs
+
+
+def _stop(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    for _, proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for _, proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def run(root: Path, base_port: int, amqp_base: str, init_only: bool) -> int:
-    """Prepare, then run the four nodes until Ctrl-C."""
+    """Prepare, then run the four nodes until Ctrl-C (or SIGTERM)."""
     paths = prepare(root, base_port, amqp_base)
     print(f"Demo federation prepared in {root.resolve()}")
     if init_only:
         for cid, path in paths.items():
             print(f"  {cid}: crisisgw run -c {path}")
         return 0
-    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    procs = _spawn(paths)
     try:
-        for cid, path in paths.items():
-            log = (path.parent / "node.log").open("ab")
-            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "gateway", "run", "-c", str(path), "--log-format", "json"],
-                stdout=log, stderr=log)
-            procs.append((cid, proc))
         for index, (cid, proc) in enumerate(procs):
-            port = base_port + index
-            if not wait_ready(port):
+            if not wait_ready(base_port + index):
                 print(f"{cid} did not become ready; see {paths[cid].parent / 'node.log'}")
                 return 1
-            print(f"  {cid:8} ready  http://127.0.0.1:{port}  (pid {proc.pid})")
-        token_file = paths["BE-NCCN"].parent / "api-token"
-        print("\nSend the example sitrep from BE-NCCN to its three peers:\n")
-        print(f"  curl -sS -X POST http://127.0.0.1:{base_port}/v1/sitreps \\\n"
-              f"    -H \"Authorization: Bearer $(cat {token_file})\" \\\n"
-              f"    -H 'Content-Type: application/json' \\\n"
-              f"    -d '{json.dumps(EXAMPLE, ensure_ascii=False)}'\n")
-        print("Then follow it with GET /v1/messages/<id>. Ctrl-C stops the federation.")
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            print(f"  {cid:8} ready  http://127.0.0.1:{base_port + index}  (pid {proc.pid})")
+        _print_example(base_port, paths["BE-NCCN"].parent / "api-token")
+        signal.signal(signal.SIGTERM, _raise_interrupt)
         while all(p.poll() is None for _, p in procs):
             time.sleep(0.5)
-        dead = [cid for cid, p in procs if p.poll() is not None]
-        print(f"node(s) stopped unexpectedly: {', '.join(dead)}")
-        return 1
     except KeyboardInterrupt:
         print("\nStopping the federation ...")
         return 0
+    else:
+        dead = [cid for cid, p in procs if p.poll() is not None]
+        print(f"node(s) stopped unexpectedly: {', '.join(dead)}")
+        return 1
     finally:
-        for _, proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop(procs)

@@ -446,7 +446,7 @@ class SqliteLedger:
             if "peer" in filters:
                 sub.append("d.recipient = ?")
                 sub_args.append(filters["peer"])
-            where.append(f"EXISTS (SELECT 1 FROM deliveries d WHERE {' AND '.join(sub)})")
+            where.append(f"EXISTS (SELECT 1 FROM deliveries d WHERE {' AND '.join(sub)})")  # noqa: S608 - fixed clauses
             args.extend(sub_args)
         if "since" in filters:
             where.append("o.submitted_at >= ?")

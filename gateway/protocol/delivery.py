@@ -50,8 +50,9 @@ class RetryPolicy:
 
     def delay(self, attempts: int, jitter: float) -> timedelta:
         """Delay before attempt ``attempts + 1``; ``jitter`` is uniform in [0, 1)."""
-        exp = self.base * (2 ** min(max(attempts - 1, 0), 30))
-        return min(exp, self.cap) * (0.5 + jitter / 2)
+        exp: timedelta = self.base * (2 ** min(max(attempts - 1, 0), 30))
+        capped: timedelta = min(exp, self.cap)
+        return capped * (0.5 + jitter / 2)
 
 
 @dataclass(frozen=True, slots=True)

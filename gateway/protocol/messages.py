@@ -78,7 +78,8 @@ def admit(verified: Verified, me: str, now: datetime) -> Admitted:
     ``stale``, ``future_dated``, ``expired``.
     """
     raw = verified.envelope
-    if raw.get("v") not in SUPPORTED_VERSIONS:
+    version = raw.get("v")
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:  # bool is not a version
         raise RejectedMessage(reasons.UNSUPPORTED_VERSION,
                               f"version {str(raw.get('v'))[:10]} not in {SUPPORTED_VERSIONS}")
     model = ENVELOPE_TYPES.get(raw["type"])

@@ -1,8 +1,10 @@
 """Documented reason codes (pure). docs/PROTOCOL.md lists the same codes.
 
 Codes in ``RECEIPTED`` are sent back to an authenticated sender in a signed
-``rejected`` receipt. The others concern input whose sender cannot be authenticated:
-they are recorded as security events, never answered.
+``rejected`` receipt. Codes in ``SECURITY`` are recorded as security events and never
+answered: the sender is not authenticated, or the signed input breaks the transport
+binding, reuses an id, or refers to nothing we sent. A receipt is never answered
+either, so a receipt refused for a ``RECEIPTED`` reason is recorded the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ UNKNOWN_KEY = "unknown_key"
 BAD_SIGNATURE = "bad_signature"
 SENDER_MISMATCH = "sender_mismatch"
 UNEXPECTED_RECEIPT = "unexpected_receipt"
+ID_CONFLICT = "id_conflict"
 
 RECEIPTED = frozenset(
     {EXPIRED, STALE, FUTURE, SCHEMA_INVALID, NOT_ADDRESSED, UNSUPPORTED_VERSION,
@@ -34,7 +37,7 @@ RECEIPTED = frozenset(
 )
 SECURITY = frozenset(
     {TOO_LARGE, NOT_IJSON, MALFORMED, UNKNOWN_SENDER, UNKNOWN_KEY, BAD_SIGNATURE,
-     SENDER_MISMATCH, UNEXPECTED_RECEIPT}
+     SENDER_MISMATCH, UNEXPECTED_RECEIPT, ID_CONFLICT}
 )
 ALL = RECEIPTED | SECURITY
 
@@ -50,10 +53,11 @@ DESCRIPTIONS: dict[str, str] = {
     POLICY: "the release policy of the receiver refuses the message",
     TOO_LARGE: "the payload exceeds the size limit",
     NOT_IJSON: "the payload is not I-JSON (RFC 7493)",
-    MALFORMED: "the payload is not a signed-message object",
+    MALFORMED: "the payload is not a well-formed signed-message object (shape, message id)",
     UNKNOWN_SENDER: "no keys are pinned for the claimed sender",
     UNKNOWN_KEY: "the key id is not pinned for the claimed sender",
     BAD_SIGNATURE: "the signature does not verify",
     SENDER_MISMATCH: "the broker-authenticated publisher is not the claimed sender",
     UNEXPECTED_RECEIPT: "a receipt for a message never sent to that centre, or with a wrong digest",
+    ID_CONFLICT: "the sender reused a message id for different content",
 }

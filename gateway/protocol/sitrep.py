@@ -34,6 +34,8 @@ from gateway.protocol.types import (
 
 SITREP_TYPE = "sitrep"
 UNDETERMINED_LANG = "und"
+#: Validation context that lets a submission use plain strings for texts.
+PLAIN_TEXT: dict[str, bool] = {"plain_text": True}
 MAX_TEXT_CHARS = 20_000
 MAX_LANGUAGES = 32
 MAX_ITEMS = 100
@@ -315,8 +317,9 @@ class Sitrep(FrozenModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _localize_plain_texts(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
+    def _localize_plain_texts(cls, data: Any, info: ValidationInfo) -> Any:
+        # Only submissions (context PLAIN_TEXT) may use plain strings; the wire never does.
+        if not isinstance(data, dict) or not (info.context or {}).get("plain_text"):
             return data
         lang = data.get("language")
         # A bad tag is reported on ``language`` alone, not echoed as a key of every text.

@@ -35,8 +35,9 @@ class Acknowledger:
             raise SubmissionError(400, "Ambiguous", "several senders used this id; pass ?from=")
         entry = entries[0]
         if entry.state == ReceiptState.REJECTED.value:
-            raise SubmissionError(409, "Rejected message",
-                                  f"message was rejected ({entry.reason}); it cannot be acknowledged")
+            raise SubmissionError(
+                409, "Rejected message",
+                f"message was rejected ({entry.reason}); it cannot be acknowledged")
         if entry.state == ReceiptState.DELIVERED.value:
             now = self._clock.now()
             receipt = outgoing(

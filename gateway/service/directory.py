@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from gateway.config import PeerSection
 from gateway.errors import SubmissionError
 from gateway.protocol.types import CENTRE_ID_PATTERN
-
-import re
 
 _CENTRE_RE = re.compile(CENTRE_ID_PATTERN)
 

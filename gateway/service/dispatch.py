@@ -8,6 +8,7 @@ read again until its outcome is recorded. Retries resend the identical wire byte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable
 from datetime import timedelta
@@ -30,7 +31,7 @@ class Dispatcher:
     def __init__(self, *, ledger: Ledger, publisher: Publisher, clock: Clock,
                  policy: RetryPolicy, window_per_peer: int,
                  is_suspended: Callable[[str], bool] = lambda _peer: False,
-                 jitter: Callable[[], float] = random.random,  # noqa: S311 - jitter, not crypto
+                 jitter: Callable[[], float] = random.random,
                  on_outcome: Callable[[str, str, str], None] | None = None) -> None:
         self._ledger, self._publisher, self._clock = ledger, publisher, clock
         self._policy, self._window = policy, window_per_peer
@@ -62,10 +63,8 @@ class Dispatcher:
                 idle = 1.0
             if idle > 0:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=idle)
-                except TimeoutError:
-                    pass
 
     async def _tick(self) -> float:
         now = self._clock.now()

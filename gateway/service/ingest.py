@@ -35,7 +35,8 @@ log = structlog.get_logger("crisisgw.ingest")
 
 
 def _enum_or(value: Any, enum: type[Mode] | type[Priority], default: str) -> str:
-    return str(value) if value in {e.value for e in enum} else default
+    # ``value`` is unvalidated peer input: it may be a list or an object (unhashable).
+    return value if isinstance(value, str) and value in {e.value for e in enum} else default
 
 
 class Receiver:
@@ -113,7 +114,7 @@ class Receiver:
     async def _after(self, outcome: IngestOutcome, verified: Verified, body: bytes,
                      amqp_user: str | None, state: str) -> str:
         if outcome is IngestOutcome.CONFLICT:
-            return await self._security(reasons.MALFORMED,
+            return await self._security(reasons.ID_CONFLICT,
                                         "message id reused with different content", body,
                                         amqp_user, verified.sender)
         self._on_receipt_queued()
@@ -150,8 +151,9 @@ class Receiver:
         self._on_outcome("receipt", f"{outcome.value}_{r.state.value}")
         return f"receipt_{outcome.value}"
 
-    async def _security(self, reason: str, detail: str, body: bytes, amqp_user: str | None,
-                        claimed: str | None, claimed_id: str | None = None) -> str:
+    async def _security(self, reason: str, detail: str, body: bytes,  # noqa: PLR0917 - private
+                        amqp_user: str | None, claimed: str | None,
+                        claimed_id: str | None = None) -> str:
         if claimed_id is None and claimed is not None:
             claimed_id = _claims(body, None)[1]
         log.warning("security_event", reason=reason, detail=detail, amqp_user=amqp_user,

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.errors import SubmissionError
 from gateway.protocol import ijson
+from gateway.protocol.sitrep import PLAIN_TEXT
 from gateway.protocol.types import UUID_PATTERN, format_time
 from gateway.service.ports import IdempotencyKey, InboxEntry
 from gateway.service.submit import SitrepSubmission
@@ -74,7 +75,7 @@ async def post_sitrep(request: web.Request) -> web.Response:
     """POST /v1/sitreps: validate, seal and store; 202 once durable."""
     node = request.app[NODE]
     data, raw = await _read_json(request)
-    sub = SitrepSubmission.model_validate(data)
+    sub = SitrepSubmission.model_validate(data, context=PLAIN_TEXT)
     idem = None
     key = request.headers.get("Idempotency-Key")
     if key is not None:

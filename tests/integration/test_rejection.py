@@ -7,6 +7,7 @@ recorded as a security event and never answered. See docs/PROTOCOL.md, "Receptio
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -129,7 +130,6 @@ async def test_receipt_signature_cannot_pass_as_message_signature(
     key = federation.nodes["BE-NCCN"].key()
     env = envelope("BE-NCCN", ["NL-NCC"])
     sig = key.private.sign(signing_input(canonical_bytes(env), context_for("receipt")))
-    import base64
     wire = canonical_bytes({"envelope": env, "signature": {
         "alg": "Ed25519", "kid": key.kid,
         "value": base64.urlsafe_b64encode(sig).rstrip(b"=").decode()}})

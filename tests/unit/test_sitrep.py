@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.protocol.sitrep import (
+    PLAIN_TEXT,
     Need,
     Purpose,
     Severity,
@@ -74,6 +75,11 @@ RICH: dict[str, Any] = {
 }
 
 
+def _submitted(data: Any) -> Sitrep:
+    """Validate as the API does: plain-string texts allowed (PLAIN_TEXT context)."""
+    return Sitrep.model_validate(data, context=PLAIN_TEXT)
+
+
 def body(**changes: Any) -> dict[str, Any]:
     """Return a deep copy of MINIMAL with top-level ``changes`` applied."""
     data = copy.deepcopy(MINIMAL)
@@ -84,13 +90,13 @@ def body(**changes: Any) -> dict[str, Any]:
 def error_locs(data: dict[str, Any]) -> list[tuple[int | str, ...]]:
     """Validate ``data``, expect failure, and return the location of every error."""
     with pytest.raises(ValidationError) as info:
-        Sitrep.model_validate(data)
+        _submitted(data)
     return [tuple(err["loc"]) for err in info.value.errors()]
 
 
 def test_minimal_body_accepted_and_normalised() -> None:
     """The minimal body validates and dumps with its summary tagged ``und``."""
-    s = Sitrep.model_validate(MINIMAL)
+    s = _submitted(MINIMAL)
     assert s.severity is Severity.SEVERE
     assert s.needs == ()
     assert sitrep_json(s) == {
@@ -104,21 +110,21 @@ def test_minimal_body_accepted_and_normalised() -> None:
 def test_validation_does_not_mutate_input() -> None:
     """Normalising plain strings works on a copy, leaving the caller's dict as it was."""
     data = copy.deepcopy(RICH)
-    Sitrep.model_validate(data)
+    _submitted(data)
     assert data == RICH
 
 
 def test_multilingual_summary_kept() -> None:
     """A summary given in several languages is kept exactly."""
     texts = {"nl": "Waterpeil stijgt.", "fr": "Le niveau monte.", "de": "Pegel steigt."}
-    s = Sitrep.model_validate(body(summary=texts))
+    s = _submitted(body(summary=texts))
     assert s.summary == texts
     assert sitrep_json(s)["summary"] == texts
 
 
 def test_language_field_tags_every_plain_string() -> None:
     """With ``language`` set, every plain-string text, however nested, is tagged with it."""
-    s = Sitrep.model_validate(RICH)
+    s = _submitted(RICH)
     assert s.sections is not None
     assert s.sections.situation == {"en": "Dykes overtopped at two points."}
     assert s.sections.actions_taken == {"fr": "Évacuation de 1 200 personnes."}
@@ -131,7 +137,7 @@ def test_language_field_tags_every_plain_string() -> None:
 
 def test_sitrep_json_omits_nulls_and_empty_lists() -> None:
     """sitrep_json drops None fields and empty tuples, including nested ones."""
-    s = Sitrep.model_validate(
+    s = _submitted(
         body(needs=[{"description": "Water"}], assistance_requests=[{"description": "Help"}])
     )
     out = sitrep_json(s)
@@ -139,14 +145,14 @@ def test_sitrep_json_omits_nulls_and_empty_lists() -> None:
     assert "purpose" not in out
     assert out["needs"] == [{"description": {"und": "Water"}, "urgent": False}]
     assert out["assistance_requests"] == [{"description": {"und": "Help"}}]
-    assert Sitrep.model_validate(out) == s
+    assert _submitted(out) == s
 
 
 def test_rich_sitrep_round_trips() -> None:
     """A full sitrep survives validate -> JSON text -> validate unchanged."""
-    s = Sitrep.model_validate(RICH)
+    s = _submitted(RICH)
     out = sitrep_json(s)
-    again = Sitrep.model_validate_json(json.dumps(out))
+    again = Sitrep.model_validate_json(json.dumps(out))  # the wire form needs no leniency
     assert again == s
     assert sitrep_json(again) == out
     assert out["period"]["start"] == "2026-11-27T06:00:00.000Z"
@@ -164,7 +170,7 @@ def test_rich_sitrep_round_trips() -> None:
 )
 def test_geometries_accepted(geometry: dict[str, Any]) -> None:
     """Each supported GeoJSON geometry type validates and dumps back to the same object."""
-    s = Sitrep.model_validate(body(affected_area={"geometry": geometry}))
+    s = _submitted(body(affected_area={"geometry": geometry}))
     assert sitrep_json(s)["affected_area"]["geometry"] == geometry
 
 
@@ -244,7 +250,7 @@ def test_invalid_geometry_rejected(geometry: dict[str, Any], bad_key: int | str)
 def test_latitude_95_error_names_latitude() -> None:
     """A latitude of 95 is refused with a message that says latitude."""
     with pytest.raises(ValidationError, match="latitude 95"):
-        Sitrep.model_validate(
+        _submitted(
             body(affected_area={"geometry": {"type": "Point", "coordinates": [5.5, 95]}})
         )
 
@@ -275,7 +281,7 @@ def test_over_long_text_rejected() -> None:
 
 def test_model_is_frozen() -> None:
     """A validated sitrep cannot be modified."""
-    s = Sitrep.model_validate(MINIMAL)
+    s = _submitted(MINIMAL)
     with pytest.raises(ValidationError):
         s.report_number = 2  # type: ignore[misc]
 
@@ -298,3 +304,10 @@ def test_json_schema_generated() -> None:
     assert summary["minProperties"] == 1
     assert summary["additionalProperties"] is False
     assert "Severity" in schema["$defs"]
+
+
+def test_wire_validation_refuses_plain_string_texts() -> None:
+    """Without the submission context (i.e. on reception) a plain-string summary is refused."""
+    with pytest.raises(ValidationError) as info:
+        Sitrep.model_validate(MINIMAL)
+    assert info.value.errors()[0]["loc"][0] == "summary"

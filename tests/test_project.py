@@ -1,0 +1,61 @@
+"""Project-level guarantees: the pure core stays pure, schemas do not drift, lint is clean."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.wire_schemas import render_all
+
+ROOT = Path(__file__).resolve().parent.parent
+# socket is left out: the standard library and pydantic import it without doing I/O.
+IO_MODULES = ("asyncio", "aio_pika", "aiormq", "aiohttp", "sqlite3", "subprocess", "structlog",
+              "gateway.adapters", "gateway.service", "gateway.web", "gateway.config")
+
+
+def test_protocol_core_imports_no_io_module() -> None:
+    """Importing gateway.protocol (all of it) loads no I/O, async or logging module."""
+    code = (
+        "import sys, pkgutil, importlib, gateway.protocol as p\n"
+        "for m in pkgutil.iter_modules(p.__path__):\n"
+        "    importlib.import_module(f'gateway.protocol.{m.name}')\n"
+        f"io = {IO_MODULES!r}\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in io or m in io]\n"
+        "print(','.join(sorted(bad)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT)
+    assert out.stdout.strip() == ""
+
+
+def test_schemas_match_the_models() -> None:
+    """schemas/ holds exactly what the models generate (run `crisisgw schemas` after a change)."""
+    expected = render_all()
+    on_disk = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "schemas").glob("*.json")}
+    assert sorted(on_disk) == sorted(expected)
+    for name, text in expected.items():
+        assert json.loads(on_disk[name]) == json.loads(text), f"{name} drifted"
+
+
+@pytest.mark.skipif(shutil.which("ruff", path=str(Path(sys.executable).parent)) is None,
+                    reason="ruff is installed with the dev extra")
+def test_ruff_is_clean() -> None:
+    """ruff reports nothing on gateway/ and tests/."""
+    ruff = str(Path(sys.executable).parent / "ruff")
+    out = subprocess.run([ruff, "check", "gateway", "tests"], capture_output=True, text=True,
+                         cwd=ROOT, check=False)
+    assert out.returncode == 0, out.stdout[-3000:]
+
+
+@pytest.mark.skipif(shutil.which("mypy", path=str(Path(sys.executable).parent)) is None,
+                    reason="mypy is installed with the dev extra")
+def test_mypy_strict_is_clean() -> None:
+    """mypy --strict (with the pydantic plugin) reports nothing on gateway/."""
+    out = subprocess.run([sys.executable, "-m", "mypy"], capture_output=True, text=True,
+                         cwd=ROOT, check=False)
+    assert out.returncode == 0, out.stdout[-3000:]
