@@ -57,7 +57,7 @@ class Node:
             ledger=self.ledger, publisher=self.publisher, clock=self.clock,
             policy=RetryPolicy(base=base, cap=cap, refused_delay=refused),
             window_per_peer=s.delivery.window_per_peer,
-            is_suspended=lambda p: (peer := self.directory.peer(p)) is not None and peer.suspended,
+            suspended=lambda: frozenset(p.id for p in self.settings.peers if p.suspended),
             on_outcome=lambda peer, t, o: self.metrics.publishes.labels(peer, t, o).inc())
         self.consumer = InboxConsumer(
             centre=self.me, url=s.broker.url.get_secret_value(), heartbeat=s.broker.heartbeat,

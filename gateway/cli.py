@@ -103,7 +103,7 @@ def _cmd_keys_show(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run  # noqa: PLC0415
 
-    return run(Path(args.dir), args.base_port, args.amqp_url, args.init_only)
+    return run(Path(args.dir), args.base_port, args.amqp_url, args.init_only, args.broker_prefix)
 
 
 def _cmd_schemas(args: argparse.Namespace) -> int:
@@ -158,6 +158,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--base-port", type=int, default=8401)
     demo.add_argument("--amqp-url", default="amqp://127.0.0.1:5672/")
     demo.add_argument("--init-only", action="store_true")
+    demo.add_argument("--broker-prefix", default="crisisgw",
+                      help="vhost (and, if not the default, user) name prefix on the broker")
     demo.set_defaults(func=_cmd_demo)
 
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the wire objects")

@@ -215,9 +215,15 @@ def _stop(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
             proc.kill()
 
 
-def run(root: Path, base_port: int, amqp_base: str, init_only: bool) -> int:
-    """Prepare, then run the four nodes until Ctrl-C (or SIGTERM)."""
-    paths = prepare(root, base_port, amqp_base)
+def run(root: Path, base_port: int, amqp_base: str, init_only: bool,
+        broker_prefix: str = "crisisgw") -> int:
+    """Prepare, then run the four nodes until Ctrl-C (or SIGTERM).
+
+    ``broker_prefix`` names the vhosts (``<prefix>-be-nccn``); any other value than the
+    default also prefixes the broker user names, so two federations can share a broker.
+    """
+    user_prefix = "" if broker_prefix == "crisisgw" else f"{broker_prefix}."
+    paths = prepare(root, base_port, amqp_base, prefix=broker_prefix, user_prefix=user_prefix)
     print(f"Demo federation prepared in {root.resolve()}")
     if init_only:
         for cid, path in paths.items():

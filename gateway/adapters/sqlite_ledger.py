@@ -175,19 +175,20 @@ class SqliteLedger:
 
         return await self.db.write(run)
 
-    async def due(self, now: datetime, limit: int, exclude: set[tuple[str, str]]) -> list[
-        DueDelivery
-    ]:
+    async def due(self, now: datetime, limit: int, exclude: set[tuple[str, str]],
+                  skip_peers: frozenset[str] = frozenset()) -> list[DueDelivery]:
         """See :meth:`service.ports.Ledger.due`."""
+        skip = sorted(skip_peers)
+        query = (
+            "SELECT d.message_id, d.recipient, d.attempts, o.type, o.wire, o.expires "  # noqa: S608 - placeholders only
+            "FROM deliveries d JOIN outbox o ON o.id = d.message_id "
+            "WHERE d.state = 'queued' AND d.next_attempt_at <= ? "
+            f"AND d.recipient NOT IN ({','.join('?' * len(skip))}) "
+            "ORDER BY d.next_attempt_at LIMIT ?"
+        )
 
         def run(conn: sqlite3.Connection) -> list[DueDelivery]:
-            rows = conn.execute(
-                "SELECT d.message_id, d.recipient, d.attempts, o.type, o.wire, o.expires "
-                "FROM deliveries d JOIN outbox o ON o.id = d.message_id "
-                "WHERE d.state = 'queued' AND d.next_attempt_at <= ? "
-                "ORDER BY d.next_attempt_at LIMIT ?",
-                (_t(now), limit + len(exclude)),
-            ).fetchall()
+            rows = conn.execute(query, (_t(now), *skip, limit + len(exclude))).fetchall()
             out = []
             for r in rows:
                 if (r["message_id"], r["recipient"]) in exclude:

@@ -1,13 +1,15 @@
 """The per-recipient delivery state machine (pure: time and randomness are arguments).
 
-    queued ──publish confirmed──▶ sent ──delivered receipt──▶ delivered ──ack──▶ acknowledged
-      │  ▲                          │                              │
-      │  └─publish failed/unknown───┘ (resend the identical bytes) │
-      ├──────────── rejected receipt (from any non-final state) ───┴──▶ rejected
-      └──────────── expiry passes while still queued ───────────────▶ expired
+    ┌─ publish failed or unknown: stay queued, next attempt later (identical bytes)
+    ▼  │
+  queued ──broker confirm──▶ sent ──"delivered" receipt──▶ delivered ──"acknowledged"──▶ acknowledged
+    │                          │                              │
+    ├──────────────────────────┴──── "rejected" receipt ──────┴──────────────────────▶ rejected
+    └──── expiry passes while still queued ──────────────────────────────────────────▶ expired
 
-A receipt may overtake the publish confirm; receipts therefore apply from ``queued``
-too. States only move forward: a late ``delivered`` after ``acknowledged`` is ignored.
+A receipt may overtake the publish confirm, so receipts apply from ``queued`` too.
+States only move forward: a late ``delivered`` after ``acknowledged`` is ignored, and
+the final states (acknowledged, rejected, expired) never change.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ _RANK = {
     DeliveryState.REJECTED: 3,
     DeliveryState.EXPIRED: 3,
 }
+
+
+_RECEIPT_STATES = frozenset(
+    {DeliveryState.DELIVERED, DeliveryState.ACKNOWLEDGED, DeliveryState.REJECTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +105,12 @@ def on_failed(
 def on_receipt(
     d: Delivery, state: DeliveryState, at: datetime, reason: str | None = None
 ) -> Delivery:
-    """Apply a verified receipt; states only move forward and finals stay final."""
+    """Apply a verified receipt; states only move forward and finals stay final.
+
+    Raises ``ValueError`` for a state no receipt can carry (queued, sent, expired).
+    """
+    if state not in _RECEIPT_STATES:
+        raise ValueError(f"a receipt cannot move a delivery to {state}")
     if d.state in FINAL or _RANK[state] <= _RANK[d.state]:
         return d
     if state is DeliveryState.DELIVERED:
@@ -108,9 +119,7 @@ def on_receipt(
     if state is DeliveryState.ACKNOWLEDGED:
         return replace(d, state=state, acknowledged_at=at, delivered_at=d.delivered_at or at,
                        next_attempt_at=None, sent_at=d.sent_at or at)
-    if state is DeliveryState.REJECTED:
-        return replace(d, state=state, rejected_at=at, reason=reason, next_attempt_at=None)
-    raise ValueError(f"a receipt cannot move a delivery to {state}")
+    return replace(d, state=state, rejected_at=at, reason=reason, next_attempt_at=None)
 
 
 def on_expiry(d: Delivery, now: datetime, expires: datetime) -> Delivery:

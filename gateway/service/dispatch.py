@@ -30,12 +30,12 @@ class Dispatcher:
 
     def __init__(self, *, ledger: Ledger, publisher: Publisher, clock: Clock,
                  policy: RetryPolicy, window_per_peer: int,
-                 is_suspended: Callable[[str], bool] = lambda _peer: False,
+                 suspended: Callable[[], frozenset[str]] = frozenset,
                  jitter: Callable[[], float] = random.random,
                  on_outcome: Callable[[str, str, str], None] | None = None) -> None:
         self._ledger, self._publisher, self._clock = ledger, publisher, clock
         self._policy, self._window = policy, window_per_peer
-        self._jitter, self._is_suspended = jitter, is_suspended
+        self._jitter, self._suspended = jitter, suspended
         self._on_outcome = on_outcome or (lambda _peer, _type, _outcome: None)
         self._wake = asyncio.Event()
         self._inflight: set[tuple[str, str]] = set()
@@ -73,10 +73,8 @@ class Dispatcher:
             for message_id, peer in await self._ledger.expire(now):
                 log.warning("delivery_expired", message_id=message_id, peer=peer)
                 self._on_outcome(peer, "", "expired")
-        due = await self._ledger.due(now, BATCH, self._inflight)
+        due = await self._ledger.due(now, BATCH, self._inflight, self._suspended())
         for d in due:
-            if self._is_suspended(d.recipient):
-                continue
             key = (d.message_id, d.recipient)
             self._inflight.add(key)
             task = asyncio.create_task(self._send(d))

@@ -141,10 +141,10 @@ class Ledger(Protocol):
         """
         ...
 
-    async def due(self, now: datetime, limit: int, exclude: set[tuple[str, str]]) -> list[
-        DueDelivery
-    ]:
-        """Queued deliveries whose next attempt is due, oldest first."""
+    async def due(self, now: datetime, limit: int, exclude: set[tuple[str, str]],
+                  skip_peers: frozenset[str] = frozenset()) -> list[DueDelivery]:
+        """Queued deliveries whose next attempt is due, oldest first, leaving out the
+        (message, recipient) pairs in ``exclude`` and the recipients in ``skip_peers``."""
         ...
 
     async def transition(

@@ -1,0 +1,84 @@
+"""The README's demo command, run for real: ready nodes, the example delivered, clean Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.adapters.provision import delete
+from gateway.demo import CENTRES, peer_user
+from tests.integration.harness import EXAMPLE, free_base_port, wait_until
+
+pytestmark = pytest.mark.broker
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """Read the demo's stdout until ``marker`` appears."""
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError(f"demo never printed {marker!r}; got:\n{''.join(seen)}")
+
+
+async def test_demo_runs_delivers_the_example_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """`crisisgw demo` starts 4 nodes, the example reaches `delivered`, Ctrl-C stops all."""
+    prefix = f"tdemo{secrets.token_hex(2)}"
+    base = free_base_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--dir", str(tmp_path / "demo"),
+         "--base-port", str(base), "--broker-prefix", prefix],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        out = _read_until(proc, "Ctrl-C stops the federation", 120)
+        for index, centre in enumerate(("BE-NCCN", "NL-NCC", "LU-HCPN", "DE-NW")):
+            assert f"{centre}" in out
+            assert f"http://127.0.0.1:{base + index}" in out
+        assert "curl -sS -X POST" in out
+        token = (tmp_path / "demo" / "BE-NCCN" / "api-token").read_text().strip()
+        assert (tmp_path / "demo" / "NL-NCC" / "gateway.toml").exists()
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.post(f"http://127.0.0.1:{base}/v1/sitreps", json=EXAMPLE) as resp:
+                assert resp.status == 202
+                message_id = (await resp.json())["id"]
+
+            async def delivered() -> bool:
+                async with http.get(f"http://127.0.0.1:{base}/v1/messages/{message_id}") as r:
+                    view = await r.json()
+                return {x["state"] for x in view["recipients"]} == {"delivered"}
+
+            await wait_until(delivered, 15, "the example delivered to all three peers")
+        children = subprocess.run(["pgrep", "-g", str(os.getpgid(proc.pid)), "-f",
+                                   "gateway run"], capture_output=True, text=True, check=False)
+        assert len(children.stdout.split()) == 4
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert proc.wait(timeout=30) == 0
+        left = subprocess.run(["pgrep", "-g", str(proc.pid), "-f", "gateway run"],
+                              capture_output=True, text=True, check=False)
+        assert left.stdout.strip() == ""
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        users = [f"{prefix}.{c.id}" for c in CENTRES]
+        users += [peer_user(a.id, b.id, f"{prefix}.") for a in CENTRES for b in CENTRES
+                  if a.id != b.id]
+        delete([c.vhost(prefix) for c in CENTRES], users)
