@@ -2,10 +2,10 @@
 
     ┌─ publish failed or unknown: stay queued, next attempt later (identical bytes)
     ▼  │
-  queued ──broker confirm──▶ sent ──"delivered" receipt──▶ delivered ──"acknowledged"──▶ acknowledged
-    │                          │                              │
-    ├──────────────────────────┴──── "rejected" receipt ──────┴──────────────────────▶ rejected
-    └──── expiry passes while still queued ──────────────────────────────────────────▶ expired
+  queued ──broker confirm──▶ sent ──"delivered"──▶ delivered ──"acknowledged"──▶ acknowledged
+    │                          │                     │
+    ├──────────────────────────┴── "rejected" ───────┴──────────────────────────▶ rejected
+    └──── expiry passes while still queued ─────────────────────────────────────▶ expired
 
 A receipt may overtake the publish confirm, so receipts apply from ``queued`` too.
 States only move forward: a late ``delivered`` after ``acknowledged`` is ignored, and
