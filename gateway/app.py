@@ -57,6 +57,7 @@ class Node:
             ledger=self.ledger, publisher=self.publisher, clock=self.clock,
             policy=RetryPolicy(base=base, cap=cap, refused_delay=refused),
             window_per_peer=s.delivery.window_per_peer,
+            lease=timedelta(seconds=4 * s.delivery.publish_timeout_seconds + 10),
             suspended=lambda: frozenset(p.id for p in self.settings.peers if p.suspended),
             on_outcome=lambda peer, t, o: self.metrics.publishes.labels(peer, t, o).inc())
         self.consumer = InboxConsumer(

@@ -166,10 +166,13 @@ def prepare(root: Path, base_port: int, amqp_base: str, *,
     return paths
 
 
-def wait_ready(port: int, timeout: float = 60.0) -> bool:
-    """Poll a node's /readyz until it answers 200."""
+def wait_ready(port: int, timeout: float = 60.0,
+               proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """Poll a node's /readyz until it answers 200; False if ``proc`` dies first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
                 if resp.status == 200:
@@ -229,15 +232,17 @@ def run(root: Path, base_port: int, amqp_base: str, init_only: bool,
         for cid, path in paths.items():
             print(f"  {cid}: crisisgw run -c {path}")
         return 0
+    # Ctrl-C must stop the federation even when started from a shell that ignores SIGINT.
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     procs = _spawn(paths)
     try:
         for index, (cid, proc) in enumerate(procs):
-            if not wait_ready(base_port + index):
+            if not wait_ready(base_port + index, proc=proc):
                 print(f"{cid} did not become ready; see {paths[cid].parent / 'node.log'}")
                 return 1
             print(f"  {cid:8} ready  http://127.0.0.1:{base_port + index}  (pid {proc.pid})")
         _print_example(base_port, paths["BE-NCCN"].parent / "api-token")
-        signal.signal(signal.SIGTERM, _raise_interrupt)
         while all(p.poll() is None for _, p in procs):
             time.sleep(0.5)
     except KeyboardInterrupt:

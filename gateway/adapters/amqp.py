@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,22 @@ HEADER_FROM = "x-crisisgw-from"
 HEADER_VERSION = "x-crisisgw-v"
 CONNECT_TIMEOUT = 5.0
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 10.0
+
+
+class AttemptIds:
+    """Unique AMQP message ids for publish attempts: a random per-process prefix and a
+    counter (uuid4 per publish costs a getrandom syscall; uniqueness is all we need)."""
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        """A new id."""
+        return f"{self._prefix}-{next(self._count):x}"
+
+
+ATTEMPT_IDS = AttemptIds()
 
 
 def with_heartbeat(url: str, heartbeat: int) -> str:
@@ -144,7 +161,7 @@ class PeerLink:
         exchange = await self._ensure()
         message = aio_pika.Message(
             wire, content_type=CONTENT_TYPE, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=uuid.uuid4().hex, type=msg_type, user_id=self._user,
+            message_id=ATTEMPT_IDS.next(), type=msg_type, user_id=self._user,
             app_id=f"crisisgw/{__version__}",
             headers={HEADER_ID: message_id, HEADER_FROM: self.centre, HEADER_VERSION: 1},
         )
@@ -322,7 +339,7 @@ class InboxConsumer:
             await exchange.publish(
                 aio_pika.Message(wire, content_type=CONTENT_TYPE, type=msg_type,
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                                 message_id=uuid.uuid4().hex, headers={HEADER_FROM: sender}),
+                                 message_id=ATTEMPT_IDS.next(), headers={HEADER_FROM: sender}),
                 routing_key=f"{msg_type}.{sender}.{priority}", mandatory=False, timeout=10)
         except (aiormq.exceptions.AMQPError, OSError, RuntimeError, TimeoutError) as exc:
             log.warning("local_republish_failed", error=repr(exc)[:200])

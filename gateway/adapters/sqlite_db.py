@@ -162,7 +162,9 @@ class Database:
             conn.execute("COMMIT")
 
     async def close(self) -> None:
-        """Commit what is queued, then close every connection."""
+        """Commit what is queued, then close every connection; a second call does nothing."""
+        if self._closing:
+            return
         self._closing = True
         self._wake.set()
         if self._task is not None:

@@ -202,6 +202,29 @@ class SqliteLedger:
 
         return await self.db.read(run)
 
+    async def claim(self, now: datetime, limit: int, lease_until: datetime,
+                    skip_peers: frozenset[str] = frozenset()) -> list[DueDelivery]:
+        """See :meth:`service.ports.Ledger.claim`."""
+        skip = sorted(skip_peers)
+        query = (
+            "SELECT d.rowid, d.message_id, d.recipient, d.attempts, o.type, o.wire, o.expires "  # noqa: S608 - placeholders only
+            "FROM deliveries d JOIN outbox o ON o.id = d.message_id "
+            "WHERE d.state = 'queued' AND d.next_attempt_at <= ? "
+            f"AND d.recipient NOT IN ({','.join('?' * len(skip))}) "
+            "ORDER BY d.next_attempt_at LIMIT ?"
+        )
+
+        def run(conn: sqlite3.Connection) -> list[DueDelivery]:
+            rows = conn.execute(query, (_t(now), *skip, limit)).fetchall()
+            conn.executemany("UPDATE deliveries SET next_attempt_at = ? WHERE rowid = ?",
+                             [(_t(lease_until), r["rowid"]) for r in rows])
+            return [DueDelivery(message_id=r["message_id"], recipient=r["recipient"],
+                                type=r["type"], wire=bytes(r["wire"]),
+                                expires=_dt(r["expires"]) or now, attempts=r["attempts"])
+                    for r in rows]
+
+        return await self.db.write(run)
+
     async def next_due_at(self) -> datetime | None:
         """When the earliest queued delivery becomes due."""
 
@@ -257,23 +280,24 @@ class SqliteLedger:
 
     async def ingest(
         self, entry: InboxEntry, receipt: OutgoingMessage | None, now: datetime
-    ) -> IngestOutcome:
+    ) -> tuple[IngestOutcome, str]:
         """See :meth:`service.ports.Ledger.ingest`."""
 
-        def run(conn: sqlite3.Connection) -> IngestOutcome:
+        def run(conn: sqlite3.Connection) -> tuple[IngestOutcome, str]:
             row = conn.execute(
-                "SELECT digest FROM inbox WHERE sender=? AND id=?", (entry.sender, entry.id)
+                "SELECT digest, state FROM inbox WHERE sender=? AND id=?",
+                (entry.sender, entry.id),
             ).fetchone()
             if row is not None:
                 if row["digest"] != entry.digest:
-                    return IngestOutcome.CONFLICT
+                    return IngestOutcome.CONFLICT, str(row["state"])
                 conn.execute(
                     "UPDATE deliveries SET state='queued', next_attempt_at=? WHERE message_id IN"
                     " (SELECT id FROM outbox WHERE answers_sender=? AND answers_id=?)"
                     " AND state IN ('queued', 'sent')",
                     (_t(now), entry.sender, entry.id),
                 )
-                return IngestOutcome.DUPLICATE
+                return IngestOutcome.DUPLICATE, str(row["state"])
             conn.execute(
                 "INSERT INTO inbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (entry.sender, entry.id, entry.type, entry.priority, entry.mode, entry.tlp,
@@ -283,7 +307,7 @@ class SqliteLedger:
             )
             if receipt is not None:
                 _insert_outgoing(conn, receipt, now)
-            return IngestOutcome.NEW
+            return IngestOutcome.NEW, entry.state
 
         return await self.db.write(run)
 
@@ -466,11 +490,14 @@ class SqliteLedger:
         """See :meth:`service.ports.Ledger.stats`."""
 
         def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            # Backlog: not yet delivered. A sent receipt is done (receipts get no receipts).
             per_peer = {
-                r["recipient"]: {"state": r["state"], "count": r["n"], "oldest": r["oldest"]}
+                r["recipient"]: {"count": r["n"], "oldest": r["oldest"]}
                 for r in conn.execute(
-                    "SELECT recipient, state, COUNT(*) n, MIN(message_id) oldest FROM deliveries"
-                    " WHERE state IN ('queued', 'sent') GROUP BY recipient, state"
+                    "SELECT d.recipient, COUNT(*) n, MIN(o.submitted_at) oldest"
+                    " FROM deliveries d JOIN outbox o ON o.id = d.message_id"
+                    " WHERE d.state = 'queued' OR (d.state = 'sent' AND o.type != 'receipt')"
+                    " GROUP BY d.recipient"
                 )
             }
             states = {

@@ -1,8 +1,9 @@
 """The dispatcher: sends due deliveries, records confirms, schedules retries.
 
-One loop reads due deliveries from the ledger; each is published by its own task,
-bounded by a window of unconfirmed publishes per peer. A delivery in flight is not
-read again until its outcome is recorded. Retries resend the identical wire bytes.
+One loop claims due deliveries from the ledger (a lease: their next attempt moves
+into the future, so a crash before the outcome is recorded resends them later); each
+is published by its own task, bounded by a window of unconfirmed publishes per peer.
+A peer whose window is full is not claimed for. Retries resend the identical bytes.
 """
 
 from __future__ import annotations
@@ -23,22 +24,24 @@ from gateway.service.ports import Clock, DueDelivery, Ledger, Publisher
 log = structlog.get_logger("crisisgw.dispatch")
 BATCH = 512
 EXPIRY_SWEEP = timedelta(seconds=1)
+IDLE_POLL = 0.5
 
 
 class Dispatcher:
     """Drives outbox deliveries to the peers' inboxes."""
 
     def __init__(self, *, ledger: Ledger, publisher: Publisher, clock: Clock,
-                 policy: RetryPolicy, window_per_peer: int,
+                 policy: RetryPolicy, window_per_peer: int, lease: timedelta,
                  suspended: Callable[[], frozenset[str]] = frozenset,
                  jitter: Callable[[], float] = random.random,
                  on_outcome: Callable[[str, str, str], None] | None = None) -> None:
         self._ledger, self._publisher, self._clock = ledger, publisher, clock
-        self._policy, self._window = policy, window_per_peer
+        self._policy, self._window, self._lease = policy, window_per_peer, lease
         self._jitter, self._suspended = jitter, suspended
         self._on_outcome = on_outcome or (lambda _peer, _type, _outcome: None)
         self._wake = asyncio.Event()
         self._inflight: set[tuple[str, str]] = set()
+        self._per_peer: dict[str, int] = {}
         self._windows: dict[str, asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_sweep = clock.now() - EXPIRY_SWEEP
@@ -73,16 +76,18 @@ class Dispatcher:
             for message_id, peer in await self._ledger.expire(now):
                 log.warning("delivery_expired", message_id=message_id, peer=peer)
                 self._on_outcome(peer, "", "expired")
-        due = await self._ledger.due(now, BATCH, self._inflight, self._suspended())
+        full = frozenset(p for p, n in self._per_peer.items() if n >= self._window)
+        due = await self._ledger.claim(now, BATCH, now + self._lease, self._suspended() | full)
         for d in due:
             key = (d.message_id, d.recipient)
+            if key in self._inflight:
+                continue  # its lease ran out while it waited for its window: already on its way
             self._inflight.add(key)
+            self._per_peer[d.recipient] = self._per_peer.get(d.recipient, 0) + 1
             task = asyncio.create_task(self._send(d))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if len(due) >= BATCH:
-            return 0.0
-        return 0.2
+        return 0.0 if len(due) >= BATCH else IDLE_POLL
 
     async def _send(self, d: DueDelivery) -> None:
         key = (d.message_id, d.recipient)
@@ -96,6 +101,8 @@ class Dispatcher:
             log.error("delivery_record_failed", error=str(exc))
         finally:
             self._inflight.discard(key)
+            self._per_peer[d.recipient] -= 1
+            self._wake.set()
 
     async def _publish(self, d: DueDelivery) -> Callable[[Delivery], Delivery]:
         now = self._clock.now

@@ -81,11 +81,8 @@ class Receiver:
                                         amqp_user, verified.sender)
         now = self._clock.now()
         raw = verified.envelope
-        existing = await self._ledger.inbox_entry(verified.sender, raw["id"])
-        if existing is not None:
-            outcome = await self._ledger.ingest(existing_like(existing, verified, body, now),
-                                                None, now)
-            return await self._after(outcome, verified, body, amqp_user, existing.state)
+        # Duplicates are rare: build the receipt optimistically; the ledger keeps the first
+        # one and, for a repeat, re-sends the receipts already issued instead.
         state, reason, detail = ReceiptState.DELIVERED, None, None
         created = expires = None
         try:
@@ -108,8 +105,8 @@ class Receiver:
             mode=mode, tlp=str(raw.get("tlp"))[:16], incident=incident and incident[:64],
             created=created, expires=expires, digest=verified.digest, wire=body,
             received_at=now, state=state.value, reason=reason, detail=detail)
-        outcome = await self._ledger.ingest(entry, receipt, now)
-        return await self._after(outcome, verified, body, amqp_user, state.value)
+        outcome, stored_state = await self._ledger.ingest(entry, receipt, now)
+        return await self._after(outcome, verified, body, amqp_user, stored_state)
 
     async def _after(self, outcome: IngestOutcome, verified: Verified, body: bytes,
                      amqp_user: str | None, state: str) -> str:
@@ -178,12 +175,3 @@ def _claims(body: bytes, exc: Exception | None) -> tuple[str | None, str | None]
     sender, mid = envelope.get("from"), envelope.get("id")
     return (sender[:40] if isinstance(sender, str) else None,
             mid[:40] if isinstance(mid, str) else None)
-
-
-def existing_like(existing: InboxEntry, verified: Verified, body: bytes, now: Any) -> InboxEntry:
-    """An entry carrying the new payload's digest, to let the ledger tell dup from conflict."""
-    return InboxEntry(
-        sender=existing.sender, id=existing.id, type=existing.type, priority=existing.priority,
-        mode=existing.mode, tlp=existing.tlp, incident=existing.incident,
-        created=existing.created, expires=existing.expires, digest=verified.digest, wire=body,
-        received_at=now, state=existing.state)

@@ -147,6 +147,13 @@ class Ledger(Protocol):
         (message, recipient) pairs in ``exclude`` and the recipients in ``skip_peers``."""
         ...
 
+    async def claim(self, now: datetime, limit: int, lease_until: datetime,
+                    skip_peers: frozenset[str] = frozenset()) -> list[DueDelivery]:
+        """Take due deliveries for sending: their next attempt moves to ``lease_until``, so
+        they are not taken again while in flight, and become due again if the node dies
+        before recording the outcome (the receiver deduplicates the resend)."""
+        ...
+
     async def transition(
         self, message_id: str, recipient: str, step: Callable[[Delivery], Delivery]
     ) -> Delivery | None:
@@ -159,10 +166,11 @@ class Ledger(Protocol):
 
     async def ingest(
         self, entry: InboxEntry, receipt: OutgoingMessage | None, now: datetime
-    ) -> IngestOutcome:
+    ) -> tuple[IngestOutcome, str]:
         """Record an incoming message with its receipt (queued for sending) atomically.
 
-        A repeat of the same (sender, id) with the same digest re-queues the receipts
+        Returns the outcome and the stored entry's state. A repeat of the same
+        (sender, id) with the same digest stores nothing new, re-queues the receipts
         already issued for it (the same signed bytes) and returns DUPLICATE; with another
         digest it returns CONFLICT and changes nothing.
         """

@@ -47,6 +47,10 @@ def outgoing(envelope: dict[str, Any], key: SigningKey, recipients: tuple[str, .
     )
 
 
+def _to_ms(value: datetime) -> datetime:
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
 def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -69,8 +73,8 @@ class Submitter:
         The message is durable when this returns.
         """
         recipients = self._directory.resolve(sub.to)
-        now = self._clock.now()
-        expires = sub.expires or now + self._ttl
+        now = _to_ms(self._clock.now())  # the wire carries milliseconds: decide on what is sent
+        expires = _to_ms(sub.expires or now + self._ttl)
         if expires <= now or expires - now > MAX_LIFETIME:
             raise SubmissionError(
                 422, "Invalid expiry", f"expires must be in the future and within "
