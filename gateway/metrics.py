@@ -25,5 +25,7 @@ class Metrics:
                              registry=r)
         self.peer_up = Gauge("crisisgw_peer_link_up", "1 when the link to a peer's broker is up",
                              ["peer"], registry=r)
+        self.dead_letters = Gauge("crisisgw_dead_letters",
+                                  "Messages in our dead-letter queue (poison input)", registry=r)
         self.inbox_up = Gauge("crisisgw_inbox_consumer_up", "1 when our inbox consumer runs",
                               registry=r)

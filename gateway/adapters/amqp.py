@@ -45,6 +45,7 @@ HEADER_ID = "x-crisisgw-id"
 HEADER_FROM = "x-crisisgw-from"
 HEADER_VERSION = "x-crisisgw-v"
 CONNECT_TIMEOUT = 5.0
+DEAD_LETTER_CHECK = 15.0
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 10.0
 
 
@@ -282,10 +283,14 @@ class InboxConsumer:
         delay = RECONNECT_MIN
         while not self._stopping:
             try:
-                closed = await self._start()
+                closed, channel = await self._start()
                 delay = RECONNECT_MIN
                 log.info("inbox_consumer_up", url=redact_url(self._url))
-                await closed.wait()
+                watch = asyncio.create_task(self._watch_dead_letters(channel))
+                try:
+                    await closed.wait()
+                finally:
+                    watch.cancel()
                 log.warning("inbox_connection_lost")
             except (TransportError, aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
                 log.warning("inbox_connect_failed", error=repr(exc)[:300], retry_in=delay)
@@ -297,7 +302,21 @@ class InboxConsumer:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 
-    async def _start(self) -> asyncio.Event:
+    async def _watch_dead_letters(self, channel: AbstractChannel) -> None:
+        """Count dead-lettered (poison) messages so operators are alerted, never silent."""
+        while True:
+            try:
+                declared = await channel.declare_queue(DEAD_QUEUE, passive=True)
+            except (aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
+                log.warning("dead_letter_check_failed", error=repr(exc)[:200])
+                return
+            count = declared.declaration_result.message_count or 0
+            if count and count != self.dead_letters:
+                log.error("dead_letters_present", count=count, queue=DEAD_QUEUE)
+            self.dead_letters = count
+            await asyncio.sleep(DEAD_LETTER_CHECK)
+
+    async def _start(self) -> tuple[asyncio.Event, AbstractChannel]:
         conn = await _connect(self._url, self._centre, "inbox")
         self._conn = conn
         closed = asyncio.Event()
@@ -313,7 +332,7 @@ class InboxConsumer:
         self._local = await local_channel.get_exchange(LOCAL_EXCHANGE, ensure=False)
         self._consumer_tag = await queue.consume(self._on_message)
         self.connected = True
-        return closed
+        return closed, channel
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:

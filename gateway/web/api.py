@@ -233,6 +233,7 @@ async def metrics(request: web.Request) -> web.Response:
         link = node.publisher.links.get(p.id)
         node.metrics.peer_up.labels(p.id).set(1 if link and link.connected else 0)
     node.metrics.inbox_up.set(1 if node.consumer.connected else 0)
+    node.metrics.dead_letters.set(node.consumer.dead_letters)
     body = generate_latest(node.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

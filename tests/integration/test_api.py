@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.integration.harness import EXAMPLE, Federation
@@ -110,3 +112,15 @@ async def test_peers_lists_pinned_keys(federation: Federation) -> None:
     assert status == 200
     assert sorted(p["id"] for p in body["peers"]) == ["DE-NW", "LU-HCPN", "NL-NCC"]
     assert all(p["keys"][0]["fingerprint"] for p in body["peers"])
+
+
+async def test_no_secret_reaches_a_log_line(federation: Federation) -> None:
+    """Broker passwords and API tokens never appear in any node's log."""
+    await federation.wait_ready()
+    secrets = json.loads((federation.root / ".secrets.json").read_text()).values()
+    tokens = [node.token for node in federation.nodes.values()]
+    for node in federation.nodes.values():
+        text = node.log.read_text(errors="replace")
+        assert "node_started" in text
+        for secret in [*secrets, *tokens]:
+            assert secret not in text, f"a secret leaked into {node.log}"
