@@ -83,6 +83,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_keys_generate(args: argparse.Namespace) -> int:
     key = Ed25519PrivateKey.generate()
     out = Path(args.out)
+    if out.exists():
+        raise GatewayError(f"{out} exists; a signing key is never overwritten")
     write_private_key(out, key)
     pub = key.public_key()
     kid = args.kid or default_key_id(args.centre, pub)
