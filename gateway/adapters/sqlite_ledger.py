@@ -119,6 +119,26 @@ def _insert_outgoing(conn: sqlite3.Connection, m: OutgoingMessage, now: datetime
         _write_delivery(conn, m.id, recipient, new_delivery(now))
 
 
+def _due_rows(conn: sqlite3.Connection, now: datetime, limit: int,
+              skip_peers: frozenset[str]) -> list[sqlite3.Row]:
+    """Queued deliveries due at ``now``, oldest first, except to ``skip_peers``."""
+    skip = sorted(skip_peers)
+    query = (
+        "SELECT d.rowid, d.message_id, d.recipient, d.attempts, o.type, o.wire, o.expires "  # noqa: S608 - placeholders only
+        "FROM deliveries d JOIN outbox o ON o.id = d.message_id "
+        "WHERE d.state = 'queued' AND d.next_attempt_at <= ? "
+        f"AND d.recipient NOT IN ({','.join('?' * len(skip))}) "
+        "ORDER BY d.next_attempt_at LIMIT ?"
+    )
+    return conn.execute(query, (_t(now), *skip, limit)).fetchall()
+
+
+def _due(row: sqlite3.Row) -> DueDelivery:
+    return DueDelivery(message_id=row["message_id"], recipient=row["recipient"],
+                       type=row["type"], wire=bytes(row["wire"]),
+                       expires=_dt(row["expires"]) or datetime.min, attempts=row["attempts"])
+
+
 def _entry(row: sqlite3.Row) -> InboxEntry:
     return InboxEntry(
         sender=row["sender"], id=row["id"], type=row["type"], priority=row["priority"],
@@ -178,50 +198,23 @@ class SqliteLedger:
     async def due(self, now: datetime, limit: int, exclude: set[tuple[str, str]],
                   skip_peers: frozenset[str] = frozenset()) -> list[DueDelivery]:
         """See :meth:`service.ports.Ledger.due`."""
-        skip = sorted(skip_peers)
-        query = (
-            "SELECT d.message_id, d.recipient, d.attempts, o.type, o.wire, o.expires "  # noqa: S608 - placeholders only
-            "FROM deliveries d JOIN outbox o ON o.id = d.message_id "
-            "WHERE d.state = 'queued' AND d.next_attempt_at <= ? "
-            f"AND d.recipient NOT IN ({','.join('?' * len(skip))}) "
-            "ORDER BY d.next_attempt_at LIMIT ?"
-        )
 
         def run(conn: sqlite3.Connection) -> list[DueDelivery]:
-            rows = conn.execute(query, (_t(now), *skip, limit + len(exclude))).fetchall()
-            out = []
-            for r in rows:
-                if (r["message_id"], r["recipient"]) in exclude:
-                    continue
-                out.append(DueDelivery(
-                    message_id=r["message_id"], recipient=r["recipient"], type=r["type"],
-                    wire=bytes(r["wire"]), expires=_dt(r["expires"]) or now,
-                    attempts=r["attempts"],
-                ))
-            return out[:limit]
+            rows = _due_rows(conn, now, limit + len(exclude), skip_peers)
+            return [_due(r) for r in rows
+                    if (r["message_id"], r["recipient"]) not in exclude][:limit]
 
         return await self.db.read(run)
 
     async def claim(self, now: datetime, limit: int, lease_until: datetime,
                     skip_peers: frozenset[str] = frozenset()) -> list[DueDelivery]:
         """See :meth:`service.ports.Ledger.claim`."""
-        skip = sorted(skip_peers)
-        query = (
-            "SELECT d.rowid, d.message_id, d.recipient, d.attempts, o.type, o.wire, o.expires "  # noqa: S608 - placeholders only
-            "FROM deliveries d JOIN outbox o ON o.id = d.message_id "
-            "WHERE d.state = 'queued' AND d.next_attempt_at <= ? "
-            f"AND d.recipient NOT IN ({','.join('?' * len(skip))}) "
-            "ORDER BY d.next_attempt_at LIMIT ?"
-        )
 
         def run(conn: sqlite3.Connection) -> list[DueDelivery]:
-            rows = conn.execute(query, (_t(now), *skip, limit)).fetchall()
+            rows = _due_rows(conn, now, limit, skip_peers)
             conn.executemany("UPDATE deliveries SET next_attempt_at = ? WHERE rowid = ?",
                              [(_t(lease_until), r["rowid"]) for r in rows])
-            return [DueDelivery(message_id=r["message_id"], recipient=r["recipient"],
-                                type=r["type"], wire=bytes(r["wire"]),
-                                expires=_dt(r["expires"]) or now, attempts=r["attempts"])
-                    for r in rows]
+            return [_due(r) for r in rows]
 
         return await self.db.write(run)
 
