@@ -7,10 +7,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from gateway.errors import SubmissionError
-from gateway.protocol.envelope import MAX_LIFETIME, PROTOCOL_VERSION
+from gateway.protocol.envelope import MAX_LIFETIME, PROTOCOL_VERSION, EnvelopeHeader
 from gateway.protocol.keys import SigningKey
 from gateway.protocol.messages import SitrepEnvelope
 from gateway.protocol.signing import seal
@@ -72,22 +72,35 @@ class Submitter:
         Raises :class:`SubmissionError` (422) for unknown recipients or a bad expiry.
         The message is durable when this returns.
         """
-        recipients = self._directory.resolve(sub.to)
+        return await self.submit_body(
+            msg_type="sitrep", model=SitrepEnvelope, body=sub.sitrep,
+            body_json=sitrep_json(sub.sitrep), to=sub.to, tlp=sub.tlp, priority=sub.priority,
+            mode=sub.mode, incident=sub.incident or sub.sitrep.incident.id,
+            expires=sub.expires, idempotency=idempotency)
+
+    async def submit_body(
+        self, *, msg_type: str, model: type[EnvelopeHeader], body: BaseModel,
+        body_json: dict[str, Any], to: tuple[str, ...], tlp: Tlp, priority: Priority,
+        mode: Mode, incident: str | None, expires: datetime | None,
+        idempotency: IdempotencyKey | None,
+    ) -> tuple[str, bool]:
+        """Address, seal and store any message type; see :meth:`submit_sitrep`."""
+        recipients = self._directory.resolve(to)
         now = _to_ms(self._clock.now())  # the wire carries milliseconds: decide on what is sent
-        expires = _to_ms(sub.expires or now + self._ttl)
-        if expires <= now or expires - now > MAX_LIFETIME:
+        expiry = _to_ms(expires or now + self._ttl)
+        if expiry <= now or expiry - now > MAX_LIFETIME:
             raise SubmissionError(
                 422, "Invalid expiry", f"expires must be in the future and within "
                 f"{MAX_LIFETIME.days} days", [{"loc": ["expires"], "msg": "out of range"}])
-        envelope = SitrepEnvelope.model_validate({
-            "v": PROTOCOL_VERSION, "id": str(uuid.uuid4()), "type": "sitrep", "from": self._me,
-            "to": list(recipients), "created": now, "expires": expires, "mode": sub.mode,
-            "tlp": sub.tlp, "priority": sub.priority,
-            "incident": sub.incident or sub.sitrep.incident.id, "body": sub.sitrep,
+        # Validate the whole envelope as a receiver will: never sign what peers refuse.
+        envelope = model.model_validate({
+            "v": PROTOCOL_VERSION, "id": str(uuid.uuid4()), "type": msg_type, "from": self._me,
+            "to": list(recipients), "created": now, "expires": expiry, "mode": mode,
+            "tlp": tlp, "priority": priority, "incident": incident, "body": body,
         })
         wire_env = envelope.model_dump(mode="json", by_alias=True, exclude={"body"},
                                        exclude_none=True)
-        wire_env["body"] = sitrep_json(sub.sitrep)
+        wire_env["body"] = body_json
         message = outgoing(wire_env, self._key, recipients)
         result = await self._ledger.submit(message, idempotency, now)
         self._on_submitted()
