@@ -59,7 +59,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
     settings = load_settings(Path(args.config))
     body = json.loads(Path(args.file).read_text(encoding="utf-8"))
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
-    status, answer = _api(settings, _token(args), "POST", "/v1/sitreps", body=body, headers=headers)
+    path = "/v1/alerts" if isinstance(body, dict) and "alert" in body else "/v1/sitreps"
+    status, answer = _api(settings, _token(args), "POST", path, body=body, headers=headers)
     print(json.dumps(answer, indent=2, ensure_ascii=False))
     return 0 if status == 202 else 1
 
@@ -102,6 +103,74 @@ def _cmd_keys_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cap_import(args: argparse.Namespace) -> int:
+    from gateway.formats.cap import parse_cap  # noqa: PLC0415 - lxml only when needed
+    from gateway.protocol.alert import (  # noqa: PLC0415
+        alert_json,
+        default_priority,
+        default_tlp,
+        mode_for_status,
+    )
+    from gateway.service.submit import alert_incident  # noqa: PLC0415
+
+    alert = parse_cap(Path(args.file).read_bytes())
+    try:
+        mode = mode_for_status(alert.status).value
+    except ValueError as exc:
+        raise GatewayError(str(exc)) from exc
+    submission = {
+        "to": [t for t in (args.to or "").split(",") if t],
+        "tlp": args.tlp or default_tlp(alert).value,
+        "priority": args.priority or default_priority(alert).value,
+        "mode": mode, "incident": args.incident or alert_incident(alert),
+        "alert": alert_json(alert),
+    }
+    if not args.send:
+        print(json.dumps(submission, indent=2, ensure_ascii=False))
+        return 0
+    if not args.config or not submission["to"]:
+        raise GatewayError("--send needs -c CONFIG and --to CENTRE[,GROUP...]")
+    settings = load_settings(Path(args.config))
+    status, answer = _api(settings, _token(args), "POST", "/v1/alerts", body=submission)
+    print(json.dumps(answer, indent=2, ensure_ascii=False))
+    return 0 if status == 202 else 1
+
+
+def _message_file(path: str) -> tuple[dict[str, Any], bytes]:
+    from gateway.protocol.canonical import canonical_bytes  # noqa: PLC0415
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "envelope" not in data or "signature" not in data:
+        raise GatewayError(f"{path}: expected a message as returned by GET /v1/messages/{{id}}")
+    return data["envelope"], canonical_bytes({"envelope": data["envelope"],
+                                              "signature": data["signature"]})
+
+
+def _write_out(data: bytes, out: str | None) -> None:
+    if out:
+        Path(out).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+
+
+def _cmd_cap_export(args: argparse.Namespace) -> int:
+    from gateway.web.exports import cap_xml  # noqa: PLC0415
+
+    envelope, _ = _message_file(args.file)
+    _write_out(cap_xml(envelope), args.out)
+    return 0
+
+
+def _cmd_edxl_export(args: argparse.Namespace) -> int:
+    from gateway.formats.edxl import edxl_de  # noqa: PLC0415
+    from gateway.web.exports import cap_xml  # noqa: PLC0415
+
+    envelope, wire = _message_file(args.file)
+    cap = cap_xml(envelope) if envelope.get("type") in ("alert", "sitrep") else None
+    _write_out(edxl_de(envelope, wire, cap_xml=cap), args.out)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run  # noqa: PLC0415
 
@@ -114,6 +183,33 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
     for path in write_all(Path(args.out)):
         print(path)
     return 0
+
+
+def _add_standards(sub: Any) -> None:
+    """The ``cap`` and ``edxl`` command groups."""
+    cap = sub.add_parser("cap", help="CAP 1.2 import and export").add_subparsers(
+        dest="cap", required=True)
+    cap_import = cap.add_parser("import", help="convert a CAP 1.2 alert into an alert message")
+    cap_import.add_argument("file")
+    cap_import.add_argument("--send", action="store_true", help="submit it instead of printing")
+    cap_import.add_argument("-c", "--config")
+    cap_import.add_argument("--to", help="comma-separated centre ids and group names")
+    cap_import.add_argument("--tlp")
+    cap_import.add_argument("--priority")
+    cap_import.add_argument("--incident")
+    cap_import.add_argument("--token")
+    cap_import.add_argument("--token-file")
+    cap_import.set_defaults(func=_cmd_cap_import)
+    cap_export = cap.add_parser("export", help="a message (GET /v1/messages/{id} JSON) as CAP")
+    cap_export.add_argument("file")
+    cap_export.add_argument("-o", "--out")
+    cap_export.set_defaults(func=_cmd_cap_export)
+    edxl = sub.add_parser("edxl", help="EDXL-DE 1.0 export").add_subparsers(
+        dest="edxl", required=True)
+    edxl_export = edxl.add_parser("export", help="a message as an EDXL-DE distribution")
+    edxl_export.add_argument("file")
+    edxl_export.add_argument("-o", "--out")
+    edxl_export.set_defaults(func=_cmd_edxl_export)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -163,6 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--broker-prefix", default="crisisgw",
                       help="vhost (and, if not the default, user) name prefix on the broker")
     demo.set_defaults(func=_cmd_demo)
+
+    _add_standards(sub)
 
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the wire objects")
     schemas.add_argument("--out", default="schemas")

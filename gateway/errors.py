@@ -8,6 +8,7 @@
     ├── KeyMaterialError         a key is malformed, small-order or unknown at enrolment
     ├── ConfigError              the configuration file or directory is invalid
     ├── SubmissionError          a caller's submission cannot be accepted (HTTP 4xx)
+    ├── XmlError                 an XML document (CAP, EDXL) is refused; names line and element
     ├── LedgerError              the ledger failed (disk full, corruption); maps to HTTP 503/507
     └── TransportError           the broker failed; always translated from aio-pika/aiormq
         ├── PublishUnknown       the outcome of a publish is unknown (timeout, connection lost)
@@ -62,6 +63,20 @@ class SubmissionError(GatewayError):
         self.status = status
         self.title = title
         self.detail = detail
+        self.errors = errors or []
+
+
+class XmlError(GatewayError):
+    """An XML document is refused; ``line`` and ``element`` locate the first problem."""
+
+    def __init__(self, detail: str, *, line: int | None = None, element: str | None = None,
+                 errors: list[dict[str, object]] | None = None) -> None:
+        where = ", ".join(p for p in (f"line {line}" if line else "",
+                                      f"element {element}" if element else "") if p)
+        super().__init__(f"{detail} ({where})" if where else detail)
+        self.detail = detail
+        self.line = line
+        self.element = element
         self.errors = errors or []
 
 

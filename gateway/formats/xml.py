@@ -7,25 +7,13 @@ from importlib import resources
 
 from lxml import etree
 
-from gateway.errors import GatewayError
+from gateway.errors import XmlError
+
+__all__ = ["CAP_NS", "EDXL_DE_NS", "XmlError", "parse_safely", "schema", "validate"]
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 EDXL_DE_NS = "urn:oasis:names:tc:emergency:EDXL:DE:1.0"
 MAX_XML_BYTES = 1024 * 1024
-
-
-class XmlError(GatewayError):
-    """An XML document is refused; ``line`` and ``element`` locate the first problem."""
-
-    def __init__(self, detail: str, *, line: int | None = None, element: str | None = None,
-                 errors: list[dict[str, object]] | None = None) -> None:
-        where = ", ".join(p for p in (f"line {line}" if line else "",
-                                      f"element {element}" if element else "") if p)
-        super().__init__(f"{detail} ({where})" if where else detail)
-        self.detail = detail
-        self.line = line
-        self.element = element
-        self.errors = errors or []
 
 
 def _parser() -> etree.XMLParser:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from gateway.errors import RejectedMessage
 from gateway.protocol import reasons
+from gateway.protocol.alert import Alert
 from gateway.protocol.envelope import (
     CLOCK_SKEW,
     DEDUP_WINDOW,
@@ -37,9 +38,17 @@ class SitrepEnvelope(EnvelopeHeader):
     body: Sitrep
 
 
-TypedEnvelope = SitrepEnvelope | ReceiptEnvelope
-ENVELOPE_TYPES: dict[str, type[SitrepEnvelope] | type[ReceiptEnvelope]] = {
+class AlertEnvelope(EnvelopeHeader):
+    """An envelope of type ``alert``: a CAP 1.2 alert carried as JSON."""
+
+    type: Literal["alert"]
+    body: Alert
+
+
+TypedEnvelope = SitrepEnvelope | AlertEnvelope | ReceiptEnvelope
+ENVELOPE_TYPES: dict[str, type[SitrepEnvelope] | type[AlertEnvelope] | type[ReceiptEnvelope]] = {
     "sitrep": SitrepEnvelope,
+    "alert": AlertEnvelope,
     "receipt": ReceiptEnvelope,
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -10,9 +11,16 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from gateway.errors import SubmissionError
+from gateway.protocol.alert import (
+    Alert,
+    alert_json,
+    default_priority,
+    default_tlp,
+    mode_for_status,
+)
 from gateway.protocol.envelope import MAX_LIFETIME, PROTOCOL_VERSION, EnvelopeHeader
 from gateway.protocol.keys import SigningKey
-from gateway.protocol.messages import SitrepEnvelope
+from gateway.protocol.messages import AlertEnvelope, SitrepEnvelope
 from gateway.protocol.signing import seal
 from gateway.protocol.sitrep import Sitrep, sitrep_json
 from gateway.protocol.types import FrozenModel, IncidentId, Mode, Priority, Tlp, UtcTime
@@ -32,6 +40,32 @@ class SitrepSubmission(FrozenModel):
         default=None, description="Incident reference; defaults to sitrep.incident.id")
     expires: UtcTime | None = Field(default=None, description="Defaults to the node's TTL")
     sitrep: Sitrep
+
+
+class AlertSubmission(FrozenModel):
+    """What a centre system POSTs to ``/v1/alerts`` as JSON (CAP XML maps onto it).
+
+    Unset routing fields are derived from the alert: ``mode`` from its status, ``tlp``
+    from its scope, ``priority`` from urgency and severity, ``incident`` from its
+    ``incidents`` (first entry) or its identifier.
+    """
+
+    to: tuple[str, ...] = Field(min_length=1, max_length=64,
+                                description="Centre ids and group names")
+    tlp: Tlp | None = None
+    priority: Priority | None = None
+    mode: Mode | None = None
+    incident: IncidentId | None = None
+    expires: UtcTime | None = None
+    alert: Alert
+
+
+def alert_incident(alert: Alert) -> str:
+    """The incident reference of an alert: its first ``incidents`` entry, else its
+    identifier, reduced to the characters an incident id allows."""
+    candidates = (alert.incidents or "").split() or [alert.identifier]
+    cleaned = re.sub(r"[^A-Za-z0-9._:/-]", "-", candidates[0]).lstrip("._:/-")
+    return (cleaned or "CAP")[:64]
 
 
 def outgoing(envelope: dict[str, Any], key: SigningKey, recipients: tuple[str, ...],
@@ -77,6 +111,31 @@ class Submitter:
             body_json=sitrep_json(sub.sitrep), to=sub.to, tlp=sub.tlp, priority=sub.priority,
             mode=sub.mode, incident=sub.incident or sub.sitrep.incident.id,
             expires=sub.expires, idempotency=idempotency)
+
+    async def submit_alert(
+        self, sub: AlertSubmission, idempotency: IdempotencyKey | None = None
+    ) -> tuple[str, bool]:
+        """Store a CAP alert for every recipient; see :meth:`submit_sitrep`.
+
+        Raises :class:`SubmissionError` (422) for a Draft alert, or a ``mode`` that
+        contradicts the alert's status.
+        """
+        try:
+            mode = mode_for_status(sub.alert.status)
+        except ValueError as exc:
+            raise SubmissionError(422, "Draft alert", str(exc),
+                                  [{"loc": ["alert", "status"], "msg": str(exc)}]) from exc
+        if sub.mode is not None and sub.mode != mode:
+            raise SubmissionError(
+                422, "Mode contradicts status",
+                f"CAP status {sub.alert.status} means mode {mode}, not {sub.mode}",
+                [{"loc": ["mode"], "msg": "contradicts alert.status"}])
+        return await self.submit_body(
+            msg_type="alert", model=AlertEnvelope, body=sub.alert,
+            body_json=alert_json(sub.alert), to=sub.to, tlp=sub.tlp or default_tlp(sub.alert),
+            priority=sub.priority or default_priority(sub.alert), mode=mode,
+            incident=sub.incident or alert_incident(sub.alert), expires=sub.expires,
+            idempotency=idempotency)
 
     async def submit_body(
         self, *, msg_type: str, model: type[EnvelopeHeader], body: BaseModel,

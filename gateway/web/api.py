@@ -12,10 +12,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.errors import SubmissionError
 from gateway.protocol import ijson
+from gateway.protocol.canonical import canonical_bytes
 from gateway.protocol.sitrep import PLAIN_TEXT
 from gateway.protocol.types import UUID_PATTERN, format_time
 from gateway.service.ports import IdempotencyKey, InboxEntry
-from gateway.service.submit import SitrepSubmission
+from gateway.service.submit import AlertSubmission, SitrepSubmission
+from gateway.web.exports import render
 from gateway.web.openapi import openapi_document
 from gateway.web.problems import problem, problem_middleware
 
@@ -54,12 +56,17 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
 
 
 async def _read_json(request: web.Request) -> tuple[Any, bytes]:
-    node = request.app[NODE]
-    limit = node.settings.api.max_body_bytes
     ctype = request.content_type
     if ctype != "application/json":
         raise SubmissionError(415, "Unsupported media type",
                               f"send application/json, not {ctype or 'nothing'}")
+    raw = await _read_body(request)
+    return ijson.loads(raw), raw
+
+
+async def _read_body(request: web.Request) -> bytes:
+    node = request.app[NODE]
+    limit = node.settings.api.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise SubmissionError(413, "Payload too large", f"the limit is {limit} bytes")
     body = bytearray()
@@ -67,8 +74,27 @@ async def _read_json(request: web.Request) -> tuple[Any, bytes]:
         body.extend(chunk)
         if len(body) > limit:
             raise SubmissionError(413, "Payload too large", f"the limit is {limit} bytes")
-    raw = bytes(body)
-    return ijson.loads(raw), raw
+    return bytes(body)
+
+
+def _idempotency(request: web.Request, raw: bytes) -> IdempotencyKey | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise SubmissionError(400, "Bad Idempotency-Key", f"1 to {MAX_IDEMPOTENCY_KEY} characters")
+    return IdempotencyKey(client=request[CLIENT], key=key,
+                          request_sha256=hashlib.sha256(raw).hexdigest())
+
+
+def _accepted(node: Node, msg_type: str, message_id: str, created: bool) -> web.Response:
+    if created:
+        node.metrics.submitted.labels(msg_type).inc()
+    headers = {"Location": f"/v1/messages/{message_id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return web.json_response({"id": message_id, "status": f"/v1/messages/{message_id}"},
+                             status=202, headers=headers)
 
 
 async def post_sitrep(request: web.Request) -> web.Response:
@@ -76,22 +102,34 @@ async def post_sitrep(request: web.Request) -> web.Response:
     node = request.app[NODE]
     data, raw = await _read_json(request)
     sub = SitrepSubmission.model_validate(data, context=PLAIN_TEXT)
-    idem = None
-    key = request.headers.get("Idempotency-Key")
-    if key is not None:
-        if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-            raise SubmissionError(400, "Bad Idempotency-Key",
-                                  f"1 to {MAX_IDEMPOTENCY_KEY} characters")
-        idem = IdempotencyKey(client=request[CLIENT], key=key,
-                              request_sha256=hashlib.sha256(raw).hexdigest())
-    message_id, created = await node.submitter.submit_sitrep(sub, idem)
-    if created:
-        node.metrics.submitted.labels("sitrep").inc()
-    headers = {"Location": f"/v1/messages/{message_id}"}
-    if not created:
-        headers["Idempotent-Replayed"] = "true"
-    return web.json_response({"id": message_id, "status": f"/v1/messages/{message_id}"},
-                             status=202, headers=headers)
+    message_id, created = await node.submitter.submit_sitrep(sub, _idempotency(request, raw))
+    return _accepted(node, "sitrep", message_id, created)
+
+
+CAP_MEDIA_TYPES = frozenset({"application/cap+xml", "application/xml", "text/xml"})
+
+
+async def post_alert(request: web.Request) -> web.Response:
+    """POST /v1/alerts: a CAP alert as JSON (AlertSubmission) or as CAP 1.2 XML.
+
+    With XML, the routing fields come from the query: ``to`` (comma-separated, required),
+    ``tlp``, ``priority``, ``incident``, ``expires``.
+    """
+    node = request.app[NODE]
+    if request.content_type in CAP_MEDIA_TYPES:
+        from gateway.formats.cap import parse_cap  # noqa: PLC0415 - lxml only when needed
+
+        raw = await _read_body(request)
+        alert = parse_cap(raw)
+        routing: dict[str, Any] = {k: v for k, v in request.query.items()
+                                   if k in ("tlp", "priority", "incident", "expires", "mode")}
+        routing["to"] = [t for t in request.query.get("to", "").split(",") if t]
+        sub = AlertSubmission.model_validate({**routing, "alert": alert})
+    else:
+        data, raw = await _read_json(request)
+        sub = AlertSubmission.model_validate(data)
+    message_id, created = await node.submitter.submit_alert(sub, _idempotency(request, raw))
+    return _accepted(node, "alert", message_id, created)
 
 
 def inbox_view(entry: InboxEntry) -> dict[str, Any]:
@@ -123,14 +161,21 @@ async def get_message(request: web.Request) -> web.Response:
     """GET /v1/messages/{id}: our message with per-recipient states, or an incoming one."""
     node = request.app[NODE]
     message_id = _message_id(request)
+    fmt = request.query.get("format", "json")
     view = await node.ledger.message(message_id)
     if view is not None:
+        if fmt != "json":
+            wire = canonical_bytes({"envelope": view["envelope"], "signature": view["signature"]})
+            return render(view["envelope"], wire, fmt)
         view["direction"] = "out"
         view["receipts"] = await node.ledger.receipts_for(message_id)
         return web.json_response(view)
     entries = [e for e in await node.ledger.find_inbox(message_id) if e.type != "receipt"]
     if entries:
-        return web.json_response({**inbox_view(entries[0]), "direction": "in"})
+        incoming = inbox_view(entries[0])
+        if fmt != "json":
+            return render(incoming["envelope"], entries[0].wire, fmt)
+        return web.json_response({**incoming, "direction": "in"})
     raise SubmissionError(404, "Not found", f"no message {message_id}")
 
 
@@ -249,6 +294,7 @@ def build_app(node: Node) -> web.Application:
                           client_max_size=node.settings.api.max_body_bytes + 1024)
     app[NODE] = node
     app.router.add_post("/v1/sitreps", post_sitrep)
+    app.router.add_post("/v1/alerts", post_alert)
     app.router.add_get("/v1/messages", list_messages)
     app.router.add_get("/v1/messages/{id}", get_message)
     app.router.add_post("/v1/messages/{id}/ack", post_ack)

@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.errors import LedgerError, MalformedInput, SubmissionError
+from gateway.errors import LedgerError, MalformedInput, SubmissionError, XmlError
 
 log = structlog.get_logger("crisisgw.web")
 PROBLEM_TYPE = "application/problem+json"
@@ -66,6 +66,8 @@ async def problem_middleware(  # noqa: PLR0911 - one return per error family, fl
                        errors=errors)
     except MalformedInput as exc:
         return problem(400, "Malformed JSON", exc.detail, slug=exc.reason)
+    except XmlError as exc:
+        return problem(422, "Invalid XML", str(exc), slug="invalid-xml", errors=exc.errors or None)
     except LedgerError as exc:
         log.error("ledger_unavailable", error=str(exc))
         if exc.disk_full:

@@ -1,0 +1,136 @@
+"""Loads incident threads from the SQLite ledger: outbox with deliveries, and inbox.
+
+Receipts are never part of a thread. Reads run on a reader connection (one snapshot);
+the incident indexes are created once per :class:`Database` through the writer until
+the ledger schema carries :data:`INCIDENT_INDEXES` itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import weakref
+from collections import defaultdict
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from gateway.adapters.sqlite_db import Database
+from gateway.errors import LedgerError
+from gateway.service.incidents import DeliveryRecord, ThreadItem, body_fields
+
+INCIDENT_INDEXES = """
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident);
+CREATE INDEX IF NOT EXISTS inbox_incident ON inbox(incident);
+"""
+
+_OUTBOX = {
+    True: "SELECT id, type, created, priority, mode, tlp, incident, wire, submitted_at"
+          " FROM outbox WHERE incident = ? AND type != 'receipt'",
+    False: "SELECT id, type, created, priority, mode, tlp, incident, wire, submitted_at"
+           " FROM outbox WHERE incident IS NOT NULL AND type != 'receipt'",
+}
+_DELIVERIES = {
+    True: "SELECT d.message_id, d.recipient, d.state, d.sent_at, d.delivered_at,"
+          " d.acknowledged_at, d.rejected_at, d.expired_at, d.reason"
+          " FROM outbox o JOIN deliveries d ON d.message_id = o.id"
+          " WHERE o.incident = ? AND o.type != 'receipt'",
+    False: "SELECT d.message_id, d.recipient, d.state, d.sent_at, d.delivered_at,"
+           " d.acknowledged_at, d.rejected_at, d.expired_at, d.reason"
+           " FROM outbox o JOIN deliveries d ON d.message_id = o.id"
+           " WHERE o.incident IS NOT NULL AND o.type != 'receipt'",
+}
+_INBOX = {
+    True: "SELECT sender, id, type, priority, mode, tlp, incident, created, wire,"
+          " received_at, state, reason, acknowledged_at, acknowledged_by"
+          " FROM inbox WHERE incident = ? AND type != 'receipt'",
+    False: "SELECT sender, id, type, priority, mode, tlp, incident, created, wire,"
+           " received_at, state, reason, acknowledged_at, acknowledged_by"
+           " FROM inbox WHERE incident IS NOT NULL AND type != 'receipt'",
+}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_indexed: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def ensure_indexes(conn: sqlite3.Connection) -> None:
+    """Create the incident indexes if missing (idempotent)."""
+    # Statement by statement: executescript would commit the caller's transaction.
+    for statement in INCIDENT_INDEXES.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _envelope(wire: bytes) -> dict[str, Any]:
+    try:
+        signed = json.loads(wire)
+    except ValueError:
+        return {}
+    envelope = signed.get("envelope") if isinstance(signed, dict) else None
+    return envelope if isinstance(envelope, dict) else {}
+
+
+def _recipients(envelope: dict[str, Any]) -> tuple[str, ...]:
+    to = envelope.get("to")
+    return tuple(str(c)[:40] for c in to[:64]) if isinstance(to, list) else ()
+
+
+def _delivery(row: sqlite3.Row) -> DeliveryRecord:
+    return DeliveryRecord(
+        recipient=row["recipient"], state=row["state"], sent_at=_time(row["sent_at"]),
+        delivered_at=_time(row["delivered_at"]), acknowledged_at=_time(row["acknowledged_at"]),
+        rejected_at=_time(row["rejected_at"]), expired_at=_time(row["expired_at"]),
+        reason=row["reason"])
+
+
+def _sent(row: sqlite3.Row, deliveries: list[DeliveryRecord]) -> ThreadItem:
+    envelope = _envelope(bytes(row["wire"]))
+    sender = envelope.get("from")
+    return ThreadItem(
+        direction="out", id=row["id"], sender=sender if isinstance(sender, str) else "",
+        incident=row["incident"], type=row["type"], created=_time(row["created"]),
+        recorded_at=_time(row["submitted_at"]) or _EPOCH, to=_recipients(envelope),
+        priority=row["priority"], tlp=row["tlp"], mode=row["mode"],
+        deliveries=tuple(deliveries), **body_fields(row["type"], envelope.get("body")))
+
+
+def _received(row: sqlite3.Row) -> ThreadItem:
+    envelope = _envelope(bytes(row["wire"]))
+    return ThreadItem(
+        direction="in", id=row["id"], sender=row["sender"], incident=row["incident"],
+        type=row["type"], created=_time(row["created"]),
+        recorded_at=_time(row["received_at"]) or _EPOCH, to=_recipients(envelope),
+        priority=row["priority"], tlp=row["tlp"], mode=row["mode"], state=row["state"],
+        reason=row["reason"], acknowledged_at=_time(row["acknowledged_at"]),
+        acknowledged_by=row["acknowledged_by"],
+        **body_fields(row["type"], envelope.get("body")))
+
+
+def _load(conn: sqlite3.Connection, incident: str | None) -> list[ThreadItem]:
+    one = incident is not None
+    args = (incident,) if one else ()
+    deliveries: dict[str, list[DeliveryRecord]] = defaultdict(list)
+    for row in conn.execute(_DELIVERIES[one], args):
+        deliveries[row["message_id"]].append(_delivery(row))
+    items = [_sent(row, deliveries[row["id"]]) for row in conn.execute(_OUTBOX[one], args)]
+    items.extend(_received(row) for row in conn.execute(_INBOX[one], args))
+    return items
+
+
+async def load_thread_items(db: Database, incident: str | None) -> list[ThreadItem]:
+    """Every non-receipt message on ``incident`` (None: on any incident), sent and received.
+
+    Rejected inbox messages are included (the thread counts them); a message's body is
+    read from its signed wire envelope.
+    """
+    if db not in _indexed:
+        # If this fails (e.g. disk full), reading without the indexes still works, slower.
+        with contextlib.suppress(LedgerError):
+            await db.write(ensure_indexes)
+            _indexed.add(db)
+    return await db.read(partial(_load, incident=incident))
