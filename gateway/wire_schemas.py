@@ -11,11 +11,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from gateway.protocol.alert import Alert
 from gateway.protocol.envelope import Envelope, SignedMessage
-from gateway.protocol.messages import SitrepEnvelope
+from gateway.protocol.messages import AlertEnvelope, SitrepEnvelope
 from gateway.protocol.receipts import Receipt, ReceiptEnvelope
 from gateway.protocol.sitrep import Sitrep
-from gateway.service.submit import SitrepSubmission
+from gateway.service.submit import AlertSubmission, SitrepSubmission
 
 BASE_ID = "https://crisisgw.eu/schemas/v1/"
 
@@ -24,9 +25,12 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "envelope": Envelope,
     "sitrep-envelope": SitrepEnvelope,
     "sitrep": Sitrep,
+    "alert-envelope": AlertEnvelope,
+    "alert": Alert,
     "receipt-envelope": ReceiptEnvelope,
     "receipt": Receipt,
     "api-sitrep-submission": SitrepSubmission,
+    "api-alert-submission": AlertSubmission,
 }
 
 

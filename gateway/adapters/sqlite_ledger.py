@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.adapters.sqlite_db import Database
+from gateway.adapters.sqlite_incidents import INCIDENT_INDEXES
 from gateway.errors import SubmissionError
 from gateway.protocol.delivery import Delivery, DeliveryState, new_delivery, on_receipt
 from gateway.protocol.types import format_time
@@ -155,7 +156,7 @@ class SqliteLedger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db = Database(path, SCHEMA)
+        self.db = Database(path, SCHEMA + INCIDENT_INDEXES)
 
     async def open(self) -> None:
         """Create or open the ledger file."""

@@ -310,7 +310,8 @@ def build_thread(incident: str, items: Iterable[ThreadItem], me: str) -> dict[st
     """The JSON-ready picture of ``incident`` from this node (``me``); other items ignored.
 
     Keys: incident, node, title, highest_severity (among the centres' latest sitreps),
-    centres, timeline, warnings, counts.
+    centres, timeline, warnings, counts, last_activity (when this node last stored a
+    message on it, rejected ones included).
     """
     mine = [i for i in items if i.incident == incident]
     picture = sorted((i for i in mine if i.in_picture), key=_order)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.adapters.sqlite_incidents import load_thread_items
 from gateway.errors import SubmissionError
 from gateway.protocol import ijson
 from gateway.protocol.canonical import canonical_bytes
 from gateway.protocol.sitrep import PLAIN_TEXT
-from gateway.protocol.types import UUID_PATTERN, format_time
+from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN, format_time
+from gateway.service.incidents import build_thread, summarise_incidents, timeline_csv
 from gateway.service.ports import IdempotencyKey, InboxEntry
 from gateway.service.submit import AlertSubmission, SitrepSubmission
 from gateway.web.exports import render
@@ -149,8 +152,6 @@ def inbox_view(entry: InboxEntry) -> dict[str, Any]:
 
 
 def _message_id(request: web.Request) -> str:
-    import re  # noqa: PLC0415 - tiny and local
-
     value = request.match_info["id"]
     if not re.fullmatch(UUID_PATTERN, value):
         raise SubmissionError(404, "Not found", "message ids are lower-case UUIDs")
@@ -249,6 +250,50 @@ async def get_security_events(request: web.Request) -> web.Response:
     return web.json_response({"items": events})
 
 
+def _incident_id(request: web.Request) -> str:
+    value = request.match_info["id"]
+    if not re.fullmatch(INCIDENT_ID_PATTERN, value):
+        raise SubmissionError(404, "Not found", "not an incident id")
+    return value
+
+
+async def _thread(request: web.Request) -> dict[str, Any]:
+    node = request.app[NODE]
+    incident = _incident_id(request)
+    items = await load_thread_items(node.ledger.db, incident)
+    if not items:
+        raise SubmissionError(404, "Not found", f"no message on incident {incident}")
+    return build_thread(incident, items, node.me)
+
+
+async def list_incidents(request: web.Request) -> web.Response:
+    """GET /v1/incidents: one row per incident with its centres, activity and warnings."""
+    node = request.app[NODE]
+    items = await load_thread_items(node.ledger.db, None)
+    return web.json_response({"items": summarise_incidents(items, node.me)})
+
+
+async def get_incident(request: web.Request) -> web.Response:
+    """GET /v1/incidents/{id}: latest report per centre, timeline, gap warnings."""
+    return web.json_response(await _thread(request))
+
+
+async def get_timeline_json(request: web.Request) -> web.Response:
+    """GET /v1/incidents/{id}/timeline.json: who knew what, when."""
+    thread = await _thread(request)
+    return web.json_response({"incident": thread["incident"], "node": thread["node"],
+                              "timeline": thread["timeline"], "warnings": thread["warnings"]})
+
+
+async def get_timeline_csv(request: web.Request) -> web.Response:
+    """GET /v1/incidents/{id}/timeline.csv: the timeline for an after-action evaluation."""
+    thread = await _thread(request)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", thread["incident"])
+    return web.Response(text=timeline_csv(thread), content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="incident-{name}-timeline.csv"'})
+
+
 async def healthz(_request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
@@ -300,6 +345,11 @@ def build_app(node: Node) -> web.Application:
     app.router.add_post("/v1/messages/{id}/ack", post_ack)
     app.router.add_get("/v1/inbox", get_inbox)
     app.router.add_get("/v1/peers", get_peers)
+    app.router.add_get("/v1/incidents", list_incidents)
+    # Incident ids may contain "/": the suffixed routes are registered first.
+    app.router.add_get(r"/v1/incidents/{id:.+}/timeline.csv", get_timeline_csv)
+    app.router.add_get(r"/v1/incidents/{id:.+}/timeline.json", get_timeline_json)
+    app.router.add_get(r"/v1/incidents/{id:.+}", get_incident)
     app.router.add_get("/v1/security-events", get_security_events)
     app.router.add_get("/v1/openapi.json", get_openapi)
     app.router.add_get("/healthz", healthz)

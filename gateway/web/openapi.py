@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from gateway import __version__
-from gateway.service.submit import SitrepSubmission
+from gateway.service.submit import AlertSubmission, SitrepSubmission
 
 _PROBLEM = {
     "type": "object",
@@ -35,6 +35,9 @@ _ID_PARAM = {"name": "id", "in": "path", "required": True,
              "schema": {"type": "string", "format": "uuid"}}
 
 
+_INCIDENT_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 def _query(*names: str) -> list[dict[str, Any]]:
     params = [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
               for n in names]
@@ -47,8 +50,9 @@ def _query(*names: str) -> list[dict[str, Any]]:
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 description of ``/v1``."""
     sub = SitrepSubmission.model_json_schema(ref_template="#/components/schemas/{model}")
-    defs = sub.pop("$defs", {})
-    schemas = {**defs, "SitrepSubmission": sub, "Problem": _PROBLEM}
+    alert = AlertSubmission.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = {**sub.pop("$defs", {}), **alert.pop("$defs", {})}
+    schemas = {**defs, "SitrepSubmission": sub, "AlertSubmission": alert, "Problem": _PROBLEM}
     obj = {"type": "object"}
     return {
         "openapi": "3.1.0",
@@ -72,14 +76,39 @@ def openapi_document() -> dict[str, Any]:
                         "id": {"type": "string", "format": "uuid"},
                         "status": {"type": "string"}}}, "stored durably, delivery under way"),
                     **_problems(400, 401, 413, 415, 422, 503, 507)}}},
+            "/v1/alerts": {"post": {
+                "summary": "Submit a CAP alert (JSON, or CAP 1.2 XML with routing in the query)",
+                "operationId": "submitAlert",
+                "parameters": [
+                    {"name": "Idempotency-Key", "in": "header", "required": False,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 200}},
+                    *[{"name": n, "in": "query", "required": False, "schema": {"type": "string"},
+                       "description": "routing for an XML body"}
+                      for n in ("to", "tlp", "priority", "incident", "expires", "mode")]],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/AlertSubmission"}},
+                    "application/cap+xml": {"schema": {"type": "string"}},
+                    "application/xml": {"schema": {"type": "string"}}}},
+                "responses": {
+                    "202": _json({"type": "object", "required": ["id"], "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "status": {"type": "string"}}}, "stored durably, delivery under way"),
+                    **_problems(400, 401, 413, 415, 422, 503, 507)}}},
             "/v1/messages": {"get": {
                 "summary": "List sent messages", "operationId": "listMessages",
                 "parameters": _query("type", "incident", "state", "peer", "since"),
                 "responses": {"200": _json(obj, "messages"), **_problems(400, 401)}}},
             "/v1/messages/{id}": {"get": {
-                "summary": "A message with its recipients' states", "operationId": "getMessage",
-                "parameters": [_ID_PARAM],
-                "responses": {"200": _json(obj, "the message"), **_problems(401, 404)}}},
+                "summary": "A message with its recipients' states, or as CAP / EDXL-DE",
+                "operationId": "getMessage",
+                "parameters": [_ID_PARAM, {"name": "format", "in": "query", "required": False,
+                                           "schema": {"enum": ["json", "cap", "edxl-de"]}}],
+                "responses": {"200": {"description": "the message", "content": {
+                    "application/json": {"schema": obj},
+                    "application/cap+xml": {"schema": {"type": "string"}},
+                    "application/xml": {"schema": {"type": "string"}}}},
+                    **_problems(400, 401, 404, 422)}}},
             "/v1/messages/{id}/ack": {"post": {
                 "summary": "Acknowledge an incoming message", "operationId": "ackMessage",
                 "parameters": [_ID_PARAM, {"name": "from", "in": "query", "required": False,
@@ -93,6 +122,23 @@ def openapi_document() -> dict[str, Any]:
             "/v1/peers": {"get": {
                 "summary": "Configured peers", "operationId": "getPeers",
                 "responses": {"200": _json(obj, "peers"), **_problems(401)}}},
+            "/v1/incidents": {"get": {
+                "summary": "Incidents with their centres, activity and warnings",
+                "operationId": "listIncidents",
+                "responses": {"200": _json(obj, "incidents"), **_problems(401)}}},
+            "/v1/incidents/{id}": {"get": {
+                "summary": "An incident thread: latest report per centre, timeline, gap warnings",
+                "operationId": "getIncident", "parameters": [_INCIDENT_PARAM],
+                "responses": {"200": _json(obj, "the thread"), **_problems(401, 404)}}},
+            "/v1/incidents/{id}/timeline.json": {"get": {
+                "summary": "Incident timeline (who knew what, when)",
+                "operationId": "getIncidentTimeline", "parameters": [_INCIDENT_PARAM],
+                "responses": {"200": _json(obj, "timeline"), **_problems(401, 404)}}},
+            "/v1/incidents/{id}/timeline.csv": {"get": {
+                "summary": "Incident timeline as CSV for after-action evaluation",
+                "operationId": "getIncidentTimelineCsv", "parameters": [_INCIDENT_PARAM],
+                "responses": {"200": {"description": "CSV", "content": {
+                    "text/csv": {"schema": {"type": "string"}}}}, **_problems(401, 404)}}},
             "/v1/security-events": {"get": {
                 "summary": "Refused input (forged, tampered, malformed)",
                 "operationId": "getSecurityEvents", "parameters": _query(),
