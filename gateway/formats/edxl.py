@@ -14,7 +14,7 @@ EDXL-DE element              Source
 ``distributionID``           envelope ``id``
 ``senderID``                 ``"{from}@{sender_domain}"`` (spec form actor@domain;
                              default domain ``crisisgw``)
-``dateTimeSent``             ``created`` as ``YYYY-MM-DDThh:mm:ss+00:00`` (numeric offset,
+``dateTimeSent``             ``created`` as ``YYYY-MM-DDThh:mm:ss-00:00`` (numeric offset,
                              as the EDXL-DE 1.0 text asks, though ``xsd:dateTime`` takes Z)
 ``distributionStatus``       ``mode``: actual → Actual, exercise → Exercise, test → Test
 ``distributionType``         ``type``: sitrep → Report, alert → Report, receipt → Ack,

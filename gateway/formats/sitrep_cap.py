@@ -13,7 +13,7 @@ CAP element        Source
 =================  =========================================================================
 ``identifier``     ``"{from}.{id}"`` (centre id and message UUID: no space, comma, ``<``, ``&``)
 ``sender``         ``from`` (the centre id)
-``sent``           ``created``, as ``YYYY-MM-DDThh:mm:ss+00:00`` (UTC, no fraction, no ``Z``)
+``sent``           ``created``, as ``YYYY-MM-DDThh:mm:ss-00:00`` (UTC as CAP 1.2 §3.3.2 requires)
 ``status``         ``mode``: actual → Actual, exercise → Exercise, test → Test
 ``msgType``        ``body.purpose``: none or initial → Alert, update / final → Update
 ``scope``          ``tlp``: CLEAR → Public; GREEN, AMBER → Restricted;
@@ -138,8 +138,8 @@ def xml_text(value: str) -> str:
 
 
 def cap_time(value: datetime) -> str:
-    """A time as CAP wants it: UTC, whole seconds, numeric offset (``...T10:00:00+00:00``)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    """A time as CAP 1.2 wants it: UTC written -00:00, whole seconds (``...T10:00:00-00:00``)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S-00:00")
 
 
 def _degrees(value: float) -> str:

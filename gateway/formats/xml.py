@@ -13,6 +13,7 @@ __all__ = ["CAP_NS", "EDXL_DE_NS", "XmlError", "parse_safely", "schema", "valida
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 EDXL_DE_NS = "urn:oasis:names:tc:emergency:EDXL:DE:1.0"
+#: Incoming documents (CAP imports) are bounded; exports are not read back through here.
 MAX_XML_BYTES = 1024 * 1024
 
 
