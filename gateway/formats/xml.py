@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 
 from lxml import etree
@@ -15,6 +16,7 @@ CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 EDXL_DE_NS = "urn:oasis:names:tc:emergency:EDXL:DE:1.0"
 #: Incoming documents (CAP imports) are bounded; exports are not read back through here.
 MAX_XML_BYTES = 1024 * 1024
+_XSD_ELEMENT = re.compile(r"Element '(?:\{[^}]*\})?([^']+)'")
 
 
 def _parser() -> etree.XMLParser:
@@ -53,7 +55,10 @@ def validate(root: etree._Element, name: str) -> None:
         return
     errors: list[dict[str, object]] = []
     for entry in xsd.error_log:  # type: ignore[attr-defined]  # lxml-stubs omit __iter__
-        element = entry.path.rsplit("/", 1)[-1] if entry.path else None
+        # libxml2's path says "*[3]" for a default-namespace element; its message names it.
+        named = _XSD_ELEMENT.match(entry.message)
+        element = named.group(1) if named else (
+            entry.path.rsplit("/", 1)[-1] if entry.path else None)
         errors.append({"line": entry.line, "element": element, "path": entry.path,
                        "msg": entry.message})
     first = errors[0]

@@ -68,7 +68,7 @@ def _uri(value: str) -> str:
 
 
 def _cap_time(value: str) -> str:
-    if not _CAP_TIME_RE.match(value):
+    if not _CAP_TIME_RE.fullmatch(value):
         raise ValueError("a CAP dateTime is YYYY-MM-DDThh:mm:ss+hh:mm (no Z, no fractions)")
     year, month, day = int(value[0:4]), int(value[5:7]), int(value[8:10])
     hour, minute, second = int(value[11:13]), int(value[14:16]), int(value[17:19])

@@ -67,7 +67,8 @@ async def problem_middleware(  # noqa: PLR0911 - one return per error family, fl
     except MalformedInput as exc:
         return problem(400, "Malformed JSON", exc.detail, slug=exc.reason)
     except XmlError as exc:
-        return problem(422, "Invalid XML", str(exc), slug="invalid-xml", errors=exc.errors or None)
+        return problem(422, "Invalid XML", str(exc), slug="invalid-xml",
+                       errors=exc.errors or None)
     except LedgerError as exc:
         log.error("ledger_unavailable", error=str(exc))
         if exc.disk_full:

@@ -7,9 +7,11 @@ import io
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from lxml import etree
 
+from gateway.formats.cap import parse_cap
 from gateway.formats.xml import CAP_NS, EDXL_DE_NS, validate
 from tests.integration.harness import Federation, wait_until
 
@@ -31,8 +33,6 @@ async def _arrived(fed: Federation, centre: str, message_id: str) -> None:
 
 
 async def _raw(fed: Federation, centre: str, path: str) -> tuple[int, str, str]:
-    import aiohttp
-
     node = fed.nodes[centre]
     async with aiohttp.ClientSession() as s, s.get(
             f"http://127.0.0.1:{node.port}{path}",
@@ -83,8 +83,6 @@ async def test_cap_alert_posted_as_xml_reaches_peer_and_exports_back_equal(
     await _arrived(federation, "LU-HCPN", answer["id"])
     status, _, text = await _raw(federation, "LU-HCPN", f"/v1/messages/{answer['id']}?format=cap")
     assert status == 200
-    from gateway.formats.cap import parse_cap
-
     assert parse_cap(text.encode()) == parse_cap(original)
 
 

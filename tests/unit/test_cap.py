@@ -498,6 +498,19 @@ def test_bad_urgency_names_line_and_element() -> None:
     assert (info.value.line, info.value.element) == (12, "urgency")
 
 
+def test_prefixed_cap_read_like_default_namespace() -> None:
+    """A CAP document using a cap: prefix reads like the default-namespace one, and its
+    validation errors name the element too."""
+    plain = load("oasis-appendix-a1.xml")
+    prefixed = re.sub(rb"<(/?)([a-zA-Z]+)>", rb"<\1cap:\2>", plain).replace(
+        b"<alert xmlns = ", b"<cap:alert xmlns:cap=").replace(b"</alert>", b"</cap:alert>")
+    assert b"<cap:urgency>" in prefixed
+    assert parse_cap(prefixed) == parse_cap(plain)
+    with pytest.raises(XmlError, match="'Soon'") as info:
+        parse_cap(prefixed.replace(b"<cap:urgency>Immediate", b"<cap:urgency>Soon"))
+    assert (info.value.line, info.value.element) == (12, "urgency")
+
+
 def test_model_refusal_names_line_and_element() -> None:
     """XSD-valid content the model refuses (a negative size) is reported at its element."""
     data = load("feed-resources.xml").replace(b"<size>43</size>", b"<size>-43</size>")
@@ -591,7 +604,8 @@ _ALERT = st.builds(
 @settings(max_examples=200, deadline=None)
 @given(_ALERT)
 def test_any_alert_exports_valid_cap_and_round_trips(a: Alert) -> None:
-    """Every generated alert exports to valid CAP 1.2 that reads back to the same alert."""
+    """Every generated alert exports to valid CAP 1.2 (and JSON) that reads back to it."""
     exported = alert_to_cap(a)
     validate(parse_safely(exported), "cap-1.2.xsd")
     assert parse_cap(exported) == a
+    assert Alert.model_validate(alert_json(a)) == a

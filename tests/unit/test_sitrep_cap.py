@@ -100,7 +100,7 @@ def test_minimal_sitrep_exports_valid_cap_with_one_und_info() -> None:
 
 
 def test_header_identifier_sender_times_and_incident() -> None:
-    """identifier is from.id, sent/expires are whole-second -00:00 times (CAP 1.2 writes UTC so), incidents the id."""
+    """identifier is from.id, sent/expires are whole-second UTC (-00:00), incidents the id."""
     root = _alert(_envelope(copy.deepcopy(MINIMAL)))
     assert root.findtext(f"{C}identifier") == f"BE-NCCN.{MESSAGE_ID}"
     assert root.findtext(f"{C}sender") == "BE-NCCN"
