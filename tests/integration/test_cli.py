@@ -66,3 +66,59 @@ def test_keys_generate_writes_a_private_key_and_prints_the_public_one(tmp_path: 
     again = _cli("keys", "generate", "--centre", "FR-COGIC", "--out", str(target))
     assert again.returncode == 2
     assert "never overwritten" in again.stderr
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "cap"
+
+
+def test_cap_import_prints_the_alert_message(tmp_path: Path) -> None:
+    """`crisisgw cap import` turns an OASIS example into alert JSON with derived routing."""
+    out = _cli("cap", "import", str(EXAMPLES / "oasis-appendix-a2.xml"))
+    assert out.returncode == 0, out.stderr
+    message = json.loads(out.stdout)
+    assert message["alert"]["identifier"] == "KSTO1055887203"
+    assert message["mode"] == "actual"
+    assert message["priority"] in ("routine", "urgent", "flash")
+    assert message["alert"]["infos"][0]["event"] == "SEVERE THUNDERSTORM"
+
+
+def test_cap_import_refuses_an_invalid_document_naming_the_line(tmp_path: Path) -> None:
+    """An invalid CAP file exits 2 with the line and element in the message."""
+    bad = tmp_path / "bad.xml"
+    bad.write_text((EXAMPLES / "oasis-appendix-a2.xml").read_text()
+                   .replace("<scope>Public</scope>", "<scope>Everyone</scope>"))
+    out = _cli("cap", "import", str(bad))
+    assert out.returncode == 2
+    assert "line" in out.stderr
+    assert "scope" in out.stderr
+
+
+async def test_cap_import_send_then_cap_and_edxl_export(federation: Federation,
+                                                        tmp_path: Path) -> None:
+    """`cap import --send` delivers; `cap export` and `edxl export` of the fetched message
+    validate, and the CAP export equals the original alert."""
+    from gateway.formats.cap import parse_cap  # noqa: PLC0415 - keeps collection light
+    from gateway.formats.xml import parse_safely, validate  # noqa: PLC0415
+
+    await federation.wait_ready()
+    be = federation.nodes["BE-NCCN"]
+    original = EXAMPLES / "oasis-appendix-a4.xml"
+    sent = _cli("cap", "import", str(original), "--send", "-c", str(be.config),
+                "--to", "NL-NCC", "--tlp", "GREEN")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    message_id = json.loads(sent.stdout)["id"]
+
+    async def arrived() -> bool:
+        status, _ = await federation.api("NL-NCC", "GET", f"/v1/messages/{message_id}")
+        return status == 200
+
+    await wait_until(arrived, 15, "the alert at NL-NCC")
+    _, view = await federation.api("NL-NCC", "GET", f"/v1/messages/{message_id}")
+    saved = tmp_path / "message.json"
+    saved.write_text(json.dumps(view), encoding="utf-8")
+    cap = _cli("cap", "export", str(saved), "-o", str(tmp_path / "out.xml"))
+    assert cap.returncode == 0, cap.stderr
+    assert parse_cap((tmp_path / "out.xml").read_bytes()) == parse_cap(original.read_bytes())
+    edxl = _cli("edxl", "export", str(saved))
+    assert edxl.returncode == 0, edxl.stderr
+    validate(parse_safely(edxl.stdout.encode()), "edxl-de-1.0.xsd")
