@@ -95,15 +95,22 @@ fi
 # --- 3. start it (or check it is running) -----------------------------------
 bash "$ROOT/deploy/start-rabbitmq.sh"
 
-# --- (later) headless Chromium for the web UI tests --------------------------
-# Hook for the browser tests: they will need Debian's chromium (and
-# chromium-driver). Not needed yet; when it is, uncomment:
-# if ! command -v chromium >/dev/null 2>&1; then
-#     have_apt || die "chromium not found and no apt-get: install Chromium by hand"
-#     apt_install chromium chromium-driver
-# else
-#     step "chromium: already installed"
-# fi
+# --- headless Chromium for the browser tests (tests/browser) -----------------
+# Playwright drives Debian's chromium through executable_path=/usr/bin/chromium;
+# `playwright install` (which downloads its own browser build) is never used.
+# fonts-dejavu-core gives screenshots readable text. --no-install-recommends
+# keeps out chromium's recommends (systemd, udev, avahi-daemon, upower, cups
+# helpers...): headless tests need none of them and they are slow to install.
+CHROMIUM=/usr/bin/chromium
+DEJAVU=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+if [[ -x $CHROMIUM && -f $DEJAVU ]]; then
+    step "chromium: already installed ($CHROMIUM)"
+else
+    have_apt || die "$CHROMIUM (or the DejaVu fonts) not found and no apt-get:
+install Chromium and DejaVu fonts by hand so that $CHROMIUM exists"
+    apt_install --no-install-recommends chromium fonts-dejavu-core
+    [[ -x $CHROMIUM ]] || die "apt installed chromium but $CHROMIUM is still missing"
+fi
 
 # --- 4. .venv with the project installed --------------------------------------
 VENV="$ROOT/.venv"

@@ -171,6 +171,36 @@ def _cmd_edxl_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_set_password(args: argparse.Namespace) -> int:
+    import getpass  # noqa: PLC0415
+    import tomllib  # noqa: PLC0415
+
+    import tomli_w  # noqa: PLC0415
+
+    from gateway.web.console.auth import ROLES, hash_password  # noqa: PLC0415
+
+    path = Path(args.config)
+    load_settings(path)  # refuse to touch an invalid file
+    if args.role not in ROLES:
+        raise GatewayError(f"role must be one of {', '.join(ROLES)}")
+    password = (sys.stdin.readline().rstrip("\n") if args.password_stdin
+                else getpass.getpass(f"New password for {args.name}: "))
+    if len(password) < 10:
+        raise GatewayError("use at least 10 characters")
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    operators = raw.setdefault("console", {}).setdefault("operators", [])
+    operators[:] = [o for o in operators if o.get("name") != args.name]
+    operators.append({"name": args.name, "role": args.role,
+                      "password_hash": hash_password(password)})
+    load_settings_text = tomli_w.dumps(raw)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(load_settings_text, encoding="utf-8")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    print(f"password set for {args.name} ({args.role}) in {path}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run  # noqa: PLC0415
 
@@ -261,6 +291,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     _add_standards(sub)
+
+    ops = sub.add_parser("operators", help="console operator accounts").add_subparsers(
+        dest="operators", required=True)
+    setpw = ops.add_parser("set-password", help="create an account or change its password")
+    setpw.add_argument("name")
+    setpw.add_argument("-c", "--config", required=True)
+    setpw.add_argument("--role", default="operator", help="viewer, operator or admin")
+    setpw.add_argument("--password-stdin", action="store_true",
+                       help="read the password from standard input")
+    setpw.set_defaults(func=_cmd_set_password)
 
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the wire objects")
     schemas.add_argument("--out", default="schemas")

@@ -92,6 +92,25 @@ class DeliverySection(_Section):
     default_ttl_hours: float = 24.0
 
 
+class OperatorEntry(_Section):
+    """An operator account of the console; the password is an argon2 hash."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
+    role: Annotated[str, Field(pattern=r"^(viewer|operator|admin)$")]
+    password_hash: SecretStr
+
+
+class ConsoleSection(_Section):
+    """The operator console: accounts, sessions and acknowledgement deadlines."""
+
+    operators: tuple[OperatorEntry, ...] = ()
+    session_hours: float = 12.0
+    #: Seconds after arrival by which a message of each priority must be acknowledged.
+    deadlines: dict[str, float] = Field(
+        default_factory=lambda: {"flash": 300.0, "urgent": 900.0, "routine": 14400.0})
+    login_attempts_per_minute: int = 5
+
+
 class Settings(_Section):
     """The whole configuration of one node."""
 
@@ -100,6 +119,7 @@ class Settings(_Section):
     api: ApiSection = ApiSection()
     delivery: DeliverySection = DeliverySection()
     peers: tuple[PeerSection, ...] = ()
+    console: ConsoleSection = ConsoleSection()
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")
 
     @field_validator("peers")

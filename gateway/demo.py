@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.adapters.provision import Definitions
 from gateway.keyfiles import load_signing_key, write_private_key
 from gateway.protocol.keys import default_key_id, public_key_text
+from gateway.web.console.auth import hash_password
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,9 @@ def prepare(root: Path, base_port: int, amqp_base: str, *,
         token_path = cdir / "api-token"
         if not token_path.exists():
             _write_private_text(token_path, secrets.token_urlsafe(32) + "\n")
+        password_path = cdir / "operator-password"
+        if not password_path.exists():
+            _write_private_text(password_path, secrets.token_urlsafe(12) + "\n")
 
     defs = Definitions()
     for c in centres:
@@ -148,6 +152,10 @@ def prepare(root: Path, base_port: int, amqp_base: str, *,
                     "tokens": {"demo": hashlib.sha256(token.encode()).hexdigest()}},
             "delivery": {"retry_base_seconds": 1.0, "retry_cap_seconds": 30.0,
                          "refused_delay_seconds": 30.0},
+            "console": {"operators": [{
+                "name": "operator", "role": "operator",
+                "password_hash": hash_password((cdir / "operator-password").read_text().strip()),
+            }]},
             "peers": [
                 {"id": o.id, "name": o.name, "country": o.country, "groups": list(o.groups),
                  "keys": [{"kid": public[o.id][0], "public_key": public[o.id][1]}],
@@ -193,7 +201,10 @@ def _print_example(base_port: int, token_file: Path) -> None:
           f"    -H \"Authorization: Bearer $(cat {token_file})\" \\\n"
           f"    -H 'Content-Type: application/json' \\\n"
           f"    -d '{json.dumps(EXAMPLE, ensure_ascii=False)}'\n")
-    print("Then follow it with GET /v1/messages/<id>. Ctrl-C stops the federation.")
+    print("Then follow it with GET /v1/messages/<id>, or watch it in the console:")
+    print(f"  http://127.0.0.1:{base_port}/console  (user: operator, password in "
+          f"{token_file.parent / 'operator-password'})\n")
+    print("Ctrl-C stops the federation.")
 
 
 def _spawn(paths: dict[str, Path]) -> list[tuple[str, subprocess.Popen[bytes]]]:

@@ -109,6 +109,11 @@ class PeerLink:
         self._last_error: TransportError | None = None
         self.connected = False
 
+    @property
+    def failed(self) -> bool:
+        """Whether the last attempt to reach the peer's broker failed."""
+        return self._last_error is not None
+
     async def _ensure(self) -> AbstractExchange:
         if self._exchange is not None and self._channel is not None and not self._channel.is_closed:
             return self._exchange

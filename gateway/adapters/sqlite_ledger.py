@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS receipts_in (
   received_at TEXT NOT NULL, PRIMARY KEY (issuer, id)
 );
 CREATE INDEX IF NOT EXISTS receipts_in_message ON receipts_in(message_id);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
+  action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS security_events (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, reason TEXT NOT NULL,
   detail TEXT NOT NULL, claimed_sender TEXT, claimed_id TEXT, amqp_user TEXT,
@@ -421,6 +425,25 @@ class SqliteLedger:
             )
 
         await self.db.write(run)
+
+    async def audit(self, actor: str, action: str, target: str, detail: str,
+                    at: datetime) -> None:
+        """Append an operator action to the audit log."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO audit (at, actor, action, target, detail) VALUES (?,?,?,?,?)",
+                         (_t(at), actor[:100], action[:50], target[:200], detail[:1000]))
+
+        await self.db.write(run)
+
+    async def audit_entries(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent audit-log entries, newest first."""
+
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ?", (limit,))
+            return [dict(r) for r in rows]
+
+        return await self.db.read(run)
 
     async def security_events(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent security events (without payloads)."""

@@ -198,6 +198,15 @@ class Ledger(Protocol):
         """Keep a refused input for the operators."""
         ...
 
+    async def audit(self, actor: str, action: str, target: str, detail: str,
+                    at: datetime) -> None:
+        """Append an operator action to the audit log."""
+        ...
+
+    async def audit_entries(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent audit-log entries, newest first."""
+        ...
+
     async def security_events(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent security events, newest first (without payloads)."""
         ...

@@ -20,6 +20,8 @@ from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN, format_tim
 from gateway.service.incidents import build_thread, summarise_incidents, timeline_csv
 from gateway.service.ports import IdempotencyKey, InboxEntry
 from gateway.service.submit import AlertSubmission, SitrepSubmission
+from gateway.web.console import setup_console
+from gateway.web.console.views import console_middleware
 from gateway.web.exports import render
 from gateway.web.openapi import openapi_document
 from gateway.web.problems import problem, problem_middleware
@@ -335,9 +337,11 @@ async def get_openapi(_request: web.Request) -> web.Response:
 
 def build_app(node: Node) -> web.Application:
     """The aiohttp application of a node."""
-    app = web.Application(middlewares=[problem_middleware, auth_middleware],
+    app = web.Application(middlewares=[problem_middleware, auth_middleware,
+                                       console_middleware],
                           client_max_size=node.settings.api.max_body_bytes + 1024)
     app[NODE] = node
+    setup_console(app, node)
     app.router.add_post("/v1/sitreps", post_sitrep)
     app.router.add_post("/v1/alerts", post_alert)
     app.router.add_get("/v1/messages", list_messages)

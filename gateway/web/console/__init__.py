@@ -1,0 +1,62 @@
+"""The operator console, served by every node at /console."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from gateway.web.console import i18n
+from gateway.web.console.auth import LoginLimiter, Operators, Sessions
+from gateway.web.console.views import (
+    LIMITER,
+    NODE_KEY,
+    OPERATORS,
+    SESSIONS,
+    acknowledge,
+    events,
+    inbox,
+    login,
+    login_form,
+    logout,
+    outbox,
+    overview,
+    set_language,
+)
+
+if TYPE_CHECKING:
+    from gateway.app import Node
+
+STATES = ("queued", "sent", "delivered", "acknowledged", "rejected", "expired")
+
+
+def setup_console(app: web.Application, node: Node) -> None:
+    """Mount the console (pages, static files, live events) on ``app``."""
+    console = node.settings.console
+    app[NODE_KEY] = node
+    app[SESSIONS] = Sessions(lifetime=console.session_hours * 3600)
+    app[OPERATORS] = Operators(console.operators)
+    app[LIMITER] = LoginLimiter(per_minute=console.login_attempts_per_minute)
+    env = aiohttp_jinja2.setup(
+        app, loader=jinja2.PackageLoader("gateway.web.console", "templates"),
+        autoescape=jinja2.select_autoescape(["html"], default=True),
+        extensions=["jinja2.ext.i18n"])
+    env.install_gettext_callables(  # type: ignore[attr-defined]  # added by the i18n extension
+        gettext=i18n._, ngettext=i18n.ngettext, newstyle=True)
+    env.globals["STATES"] = STATES
+    static = Path(str(resources.files("gateway.web.console").joinpath("static")))
+    app.router.add_static("/console/static/", static, name="console_static")
+    app.router.add_get("/console", overview)
+    app.router.add_get("/console/", overview)
+    app.router.add_get("/console/login", login_form)
+    app.router.add_post("/console/login", login)
+    app.router.add_post("/console/logout", logout)
+    app.router.add_post("/console/language", set_language)
+    app.router.add_get("/console/outbox", outbox)
+    app.router.add_get("/console/inbox", inbox)
+    app.router.add_post("/console/inbox/{sender}/{id}/ack", acknowledge)
+    app.router.add_get("/console/events", events)

@@ -1,0 +1,353 @@
+"""The operator console: server-rendered pages, live updates over server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import aiohttp_jinja2
+import structlog
+from aiohttp import web
+
+from gateway.errors import GatewayError, SubmissionError
+from gateway.protocol.types import format_time
+from gateway.web.console import i18n
+from gateway.web.console.auth import (
+    SESSION_COOKIE,
+    LoginLimiter,
+    Operators,
+    Session,
+    Sessions,
+    csrf_ok,
+    role_allows,
+)
+
+if TYPE_CHECKING:
+    from gateway.app import Node
+
+log = structlog.get_logger("crisisgw.console")
+NODE_KEY: web.AppKey[Node] = web.AppKey("console_node")
+SESSIONS: web.AppKey[Sessions] = web.AppKey("console_sessions")
+OPERATORS: web.AppKey[Operators] = web.AppKey("console_operators")
+LIMITER: web.AppKey[LoginLimiter] = web.AppKey("console_limiter")
+LANG_COOKIE = "crisisgw_lang"
+PRIORITY_ORDER = {"flash": 0, "urgent": 1, "routine": 2}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _session(request: web.Request) -> Session | None:
+    return request.app[SESSIONS].get(request.cookies.get(SESSION_COOKIE))
+
+
+def _language(request: web.Request, session: Session | None) -> str:
+    if session is not None:
+        return session.lang
+    return request.cookies.get(LANG_COOKIE) or i18n.pick(request.headers.get("Accept-Language"))
+
+
+@web.middleware
+async def console_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authentication, CSRF on every POST, language, and security headers."""
+    if not request.path.startswith("/console"):
+        return await handler(request)
+    session = _session(request)
+    i18n.use(_language(request, session))
+    public = request.path in ("/console/login",) or request.path.startswith("/console/static/")
+    if session is None and not public:
+        if request.method == "GET" and request.path != "/console/events":
+            raise web.HTTPFound("/console/login")
+        raise web.HTTPUnauthorized(text="login required")
+    if request.method == "POST":
+        form = await request.post()
+        given = str(form.get("csrf_token") or request.headers.get("X-CSRF-Token") or "")
+        expected = session.csrf if session is not None else request.cookies.get("crisisgw_csrf")
+        if expected is None or not csrf_ok(expected, given):
+            log.warning("console_csrf_refused", path=request.path)
+            raise web.HTTPForbidden(text="CSRF token missing or wrong")
+    request["session"] = session
+    response = await handler(request)
+    response.headers.setdefault("Content-Security-Policy",
+                                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _require(request: web.Request, role: str) -> Session:
+    session: Session | None = request.get("session")
+    if session is None:
+        raise web.HTTPUnauthorized(text="login required")
+    if not role_allows(session.role, role):
+        raise web.HTTPForbidden(text=f"needs the {role} role")
+    return session
+
+
+async def _audit(request: web.Request, action: str, target: str, detail: str = "") -> None:
+    node = request.app[NODE_KEY]
+    session: Session | None = request.get("session")
+    actor = session.name if session else "-"
+    await node.ledger.audit(actor, action, target, detail, node.clock.now())
+    log.info("console_action", operator=actor, action=action, target=target)
+
+
+def _ctx(request: web.Request, page: str, **values: Any) -> dict[str, Any]:
+    node = request.app[NODE_KEY]
+    session: Session | None = request.get("session")
+    return {"page": page, "session": session, "me": node.me, "centre_name":
+            node.settings.node.name, "lang": i18n.current(), "languages": i18n.LANGUAGES,
+            "csrf": session.csrf if session else request.get("login_csrf", ""),
+            "can_operate": bool(session and role_allows(session.role, "operator")),
+            **values}
+
+
+# -- login -----------------------------------------------------------------------------
+
+
+async def login_form(request: web.Request) -> web.Response:
+    """GET /console/login."""
+    import secrets  # noqa: PLC0415
+
+    token = request.cookies.get("crisisgw_csrf") or secrets.token_urlsafe(32)
+    request["login_csrf"] = token
+    response = aiohttp_jinja2.render_template("login.html", request, _ctx(request, "login"))
+    response.set_cookie("crisisgw_csrf", token, httponly=True, samesite="Strict",
+                        path="/console")
+    return response
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """POST /console/login: check the password, rate-limited, then start a session."""
+    form = await request.post()
+    name, password = str(form.get("name", ""))[:64], str(form.get("password", ""))[:256]
+    remote = request.remote or "?"
+    if not request.app[LIMITER].allow(remote, name):
+        log.warning("console_login_rate_limited", operator=name, remote=remote)
+        raise web.HTTPTooManyRequests(text="too many attempts; wait a minute")
+    entry = await request.app[OPERATORS].verify(name, password)
+    node = request.app[NODE_KEY]
+    if entry is None:
+        log.warning("console_login_failed", operator=name, remote=remote)
+        await node.ledger.audit(name or "-", "login_failed", remote, "", node.clock.now())
+        request["login_csrf"] = request.cookies.get("crisisgw_csrf", "")
+        return aiohttp_jinja2.render_template(
+            "login.html", request, _ctx(request, "login", error=True), status=401)
+    token, session = request.app[SESSIONS].create(entry.name, entry.role, i18n.current())
+    request["session"] = session
+    await _audit(request, "login", remote)
+    response = web.HTTPSeeOther("/console")
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict",
+                        path="/console")
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """POST /console/logout."""
+    await _audit(request, "logout", "")
+    request.app[SESSIONS].drop(request.cookies.get(SESSION_COOKIE))
+    response = web.HTTPSeeOther("/console/login")
+    response.del_cookie(SESSION_COOKIE, path="/console")
+    return response
+
+
+async def set_language(request: web.Request) -> web.StreamResponse:
+    """POST /console/language: remembered in the session and a year-long cookie."""
+    form = await request.post()
+    lang = str(form.get("lang", ""))
+    if lang not in i18n.LANGUAGES:
+        raise web.HTTPBadRequest(text="unknown language")
+    session = _require(request, "viewer")
+    session.lang = lang
+    back = str(form.get("next", "/console"))
+    response = web.HTTPSeeOther(back if back.startswith("/console") else "/console")
+    response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="Strict",
+                        path="/console")
+    return response
+
+
+# -- data ------------------------------------------------------------------------------
+
+
+def _deadline(node: Node, priority: str) -> timedelta:
+    return timedelta(seconds=node.settings.console.deadlines.get(priority, 14400.0))
+
+
+def _parse(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def overdue_outgoing(node: Node, message: dict[str, Any], now: datetime) -> set[str]:
+    """Recipients that have not acknowledged ``message`` by its priority's deadline."""
+    created = _parse(message["created"])
+    if created is None or now < created + _deadline(node, message["priority"]):
+        return set()
+    return {r["centre"] for r in message["recipients"]
+            if r["state"] in ("queued", "sent", "delivered")}
+
+
+def overdue_incoming(node: Node, item: dict[str, Any], now: datetime) -> bool:
+    """An incoming message still unacknowledged at its priority's deadline."""
+    received = _parse(item["received_at"])
+    return (item["state"] == "delivered" and received is not None
+            and now >= received + _deadline(node, item["priority"]))
+
+
+async def overview_data(node: Node) -> dict[str, Any]:
+    """Per-peer rows and the problems to show on top."""
+    stats = await node.ledger.stats()
+    recent = await node.ledger.messages({}, 200)
+    now = node.clock.now()
+    rows: list[dict[str, Any]] = []
+    problems: list[dict[str, Any]] = []
+    for p in node.settings.peers:
+        link = node.publisher.links.get(p.id)
+        sent_to = [m for m in recent if any(r["centre"] == p.id for r in m["recipients"])]
+        last_receipt = max((r.get("delivered_at") or "" for m in sent_to for r in m["recipients"]
+                            if r["centre"] == p.id), default="") or None
+        backlog = stats["backlog"].get(p.id, {})
+        row = {"id": p.id, "name": p.name, "country": p.country, "groups": p.groups,
+               "suspended": p.suspended, "up": bool(link and link.connected),
+               "tried": link is not None and (link.connected or link.failed),
+               "last_message": sent_to[0]["created"] if sent_to else None,
+               "last_receipt": last_receipt, "backlog": backlog.get("count", 0),
+               "oldest": backlog.get("oldest"), "last_test": None}
+        rows.append(row)
+        if row["tried"] and not row["up"]:
+            problems.append({"kind": "peer_down", "peer": p.id})
+        if row["backlog"]:
+            problems.append({"kind": "backlog", "peer": p.id, "count": row["backlog"]})
+    overdue_in = [e for e in await node.ledger.inbox({"state": "delivered"}, 500)
+                  if overdue_incoming(node, _inbox_row(e), now)]
+    if overdue_in:
+        problems.append({"kind": "overdue_incoming", "count": len(overdue_in)})
+    overdue_out = sum(len(overdue_outgoing(node, m, now)) for m in recent)
+    if overdue_out:
+        problems.append({"kind": "overdue_outgoing", "count": overdue_out})
+    if not node.consumer.connected:
+        problems.append({"kind": "inbox_down"})
+    if node.consumer.dead_letters:
+        problems.append({"kind": "dead_letters", "count": node.consumer.dead_letters})
+    if stats["security_events"]:
+        problems.append({"kind": "security_events", "count": stats["security_events"]})
+    rows.sort(key=lambda r: (r["up"] or not r["tried"], -r["backlog"], r["id"]))
+    return {"peers": rows, "problems": problems}
+
+
+def _inbox_row(entry: Any) -> dict[str, Any]:
+    from gateway.web.api import inbox_view  # noqa: PLC0415 - shared view of an entry
+
+    return inbox_view(entry)
+
+
+# -- pages -----------------------------------------------------------------------------
+
+
+@aiohttp_jinja2.template("overview.html")
+async def overview(request: web.Request) -> dict[str, Any]:
+    """GET /console: the wall screen."""
+    _require(request, "viewer")
+    data = await overview_data(request.app[NODE_KEY])
+    return _ctx(request, "overview", **data)
+
+
+@aiohttp_jinja2.template("outbox.html")
+async def outbox(request: web.Request) -> dict[str, Any]:
+    """GET /console/outbox?incident=&state=&peer=."""
+    _require(request, "viewer")
+    node = request.app[NODE_KEY]
+    filters = {k: v for k, v in request.query.items()
+               if k in ("incident", "state", "peer") and v}
+    messages = await node.ledger.messages(filters, 200)
+    now = node.clock.now()
+    for m in messages:
+        m["overdue"] = sorted(overdue_outgoing(node, m, now))
+        for r in m["recipients"]:
+            r["to_delivered"] = _elapsed(m["created"], r["delivered_at"])
+            r["to_acknowledged"] = _elapsed(m["created"], r["acknowledged_at"])
+    return _ctx(request, "outbox", messages=messages, filters=filters,
+                peers=[p.id for p in node.settings.peers],
+                states=("queued", "sent", "delivered", "acknowledged", "rejected", "expired"))
+
+
+def _elapsed(start: str | None, end: str | None) -> str | None:
+    a, b = _parse(start), _parse(end)
+    if a is None or b is None:
+        return None
+    seconds = max(0.0, (b - a).total_seconds())
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@aiohttp_jinja2.template("inbox.html")
+async def inbox(request: web.Request) -> dict[str, Any]:
+    """GET /console/inbox: by priority, unacknowledged urgent and flash first."""
+    _require(request, "viewer")
+    node = request.app[NODE_KEY]
+    filters = {k: v for k, v in request.query.items() if k in ("incident", "priority") and v}
+    entries = [_inbox_row(e) for e in await node.ledger.inbox(filters, 300)]
+    now = node.clock.now()
+    for item in entries:
+        item["overdue"] = overdue_incoming(node, item, now)
+    entries.sort(key=lambda e: (e["state"] != "delivered", PRIORITY_ORDER.get(e["priority"], 3),
+                                e["incident"] or "", e["received_at"]))
+    return _ctx(request, "inbox", items=entries, filters=filters)
+
+
+async def acknowledge(request: web.Request) -> web.StreamResponse:
+    """POST /console/inbox/{sender}/{id}/ack: the signed `acknowledged` receipt."""
+    session = _require(request, "operator")
+    node = request.app[NODE_KEY]
+    sender, message_id = request.match_info["sender"], request.match_info["id"]
+    try:
+        await node.acknowledger.acknowledge(message_id, session.name, sender)
+    except SubmissionError as exc:
+        raise web.HTTPConflict(text=exc.detail) from exc
+    await _audit(request, "acknowledge", f"{sender}/{message_id}")
+    raise web.HTTPSeeOther("/console/inbox")
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """GET /console/events: server-sent events with delivery states and counts."""
+    _require(request, "viewer")
+    node = request.app[NODE_KEY]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    last = ""
+    beat = 0
+    try:
+        while True:
+            snapshot = await _snapshot(node)
+            text = json.dumps(snapshot, sort_keys=True)
+            if text != last:
+                await response.write(f"event: states\ndata: {text}\n\n".encode())
+                last = text
+            beat += 1
+            if beat % 10 == 0:
+                await response.write(b": keep-alive\n\n")
+            await asyncio.sleep(1.0)
+    except (ConnectionResetError, asyncio.CancelledError, GatewayError):
+        pass
+    return response
+
+
+async def _snapshot(node: Node) -> dict[str, Any]:
+    messages = await node.ledger.messages({}, 100)
+    now = node.clock.now()
+    states = {m["id"]: {r["centre"]: {"state": r["state"], "reason": r["reason"],
+                                      "delivered_at": r["delivered_at"],
+                                      "acknowledged_at": r["acknowledged_at"]}
+                        for r in m["recipients"]} for m in messages}
+    overdue_out = {m["id"]: sorted(overdue_outgoing(node, m, now)) for m in messages}
+    unacked = [_inbox_row(e) for e in await node.ledger.inbox({"state": "delivered"}, 500)]
+    return {"states": states, "overdue_out": {k: v for k, v in overdue_out.items() if v},
+            "unacknowledged": len(unacked),
+            "overdue_in": [e["id"] for e in unacked if overdue_incoming(node, e, now)],
+            "server_time": format_time(datetime.now(UTC))}
