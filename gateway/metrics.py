@@ -27,5 +27,8 @@ class Metrics:
                              ["peer"], registry=r)
         self.dead_letters = Gauge("crisisgw_dead_letters",
                                   "Messages in our dead-letter queue (poison input)", registry=r)
+        self.overdue = Gauge("crisisgw_overdue_acknowledgements",
+                             "Messages past their acknowledgement deadline",
+                             ["direction"], registry=r)
         self.inbox_up = Gauge("crisisgw_inbox_consumer_up", "1 when our inbox consumer runs",
                               registry=r)

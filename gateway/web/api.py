@@ -21,7 +21,7 @@ from gateway.service.incidents import build_thread, summarise_incidents, timelin
 from gateway.service.ports import IdempotencyKey, InboxEntry
 from gateway.service.submit import AlertSubmission, SitrepSubmission
 from gateway.web.console import setup_console
-from gateway.web.console.views import console_middleware
+from gateway.web.console.views import console_middleware, overdue_counts
 from gateway.web.exports import render
 from gateway.web.openapi import openapi_document
 from gateway.web.problems import problem, problem_middleware
@@ -326,6 +326,9 @@ async def metrics(request: web.Request) -> web.Response:
         node.metrics.peer_up.labels(p.id).set(1 if link and link.connected else 0)
     node.metrics.inbox_up.set(1 if node.consumer.connected else 0)
     node.metrics.dead_letters.set(node.consumer.dead_letters)
+    incoming, outgoing = await overdue_counts(node)
+    node.metrics.overdue.labels("incoming").set(incoming)
+    node.metrics.overdue.labels("outgoing").set(outgoing)
     body = generate_latest(node.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

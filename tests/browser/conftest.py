@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -30,12 +30,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-VIEWPORT = {"width": 1920, "height": 1080}
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Register the marker (pytest runs with --strict-markers)."""
-    config.addinivalue_line("markers", "browser: drives headless Chromium through Playwright")
+VIEWPORT: ViewportSize = {"width": 1920, "height": 1080}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

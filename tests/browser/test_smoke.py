@@ -44,8 +44,9 @@ async def index(_request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: two messages, then the stream ends."""
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                       "Cache-Control": "no-cache"})
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
     await resp.prepare(request)
     # A long retry: the page closes the EventSource itself after the second event.
     await resp.write(b"retry: 60000\ndata: alpha\n\n")

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.web.console import i18n
 from gateway.web.console.auth import LoginLimiter, Operators, Sessions
+from gateway.web.console.compose import compose_form, compose_send
 from gateway.web.console.views import (
     LIMITER,
     NODE_KEY,
@@ -60,3 +61,5 @@ def setup_console(app: web.Application, node: Node) -> None:
     app.router.add_get("/console/inbox", inbox)
     app.router.add_post("/console/inbox/{sender}/{id}/ack", acknowledge)
     app.router.add_get("/console/events", events)
+    app.router.add_get("/console/compose", compose_form)
+    app.router.add_post("/console/compose", compose_send)

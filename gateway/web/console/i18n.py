@@ -73,5 +73,7 @@ def N_(message: str) -> str:  # noqa: N802 - the gettext convention extraction t
 VOCABULARY = (
     N_("queued"), N_("sent"), N_("delivered"), N_("acknowledged"), N_("rejected"),
     N_("expired"), N_("flash"), N_("urgent"), N_("routine"), N_("viewer"), N_("operator"),
-    N_("admin"), N_("sitrep"), N_("alert"), N_("receipt"),
+    N_("admin"), N_("sitrep"), N_("alert"), N_("receipt"), N_("actual"), N_("exercise"),
+    N_("test"), N_("initial"), N_("update"), N_("final"), N_("extreme"), N_("severe"),
+    N_("moderate"), N_("minor"), N_("unknown"),
 )

@@ -195,6 +195,16 @@ def overdue_incoming(node: Node, item: dict[str, Any], now: datetime) -> bool:
             and now >= received + _deadline(node, item["priority"]))
 
 
+async def overdue_counts(node: Node) -> tuple[int, int]:
+    """(incoming messages, outgoing recipients) past their acknowledgement deadline."""
+    now = node.clock.now()
+    incoming = sum(1 for e in await node.ledger.inbox({"state": "delivered"}, 1000)
+                   if overdue_incoming(node, _inbox_row(e), now))
+    outgoing = sum(len(overdue_outgoing(node, m, now))
+                   for m in await node.ledger.messages({}, 500))
+    return incoming, outgoing
+
+
 async def overview_data(node: Node) -> dict[str, Any]:
     """Per-peer rows and the problems to show on top."""
     stats = await node.ledger.stats()
