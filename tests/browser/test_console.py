@@ -170,3 +170,39 @@ async def test_no_session_serves_no_data_and_post_without_csrf_is_refused(
     assert status == 403
     await page.goto(f"{_base(federation, 'BE-NCCN')}/console")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Overview")
+
+
+async def test_incident_board_and_message_detail_with_evidence(
+        page: Page, federation: Federation) -> None:
+    """The incident board shows each centre's latest report; the message detail shows the
+    verified signature, its key id and the receipts, and offers the evidence download."""
+    await federation.wait_ready()
+    incident = "BENELUX-2026-STORM"
+    ids = []
+    for centre, number in (("BE-NCCN", 1), ("NL-NCC", 1), ("NL-NCC", 3)):
+        others = [c for c in ("BE-NCCN", "NL-NCC", "LU-HCPN") if c != centre]
+        status, answer = await federation.api(centre, "POST", "/v1/sitreps", {
+            "to": others, "tlp": "GREEN", "sitrep": {
+                "incident": {"id": incident, "title": "Storm Ciarán"}, "report_number": number,
+                "severity": "severe", "summary": {"en": f"{centre} report {number}",
+                                                  "nl": f"{centre} rapport {number}"}}})
+        assert status == 202
+        ids.append(answer["id"])
+    await _login(page, federation, "LU-HCPN")
+    await page.goto(f"{_base(federation, 'LU-HCPN')}/console/incidents/{incident}")
+    cards = page.locator(".card")
+    await expect(cards).to_have_count(2, timeout=TIMEOUT)
+    await expect(page.locator(".problems")).to_contain_text("NL-NCC")
+    await shot(page, "incident-board")
+    await page.goto(f"{_base(federation, 'BE-NCCN')}/console/login")
+    await _login(page, federation, "BE-NCCN")
+    await page.goto(f"{_base(federation, 'BE-NCCN')}/console/messages/{ids[0]}")
+    await expect(page.locator("#verification")).to_have_class(re.compile("chip-delivered"))
+    await expect(page.locator("body")).to_contain_text(federation.nodes["BE-NCCN"].settings
+                                                       .node.signing_key_id)
+    await expect(page.locator("table.grid tbody tr")).to_have_count(2, timeout=TIMEOUT)
+    await shot(page, "message-detail")
+    async with page.expect_download() as info:
+        await page.get_by_role("link", name=re.compile("evidence")).click()
+    download = await info.value
+    assert download.suggested_filename == f"evidence-{ids[0]}.json"

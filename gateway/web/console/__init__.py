@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway.web.console import i18n
 from gateway.web.console.auth import LoginLimiter, Operators, Sessions
 from gateway.web.console.compose import compose_form, compose_send
+from gateway.web.console.records import evidence, incident, incidents, message
 from gateway.web.console.views import (
     LIMITER,
     NODE_KEY,
@@ -61,5 +62,9 @@ def setup_console(app: web.Application, node: Node) -> None:
     app.router.add_get("/console/inbox", inbox)
     app.router.add_post("/console/inbox/{sender}/{id}/ack", acknowledge)
     app.router.add_get("/console/events", events)
+    app.router.add_get("/console/incidents", incidents)
+    app.router.add_get(r"/console/incidents/{id:.+}", incident)
+    app.router.add_get("/console/messages/{id}", message)
+    app.router.add_get("/console/messages/{id}/evidence.json", evidence)
     app.router.add_get("/console/compose", compose_form)
     app.router.add_post("/console/compose", compose_send)

@@ -1,0 +1,117 @@
+"""Console pages about records: incident board, message detail and its evidence."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from gateway.adapters.sqlite_incidents import load_thread_items
+from gateway.errors import MalformedInput, VerificationError
+from gateway.protocol.canonical import canonical_bytes
+from gateway.protocol.keys import KeyRing, PinnedKey, fingerprint, public_key_text
+from gateway.protocol.signing import open_signed
+from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN
+from gateway.service.incidents import build_thread, summarise_incidents
+from gateway.web.console.views import NODE_KEY, _ctx, _require, overdue_outgoing
+
+if TYPE_CHECKING:
+    from gateway.app import Node
+
+
+@aiohttp_jinja2.template("incidents.html")
+async def incidents(request: web.Request) -> dict[str, Any]:
+    """GET /console/incidents: every incident with its centres and warnings."""
+    _require(request, "viewer")
+    node = request.app[NODE_KEY]
+    rows = summarise_incidents(await load_thread_items(node.ledger.db, None), node.me)
+    return _ctx(request, "incidents", incidents=rows)
+
+
+@aiohttp_jinja2.template("incidents.html")
+async def incident(request: web.Request) -> dict[str, Any]:
+    """GET /console/incidents/{id}: latest sitrep of each centre side by side, timeline."""
+    _require(request, "viewer")
+    node = request.app[NODE_KEY]
+    incident_id = request.match_info["id"]
+    if not re.fullmatch(INCIDENT_ID_PATTERN, incident_id):
+        raise web.HTTPNotFound(text="not an incident id")
+    items = await load_thread_items(node.ledger.db, incident_id)
+    if not items:
+        raise web.HTTPNotFound(text="no message on this incident")
+    return _ctx(request, "incidents", thread=build_thread(incident_id, items, node.me))
+
+
+def _ring(node: Node) -> KeyRing:
+    """Every key we know: the peers' pinned keys and our own."""
+    own = PinnedKey(kid=node.key.kid, key=node.key.public())
+    entries = [(c, k) for c, keys in node.ring.keys.items() for k in keys.values()]
+    return KeyRing.build([*entries, (node.me, own)])
+
+
+def verify(node: Node, wire: bytes) -> dict[str, Any]:
+    """Verification of signed bytes against the keys pinned now (never keys in a message)."""
+    try:
+        verified = open_signed(wire, _ring(node))
+    except (MalformedInput, VerificationError) as exc:
+        return {"ok": False, "reason": exc.reason, "detail": exc.detail}
+    return {"ok": True, "kid": verified.kid, "signer": verified.sender,
+            "fingerprint": fingerprint(verified.key.key), "sha256": verified.digest}
+
+
+async def _record(node: Node, message_id: str) -> tuple[str, dict[str, Any], bytes,
+                                                        list[dict[str, Any]]]:
+    view = await node.ledger.message(message_id)
+    if view is not None:
+        wire = canonical_bytes({"envelope": view["envelope"], "signature": view["signature"]})
+        return "out", view, wire, await node.ledger.receipts_for(message_id)
+    entries = [e for e in await node.ledger.find_inbox(message_id) if e.type != "receipt"]
+    if not entries:
+        raise web.HTTPNotFound(text="no such message")
+    from gateway.web.api import inbox_view  # noqa: PLC0415 - shared view
+
+    return "in", inbox_view(entries[0]), entries[0].wire, []
+
+
+def _valid_id(request: web.Request) -> str:
+    value = request.match_info["id"]
+    if not re.fullmatch(UUID_PATTERN, value):
+        raise web.HTTPNotFound(text="message ids are UUIDs")
+    return value
+
+
+@aiohttp_jinja2.template("message.html")
+async def message(request: web.Request) -> dict[str, Any]:
+    """GET /console/messages/{id}: envelope, verification, key id, receipts."""
+    _require(request, "viewer")
+    node = request.app[NODE_KEY]
+    direction, view, wire, receipts = await _record(node, _valid_id(request))
+    for r in receipts:
+        r["verification"] = verify(node, canonical_bytes(r["signed"]))
+    overdue = overdue_outgoing(node, view, node.clock.now()) if direction == "out" else set()
+    return _ctx(request, "message", direction=direction, view=view,
+                verification=verify(node, wire), receipts=receipts, overdue=sorted(overdue),
+                envelope_json=json.dumps(view["envelope"], indent=2, ensure_ascii=False))
+
+
+async def evidence(request: web.Request) -> web.Response:
+    """GET /console/messages/{id}/evidence.json: message, receipts and public keys."""
+    _require(request, "viewer")
+    node = request.app[NODE_KEY]
+    message_id = _valid_id(request)
+    _, view, wire, receipts = await _record(node, message_id)
+    signers = {view["envelope"]["from"], *(r["issuer"] for r in receipts)}
+    keys = {c: {kid: public_key_text(k.key) for kid, k in ks.items()}
+            for c, ks in _ring(node).keys.items() if c in signers}
+    bundle = {
+        "format": "crisisgw-evidence/1", "generated_by": node.me,
+        "generated_at": node.clock.now().isoformat(),
+        "message": json.loads(wire), "receipts": [r["signed"] for r in receipts],
+        "public_keys": keys,
+    }
+    return web.Response(
+        text=json.dumps(bundle, indent=2, ensure_ascii=False), content_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="evidence-{message_id}.json"'})
