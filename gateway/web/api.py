@@ -296,6 +296,12 @@ async def get_timeline_csv(request: web.Request) -> web.Response:
                                  f'attachment; filename="incident-{name}-timeline.csv"'})
 
 
+async def get_audit(request: web.Request) -> web.Response:
+    """GET /v1/audit: operator actions (console logins, acknowledgements, compositions)."""
+    _, limit = _filters(request, ())
+    return web.json_response({"items": await request.app[NODE].ledger.audit_entries(limit)})
+
+
 async def healthz(_request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
@@ -358,6 +364,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get(r"/v1/incidents/{id:.+}/timeline.json", get_timeline_json)
     app.router.add_get(r"/v1/incidents/{id:.+}", get_incident)
     app.router.add_get("/v1/security-events", get_security_events)
+    app.router.add_get("/v1/audit", get_audit)
     app.router.add_get("/v1/openapi.json", get_openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

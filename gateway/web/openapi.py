@@ -139,6 +139,10 @@ def openapi_document() -> dict[str, Any]:
                 "operationId": "getIncidentTimelineCsv", "parameters": [_INCIDENT_PARAM],
                 "responses": {"200": {"description": "CSV", "content": {
                     "text/csv": {"schema": {"type": "string"}}}}, **_problems(401, 404)}}},
+            "/v1/audit": {"get": {
+                "summary": "Operator actions, newest first", "operationId": "getAudit",
+                "parameters": _query(),
+                "responses": {"200": _json(obj, "audit entries"), **_problems(400, 401)}}},
             "/v1/security-events": {"get": {
                 "summary": "Refused input (forged, tampered, malformed)",
                 "operationId": "getSecurityEvents", "parameters": _query(),

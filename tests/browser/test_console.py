@@ -48,6 +48,10 @@ async def test_login_then_overview_lists_every_peer(page: Page, federation: Fede
     for peer in ("NL-NCC", "LU-HCPN", "DE-NW"):
         await expect(page.locator("table.grid")).to_contain_text(peer)
     await shot(page, "overview")
+    await page.set_viewport_size({"width": 1024, "height": 768})  # a tablet on shift
+    await shot(page, "overview-tablet")
+    await page.keyboard.press("Tab")  # keyboard users land on the skip link first
+    await expect(page.locator(".skip")).to_be_focused()
 
 
 async def test_composed_message_arrives_and_chips_turn_delivered_live(

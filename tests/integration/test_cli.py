@@ -122,3 +122,36 @@ async def test_cap_import_send_then_cap_and_edxl_export(federation: Federation,
     edxl = _cli("edxl", "export", str(saved))
     assert edxl.returncode == 0, edxl.stderr
     validate(parse_safely(edxl.stdout.encode()), "edxl-de-1.0.xsd")
+
+
+def test_operators_set_password_writes_an_argon2_hash_that_logs_in(
+        federation: Federation, tmp_path: Path) -> None:
+    """`crisisgw operators set-password` stores an argon2id hash the console accepts."""
+    import asyncio  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+
+    from gateway.config import load_settings  # noqa: PLC0415
+    from gateway.web.console.auth import Operators  # noqa: PLC0415
+
+    node_dir = tmp_path / "node"
+    shutil.copytree(federation.nodes["BE-NCCN"].config.parent, node_dir,
+                    ignore=shutil.ignore_patterns("data", "node.log"))
+    config = node_dir / "gateway.toml"
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "operators", "set-password", "alice", "-c", str(config),
+         "--role", "viewer", "--password-stdin"], input="correct horse battery\n",
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    settings = load_settings(config)
+    alice = next(o for o in settings.console.operators if o.name == "alice")
+    assert alice.role == "viewer"
+    assert alice.password_hash.get_secret_value().startswith("$argon2id$")
+    assert "correct horse" not in config.read_text()
+    operators = Operators(settings.console.operators)
+    assert asyncio.run(operators.verify("alice", "correct horse battery")) is not None
+    assert asyncio.run(operators.verify("alice", "wrong")) is None
+    short = subprocess.run(
+        [sys.executable, "-m", "gateway", "operators", "set-password", "bob", "-c", str(config),
+         "--password-stdin"], input="short\n", capture_output=True, text=True, timeout=60,
+        check=False)
+    assert short.returncode == 2

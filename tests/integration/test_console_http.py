@@ -86,3 +86,8 @@ async def test_post_without_or_with_wrong_csrf_token_is_refused(federation: Fede
         async with http.post(f"{base}/console/logout", data={"csrf_token": csrf},
                              allow_redirects=False) as resp:
             assert resp.status == 303
+    status, audit = await federation.api("DE-NW", "GET", "/v1/audit")
+    assert status == 200
+    actions = [(e["actor"], e["action"]) for e in audit["items"]]
+    assert ("operator", "login") in actions
+    assert ("operator", "logout") in actions
