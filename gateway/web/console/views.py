@@ -161,6 +161,7 @@ async def set_language(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text="unknown language")
     session = _require(request, "viewer")
     session.lang = lang
+    await _audit(request, "language", lang)
     back = str(form.get("next", "/console"))
     response = web.HTTPSeeOther(back if back.startswith("/console") else "/console")
     response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="Strict",
