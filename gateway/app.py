@@ -66,12 +66,12 @@ class Node:
             delivery_limit=s.broker.delivery_limit, handler=self._handle)
         self.receiver = Receiver(
             me=self.me, key=self.key, ring=lambda: self.ring, directory=lambda: self.directory,
-            ledger=self.ledger, clock=self.clock, fanout=self.consumer,
+            ledger=self.ledger, clock=self.clock, fanout=self.consumer, policy=s.policy,
             on_receipt_queued=self.dispatcher.wake, on_outcome=self._count_ingest)
         self.submitter = Submitter(
             me=self.me, key=self.key, directory=self.directory, ledger=self.ledger,
             clock=self.clock, default_ttl=timedelta(hours=s.delivery.default_ttl_hours),
-            on_submitted=self.dispatcher.wake)
+            on_submitted=self.dispatcher.wake, policy=s.policy)
         self.acknowledger = Acknowledger(me=self.me, key=self.key, ledger=self.ledger,
                                          clock=self.clock, on_receipt_queued=self.dispatcher.wake)
         self._tasks: list[asyncio.Task[None]] = []

@@ -79,6 +79,8 @@ class PeerSection(_Section):
     #: The user name the peer publishes with on *our* broker (checked against user_id).
     granted_user: str
     suspended: bool = False
+    #: Whether the peer takes part in exercises (exercise-mode traffic to and from it).
+    exercise: bool = True
 
 
 class DeliverySection(_Section):
@@ -111,6 +113,14 @@ class ConsoleSection(_Section):
     login_attempts_per_minute: int = 5
 
 
+class PolicySection(_Section):
+    """Release policy (see gateway/service/policy.py); the defaults are the README's."""
+
+    red_to_groups: bool = False
+    amber_strict_to_groups: bool = False
+    release_groups: tuple[GroupName, ...] = ("eu",)
+
+
 class Settings(_Section):
     """The whole configuration of one node."""
 
@@ -120,6 +130,7 @@ class Settings(_Section):
     delivery: DeliverySection = DeliverySection()
     peers: tuple[PeerSection, ...] = ()
     console: ConsoleSection = ConsoleSection()
+    policy: PolicySection = PolicySection()
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")
 
     @field_validator("peers")

@@ -18,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 from gateway.protocol.types import (
     CentreId,
     FrozenModel,
+    GroupName,
     IncidentId,
     KeyId,
     MessageId,
@@ -53,6 +54,9 @@ class EnvelopeHeader(FrozenModel):
     tlp: Tlp
     priority: Priority
     incident: IncidentId | None = Field(default=None, description="Incident reference")
+    releasable: tuple[GroupName, ...] | None = Field(
+        default=None, max_length=16,
+        description="Groups the sender has cleared the content for (e.g. eu); absent = none")
 
     @field_validator("to")
     @classmethod

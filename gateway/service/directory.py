@@ -38,7 +38,14 @@ class Directory:
         Raises :class:`SubmissionError` (422) naming every unknown or suspended
         recipient; our own centre id is refused as well.
         """
+        return tuple(self.resolve_routes(names))
+
+    def resolve_routes(self, names: Iterable[str]) -> dict[str, str | None]:
+        """Like :meth:`resolve`, mapping each recipient to the group it was reached
+        through, or None when it was named explicitly (naming wins over a group)."""
+        names = list(names)
         out: list[str] = []
+        via: dict[str, str | None] = {}
         errors: list[dict[str, object]] = []
         for index, name in enumerate(names):
             if name in self.peers:
@@ -55,12 +62,15 @@ class Directory:
             for m in members:
                 if self.peers[m].suspended:
                     errors.append({"loc": ["to", index], "msg": f"peer {m} is suspended"})
-                elif m not in out:
+                    continue
+                if m not in out:
                     out.append(m)
+                if name == m or m not in via:
+                    via[m] = None if name == m else name
         if errors:
             names_text = ", ".join(str(e["msg"]) for e in errors)
             raise SubmissionError(422, "Unknown recipient", names_text, errors)
         if not out:
             raise SubmissionError(422, "No recipient", "the recipient list is empty",
                                   [{"loc": ["to"], "msg": "no recipient"}])
-        return tuple(out)
+        return {m: via[m] for m in out}

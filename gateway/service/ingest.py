@@ -11,14 +11,17 @@ from typing import Any
 
 import structlog
 
+from gateway.config import PolicySection
 from gateway.errors import MalformedInput, RejectedMessage, VerificationError
 from gateway.protocol import ijson, reasons
+from gateway.protocol.envelope import EnvelopeHeader
 from gateway.protocol.keys import KeyRing, SigningKey
 from gateway.protocol.messages import admit, receiptable
 from gateway.protocol.receipts import ReceiptEnvelope, ReceiptState, receipt_envelope
 from gateway.protocol.signing import Verified, open_signed
 from gateway.protocol.types import Mode, Priority
 from gateway.service.directory import Directory
+from gateway.service.policy import check_incoming
 from gateway.service.ports import (
     Clock,
     InboxEntry,
@@ -45,7 +48,9 @@ class Receiver:
     def __init__(self, *, me: str, key: SigningKey, ring: Callable[[], KeyRing],
                  directory: Callable[[], Directory], ledger: Ledger, clock: Clock,
                  fanout: LocalFanout | None, on_receipt_queued: Callable[[], None],
-                 on_outcome: Callable[[str, str], None] | None = None) -> None:
+                 on_outcome: Callable[[str, str], None] | None = None,
+                 policy: PolicySection | None = None) -> None:
+        self._policy = policy or PolicySection()
         self._me, self._key, self._ring, self._directory = me, key, ring, directory
         self._ledger, self._clock, self._fanout = ledger, clock, fanout
         self._on_receipt_queued = on_receipt_queued
@@ -88,6 +93,7 @@ class Receiver:
         try:
             admitted = admit(verified, self._me, now)
             created, expires = admitted.envelope.created, admitted.envelope.expires
+            self._check_policy(verified.sender, admitted.envelope)
         except RejectedMessage as exc:
             state, reason, detail = ReceiptState.REJECTED, exc.reason, exc.detail
             log.warning("message_rejected", reason=exc.reason, detail=exc.detail)
@@ -107,6 +113,16 @@ class Receiver:
             received_at=now, state=state.value, reason=reason, detail=detail)
         outcome, stored_state = await self._ledger.ingest(entry, receipt, now)
         return await self._after(outcome, verified, body, amqp_user, stored_state)
+
+    def _check_policy(self, sender: str, envelope: EnvelopeHeader) -> None:
+        peer = self._directory().peer(sender)
+        if peer is None:
+            return
+        violations = check_incoming(self._policy, peer, mode=envelope.mode.value,
+                                    releasable=envelope.releasable or ())
+        if violations:
+            raise RejectedMessage(reasons.POLICY, "; ".join(
+                f"{v.rule}: {v.detail}" for v in violations))
 
     async def _after(self, outcome: IngestOutcome, verified: Verified, body: bytes,
                      amqp_user: str | None, state: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from gateway.config import PolicySection
 from gateway.errors import SubmissionError
 from gateway.protocol.alert import (
     Alert,
@@ -23,8 +24,17 @@ from gateway.protocol.keys import SigningKey
 from gateway.protocol.messages import AlertEnvelope, SitrepEnvelope
 from gateway.protocol.signing import seal
 from gateway.protocol.sitrep import Sitrep, sitrep_json
-from gateway.protocol.types import FrozenModel, IncidentId, Mode, Priority, Tlp, UtcTime
+from gateway.protocol.types import (
+    FrozenModel,
+    GroupName,
+    IncidentId,
+    Mode,
+    Priority,
+    Tlp,
+    UtcTime,
+)
 from gateway.service.directory import Directory
+from gateway.service.policy import check_outgoing
 from gateway.service.ports import Clock, IdempotencyKey, Ledger, OutgoingMessage
 
 
@@ -39,6 +49,8 @@ class SitrepSubmission(FrozenModel):
     incident: IncidentId | None = Field(
         default=None, description="Incident reference; defaults to sitrep.incident.id")
     expires: UtcTime | None = Field(default=None, description="Defaults to the node's TTL")
+    releasable: tuple[GroupName, ...] = Field(
+        default=(), description="Groups the content is cleared for, e.g. [\"eu\"]")
     sitrep: Sitrep
 
 
@@ -57,6 +69,7 @@ class AlertSubmission(FrozenModel):
     mode: Mode | None = None
     incident: IncidentId | None = None
     expires: UtcTime | None = None
+    releasable: tuple[GroupName, ...] = ()
     alert: Alert
 
 
@@ -93,8 +106,10 @@ class Submitter:
     """Turns validated submissions into durable, signed outbox messages."""
 
     def __init__(self, *, me: str, key: SigningKey, directory: Directory, ledger: Ledger,
-                 clock: Clock, default_ttl: timedelta, on_submitted: Callable[[], None]) -> None:
+                 clock: Clock, default_ttl: timedelta, on_submitted: Callable[[], None],
+                 policy: PolicySection | None = None) -> None:
         self._me, self._key, self._directory = me, key, directory
+        self._policy = policy or PolicySection()
         self._ledger, self._clock, self._ttl = ledger, clock, default_ttl
         self._on_submitted = on_submitted
 
@@ -110,7 +125,7 @@ class Submitter:
             msg_type="sitrep", model=SitrepEnvelope, body=sub.sitrep,
             body_json=sitrep_json(sub.sitrep), to=sub.to, tlp=sub.tlp, priority=sub.priority,
             mode=sub.mode, incident=sub.incident or sub.sitrep.incident.id,
-            expires=sub.expires, idempotency=idempotency)
+            expires=sub.expires, releasable=sub.releasable, idempotency=idempotency)
 
     async def submit_alert(
         self, sub: AlertSubmission, idempotency: IdempotencyKey | None = None
@@ -135,16 +150,29 @@ class Submitter:
             body_json=alert_json(sub.alert), to=sub.to, tlp=sub.tlp or default_tlp(sub.alert),
             priority=sub.priority or default_priority(sub.alert), mode=mode,
             incident=sub.incident or alert_incident(sub.alert), expires=sub.expires,
-            idempotency=idempotency)
+            releasable=sub.releasable, idempotency=idempotency)
 
     async def submit_body(
         self, *, msg_type: str, model: type[EnvelopeHeader], body: BaseModel,
         body_json: dict[str, Any], to: tuple[str, ...], tlp: Tlp, priority: Priority,
         mode: Mode, incident: str | None, expires: datetime | None,
-        idempotency: IdempotencyKey | None,
+        idempotency: IdempotencyKey | None, releasable: tuple[str, ...] = (),
     ) -> tuple[str, bool]:
-        """Address, seal and store any message type; see :meth:`submit_sitrep`."""
-        recipients = self._directory.resolve(to)
+        """Address, seal and store any message type; see :meth:`submit_sitrep`.
+
+        Raises :class:`SubmissionError` (422) naming the rule when the release policy
+        refuses a recipient.
+        """
+        routes = self._directory.resolve_routes(to)
+        violations = check_outgoing(self._policy, self._directory.peers, routes,
+                                    tlp=Tlp(tlp).value, mode=Mode(mode).value,
+                                    releasable=releasable)
+        if violations:
+            raise SubmissionError(
+                422, "Release policy", "; ".join(f"{v.rule}: {v.detail}" for v in violations),
+                [{"loc": ["to"], "msg": f"{v.rule}: {v.detail}", "rule": v.rule,
+                  "peer": v.peer} for v in violations])
+        recipients = tuple(routes)
         now = _to_ms(self._clock.now())  # the wire carries milliseconds: decide on what is sent
         expiry = _to_ms(expires or now + self._ttl)
         if expiry <= now or expiry - now > MAX_LIFETIME:
@@ -155,7 +183,8 @@ class Submitter:
         envelope = model.model_validate({
             "v": PROTOCOL_VERSION, "id": str(uuid.uuid4()), "type": msg_type, "from": self._me,
             "to": list(recipients), "created": now, "expires": expiry, "mode": mode,
-            "tlp": tlp, "priority": priority, "incident": incident, "body": body,
+            "tlp": tlp, "priority": priority, "incident": incident,
+            "releasable": list(releasable) or None, "body": body,
         })
         wire_env = envelope.model_dump(mode="json", by_alias=True, exclude={"body"},
                                        exclude_none=True)

@@ -124,3 +124,16 @@ async def test_no_secret_reaches_a_log_line(federation: Federation) -> None:
         assert "node_started" in text
         for secret in [*secrets, *tokens]:
             assert secret not in text, f"a secret leaked into {node.log}"
+
+
+async def test_tlp_red_to_a_group_is_refused_naming_the_rule(federation: Federation) -> None:
+    """TLP:RED to `benelux` is a 422 naming red-named-only; to named centres it is accepted."""
+    await federation.wait_ready()
+    status, body = await federation.api("BE-NCCN", "POST", "/v1/sitreps",
+                                        {**EXAMPLE, "to": ["benelux"], "tlp": "RED"})
+    assert status == 422
+    assert "red-named-only" in body["detail"]
+    assert {e["rule"] for e in body["errors"]} == {"red-named-only"}
+    status, body = await federation.api("BE-NCCN", "POST", "/v1/sitreps",
+                                        {**EXAMPLE, "to": ["NL-NCC", "LU-HCPN"], "tlp": "RED"})
+    assert status == 202, body

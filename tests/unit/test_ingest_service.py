@@ -410,3 +410,21 @@ async def test_duplicate_keeps_first_verdict(
     assert entry.state == label.removeprefix("duplicate_")
     assert len(await _receipts(node)) == 1
     assert len(node.fanout.calls) == fanouts
+
+
+async def test_exercise_message_from_a_non_participant_is_rejected_by_policy(
+        make_node: Callable[..., Any], make_sitrep: Callable[..., bytes]) -> None:
+    """The receiver's release policy answers a refused message with a `policy` receipt."""
+    quiet = _peer(BE).model_copy(update={"exercise": False})
+    node = await make_node(peers=(quiet,))
+    wire = make_sitrep(mode="exercise")
+    assert await node.receiver.handle(wire, f"{BE}@{ME}") == "new_rejected"
+    entry = await node.ledger.inbox_entry(BE, _open(wire).envelope["id"])
+    assert entry is not None
+    assert entry.reason == "policy"
+    assert entry.detail is not None
+    assert "exercise-participants" in entry.detail
+    (receipt,) = await _receipts(node)
+    assert receipt.body.state.value == "rejected"
+    assert receipt.body.reason == "policy"
+    assert await node.receiver.handle(make_sitrep(mode="actual"), f"{BE}@{ME}") == "new_delivered"

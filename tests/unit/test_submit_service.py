@@ -158,7 +158,7 @@ async def test_submitted_message_is_admitted_by_recipient(
         ({"to": [LU, "benelux"]}, {"to": [LU, NL]}),
         ({"incident": "EU-2026-42"}, {"incident": "EU-2026-42"}),
         ({"mode": "exercise", "priority": "flash"}, {"mode": "exercise", "priority": "flash"}),
-        ({"tlp": "AMBER+STRICT"}, {"tlp": "AMBER+STRICT"}),
+        ({"tlp": "AMBER+STRICT", "to": [NL]}, {"tlp": "AMBER+STRICT", "to": [NL]}),
         ({"expires": "2026-11-30T10:00:00.000Z"}, {"expires": "2026-11-30T10:00:00.000Z"}),
         ({"expires": "2026-11-27T12:00:00+01:00"}, {"expires": "2026-11-27T11:00:00.000Z"}),
         ({"expires": format_time(NOW + MAX_LIFETIME)},
