@@ -61,10 +61,16 @@ def test_csrf_tokens_must_match_exactly() -> None:
     assert not csrf_ok("abc", None)
 
 
-def test_login_limiter_allows_a_few_attempts_per_minute_per_client_and_name() -> None:
-    """The sixth attempt within a minute is refused; another name or client is not."""
+def test_login_limiter_blocks_after_a_few_failures_per_minute_per_client_and_name() -> None:
+    """After five failures within a minute attempts are refused; others are not affected,
+    and successful logins never count."""
     limiter = LoginLimiter(per_minute=5)
-    assert all(limiter.allow("client-a", "op") for _ in range(5))
+    for _ in range(20):
+        assert limiter.allow("client-a", "op")
+        limiter.succeeded("client-a", "op")
+    for _ in range(5):
+        assert limiter.allow("client-a", "op")
+        limiter.failed("client-a", "op")
     assert not limiter.allow("client-a", "op")
     assert not limiter.allow("client-a", "OP")
     assert limiter.allow("client-a", "other")

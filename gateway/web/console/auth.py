@@ -85,21 +85,30 @@ def csrf_ok(expected: str, given: str | None) -> bool:
 
 @dataclass
 class LoginLimiter:
-    """At most ``per_minute`` attempts per (client address, user name) per minute."""
+    """After ``per_minute`` failed attempts for one (client address, user name) within a
+    minute, further attempts are refused until the oldest failure is a minute old."""
 
     per_minute: int
-    _attempts: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+    _failures: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
 
-    def allow(self, remote: str, name: str) -> bool:
-        """Record an attempt; False when over the limit."""
+    def _window(self, remote: str, name: str) -> deque[float]:
+        window = self._failures.setdefault((remote, name.lower()), deque())
         now = time.monotonic()
-        window = self._attempts.setdefault((remote, name.lower()), deque())
         while window and window[0] < now - 60:
             window.popleft()
-        if len(window) >= self.per_minute:
-            return False
-        window.append(now)
-        return True
+        return window
+
+    def allow(self, remote: str, name: str) -> bool:
+        """Whether an attempt may be checked now."""
+        return len(self._window(remote, name)) < self.per_minute
+
+    def failed(self, remote: str, name: str) -> None:
+        """Count a failed attempt."""
+        self._window(remote, name).append(time.monotonic())
+
+    def succeeded(self, remote: str, name: str) -> None:
+        """Forget the failures of a client that logged in."""
+        self._failures.pop((remote, name.lower()), None)
 
 
 class Operators:

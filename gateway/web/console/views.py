@@ -130,11 +130,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     entry = await request.app[OPERATORS].verify(name, password)
     node = request.app[NODE_KEY]
     if entry is None:
+        request.app[LIMITER].failed(remote, name)
         log.warning("console_login_failed", operator=name, remote=remote)
         await node.ledger.audit(name or "-", "login_failed", remote, "", node.clock.now())
         request["login_csrf"] = request.cookies.get("crisisgw_csrf", "")
         return aiohttp_jinja2.render_template(
             "login.html", request, _ctx(request, "login", error=True), status=401)
+    request.app[LIMITER].succeeded(remote, name)
     token, session = request.app[SESSIONS].create(entry.name, entry.role, i18n.current())
     request["session"] = session
     await _audit(request, "login", remote)
