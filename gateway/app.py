@@ -14,11 +14,13 @@ from aiohttp import web
 from gateway.adapters.amqp import AmqpPublisher, InboxConsumer
 from gateway.adapters.sqlite_ledger import SqliteLedger
 from gateway.config import Settings
+from gateway.errors import GatewayError
 from gateway.keyfiles import load_signing_key
 from gateway.metrics import Metrics
 from gateway.protocol.delivery import RetryPolicy
 from gateway.protocol.keys import KeyRing, SigningKey
 from gateway.service.acknowledge import Acknowledger
+from gateway.service.commcheck import CommChecks
 from gateway.service.directory import Directory
 from gateway.service.dispatch import Dispatcher
 from gateway.service.ingest import Receiver
@@ -74,6 +76,7 @@ class Node:
             on_submitted=self.dispatcher.wake, policy=s.policy)
         self.acknowledger = Acknowledger(me=self.me, key=self.key, ledger=self.ledger,
                                          clock=self.clock, on_receipt_queued=self.dispatcher.wake)
+        self.commchecks = CommChecks(submitter=self.submitter, peers=lambda: self.settings.peers)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.started_at = self.clock.now()
@@ -96,6 +99,7 @@ class Node:
         self._tasks = [
             asyncio.create_task(self.consumer.run(), name="inbox-consumer"),
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(self._commcheck_schedule(), name="commcheck-schedule"),
         ]
         app = build_app(self)
         self._runner = web.AppRunner(app, access_log=None)
@@ -104,6 +108,22 @@ class Node:
         await site.start()
         log.info("node_started", centre=self.me, api_port=self.settings.api.port,
                  peers=[p.id for p in self.settings.peers])
+
+    async def _commcheck_schedule(self) -> None:
+        """Run a communication test when the last one (or, before the first, the start
+        of this node) is older than ``every_days``."""
+        every = timedelta(days=self.settings.commcheck.every_days)
+        while True:
+            try:
+                last = await self.ledger.messages({"type": "commcheck"}, 1)
+                since = (datetime.fromisoformat(last[0]["created"].replace("Z", "+00:00"))
+                         if last else self.started_at)
+                if self.clock.now() - since >= every:
+                    check_id = await self.commchecks.start("schedule")
+                    log.info("commcheck_scheduled", check_id=check_id)
+            except GatewayError as exc:
+                log.error("commcheck_schedule_failed", error=str(exc))
+            await asyncio.sleep(3600)
 
     async def stop(self) -> None:
         """Stop taking work, let in-flight publishes finish, flush the ledger."""

@@ -201,6 +201,36 @@ def _cmd_set_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_commscheck(args: argparse.Namespace) -> int:
+    import time  # noqa: PLC0415
+
+    settings = load_settings(Path(args.config))
+    token = _token(args)
+    status, answer = _api(settings, token, "POST", "/v1/commchecks", body={})
+    if status != 202:
+        print(json.dumps(answer, indent=2, ensure_ascii=False))
+        return 1
+    check_id = answer["id"]
+    deadline = time.monotonic() + args.wait
+    while True:
+        _, report = _api(settings, token, "GET", f"/v1/commchecks/{check_id}?wait={args.wait}")
+        if report["reached"] == report["total"] or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    _, report = _api(settings, token, "GET", f"/v1/commchecks/{check_id}?wait=0")
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(f"communication test {check_id}: {report['reached']}/{report['total']} reached")
+        for p in report["peers"]:
+            rtt = f"{p['round_trip_s']:.3f} s" if p["round_trip_s"] is not None else "—"
+            print(f"  {p['peer']:10} {'reached' if p['reached'] else 'UNREACHABLE':12} "
+                  f"round trip {rtt:>10}  receipt verified: "
+                  f"{'yes' if p['receipt_verified'] else 'no'}"
+                  + (f"  ({p['failure']})" if p["failure"] else ""))
+    return 0 if report["reached"] == report["total"] else 3
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run  # noqa: PLC0415
 
@@ -213,6 +243,33 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
     for path in write_all(Path(args.out)):
         print(path)
     return 0
+
+
+def _with_api(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("-c", "--config", required=True, help="the node's gateway.toml")
+    sp.add_argument("--token", help="API bearer token")
+    sp.add_argument("--token-file", help="file holding the API token "
+                    "(default: api-token next to the config)")
+
+
+def _add_operations(sub: Any) -> None:
+    """The ``commscheck`` and ``operators`` commands."""
+    check = sub.add_parser("commscheck", help="run a communication test with every peer")
+    _with_api(check)
+    check.add_argument("--json", action="store_true")
+    check.add_argument("--wait", type=float, default=20.0,
+                       help="seconds to wait for every peer's receipt (default 20)")
+    check.set_defaults(func=_cmd_commscheck)
+
+    ops = sub.add_parser("operators", help="console operator accounts").add_subparsers(
+        dest="operators", required=True)
+    setpw = ops.add_parser("set-password", help="create an account or change its password")
+    setpw.add_argument("name")
+    setpw.add_argument("-c", "--config", required=True)
+    setpw.add_argument("--role", default="operator", help="viewer, operator or admin")
+    setpw.add_argument("--password-stdin", action="store_true",
+                       help="read the password from standard input")
+    setpw.set_defaults(func=_cmd_set_password)
 
 
 def _add_standards(sub: Any) -> None:
@@ -247,12 +304,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"crisisgw {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def with_api(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-c", "--config", required=True, help="the node's gateway.toml")
-        sp.add_argument("--token", help="API bearer token")
-        sp.add_argument("--token-file", help="file holding the API token "
-                        "(default: api-token next to the config)")
-
     run = sub.add_parser("run", help="run one node")
     run.add_argument("-c", "--config", required=True)
     run.add_argument("--log-format", choices=["auto", "json", "console"])
@@ -262,13 +313,13 @@ def _parser() -> argparse.ArgumentParser:
     send = sub.add_parser("send", help="submit a sitrep from a JSON file")
     send.add_argument("file")
     send.add_argument("--idempotency-key")
-    with_api(send)
+    _with_api(send)
     send.set_defaults(func=_cmd_send)
 
     status = sub.add_parser("status", help="delivery states of a message")
     status.add_argument("id")
     status.add_argument("--json", action="store_true")
-    with_api(status)
+    _with_api(status)
     status.set_defaults(func=_cmd_status)
 
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys", required=True)
@@ -292,15 +343,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_standards(sub)
 
-    ops = sub.add_parser("operators", help="console operator accounts").add_subparsers(
-        dest="operators", required=True)
-    setpw = ops.add_parser("set-password", help="create an account or change its password")
-    setpw.add_argument("name")
-    setpw.add_argument("-c", "--config", required=True)
-    setpw.add_argument("--role", default="operator", help="viewer, operator or admin")
-    setpw.add_argument("--password-stdin", action="store_true",
-                       help="read the password from standard input")
-    setpw.set_defaults(func=_cmd_set_password)
+    _add_operations(sub)
 
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the wire objects")
     schemas.add_argument("--out", default="schemas")

@@ -121,6 +121,14 @@ class PolicySection(_Section):
     release_groups: tuple[GroupName, ...] = ("eu",)
 
 
+class CommCheckSection(_Section):
+    """Communication tests: how often the node runs one by itself."""
+
+    every_days: float = 91.0  # quarterly
+    #: How long a peer may take to answer before it is reported unreachable.
+    wait_seconds: float = 120.0
+
+
 class Settings(_Section):
     """The whole configuration of one node."""
 
@@ -131,6 +139,7 @@ class Settings(_Section):
     peers: tuple[PeerSection, ...] = ()
     console: ConsoleSection = ConsoleSection()
     policy: PolicySection = PolicySection()
+    commcheck: CommCheckSection = CommCheckSection()
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")
 
     @field_validator("peers")

@@ -12,8 +12,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from gateway.protocol.alert import Alert
+from gateway.protocol.commcheck import CommCheck
 from gateway.protocol.envelope import Envelope, SignedMessage
-from gateway.protocol.messages import AlertEnvelope, SitrepEnvelope
+from gateway.protocol.messages import AlertEnvelope, CommCheckEnvelope, SitrepEnvelope
 from gateway.protocol.receipts import Receipt, ReceiptEnvelope
 from gateway.protocol.sitrep import Sitrep
 from gateway.service.submit import AlertSubmission, SitrepSubmission
@@ -27,6 +28,8 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "sitrep": Sitrep,
     "alert-envelope": AlertEnvelope,
     "alert": Alert,
+    "commcheck-envelope": CommCheckEnvelope,
+    "commcheck": CommCheck,
     "receipt-envelope": ReceiptEnvelope,
     "receipt": Receipt,
     "api-sitrep-submission": SitrepSubmission,

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 
 from gateway.errors import RejectedMessage
 from gateway.protocol import reasons
 from gateway.protocol.alert import Alert
+from gateway.protocol.commcheck import CommCheck
 from gateway.protocol.envelope import (
     CLOCK_SKEW,
     DEDUP_WINDOW,
@@ -26,7 +27,7 @@ from gateway.protocol.envelope import (
 from gateway.protocol.receipts import ReceiptEnvelope
 from gateway.protocol.signing import Verified
 from gateway.protocol.sitrep import Sitrep
-from gateway.protocol.types import UUID_PATTERN
+from gateway.protocol.types import UUID_PATTERN, Mode
 
 _UUID_RE = re.compile(UUID_PATTERN)
 
@@ -45,10 +46,24 @@ class AlertEnvelope(EnvelopeHeader):
     body: Alert
 
 
-TypedEnvelope = SitrepEnvelope | AlertEnvelope | ReceiptEnvelope
-ENVELOPE_TYPES: dict[str, type[SitrepEnvelope] | type[AlertEnvelope] | type[ReceiptEnvelope]] = {
+class CommCheckEnvelope(EnvelopeHeader):
+    """An envelope of type ``commcheck``: always in ``test`` mode."""
+
+    type: Literal["commcheck"]
+    body: CommCheck
+
+    @model_validator(mode="after")
+    def _test_mode(self) -> CommCheckEnvelope:
+        if self.mode is not Mode.TEST:
+            raise ValueError("a communication test is sent in test mode")
+        return self
+
+
+TypedEnvelope = SitrepEnvelope | AlertEnvelope | CommCheckEnvelope | ReceiptEnvelope
+ENVELOPE_TYPES: dict[str, type[TypedEnvelope]] = {
     "sitrep": SitrepEnvelope,
     "alert": AlertEnvelope,
+    "commcheck": CommCheckEnvelope,
     "receipt": ReceiptEnvelope,
 }
 

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import re
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -17,6 +18,8 @@ from gateway.protocol import ijson
 from gateway.protocol.canonical import canonical_bytes
 from gateway.protocol.sitrep import PLAIN_TEXT
 from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN, format_time
+from gateway.service.commcheck import history_csv, history_html
+from gateway.service.commcheck import report as commcheck_report
 from gateway.service.incidents import build_thread, summarise_incidents, timeline_csv
 from gateway.service.ports import IdempotencyKey, InboxEntry
 from gateway.service.submit import AlertSubmission, SitrepSubmission
@@ -302,6 +305,58 @@ async def get_audit(request: web.Request) -> web.Response:
     return web.json_response({"items": await request.app[NODE].ledger.audit_entries(limit)})
 
 
+async def _check_report(node: Node, check_id: str, wait: float | None = None) -> dict[str, Any]:
+    view = await node.ledger.message(check_id)
+    if view is None or view["type"] != "commcheck":
+        raise SubmissionError(404, "Not found", f"no communication test {check_id}")
+    view["receipts"] = await node.ledger.receipts_for(check_id)
+    seconds = node.settings.commcheck.wait_seconds if wait is None else wait
+    return commcheck_report(view, node.clock.now(), wait=timedelta(seconds=seconds))
+
+
+async def _check_history(node: Node, limit: int) -> list[dict[str, Any]]:
+    return [await _check_report(node, m["id"])
+            for m in await node.ledger.messages({"type": "commcheck"}, limit)]
+
+
+async def post_commcheck(request: web.Request) -> web.Response:
+    """POST /v1/commchecks: send a communication test to every active peer."""
+    node = request.app[NODE]
+    check_id = await node.commchecks.start(request[CLIENT])
+    return web.json_response({"id": check_id, "status": f"/v1/commchecks/{check_id}"},
+                             status=202)
+
+
+async def get_commcheck(request: web.Request) -> web.Response:
+    """GET /v1/commchecks/{id}?wait=SECONDS: the per-peer report of one test."""
+    node = request.app[NODE]
+    try:
+        wait = float(request.query["wait"]) if "wait" in request.query else None
+    except ValueError as exc:
+        raise SubmissionError(400, "Bad wait", "wait is a number of seconds") from exc
+    return web.json_response(await _check_report(node, _message_id(request), wait))
+
+
+async def list_commchecks(request: web.Request) -> web.Response:
+    """GET /v1/commchecks: the history of communication tests, newest first."""
+    _, limit = _filters(request, ())
+    return web.json_response({"items": await _check_history(request.app[NODE], limit)})
+
+
+async def commchecks_csv(request: web.Request) -> web.Response:
+    """GET /v1/commchecks/history.csv."""
+    reports = await _check_history(request.app[NODE], MAX_LIMIT)
+    return web.Response(text=history_csv(reports), content_type="text/csv", charset="utf-8")
+
+
+async def commchecks_html(request: web.Request) -> web.Response:
+    """GET /v1/commchecks/report.html: tables and a chart per peer over the quarters."""
+    node = request.app[NODE]
+    reports = await _check_history(node, MAX_LIMIT)
+    return web.Response(text=history_html(reports, node.me), content_type="text/html",
+                        charset="utf-8")
+
+
 async def healthz(_request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
@@ -365,6 +420,11 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get(r"/v1/incidents/{id:.+}", get_incident)
     app.router.add_get("/v1/security-events", get_security_events)
     app.router.add_get("/v1/audit", get_audit)
+    app.router.add_post("/v1/commchecks", post_commcheck)
+    app.router.add_get("/v1/commchecks", list_commchecks)
+    app.router.add_get("/v1/commchecks/history.csv", commchecks_csv)
+    app.router.add_get("/v1/commchecks/report.html", commchecks_html)
+    app.router.add_get("/v1/commchecks/{id}", get_commcheck)
     app.router.add_get("/v1/openapi.json", get_openapi)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -139,6 +139,28 @@ def openapi_document() -> dict[str, Any]:
                 "operationId": "getIncidentTimelineCsv", "parameters": [_INCIDENT_PARAM],
                 "responses": {"200": {"description": "CSV", "content": {
                     "text/csv": {"schema": {"type": "string"}}}}, **_problems(401, 404)}}},
+            "/v1/commchecks": {
+                "post": {"summary": "Run a communication test with every peer",
+                         "operationId": "startCommcheck",
+                         "responses": {"202": _json(obj, "started"), **_problems(401)}},
+                "get": {"summary": "History of communication tests", "operationId":
+                        "listCommchecks", "parameters": _query(),
+                        "responses": {"200": _json(obj, "reports"), **_problems(401)}}},
+            "/v1/commchecks/{id}": {"get": {
+                "summary": "Per-peer report of one communication test",
+                "operationId": "getCommcheck",
+                "parameters": [_ID_PARAM, {"name": "wait", "in": "query", "required": False,
+                                           "schema": {"type": "number"}}],
+                "responses": {"200": _json(obj, "report"), **_problems(400, 401, 404)}}},
+            "/v1/commchecks/history.csv": {"get": {
+                "summary": "History as CSV", "operationId": "commchecksCsv",
+                "responses": {"200": {"description": "CSV", "content": {
+                    "text/csv": {"schema": {"type": "string"}}}}}}},
+            "/v1/commchecks/report.html": {"get": {
+                "summary": "History as a printable HTML report with charts",
+                "operationId": "commchecksHtml",
+                "responses": {"200": {"description": "HTML", "content": {
+                    "text/html": {"schema": {"type": "string"}}}}}}},
             "/v1/audit": {"get": {
                 "summary": "Operator actions, newest first", "operationId": "getAudit",
                 "parameters": _query(),

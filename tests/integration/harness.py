@@ -45,8 +45,8 @@ def free_base_port(count: int = 4) -> int:
         try:
             for i in range(count):
                 s = socket.socket()
+                socks.append(s)  # closed below even when bind fails
                 s.bind(("127.0.0.1", base + i))
-                socks.append(s)
             return base
         except OSError:
             continue

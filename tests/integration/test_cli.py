@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -155,3 +156,45 @@ def test_operators_set_password_writes_an_argon2_hash_that_logs_in(
          "--password-stdin"], input="short\n", capture_output=True, text=True, timeout=60,
         check=False)
     assert short.returncode == 2
+
+
+async def test_commscheck_reports_every_peer_and_a_stopped_one_as_unreachable(
+        federation: Federation) -> None:
+    """`crisisgw commscheck --json` lists every peer; DE-NW, stopped, is unreachable."""
+    await federation.wait_ready()
+    config = str(federation.nodes["BE-NCCN"].config)
+    federation.stop("DE-NW")
+    try:
+        done = await asyncio.to_thread(_cli, "commscheck", "-c", config, "--json", "--wait", "6")
+    finally:
+        federation.start("DE-NW")
+    assert done.returncode == 3, done.stderr
+    report = json.loads(done.stdout)
+    peers = {p["peer"]: p for p in report["peers"]}
+    assert set(peers) == {"NL-NCC", "LU-HCPN", "DE-NW"}
+    for centre in ("NL-NCC", "LU-HCPN"):
+        assert peers[centre]["reached"] is True
+        assert peers[centre]["receipt_verified"] is True
+        assert peers[centre]["round_trip_s"] < 6
+    assert peers["DE-NW"]["reached"] is False
+    assert peers["DE-NW"]["failure"].startswith("unreachable")
+    await federation.wait_ready()
+    status, inbox = await federation.api("NL-NCC", "GET", "/v1/inbox?type=commcheck")
+    item = next(m for m in inbox["items"] if m["id"] == report["id"])
+    assert item["mode"] == "test"
+    status, _ = await federation.api("NL-NCC", "POST", f"/v1/messages/{report['id']}/ack",
+                                     {"by": "duty officer NL"})
+    assert status == 200
+
+    async def confirmed() -> bool:
+        _, again = await federation.api("BE-NCCN", "GET", f"/v1/commchecks/{report['id']}")
+        nl = next(p for p in again["peers"] if p["peer"] == "NL-NCC")
+        return nl["confirmed_after_s"] is not None and nl["confirmed_by"] == "duty officer NL"
+
+    await wait_until(confirmed, 15, "the human leg confirmed at BE-NCCN")
+    status, csv_text = await federation.api("BE-NCCN", "GET", "/v1/commchecks/history.csv")
+    assert status == 200
+    assert report["id"] in csv_text
+    status, page = await federation.api("BE-NCCN", "GET", "/v1/commchecks/report.html")
+    assert status == 200
+    assert "<svg" in page

@@ -27,6 +27,7 @@ from gateway.web.console.views import (
     logout,
     outbox,
     overview,
+    run_commcheck,
     set_language,
 )
 
@@ -66,5 +67,6 @@ def setup_console(app: web.Application, node: Node) -> None:
     app.router.add_get(r"/console/incidents/{id:.+}", incident)
     app.router.add_get("/console/messages/{id}", message)
     app.router.add_get("/console/messages/{id}/evidence.json", evidence)
+    app.router.add_post("/console/commscheck", run_commcheck)
     app.router.add_get("/console/compose", compose_form)
     app.router.add_post("/console/compose", compose_send)

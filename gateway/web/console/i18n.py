@@ -75,5 +75,5 @@ VOCABULARY = (
     N_("expired"), N_("flash"), N_("urgent"), N_("routine"), N_("viewer"), N_("operator"),
     N_("admin"), N_("sitrep"), N_("alert"), N_("receipt"), N_("actual"), N_("exercise"),
     N_("test"), N_("initial"), N_("update"), N_("final"), N_("extreme"), N_("severe"),
-    N_("moderate"), N_("minor"), N_("unknown"),
+    N_("moderate"), N_("minor"), N_("unknown"), N_("commcheck"),
 )

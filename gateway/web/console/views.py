@@ -232,6 +232,9 @@ async def overview_data(node: Node) -> dict[str, Any]:
             problems.append({"kind": "peer_down", "peer": p.id})
         if row["backlog"]:
             problems.append({"kind": "backlog", "peer": p.id, "count": row["backlog"]})
+    last_test = await _last_commcheck(node)
+    for row in rows:
+        row["last_test"] = last_test.get(row["id"])
     overdue_in = [e for e in await node.ledger.inbox({"state": "delivered"}, 500)
                   if overdue_incoming(node, _inbox_row(e), now)]
     if overdue_in:
@@ -247,6 +250,29 @@ async def overview_data(node: Node) -> dict[str, Any]:
         problems.append({"kind": "security_events", "count": stats["security_events"]})
     rows.sort(key=lambda r: (r["up"] or not r["tried"], -r["backlog"], r["id"]))
     return {"peers": rows, "problems": problems}
+
+
+async def _last_commcheck(node: Node) -> dict[str, dict[str, Any]]:
+    """Per peer, the outcome of the most recent communication test."""
+    from gateway.service.commcheck import report  # noqa: PLC0415 - keeps imports one-way
+
+    last = await node.ledger.messages({"type": "commcheck"}, 1)
+    if not last:
+        return {}
+    view = last[0]
+    view["receipts"] = await node.ledger.receipts_for(view["id"])
+    rep = report(view, node.clock.now(),
+                 wait=timedelta(seconds=node.settings.commcheck.wait_seconds))
+    return {p["peer"]: {**p, "started": rep["started"]} for p in rep["peers"]}
+
+
+async def run_commcheck(request: web.Request) -> web.StreamResponse:
+    """POST /console/commscheck: an operator starts a communication test."""
+    session = _require(request, "operator")
+    node = request.app[NODE_KEY]
+    check_id = await node.commchecks.start(session.name)
+    await _audit(request, "commcheck", check_id)
+    raise web.HTTPSeeOther("/console")
 
 
 def _inbox_row(entry: Any) -> dict[str, Any]:
