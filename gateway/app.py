@@ -7,13 +7,14 @@ import contextlib
 import signal
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from gateway.adapters.amqp import AmqpPublisher, InboxConsumer
 from gateway.adapters.sqlite_ledger import SqliteLedger
-from gateway.config import Settings
+from gateway.config import Settings, load_settings
 from gateway.errors import GatewayError
 from gateway.keyfiles import load_signing_key
 from gateway.metrics import Metrics
@@ -43,6 +44,8 @@ class Node:
 
     settings: Settings
     clock: SystemClock = field(default_factory=SystemClock)
+    #: The file the settings came from; a changed file is applied without a restart.
+    config_path: Path | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -101,6 +104,9 @@ class Node:
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self._commcheck_schedule(), name="commcheck-schedule"),
         ]
+        if self.config_path is not None:
+            self._tasks.append(asyncio.create_task(self._watch_config(self.config_path),
+                                                   name="config-watch"))
         app = build_app(self)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -108,6 +114,47 @@ class Node:
         await site.start()
         log.info("node_started", centre=self.me, api_port=self.settings.api.port,
                  peers=[p.id for p in self.settings.peers])
+
+    async def _watch_config(self, path: Path) -> None:
+        """Apply peer, key, policy and console changes when the file changes."""
+        last = (await asyncio.to_thread(path.stat)).st_mtime_ns
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                now = (await asyncio.to_thread(path.stat)).st_mtime_ns
+            except OSError:
+                continue
+            if now == last:
+                continue
+            last = now
+            try:
+                self.apply_settings(await asyncio.to_thread(load_settings, path))
+            except GatewayError as exc:
+                log.error("config_reload_refused", error=str(exc))
+
+    def apply_settings(self, new: Settings) -> None:
+        """Swap in new settings: peers, pinned keys, groups, policy, accounts, deadlines.
+
+        The node's identity, broker and API address need a restart; a change to them is
+        logged and ignored.
+        """
+        old = self.settings
+        if (new.node, new.broker, new.api.host, new.api.port) != (
+                old.node, old.broker, old.api.host, old.api.port):
+            log.warning("config_change_needs_restart", sections="node, broker, api address")
+        new = new.model_copy(update={"node": old.node, "broker": old.broker})
+        ring = new.key_ring()
+        self.settings = new
+        self.ring = ring
+        self.directory = Directory(self.me, new.peers)
+        self.submitter.reconfigure(directory=self.directory, policy=new.policy)
+        self.receiver.reconfigure(policy=new.policy)
+        self.publisher.configure({p.id: p.inbox_url.get_secret_value() for p in new.peers})
+        self.on_reload(new)
+        log.info("config_reloaded", peers=[p.id for p in new.peers])
+
+    def on_reload(self, new: Settings) -> None:
+        """Hook for the web layer (console accounts); replaced by build_app."""
 
     async def _commcheck_schedule(self) -> None:
         """Run a communication test when the last one (or, before the first, the start

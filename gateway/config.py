@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -185,6 +186,31 @@ def redact_url(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def update_config(path: Path, change: Callable[[dict[str, Any]], None]) -> Settings:
+    """Apply ``change`` to the raw TOML of ``path`` and write it back atomically (0600),
+    only if the result is a valid configuration; returns the new settings.
+
+    Raises :class:`ConfigError` (and leaves the file untouched) when it is not.
+    """
+    import tomli_w  # noqa: PLC0415 - writing is rare
+
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    change(raw)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    tmp.chmod(0o600)
+    try:
+        settings = load_settings(tmp)
+    except ConfigError:
+        tmp.unlink()
+        raise
+    tmp.replace(path)
+    return settings
 
 
 def load_settings(path: Path) -> Settings:

@@ -56,6 +56,10 @@ class Receiver:
         self._on_receipt_queued = on_receipt_queued
         self._on_outcome = on_outcome or (lambda _kind, _outcome: None)
 
+    def reconfigure(self, *, policy: PolicySection) -> None:
+        """Use a new release policy (configuration reloaded)."""
+        self._policy = policy
+
     async def handle(self, body: bytes, amqp_user: str | None) -> str:
         """Process one payload; returns an outcome label. Raises only on ledger failure."""
         try:

@@ -113,6 +113,10 @@ class Submitter:
         self._ledger, self._clock, self._ttl = ledger, clock, default_ttl
         self._on_submitted = on_submitted
 
+    def reconfigure(self, *, directory: Directory, policy: PolicySection) -> None:
+        """Use a new peer directory and release policy (configuration reloaded)."""
+        self._directory, self._policy = directory, policy
+
     async def submit_sitrep(
         self, sub: SitrepSubmission, idempotency: IdempotencyKey | None = None
     ) -> tuple[str, bool]:

@@ -33,6 +33,7 @@ from gateway.web.console.views import (
 
 if TYPE_CHECKING:
     from gateway.app import Node
+    from gateway.config import Settings
 
 STATES = ("queued", "sent", "delivered", "acknowledged", "rejected", "expired")
 
@@ -43,6 +44,11 @@ def setup_console(app: web.Application, node: Node) -> None:
     app[NODE_KEY] = node
     app[SESSIONS] = Sessions(lifetime=console.session_hours * 3600)
     app[OPERATORS] = Operators(console.operators)
+
+    def reload_accounts(new: Settings) -> None:
+        app[OPERATORS] = Operators(new.console.operators)
+
+    node.on_reload = reload_accounts  # type: ignore[method-assign]  # the web layer's hook
     app[LIMITER] = LoginLimiter(per_minute=console.login_attempts_per_minute)
     env = aiohttp_jinja2.setup(
         app, loader=jinja2.PackageLoader("gateway.web.console", "templates"),
