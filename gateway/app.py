@@ -5,21 +5,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.adapters.amqp import AmqpPublisher, InboxConsumer
 from gateway.adapters.sqlite_ledger import SqliteLedger
-from gateway.config import Settings, load_settings
-from gateway.errors import GatewayError
-from gateway.keyfiles import load_signing_key
+from gateway.config import Settings, load_settings, update_config
+from gateway.errors import ConfigError, GatewayError
+from gateway.keyfiles import load_signing_key, write_private_key
 from gateway.metrics import Metrics
 from gateway.protocol.delivery import RetryPolicy
-from gateway.protocol.keys import KeyRing, SigningKey
+from gateway.protocol.keys import (
+    KeyRing,
+    SigningKey,
+    default_key_id,
+    fingerprint,
+    public_key_text,
+)
+from gateway.protocol.keyupdate import KEY_UPDATE_TYPE, KeyUpdate, NewKey
+from gateway.protocol.messages import KeyUpdateEnvelope
+from gateway.protocol.types import Mode, Priority, Tlp, format_time
 from gateway.service.acknowledge import Acknowledger
 from gateway.service.commcheck import CommChecks
 from gateway.service.directory import Directory
@@ -72,7 +84,8 @@ class Node:
         self.receiver = Receiver(
             me=self.me, key=self.key, ring=lambda: self.ring, directory=lambda: self.directory,
             ledger=self.ledger, clock=self.clock, fanout=self.consumer, policy=s.policy,
-            on_receipt_queued=self.dispatcher.wake, on_outcome=self._count_ingest)
+            on_receipt_queued=self.dispatcher.wake, on_outcome=self._count_ingest,
+            on_key_update=self._pin_peer_key)
         self.submitter = Submitter(
             me=self.me, key=self.key, directory=self.directory, ledger=self.ledger,
             clock=self.clock, default_ttl=timedelta(hours=s.delivery.default_ttl_hours),
@@ -152,6 +165,74 @@ class Node:
         self.publisher.configure({p.id: p.inbox_url.get_secret_value() for p in new.peers})
         self.on_reload(new)
         log.info("config_reloaded", peers=[p.id for p in new.peers])
+
+    async def _pin_peer_key(self, peer: str, update: KeyUpdate) -> None:
+        """Pin a peer's announced key and end its previous key after the overlap."""
+        new_key = update.new_key.model_dump(mode="json", exclude_none=True)
+        until = format_time(update.previous_not_after)
+
+        def change(raw: dict[str, Any]) -> None:
+            entry = next((p for p in raw.get("peers", []) if p.get("id") == peer), None)
+            if entry is None:
+                raise ConfigError(f"no peer {peer}")
+            keys = entry.setdefault("keys", [])
+            if all(k.get("kid") != new_key["kid"] for k in keys):
+                keys.append(new_key)
+            for k in keys:
+                if k.get("kid") == update.previous_kid:
+                    k["not_after"] = min(k.get("not_after") or until, until)
+
+        await self._change_config(change)
+
+    async def _change_config(self, change: Callable[[dict[str, Any]], None]) -> None:
+        if self.config_path is None:
+            raise ConfigError("this node runs without a configuration file to update")
+        new = await asyncio.to_thread(update_config, self.config_path, change)
+        self.apply_settings(new)
+
+    async def rotate_key(self, overlap: timedelta) -> dict[str, str]:
+        """Make a new signing key, announce it to every peer in a ``key-update`` signed
+        with the current key, then sign with the new one. The previous key stays valid
+        at the peers for ``overlap``."""
+        private = Ed25519PrivateKey.generate()
+        kid = default_key_id(self.me, private.public_key())
+        path = self.settings.node.signing_key_file.with_name(f"signing-{kid}.key")
+        await asyncio.to_thread(write_private_key, path, private)
+        now = self.clock.now()
+        update = KeyUpdate(new_key=NewKey(kid=kid, public_key=public_key_text(
+            private.public_key()), not_before=now), previous_kid=self.key.kid,
+            previous_not_after=now + overlap)
+        to = tuple(p.id for p in self.settings.peers if not p.suspended)
+        message_id, _ = await self.submitter.submit_body(
+            msg_type=KEY_UPDATE_TYPE, model=KeyUpdateEnvelope, body=update,
+            body_json=update.model_dump(mode="json", exclude_none=True), to=to,
+            tlp=Tlp.CLEAR, priority=Priority.URGENT, mode=Mode.ACTUAL, incident=None,
+            expires=None, idempotency=None)
+        self.key = SigningKey(kid=kid, private=private)
+        self.submitter.reconfigure(directory=self.directory, policy=self.settings.policy,
+                                   key=self.key)
+        self.receiver.reconfigure(policy=self.settings.policy, key=self.key)
+        self.acknowledger.use_key(self.key)
+        if self.config_path is not None:
+            def change(raw: dict[str, Any]) -> None:
+                raw["node"]["signing_key_file"] = str(path)
+                raw["node"]["signing_key_id"] = kid
+            self.settings = await asyncio.to_thread(update_config, self.config_path, change)
+        log.warning("signing_key_rotated", kid=kid, announced_in=message_id)
+        return {"kid": kid, "fingerprint": fingerprint(private.public_key()),
+                "message_id": message_id}
+
+    async def revoke_peer_key(self, peer: str, kid: str) -> None:
+        """Stop accepting ``kid`` from ``peer`` at once (compromised key)."""
+        def change(raw: dict[str, Any]) -> None:
+            entry = next((p for p in raw.get("peers", []) if p.get("id") == peer), None)
+            key = next((k for k in (entry or {}).get("keys", []) if k.get("kid") == kid), None)
+            if key is None:
+                raise ConfigError(f"{peer} has no key {kid}")
+            key["revoked"] = True
+
+        await self._change_config(change)
+        log.warning("peer_key_revoked", peer=peer, kid=kid)
 
     def on_reload(self, new: Settings) -> None:
         """Hook for the web layer (console accounts); replaced by build_app."""

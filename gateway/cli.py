@@ -94,6 +94,22 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys_rotate(args: argparse.Namespace) -> int:
+    settings = load_settings(Path(args.config))
+    status, answer = _api(settings, _token(args), "POST", "/v1/keys/rotate",
+                          body={"overlap_days": args.overlap_days})
+    print(json.dumps(answer, indent=2, ensure_ascii=False))
+    return 0 if status == 200 else 1
+
+
+def _cmd_keys_revoke(args: argparse.Namespace) -> int:
+    settings = load_settings(Path(args.config))
+    status, answer = _api(settings, _token(args), "POST",
+                          f"/v1/peers/{args.peer}/keys/{args.kid}/revoke", body={})
+    print(json.dumps(answer, indent=2, ensure_ascii=False))
+    return 0 if status == 200 else 1
+
+
 def _cmd_keys_show(args: argparse.Namespace) -> int:
     settings = load_settings(Path(args.config))
     key = load_signing_key(settings.node.signing_key_file, settings.node.signing_key_id)
@@ -448,6 +464,16 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="private key file to create (mode 0600)")
     gen.add_argument("--kid", help="key id (default: derived from centre and key)")
     gen.set_defaults(func=_cmd_keys_generate)
+    rotate = keys.add_parser("rotate", help="new signing key, announced to every peer")
+    _with_api(rotate)
+    rotate.add_argument("--overlap-days", type=float, default=7.0,
+                        help="how long peers still accept the previous key (default 7)")
+    rotate.set_defaults(func=_cmd_keys_rotate)
+    revoke = keys.add_parser("revoke", help="refuse a peer's compromised key at once")
+    revoke.add_argument("peer")
+    revoke.add_argument("kid")
+    _with_api(revoke)
+    revoke.set_defaults(func=_cmd_keys_revoke)
     show = keys.add_parser("show", help="print the node's public key and fingerprint")
     show.add_argument("-c", "--config", required=True)
     show.set_defaults(func=_cmd_keys_show)

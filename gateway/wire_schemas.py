@@ -14,7 +14,13 @@ from pydantic import BaseModel
 from gateway.protocol.alert import Alert
 from gateway.protocol.commcheck import CommCheck
 from gateway.protocol.envelope import Envelope, SignedMessage
-from gateway.protocol.messages import AlertEnvelope, CommCheckEnvelope, SitrepEnvelope
+from gateway.protocol.keyupdate import KeyUpdate
+from gateway.protocol.messages import (
+    AlertEnvelope,
+    CommCheckEnvelope,
+    KeyUpdateEnvelope,
+    SitrepEnvelope,
+)
 from gateway.protocol.receipts import Receipt, ReceiptEnvelope
 from gateway.protocol.sitrep import Sitrep
 from gateway.service.submit import AlertSubmission, SitrepSubmission
@@ -30,6 +36,8 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "alert": Alert,
     "commcheck-envelope": CommCheckEnvelope,
     "commcheck": CommCheck,
+    "key-update-envelope": KeyUpdateEnvelope,
+    "key-update": KeyUpdate,
     "receipt-envelope": ReceiptEnvelope,
     "receipt": Receipt,
     "api-sitrep-submission": SitrepSubmission,

@@ -24,6 +24,7 @@ from gateway.protocol.envelope import (
     SUPPORTED_VERSIONS,
     EnvelopeHeader,
 )
+from gateway.protocol.keyupdate import KeyUpdate
 from gateway.protocol.receipts import ReceiptEnvelope
 from gateway.protocol.signing import Verified
 from gateway.protocol.sitrep import Sitrep
@@ -59,11 +60,20 @@ class CommCheckEnvelope(EnvelopeHeader):
         return self
 
 
-TypedEnvelope = SitrepEnvelope | AlertEnvelope | CommCheckEnvelope | ReceiptEnvelope
+class KeyUpdateEnvelope(EnvelopeHeader):
+    """An envelope of type ``key-update``."""
+
+    type: Literal["key-update"]
+    body: KeyUpdate
+
+
+TypedEnvelope = (SitrepEnvelope | AlertEnvelope | CommCheckEnvelope | KeyUpdateEnvelope
+                 | ReceiptEnvelope)
 ENVELOPE_TYPES: dict[str, type[TypedEnvelope]] = {
     "sitrep": SitrepEnvelope,
     "alert": AlertEnvelope,
     "commcheck": CommCheckEnvelope,
+    "key-update": KeyUpdateEnvelope,
     "receipt": ReceiptEnvelope,
 }
 

@@ -21,6 +21,10 @@ class Acknowledger:
         self._me, self._key, self._ledger, self._clock = me, key, ledger, clock
         self._on_receipt_queued = on_receipt_queued
 
+    def use_key(self, key: SigningKey) -> None:
+        """Sign with a new key from now on (rotated)."""
+        self._key = key
+
     async def acknowledge(self, message_id: str, by: str, sender: str | None = None) -> InboxEntry:
         """Acknowledge and return the updated entry; idempotent.
 

@@ -6,17 +6,18 @@ by the caller only after :meth:`Receiver.handle` returns, i.e. after the commit.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
 from gateway.config import PolicySection
-from gateway.errors import MalformedInput, RejectedMessage, VerificationError
+from gateway.errors import KeyMaterialError, MalformedInput, RejectedMessage, VerificationError
 from gateway.protocol import ijson, reasons
 from gateway.protocol.envelope import EnvelopeHeader
-from gateway.protocol.keys import KeyRing, SigningKey
-from gateway.protocol.messages import admit, receiptable
+from gateway.protocol.keys import KeyRing, SigningKey, public_key_from_text
+from gateway.protocol.keyupdate import KeyUpdate
+from gateway.protocol.messages import KeyUpdateEnvelope, admit, receiptable
 from gateway.protocol.receipts import ReceiptEnvelope, ReceiptState, receipt_envelope
 from gateway.protocol.signing import Verified, open_signed
 from gateway.protocol.types import Mode, Priority
@@ -49,16 +50,21 @@ class Receiver:
                  directory: Callable[[], Directory], ledger: Ledger, clock: Clock,
                  fanout: LocalFanout | None, on_receipt_queued: Callable[[], None],
                  on_outcome: Callable[[str, str], None] | None = None,
-                 policy: PolicySection | None = None) -> None:
+                 policy: PolicySection | None = None,
+                 on_key_update: Callable[[str, KeyUpdate], Awaitable[None]] | None = None,
+                 ) -> None:
         self._policy = policy or PolicySection()
+        self._on_key_update = on_key_update
         self._me, self._key, self._ring, self._directory = me, key, ring, directory
         self._ledger, self._clock, self._fanout = ledger, clock, fanout
         self._on_receipt_queued = on_receipt_queued
         self._on_outcome = on_outcome or (lambda _kind, _outcome: None)
 
-    def reconfigure(self, *, policy: PolicySection) -> None:
-        """Use a new release policy (configuration reloaded)."""
+    def reconfigure(self, *, policy: PolicySection, key: SigningKey | None = None) -> None:
+        """Use a new release policy (configuration reloaded) or signing key (rotated)."""
         self._policy = policy
+        if key is not None:
+            self._key = key
 
     async def handle(self, body: bytes, amqp_user: str | None) -> str:
         """Process one payload; returns an outcome label. Raises only on ledger failure."""
@@ -98,6 +104,8 @@ class Receiver:
             admitted = admit(verified, self._me, now)
             created, expires = admitted.envelope.created, admitted.envelope.expires
             self._check_policy(verified.sender, admitted.envelope)
+            if isinstance(admitted.envelope, KeyUpdateEnvelope):
+                await self._key_update(verified.sender, admitted.envelope.body)
         except RejectedMessage as exc:
             state, reason, detail = ReceiptState.REJECTED, exc.reason, exc.detail
             log.warning("message_rejected", reason=exc.reason, detail=exc.detail)
@@ -117,6 +125,19 @@ class Receiver:
             received_at=now, state=state.value, reason=reason, detail=detail)
         outcome, stored_state = await self._ledger.ingest(entry, receipt, now)
         return await self._after(outcome, verified, body, amqp_user, stored_state)
+
+    async def _key_update(self, sender: str, update: KeyUpdate) -> None:
+        """Pin the announced key before the message is stored (a crash in between is
+        repaired by the redelivery: pinning the same key twice changes nothing)."""
+        try:
+            public_key_from_text(update.new_key.public_key)
+        except KeyMaterialError as exc:
+            raise RejectedMessage(reasons.SCHEMA_INVALID, f"announced key refused: {exc}") from exc
+        if self._on_key_update is None:
+            raise RejectedMessage(reasons.UNSUPPORTED_TYPE, "this node does not take key updates")
+        await self._on_key_update(sender, update)
+        log.info("peer_key_pinned", new_kid=update.new_key.kid,
+                 previous_kid=update.previous_kid)
 
     def _check_policy(self, sender: str, envelope: EnvelopeHeader) -> None:
         peer = self._directory().peer(sender)

@@ -113,9 +113,13 @@ class Submitter:
         self._ledger, self._clock, self._ttl = ledger, clock, default_ttl
         self._on_submitted = on_submitted
 
-    def reconfigure(self, *, directory: Directory, policy: PolicySection) -> None:
-        """Use a new peer directory and release policy (configuration reloaded)."""
+    def reconfigure(self, *, directory: Directory, policy: PolicySection,
+                    key: SigningKey | None = None) -> None:
+        """Use a new peer directory and release policy (configuration reloaded), or a
+        new signing key (rotated)."""
         self._directory, self._policy = directory, policy
+        if key is not None:
+            self._key = key
 
     async def submit_sitrep(
         self, sub: SitrepSubmission, idempotency: IdempotencyKey | None = None

@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.adapters.sqlite_incidents import load_thread_items
-from gateway.errors import SubmissionError
+from gateway.errors import ConfigError, SubmissionError
 from gateway.protocol import ijson
 from gateway.protocol.canonical import canonical_bytes
 from gateway.protocol.sitrep import PLAIN_TEXT
@@ -357,6 +357,33 @@ async def commchecks_html(request: web.Request) -> web.Response:
                         charset="utf-8")
 
 
+async def rotate_key(request: web.Request) -> web.Response:
+    """POST /v1/keys/rotate {"overlap_days": 7}: new signing key, announced to every peer."""
+    node = request.app[NODE]
+    data, _ = await _read_json(request) if request.can_read_body else ({}, b"")
+    days = data.get("overlap_days", 7) if isinstance(data, dict) else 7
+    if not isinstance(days, int | float) or not 0 <= days <= 90:
+        raise SubmissionError(422, "Bad overlap", "overlap_days is a number from 0 to 90",
+                              [{"loc": ["overlap_days"], "msg": "0 to 90"}])
+    result = await node.rotate_key(timedelta(days=days))
+    await node.ledger.audit(request[CLIENT], "key_rotate", result["kid"], "",
+                            node.clock.now())
+    return web.json_response(result)
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    """POST /v1/peers/{id}/keys/{kid}/revoke: refuse a peer's compromised key at once."""
+    node = request.app[NODE]
+    peer, kid = request.match_info["id"], request.match_info["kid"]
+    try:
+        await node.revoke_peer_key(peer, kid)
+    except ConfigError as exc:
+        raise SubmissionError(404, "Not found", str(exc)) from exc
+    await node.ledger.audit(request[CLIENT], "key_revoke", f"{peer}/{kid}", "",
+                            node.clock.now())
+    return web.json_response({"peer": peer, "kid": kid, "revoked": True})
+
+
 async def healthz(_request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
@@ -420,6 +447,8 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get(r"/v1/incidents/{id:.+}", get_incident)
     app.router.add_get("/v1/security-events", get_security_events)
     app.router.add_get("/v1/audit", get_audit)
+    app.router.add_post("/v1/keys/rotate", rotate_key)
+    app.router.add_post("/v1/peers/{id}/keys/{kid}/revoke", revoke_key)
     app.router.add_post("/v1/commchecks", post_commcheck)
     app.router.add_get("/v1/commchecks", list_commchecks)
     app.router.add_get("/v1/commchecks/history.csv", commchecks_csv)

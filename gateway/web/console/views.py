@@ -35,6 +35,8 @@ OPERATORS: web.AppKey[Operators] = web.AppKey("console_operators")
 LIMITER: web.AppKey[LoginLimiter] = web.AppKey("console_limiter")
 LANG_COOKIE = "crisisgw_lang"
 PRIORITY_ORDER = {"flash": 0, "urgent": 1, "routine": 2}
+#: Peers' keys that stop being valid within this time are flagged on the overview.
+KEY_WARNING = timedelta(days=30)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -226,8 +228,17 @@ async def overview_data(node: Node) -> dict[str, Any]:
                "tried": link is not None and (link.connected or link.failed),
                "last_message": sent_to[0]["created"] if sent_to else None,
                "last_receipt": last_receipt, "backlog": backlog.get("count", 0),
-               "oldest": backlog.get("oldest"), "last_test": None}
+               "oldest": backlog.get("oldest"), "last_test": None,
+               "keys": [{"kid": k.kid, "not_after": k.not_after and format_time(k.not_after),
+                         "revoked": k.revoked,
+                         "expiring": bool(k.not_after and not k.revoked
+                                          and k.not_after - now < KEY_WARNING)}
+                        for k in p.keys]}
         rows.append(row)
+        for k in row["keys"]:
+            if k["expiring"]:
+                problems.append({"kind": "key_expiring", "peer": p.id, "kid": k["kid"],
+                                 "until": k["not_after"]})
         if row["tried"] and not row["up"]:
             problems.append({"kind": "peer_down", "peer": p.id})
         if row["backlog"]:
