@@ -22,6 +22,7 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.keyfiles import load_signing_key, write_private_key
 from gateway.metrics import Metrics
 from gateway.protocol.delivery import RetryPolicy
+from gateway.protocol.directory import DIRECTORY_TYPE, DirectoryUpdate
 from gateway.protocol.keys import (
     KeyRing,
     SigningKey,
@@ -30,7 +31,7 @@ from gateway.protocol.keys import (
     public_key_text,
 )
 from gateway.protocol.keyupdate import KEY_UPDATE_TYPE, KeyUpdate, NewKey
-from gateway.protocol.messages import KeyUpdateEnvelope
+from gateway.protocol.messages import DirectoryEnvelope, KeyUpdateEnvelope
 from gateway.protocol.types import Mode, Priority, Tlp, format_time
 from gateway.service.acknowledge import Acknowledger
 from gateway.service.commcheck import CommChecks
@@ -85,7 +86,7 @@ class Node:
             me=self.me, key=self.key, ring=lambda: self.ring, directory=lambda: self.directory,
             ledger=self.ledger, clock=self.clock, fanout=self.consumer, policy=s.policy,
             on_receipt_queued=self.dispatcher.wake, on_outcome=self._count_ingest,
-            on_key_update=self._pin_peer_key)
+            on_key_update=self._pin_peer_key, on_directory=self._store_directory)
         self.submitter = Submitter(
             me=self.me, key=self.key, directory=self.directory, ledger=self.ledger,
             clock=self.clock, default_ttl=timedelta(hours=s.delivery.default_ttl_hours),
@@ -120,6 +121,7 @@ class Node:
         if self.config_path is not None:
             self._tasks.append(asyncio.create_task(self._watch_config(self.config_path),
                                                    name="config-watch"))
+        self._tasks.append(asyncio.create_task(self._after_reload(), name="directory-start"))
         app = build_app(self)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -165,6 +167,54 @@ class Node:
         self.publisher.configure({p.id: p.inbox_url.get_secret_value() for p in new.peers})
         self.on_reload(new)
         log.info("config_reloaded", peers=[p.id for p in new.peers])
+        task = asyncio.get_running_loop().create_task(self._after_reload())
+        self._tasks.append(task)
+
+    async def _after_reload(self) -> None:
+        try:
+            await self.refresh_fields()
+            await self.publish_directory(only_if_changed=True)
+        except GatewayError as exc:
+            log.error("directory_publish_failed", error=str(exc))
+
+    async def _store_directory(self, sender: str, envelope: DirectoryEnvelope) -> None:
+        """Keep a peer's contact points (it is authoritative for its own only)."""
+        entries = [e.model_dump(mode="json") for e in envelope.body.entries]
+        if await self.ledger.store_directory(sender, envelope.id, envelope.created, entries,
+                                             self.clock.now()):
+            await self.refresh_fields()
+            log.info("directory_updated", peer=sender, entries=len(entries))
+
+    async def refresh_fields(self) -> None:
+        """Rebuild "field:<field>" addressing from the stored directories."""
+        fields: dict[str, list[str]] = {}
+        for centre, data in sorted((await self.ledger.directories()).items()):
+            for entry in data["entries"]:
+                members = fields.setdefault(entry["field"], [])
+                if centre not in members:
+                    members.append(centre)
+        self.directory = Directory(self.me, self.settings.peers, fields)
+        self.submitter.reconfigure(directory=self.directory, policy=self.settings.policy)
+
+    async def publish_directory(self, *, only_if_changed: bool = False) -> str | None:
+        """Send our contact points to every active peer; returns the message id."""
+        update = DirectoryUpdate(entries=self.settings.directory)
+        body = update.model_dump(mode="json")
+        if only_if_changed:
+            last = await self.ledger.messages({"type": "directory"}, 1)
+            if (last and last[0]["envelope"]["body"] == body) or \
+                    (not last and not update.entries):
+                return None
+        to = tuple(p.id for p in self.settings.peers if not p.suspended)
+        if not to:
+            return None
+        message_id, _ = await self.submitter.submit_body(
+            msg_type=DIRECTORY_TYPE, model=DirectoryEnvelope, body=update, body_json=body,
+            to=to, tlp=Tlp.AMBER, priority=Priority.ROUTINE, mode=Mode.ACTUAL, incident=None,
+            expires=None, idempotency=None,
+            releasable=tuple(self.settings.policy.release_groups))
+        log.info("directory_published", message_id=message_id, entries=len(update.entries))
+        return message_id
 
     async def _pin_peer_key(self, peer: str, update: KeyUpdate) -> None:
         """Pin a peer's announced key and end its previous key after the overlap."""

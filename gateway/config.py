@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from gateway.errors import ConfigError, KeyMaterialError
+from gateway.protocol.directory import ContactPoint
 from gateway.protocol.keys import KeyRing, PinnedKey, public_key_from_text
 from gateway.protocol.types import CentreId, GroupName, KeyId, UtcTime
 
@@ -141,6 +142,8 @@ class Settings(_Section):
     console: ConsoleSection = ConsoleSection()
     policy: PolicySection = PolicySection()
     commcheck: CommCheckSection = CommCheckSection()
+    #: Our own contact points per field of work, distributed to every peer.
+    directory: tuple[ContactPoint, ...] = ()
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")
 
     @field_validator("peers")

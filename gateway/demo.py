@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -42,6 +43,24 @@ class Centre:
     def vhost(self, prefix: str = "crisisgw") -> str:
         """Its broker vhost."""
         return f"{prefix}-{self.id.lower()}"
+
+
+LANGUAGES = {"BE": ["nl", "fr", "de", "en"], "NL": ["nl", "en"], "LU": ["fr", "de", "lb"],
+             "DE": ["de", "en"]}
+
+
+def demo_contacts(c: Centre, today: str) -> list[dict[str, Any]]:
+    """Illustrative contact points of a demo centre (crisis communication, civil protection)."""
+    domain = c.id.lower().replace("-", "") + ".example"
+    return [
+        {"field": "crisis-communication", "name": f"{c.id} press and communication desk",
+         "role": "crisis communication specialist", "phone": "+32 2 000 00 00",
+         "email": f"communication@{domain}", "languages": LANGUAGES[c.country],
+         "available_24_7": True, "confirmed": today},
+        {"field": "civil-protection", "name": f"{c.id} duty officer civil protection",
+         "phone": "+32 2 000 00 01", "email": f"duty@{domain}",
+         "languages": LANGUAGES[c.country], "available_24_7": True, "confirmed": today},
+    ]
 
 
 CENTRES = (
@@ -152,6 +171,7 @@ def prepare(root: Path, base_port: int, amqp_base: str, *,
                     "tokens": {"demo": hashlib.sha256(token.encode()).hexdigest()}},
             "delivery": {"retry_base_seconds": 1.0, "retry_cap_seconds": 30.0,
                          "refused_delay_seconds": 30.0},
+            "directory": demo_contacts(c, datetime.now(UTC).date().isoformat()),
             "console": {"operators": [{
                 "name": "operator", "role": "operator",
                 "password_hash": hash_password((cdir / "operator-password").read_text().strip()),

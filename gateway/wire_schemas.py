@@ -13,11 +13,13 @@ from pydantic import BaseModel
 
 from gateway.protocol.alert import Alert
 from gateway.protocol.commcheck import CommCheck
+from gateway.protocol.directory import DirectoryUpdate
 from gateway.protocol.envelope import Envelope, SignedMessage
 from gateway.protocol.keyupdate import KeyUpdate
 from gateway.protocol.messages import (
     AlertEnvelope,
     CommCheckEnvelope,
+    DirectoryEnvelope,
     KeyUpdateEnvelope,
     SitrepEnvelope,
 )
@@ -38,6 +40,8 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "commcheck": CommCheck,
     "key-update-envelope": KeyUpdateEnvelope,
     "key-update": KeyUpdate,
+    "directory-envelope": DirectoryEnvelope,
+    "directory": DirectoryUpdate,
     "receipt-envelope": ReceiptEnvelope,
     "receipt": Receipt,
     "api-sitrep-submission": SitrepSubmission,

@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS receipts_in (
   received_at TEXT NOT NULL, PRIMARY KEY (issuer, id)
 );
 CREATE INDEX IF NOT EXISTS receipts_in_message ON receipts_in(message_id);
+CREATE TABLE IF NOT EXISTS directory (
+  centre TEXT PRIMARY KEY, created TEXT NOT NULL, message_id TEXT NOT NULL,
+  entries TEXT NOT NULL, received_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
   action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL
@@ -425,6 +429,35 @@ class SqliteLedger:
             )
 
         await self.db.write(run)
+
+    async def store_directory(self, centre: str, message_id: str, created: datetime,
+                              entries: list[dict[str, Any]], now: datetime) -> bool:
+        """Keep ``centre``'s contact points if newer than what we hold; True if stored."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT created FROM directory WHERE centre=?",
+                               (centre,)).fetchone()
+            if row is not None and row["created"] >= _t(created):
+                return False
+            conn.execute(
+                "INSERT INTO directory VALUES (?,?,?,?,?) ON CONFLICT (centre) DO UPDATE SET "
+                "created=excluded.created, message_id=excluded.message_id, "
+                "entries=excluded.entries, received_at=excluded.received_at",
+                (centre, _t(created), message_id, json.dumps(entries), _t(now)))
+            return True
+
+        return await self.db.write(run)
+
+    async def directories(self) -> dict[str, dict[str, Any]]:
+        """Every peer's latest contact points: centre -> {created, received_at, entries}."""
+
+        def run(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+            return {r["centre"]: {"created": r["created"], "received_at": r["received_at"],
+                                  "message_id": r["message_id"],
+                                  "entries": json.loads(r["entries"])}
+                    for r in conn.execute("SELECT * FROM directory")}
+
+        return await self.db.read(run)
 
     async def audit(self, actor: str, action: str, target: str, detail: str,
                     at: datetime) -> None:

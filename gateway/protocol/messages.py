@@ -18,6 +18,7 @@ from gateway.errors import RejectedMessage
 from gateway.protocol import reasons
 from gateway.protocol.alert import Alert
 from gateway.protocol.commcheck import CommCheck
+from gateway.protocol.directory import DirectoryUpdate
 from gateway.protocol.envelope import (
     CLOCK_SKEW,
     DEDUP_WINDOW,
@@ -67,13 +68,21 @@ class KeyUpdateEnvelope(EnvelopeHeader):
     body: KeyUpdate
 
 
+class DirectoryEnvelope(EnvelopeHeader):
+    """An envelope of type ``directory``."""
+
+    type: Literal["directory"]
+    body: DirectoryUpdate
+
+
 TypedEnvelope = (SitrepEnvelope | AlertEnvelope | CommCheckEnvelope | KeyUpdateEnvelope
-                 | ReceiptEnvelope)
+                 | DirectoryEnvelope | ReceiptEnvelope)
 ENVELOPE_TYPES: dict[str, type[TypedEnvelope]] = {
     "sitrep": SitrepEnvelope,
     "alert": AlertEnvelope,
     "commcheck": CommCheckEnvelope,
     "key-update": KeyUpdateEnvelope,
+    "directory": DirectoryEnvelope,
     "receipt": ReceiptEnvelope,
 }
 

@@ -15,8 +15,11 @@ _CENTRE_RE = re.compile(CENTRE_ID_PATTERN)
 class Directory:
     """Resolves recipients (centre ids and group names) against the configured peers."""
 
-    def __init__(self, me: str, peers: Sequence[PeerSection]) -> None:
+    def __init__(self, me: str, peers: Sequence[PeerSection],
+                 fields: dict[str, list[str]] | None = None) -> None:
         self.me = me
+        #: "field:<field of work>" -> centres with a contact point in that field.
+        self.fields = fields or {}
         self.peers = {p.id: p for p in peers}
         self.groups: dict[str, list[str]] = {}
         for p in peers:
@@ -52,6 +55,8 @@ class Directory:
                 members = [name]
             elif name in self.groups:
                 members = self.groups[name]
+            elif name.startswith("field:") and self.fields.get(name[6:]):
+                members = [c for c in self.fields[name[6:]] if c in self.peers]
             elif name == self.me:
                 errors.append({"loc": ["to", index], "msg": f"{name} is this centre itself"})
                 continue

@@ -17,7 +17,12 @@ from gateway.protocol import ijson, reasons
 from gateway.protocol.envelope import EnvelopeHeader
 from gateway.protocol.keys import KeyRing, SigningKey, public_key_from_text
 from gateway.protocol.keyupdate import KeyUpdate
-from gateway.protocol.messages import KeyUpdateEnvelope, admit, receiptable
+from gateway.protocol.messages import (
+    DirectoryEnvelope,
+    KeyUpdateEnvelope,
+    admit,
+    receiptable,
+)
 from gateway.protocol.receipts import ReceiptEnvelope, ReceiptState, receipt_envelope
 from gateway.protocol.signing import Verified, open_signed
 from gateway.protocol.types import Mode, Priority
@@ -52,7 +57,9 @@ class Receiver:
                  on_outcome: Callable[[str, str], None] | None = None,
                  policy: PolicySection | None = None,
                  on_key_update: Callable[[str, KeyUpdate], Awaitable[None]] | None = None,
+                 on_directory: Callable[[str, DirectoryEnvelope], Awaitable[None]] | None = None,
                  ) -> None:
+        self._on_directory = on_directory
         self._policy = policy or PolicySection()
         self._on_key_update = on_key_update
         self._me, self._key, self._ring, self._directory = me, key, ring, directory
@@ -106,6 +113,9 @@ class Receiver:
             self._check_policy(verified.sender, admitted.envelope)
             if isinstance(admitted.envelope, KeyUpdateEnvelope):
                 await self._key_update(verified.sender, admitted.envelope.body)
+            if isinstance(admitted.envelope, DirectoryEnvelope) and self._on_directory:
+                # stored before the message itself; a redelivery stores it again, harmlessly
+                await self._on_directory(verified.sender, admitted.envelope)
         except RejectedMessage as exc:
             state, reason, detail = ReceiptState.REJECTED, exc.reason, exc.detail
             log.warning("message_rejected", reason=exc.reason, detail=exc.detail)

@@ -198,6 +198,15 @@ class Ledger(Protocol):
         """Keep a refused input for the operators."""
         ...
 
+    async def store_directory(self, centre: str, message_id: str, created: datetime,
+                              entries: list[dict[str, Any]], now: datetime) -> bool:
+        """Keep a centre's contact points if newer than what is held."""
+        ...
+
+    async def directories(self) -> dict[str, dict[str, Any]]:
+        """Every peer's latest contact points."""
+        ...
+
     async def audit(self, actor: str, action: str, target: str, detail: str,
                     at: datetime) -> None:
         """Append an operator action to the audit log."""

@@ -18,6 +18,7 @@ from gateway.protocol import ijson
 from gateway.protocol.canonical import canonical_bytes
 from gateway.protocol.sitrep import PLAIN_TEXT
 from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN, format_time
+from gateway.service import contacts
 from gateway.service.commcheck import history_csv, history_html
 from gateway.service.commcheck import report as commcheck_report
 from gateway.service.incidents import build_thread, summarise_incidents, timeline_csv
@@ -384,6 +385,41 @@ async def revoke_key(request: web.Request) -> web.Response:
     return web.json_response({"peer": peer, "kid": kid, "revoked": True})
 
 
+async def _contact_rows(node: Node) -> list[dict[str, Any]]:
+    own = [e.model_dump(mode="json") for e in node.settings.directory]
+    return contacts.overview(node.me, own, await node.ledger.directories(),
+                             node.clock.now().date())
+
+
+async def get_directory(request: web.Request) -> web.Response:
+    """GET /v1/directory: every centre's contact points per field of work."""
+    node = request.app[NODE]
+    field = request.query.get("field")
+    rows = [r for r in await _contact_rows(node) if field in (None, r["field"])]
+    return web.json_response({"items": rows})
+
+
+async def get_directory_csv(request: web.Request) -> web.Response:
+    """GET /v1/directory.csv."""
+    return web.Response(text=contacts.to_csv(await _contact_rows(request.app[NODE])),
+                        content_type="text/csv", charset="utf-8")
+
+
+async def get_directory_html(request: web.Request) -> web.Response:
+    """GET /v1/directory.html: printable, PDF-ready."""
+    node = request.app[NODE]
+    return web.Response(text=contacts.to_html(await _contact_rows(node), node.me,
+                                              node.clock.now().date()),
+                        content_type="text/html", charset="utf-8")
+
+
+async def publish_directory(request: web.Request) -> web.Response:
+    """POST /v1/directory/publish: send our contact points to every peer now."""
+    node = request.app[NODE]
+    message_id = await node.publish_directory()
+    return web.json_response({"id": message_id}, status=202)
+
+
 async def healthz(_request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
@@ -447,6 +483,10 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get(r"/v1/incidents/{id:.+}", get_incident)
     app.router.add_get("/v1/security-events", get_security_events)
     app.router.add_get("/v1/audit", get_audit)
+    app.router.add_get("/v1/directory", get_directory)
+    app.router.add_get("/v1/directory.csv", get_directory_csv)
+    app.router.add_get("/v1/directory.html", get_directory_html)
+    app.router.add_post("/v1/directory/publish", publish_directory)
     app.router.add_post("/v1/keys/rotate", rotate_key)
     app.router.add_post("/v1/peers/{id}/keys/{kid}/revoke", revoke_key)
     app.router.add_post("/v1/commchecks", post_commcheck)

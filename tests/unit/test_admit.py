@@ -137,7 +137,7 @@ def test_version_checked_before_type(
     assert rejection(verify(envelope(v=2, type="weather"))).reason == reasons.UNSUPPORTED_VERSION
 
 
-@pytest.mark.parametrize("msg_type", ["weather", "Sitrep", "sitrep2", "directory"])
+@pytest.mark.parametrize("msg_type", ["weather", "Sitrep", "sitrep2", "weather-report"])
 def test_unsupported_type(
     envelope: Callable[..., dict[str, Any]], verify: Callable[..., Verified], msg_type: str
 ) -> None:

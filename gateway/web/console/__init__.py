@@ -13,7 +13,7 @@ from aiohttp import web
 from gateway.web.console import i18n
 from gateway.web.console.auth import LoginLimiter, Operators, Sessions
 from gateway.web.console.compose import compose_form, compose_send
-from gateway.web.console.records import evidence, incident, incidents, message
+from gateway.web.console.records import directory, evidence, incident, incidents, message
 from gateway.web.console.views import (
     LIMITER,
     NODE_KEY,
@@ -70,6 +70,7 @@ def setup_console(app: web.Application, node: Node) -> None:
     app.router.add_post("/console/inbox/{sender}/{id}/ack", acknowledge)
     app.router.add_get("/console/events", events)
     app.router.add_get("/console/incidents", incidents)
+    app.router.add_get("/console/directory", directory)
     app.router.add_get(r"/console/incidents/{id:.+}", incident)
     app.router.add_get("/console/messages/{id}", message)
     app.router.add_get("/console/messages/{id}/evidence.json", evidence)

@@ -15,11 +15,23 @@ from gateway.protocol.canonical import canonical_bytes
 from gateway.protocol.keys import KeyRing, PinnedKey, fingerprint, public_key_text
 from gateway.protocol.signing import open_signed
 from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN
+from gateway.service import contacts
 from gateway.service.incidents import build_thread, summarise_incidents
 from gateway.web.console.views import NODE_KEY, _ctx, _require, overdue_outgoing
 
 if TYPE_CHECKING:
     from gateway.app import Node
+
+
+@aiohttp_jinja2.template("directory.html")
+async def directory(request: web.Request) -> dict[str, Any]:
+    """GET /console/directory: contact points per field of work, federation-wide."""
+    _require(request, "viewer")
+    node = request.app[NODE_KEY]
+    own = [e.model_dump(mode="json") for e in node.settings.directory]
+    rows = contacts.overview(node.me, own, await node.ledger.directories(),
+                             node.clock.now().date())
+    return _ctx(request, "directory", rows=rows)
 
 
 @aiohttp_jinja2.template("incidents.html")
