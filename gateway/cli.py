@@ -321,6 +321,17 @@ def _cmd_peers_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_federation(args: argparse.Namespace) -> int:
+    from gateway.bench.federation import run, table  # noqa: PLC0415
+
+    configure_logging("console", "warning")
+    fanouts = tuple(int(k) for k in args.fanouts.split(","))
+    result = asyncio.run(run(args.centres, fanouts, args.repeats, args.amqp_url,
+                             args.base_port))
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run  # noqa: PLC0415
 
@@ -360,6 +371,20 @@ def _add_operations(sub: Any) -> None:
     setpw.add_argument("--password-stdin", action="store_true",
                        help="read the password from standard input")
     setpw.set_defaults(func=_cmd_set_password)
+
+
+def _add_bench(sub: Any) -> None:
+    """The ``bench`` command group."""
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench",
+                                                                      required=True)
+    fed = bench.add_parser("federation", help="N centres in one process, one broadcast")
+    fed.add_argument("--centres", type=int, default=30)
+    fed.add_argument("--fanouts", default="5,10,20,29")
+    fed.add_argument("--repeats", type=int, default=3)
+    fed.add_argument("--amqp-url", default="amqp://127.0.0.1:5672/")
+    fed.add_argument("--base-port", type=int, default=18400)
+    fed.add_argument("--json", action="store_true")
+    fed.set_defaults(func=_cmd_bench_federation)
 
 
 def _add_federation(sub: Any) -> None:
@@ -491,6 +516,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_operations(sub)
     _add_federation(sub)
+    _add_bench(sub)
 
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the wire objects")
     schemas.add_argument("--out", default="schemas")

@@ -47,6 +47,7 @@ class Centre:
 
 LANGUAGES = {"BE": ["nl", "fr", "de", "en"], "NL": ["nl", "en"], "LU": ["fr", "de", "lb"],
              "DE": ["de", "en"]}
+DEFAULT_LANGUAGES = ["en"]
 
 
 def demo_contacts(c: Centre, today: str) -> list[dict[str, Any]]:
@@ -55,11 +56,13 @@ def demo_contacts(c: Centre, today: str) -> list[dict[str, Any]]:
     return [
         {"field": "crisis-communication", "name": f"{c.id} press and communication desk",
          "role": "crisis communication specialist", "phone": "+32 2 000 00 00",
-         "email": f"communication@{domain}", "languages": LANGUAGES[c.country],
+         "email": f"communication@{domain}",
+         "languages": LANGUAGES.get(c.country, DEFAULT_LANGUAGES),
          "available_24_7": True, "confirmed": today},
         {"field": "civil-protection", "name": f"{c.id} duty officer civil protection",
          "phone": "+32 2 000 00 01", "email": f"duty@{domain}",
-         "languages": LANGUAGES[c.country], "available_24_7": True, "confirmed": today},
+         "languages": LANGUAGES.get(c.country, DEFAULT_LANGUAGES), "available_24_7": True,
+         "confirmed": today},
     ]
 
 
@@ -187,7 +190,10 @@ def prepare(root: Path, base_port: int, amqp_base: str, *,
             ],
         }
         for section, values in (overrides or {}).items():
-            config.setdefault(section, {}).update(values)
+            if isinstance(values, dict) and isinstance(config.get(section), dict):
+                config[section].update(values)
+            else:
+                config[section] = values
         path = cdir / "gateway.toml"
         _write_private_text(path, tomli_w.dumps(config))
         paths[c.id] = path
