@@ -30,7 +30,10 @@ if [[ $(id -u) -ne 0 && $(id -un) != rabbitmq ]]; then
 fi
 
 port_open() { timeout 3 bash -c "</dev/tcp/$HOST/$PORT" >/dev/null 2>&1; }
-node_up() { timeout 20 "${AS_ROOT[@]}" rabbitmqctl status >/dev/null 2>&1; }
+node_up() { timeout 20 "${AS_ROOT[@]}" rabbitmqctl -q ping >/dev/null 2>&1; }
+# A running node whose status report fails has a crashed internal process (seen: the
+# memory monitor); restarting the rabbit application repairs it.
+healthy() { timeout 30 "${AS_ROOT[@]}" rabbitmqctl status >/dev/null 2>&1; }
 
 # Wait until the AMQP port accepts and the node answers, at most WAIT_SECS.
 wait_ready() {
@@ -45,6 +48,14 @@ wait_ready() {
 }
 
 if port_open && node_up; then
+    if ! healthy; then
+        step "rabbitmq: running but 'rabbitmqctl status' fails; restarting the rabbit app"
+        if ! { timeout 120 "${AS_ROOT[@]}" rabbitmqctl stop_app >/dev/null &&
+               timeout 120 "${AS_ROOT[@]}" rabbitmqctl start_app >/dev/null; }; then
+            die "could not restart the rabbit application"
+        fi
+        timeout 60 "${AS_ROOT[@]}" rabbitmqctl await_startup >/dev/null 2>&1 || true
+    fi
     step "rabbitmq: already running, $HOST:$PORT accepts connections"
     exit 0
 fi
@@ -63,9 +74,9 @@ elif port_open; then
     # booting node a moment before calling it a problem; starting a second
     # broker would only fail on the taken port.
     step "rabbitmq: $HOST:$PORT is open but rabbitmqctl gets no answer; waiting"
-    wait_ready || die "$HOST:$PORT is open but 'rabbitmqctl status' keeps failing.
+    wait_ready || die "$HOST:$PORT is open but 'rabbitmqctl ping' keeps failing.
 Is another program (or a broker rabbitmqctl cannot reach, e.g. in a container or
-with another Erlang cookie) on port $PORT? See: rabbitmqctl status"
+with another Erlang cookie) on port $PORT? See: rabbitmqctl ping"
 else
     if [[ -d /run/systemd/system ]] && [[ "$(ps -p 1 -o comm= 2>/dev/null)" == systemd ]] \
         && command -v systemctl >/dev/null 2>&1; then
