@@ -43,6 +43,8 @@ def _api(settings: Settings, token: str, method: str, path: str, *,
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+    except (urllib.error.URLError, OSError) as exc:
+        raise GatewayError(f"cannot reach the node's API at {url}: {exc}") from exc
 
 
 def _token(args: argparse.Namespace) -> str:

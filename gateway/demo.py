@@ -280,14 +280,20 @@ def run(root: Path, base_port: int, amqp_base: str, init_only: bool,
                 return 1
             print(f"  {cid:8} ready  http://127.0.0.1:{base_port + index}  (pid {proc.pid})")
         _print_example(base_port, paths["BE-NCCN"].parent / "api-token")
-        while all(p.poll() is None for _, p in procs):
+        reported: set[str] = set()
+        # A stopped node is reported, the others keep running (a peer may be stopped on
+        # purpose, e.g. to see a communication test report it unreachable).
+        while any(p.poll() is None for _, p in procs):
+            for cid, p in procs:
+                if p.poll() is not None and cid not in reported:
+                    reported.add(cid)
+                    print(f"{cid} stopped (exit {p.returncode}); the others keep running")
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nStopping the federation ...")
         return 0
     else:
-        dead = [cid for cid, p in procs if p.poll() is not None]
-        print(f"node(s) stopped unexpectedly: {', '.join(dead)}")
+        print("every node has stopped")
         return 1
     finally:
         _stop(procs)
