@@ -191,10 +191,8 @@ def _cmd_edxl_export(args: argparse.Namespace) -> int:
 
 def _cmd_set_password(args: argparse.Namespace) -> int:
     import getpass  # noqa: PLC0415
-    import tomllib  # noqa: PLC0415
 
-    import tomli_w  # noqa: PLC0415
-
+    from gateway.config import update_config  # noqa: PLC0415
     from gateway.web.console.auth import ROLES, hash_password  # noqa: PLC0415
 
     path = Path(args.config)
@@ -205,16 +203,13 @@ def _cmd_set_password(args: argparse.Namespace) -> int:
                 else getpass.getpass(f"New password for {args.name}: "))
     if len(password) < 10:
         raise GatewayError("use at least 10 characters")
-    raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    operators = raw.setdefault("console", {}).setdefault("operators", [])
-    operators[:] = [o for o in operators if o.get("name") != args.name]
-    operators.append({"name": args.name, "role": args.role,
-                      "password_hash": hash_password(password)})
-    load_settings_text = tomli_w.dumps(raw)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(load_settings_text, encoding="utf-8")
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    entry = {"name": args.name, "role": args.role, "password_hash": hash_password(password)}
+
+    def change(raw: dict[str, Any]) -> None:
+        operators = raw.setdefault("console", {}).setdefault("operators", [])
+        operators[:] = [o for o in operators if o.get("name") != args.name] + [entry]
+
+    update_config(path, change)
     print(f"password set for {args.name} ({args.role}) in {path}")
     return 0
 

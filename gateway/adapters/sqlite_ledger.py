@@ -227,17 +227,6 @@ class SqliteLedger:
 
         return await self.db.write(run)
 
-    async def next_due_at(self) -> datetime | None:
-        """When the earliest queued delivery becomes due."""
-
-        def run(conn: sqlite3.Connection) -> datetime | None:
-            row = conn.execute(
-                "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'queued'"
-            ).fetchone()
-            return _dt(row[0])
-
-        return await self.db.read(run)
-
     async def transition(
         self, message_id: str, recipient: str, step: Callable[[Delivery], Delivery]
     ) -> Delivery | None:

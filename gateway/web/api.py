@@ -164,26 +164,34 @@ def _message_id(request: web.Request) -> str:
     return value
 
 
+async def stored_message(node: Node, message_id: str) -> tuple[
+        str, dict[str, Any], bytes, list[dict[str, Any]]] | None:
+    """(direction, view, signed wire bytes, receipts) of one of our messages or of an
+    incoming one; None when there is no such message."""
+    view = await node.ledger.message(message_id)
+    if view is not None:
+        wire = canonical_bytes({"envelope": view["envelope"], "signature": view["signature"]})
+        return "out", view, wire, await node.ledger.receipts_for(message_id)
+    entries = [e for e in await node.ledger.find_inbox(message_id) if e.type != "receipt"]
+    if not entries:
+        return None
+    return "in", inbox_view(entries[0]), entries[0].wire, []
+
+
 async def get_message(request: web.Request) -> web.Response:
     """GET /v1/messages/{id}: our message with per-recipient states, or an incoming one."""
     node = request.app[NODE]
     message_id = _message_id(request)
+    found = await stored_message(node, message_id)
+    if found is None:
+        raise SubmissionError(404, "Not found", f"no message {message_id}")
+    direction, view, wire, receipts = found
     fmt = request.query.get("format", "json")
-    view = await node.ledger.message(message_id)
-    if view is not None:
-        if fmt != "json":
-            wire = canonical_bytes({"envelope": view["envelope"], "signature": view["signature"]})
-            return render(view["envelope"], wire, fmt)
-        view["direction"] = "out"
-        view["receipts"] = await node.ledger.receipts_for(message_id)
-        return web.json_response(view)
-    entries = [e for e in await node.ledger.find_inbox(message_id) if e.type != "receipt"]
-    if entries:
-        incoming = inbox_view(entries[0])
-        if fmt != "json":
-            return render(incoming["envelope"], entries[0].wire, fmt)
-        return web.json_response({**incoming, "direction": "in"})
-    raise SubmissionError(404, "Not found", f"no message {message_id}")
+    if fmt != "json":
+        return render(view["envelope"], wire, fmt)
+    if direction == "out":
+        view["receipts"] = receipts
+    return web.json_response({**view, "direction": direction})
 
 
 def _filters(request: web.Request, allowed: tuple[str, ...]) -> tuple[dict[str, str], int]:

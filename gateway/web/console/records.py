@@ -76,16 +76,12 @@ def verify(node: Node, wire: bytes) -> dict[str, Any]:
 
 async def _record(node: Node, message_id: str) -> tuple[str, dict[str, Any], bytes,
                                                         list[dict[str, Any]]]:
-    view = await node.ledger.message(message_id)
-    if view is not None:
-        wire = canonical_bytes({"envelope": view["envelope"], "signature": view["signature"]})
-        return "out", view, wire, await node.ledger.receipts_for(message_id)
-    entries = [e for e in await node.ledger.find_inbox(message_id) if e.type != "receipt"]
-    if not entries:
-        raise web.HTTPNotFound(text="no such message")
-    from gateway.web.api import inbox_view  # noqa: PLC0415 - shared view
+    from gateway.web.api import stored_message  # noqa: PLC0415 - the API owns the lookup
 
-    return "in", inbox_view(entries[0]), entries[0].wire, []
+    found = await stored_message(node, message_id)
+    if found is None:
+        raise web.HTTPNotFound(text="no such message")
+    return found
 
 
 def _valid_id(request: web.Request) -> str:
