@@ -14,7 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway import __version__
-from gateway.config import Settings, load_settings
+from gateway.config import Settings, failpoints_from_env, load_settings
 from gateway.errors import GatewayError
 from gateway.keyfiles import load_signing_key, write_private_key
 from gateway.logging import configure_logging
@@ -22,9 +22,11 @@ from gateway.protocol.keys import default_key_id, fingerprint, public_key_text
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from gateway.app import Node  # noqa: PLC0415 - keeps `crisisgw --help` fast
+    from gateway import failpoints  # noqa: PLC0415 - keeps `crisisgw --help` fast
+    from gateway.app import Node  # noqa: PLC0415
 
     settings = load_settings(Path(args.config))
+    failpoints.arm(failpoints_from_env())
     configure_logging(args.log_format or settings.log_format, args.log_level)
     asyncio.run(Node(settings, config_path=Path(args.config)).run_until_signalled())
     return 0

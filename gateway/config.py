@@ -216,6 +216,11 @@ def update_config(path: Path, change: Callable[[dict[str, Any]], None]) -> Setti
     return settings
 
 
+def failpoints_from_env() -> str:
+    """The failpoint spec in ``CRISISGW_FAILPOINTS`` (tests only; empty in production)."""
+    return os.environ.get("CRISISGW_FAILPOINTS", "")
+
+
 def load_settings(path: Path) -> Settings:
     """Parse and validate a node's TOML file; relative paths are taken from its folder.
 
