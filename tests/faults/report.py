@@ -26,8 +26,8 @@ class FaultCounts:
     rejected: Counter[str] = field(default_factory=Counter)
 
     def rejected_text(self) -> str:
-        """``reason×n`` pairs, or ``-``."""
-        return ", ".join(f"{r}×{n}" for r, n in sorted(self.rejected.items())) or "-"
+        """``reason:n`` pairs, or ``-``."""
+        return ", ".join(f"{r}:{n}" for r, n in sorted(self.rejected.items())) or "-"
 
 
 RESULTS: list[FaultCounts] = []
@@ -43,7 +43,8 @@ def record(counts: FaultCounts) -> FaultCounts:
 
 def table(results: list[FaultCounts]) -> list[str]:
     """The summary table as text lines."""
-    head = f"{'#':>3} {'fault':<52} {'accepted':>8} {'delivered':>9} {'dup':>4} {'lost':>4}  rejected"
+    head = (f"{'#':>3} {'fault':<52} {'accepted':>8} {'delivered':>9} {'dup':>4} {'lost':>4}"
+            "  rejected")
     lines = [head, "-" * len(head)]
     for c in sorted(results, key=lambda r: (r.row, r.fault)):
         lines.append(f"{c.row:>3} {c.fault[:52]:<52} {c.accepted:>8} {c.delivered:>9} "
