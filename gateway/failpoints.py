@@ -12,7 +12,10 @@ Known names (each placed where a crash is most instructive):
 
 - ``submit.before_commit``   the API has validated and sealed, nothing is stored yet
 - ``dispatch.after_publish`` the broker confirmed a publish; "sent" is not recorded
-- ``db.in_commit``           the writer thread is inside a commit batch
+- ``db.in_commit``           the writer thread is inside a commit batch: hit after each
+                             write of the batch, before COMMIT (counts writes)
+- ``db.after_commit``        a batch is committed; no caller has been answered (counts
+                             batches)
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway import failpoints
 from gateway.errors import LedgerError
 
 T = TypeVar("T")
@@ -101,6 +102,7 @@ class Database:
                         if not fut.done():
                             fut.set_exception(err)
                     continue
+                failpoints.hit("db.after_commit")  # durable, but no caller has heard so
                 self.batches += 1
                 self.writes += len(batch)
                 for (_, fut), (ok, value) in zip(batch, results, strict=True):
@@ -134,6 +136,7 @@ class Database:
                 else:
                     results.append((True, value))
                 conn.execute("RELEASE w")
+                failpoints.hit("db.in_commit")  # some of the batch written, not committed
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

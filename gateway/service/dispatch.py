@@ -17,6 +17,7 @@ from functools import partial
 
 import structlog
 
+from gateway import failpoints
 from gateway.errors import GatewayError, PublishRefused, PublishUnknown
 from gateway.protocol.delivery import Delivery, RetryPolicy, on_confirmed, on_failed
 from gateway.service.ports import Clock, DueDelivery, Ledger, Publisher
@@ -120,6 +121,7 @@ class Dispatcher:
             self._on_outcome(d.recipient, d.type, "refused")
             return partial(on_failed, now=now(), error=str(exc), retryable=exc.retryable,
                            policy=self._policy, jitter=self._jitter())
+        failpoints.hit("dispatch.after_publish")  # confirmed by the broker, not yet recorded
         log.debug("published", attempts=d.attempts + 1, type=d.type)
         self._on_outcome(d.recipient, d.type, "confirmed")
         return partial(on_confirmed, now=now())

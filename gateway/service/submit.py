@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from gateway import failpoints
 from gateway.config import PolicySection
 from gateway.errors import SubmissionError
 from gateway.protocol.alert import (
@@ -198,6 +199,7 @@ class Submitter:
                                        exclude_none=True)
         wire_env["body"] = body_json
         message = outgoing(wire_env, self._key, recipients)
+        failpoints.hit("submit.before_commit")
         result = await self._ledger.submit(message, idempotency, now)
         self._on_submitted()
         return result

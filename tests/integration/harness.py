@@ -101,8 +101,9 @@ class Federation:
                 settings=load_settings(path))
         return fed
 
-    def start(self, *centres: str) -> None:
-        """Start node processes (all by default)."""
+    def start(self, *centres: str, env: dict[str, str] | None = None) -> None:
+        """Start node processes (all by default); ``env`` adds environment variables
+        (e.g. ``CRISISGW_FAILPOINTS``)."""
         for cid in centres or tuple(self.nodes):
             node = self.nodes[cid]
             if node.proc is not None and node.proc.poll() is None:
@@ -111,7 +112,8 @@ class Federation:
                 node.proc = subprocess.Popen(
                     [sys.executable, "-m", "gateway", "run", "-c", str(node.config),
                      "--log-format", "json", "--log-level", "debug"],
-                    stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                    stdout=log, stderr=log,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
     def stop(self, *centres: str, kill: bool = False) -> None:
         """Stop node processes (SIGTERM, or SIGKILL with ``kill``)."""
