@@ -21,6 +21,7 @@ from gateway.config import Settings, load_settings, update_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.keyfiles import load_signing_key, write_private_key
 from gateway.metrics import Metrics
+from gateway.protocol.auditlog import sign_checkpoint
 from gateway.protocol.delivery import RetryPolicy
 from gateway.protocol.directory import DIRECTORY_TYPE, DirectoryUpdate
 from gateway.protocol.keys import (
@@ -34,6 +35,7 @@ from gateway.protocol.keyupdate import KEY_UPDATE_TYPE, KeyUpdate, NewKey
 from gateway.protocol.messages import DirectoryEnvelope, KeyUpdateEnvelope
 from gateway.protocol.types import Mode, Priority, Tlp, format_time
 from gateway.service.acknowledge import Acknowledger
+from gateway.service.audit import config_changes
 from gateway.service.commcheck import CommChecks
 from gateway.service.directory import Directory
 from gateway.service.dispatch import Dispatcher
@@ -67,7 +69,7 @@ class Node:
         self.ring: KeyRing = s.key_ring()
         self.directory = Directory(self.me, s.peers)
         self.metrics = Metrics()
-        self.ledger = SqliteLedger(s.node.data_dir / "ledger.sqlite3")
+        self.ledger = SqliteLedger(s.node.data_dir / "ledger.sqlite3", clock=self.clock.now)
         self.publisher = AmqpPublisher(centre=self.me, heartbeat=s.broker.heartbeat,
                                        publish_timeout=s.delivery.publish_timeout_seconds)
         base, cap, refused = s.retry_times()
@@ -117,6 +119,7 @@ class Node:
             asyncio.create_task(self.consumer.run(), name="inbox-consumer"),
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self._commcheck_schedule(), name="commcheck-schedule"),
+            asyncio.create_task(self._checkpoint_schedule(), name="audit-checkpoints"),
         ]
         if self.config_path is not None:
             self._tasks.append(asyncio.create_task(self._watch_config(self.config_path),
@@ -167,8 +170,37 @@ class Node:
         self.publisher.configure({p.id: p.inbox_url.get_secret_value() for p in new.peers})
         self.on_reload(new)
         log.info("config_reloaded", peers=[p.id for p in new.peers])
-        task = asyncio.get_running_loop().create_task(self._after_reload())
-        self._tasks.append(task)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._audit_changes(config_changes(old, new))))
+        self._tasks.append(loop.create_task(self._after_reload()))
+
+    async def _audit_changes(self, changes: list[tuple[str, str, str]]) -> None:
+        """Record peer and key changes of a reload in the audit log."""
+        try:
+            for action, target, detail in changes:
+                await self.ledger.audit("config", action, target, detail, self.clock.now())
+        except GatewayError as exc:
+            log.error("audit_append_failed", error=str(exc))
+
+    def sign_checkpoint(self, seq: int, head: str) -> bytes:
+        """Our signature over the audit chain's head (see protocol.auditlog)."""
+        return sign_checkpoint(self.me, seq, head, self.clock.now(), self.key)
+
+    async def checkpoint(self, *, force: bool = False) -> bytes | None:
+        """Sign and keep the audit chain's head now (None if unchanged, unless ``force``)."""
+        wire = await self.ledger.checkpoint(self.sign_checkpoint, force=force)
+        if wire is not None:
+            log.info("audit_checkpoint", bytes=len(wire))
+        return wire
+
+    async def _checkpoint_schedule(self) -> None:
+        """Sign the chain head every ``audit.checkpoint_seconds`` while it grows."""
+        while True:
+            await asyncio.sleep(self.settings.audit.checkpoint_seconds)
+            try:
+                await self.checkpoint()
+            except GatewayError as exc:
+                log.error("audit_checkpoint_failed", error=str(exc))
 
     async def _after_reload(self) -> None:
         try:
@@ -268,6 +300,8 @@ class Node:
                 raw["node"]["signing_key_file"] = str(path)
                 raw["node"]["signing_key_id"] = kid
             self.settings = await asyncio.to_thread(update_config, self.config_path, change)
+        await self.ledger.audit("node", "key.rotated", f"{self.me}/{kid}",
+                                f"announced in {message_id}", now)
         log.warning("signing_key_rotated", kid=kid, announced_in=message_id)
         return {"kid": kid, "fingerprint": fingerprint(private.public_key()),
                 "message_id": message_id}
@@ -315,6 +349,10 @@ class Node:
                 await task
         await self.dispatcher.stop()
         await self.publisher.close()
+        try:
+            await self.checkpoint()
+        except GatewayError as exc:
+            log.error("audit_checkpoint_failed", error=str(exc))
         await self.ledger.close()
         log.info("node_stopped", centre=self.me)
 

@@ -131,6 +131,12 @@ class CommCheckSection(_Section):
     wait_seconds: float = 120.0
 
 
+class AuditSection(_Section):
+    """The tamper-evident audit log: how often its head is signed (a checkpoint)."""
+
+    checkpoint_seconds: float = Field(default=300.0, gt=0)
+
+
 class Settings(_Section):
     """The whole configuration of one node."""
 
@@ -142,6 +148,7 @@ class Settings(_Section):
     console: ConsoleSection = ConsoleSection()
     policy: PolicySection = PolicySection()
     commcheck: CommCheckSection = CommCheckSection()
+    audit: AuditSection = AuditSection()
     #: Our own contact points per field of work, distributed to every peer.
     directory: tuple[ContactPoint, ...] = ()
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")

@@ -5,13 +5,16 @@ Times are stored as fixed-width RFC 3339 UTC strings, which sort chronologically
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.adapters import sqlite_audit
+from gateway.adapters.sqlite_audit import AUDIT_SCHEMA, append
 from gateway.adapters.sqlite_db import Database
 from gateway.adapters.sqlite_incidents import INCIDENT_INDEXES
 from gateway.errors import SubmissionError
@@ -67,10 +70,6 @@ CREATE TABLE IF NOT EXISTS directory (
   centre TEXT PRIMARY KEY, created TEXT NOT NULL, message_id TEXT NOT NULL,
   entries TEXT NOT NULL, received_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS audit (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL,
-  action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS security_events (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, reason TEXT NOT NULL,
   detail TEXT NOT NULL, claimed_sender TEXT, claimed_id TEXT, amqp_user TEXT,
@@ -102,8 +101,13 @@ def _row_to_delivery(row: sqlite3.Row) -> Delivery:
     return Delivery(**values)
 
 
-def _write_delivery(conn: sqlite3.Connection, message_id: str, recipient: str,
-                    d: Delivery) -> None:
+def _write_delivery(conn: sqlite3.Connection, message_id: str, recipient: str,  # noqa: PLR0917 - private helper
+                    d: Delivery, before: DeliveryState | None, at: datetime) -> None:
+    """Upsert a delivery row; a new row or a change of state goes to the audit log."""
+    if d.state is not before:
+        append(conn, at, "delivery.state", "ledger", message_id,
+               {"recipient": recipient, "from": None if before is None else before.value,
+                "state": d.state.value, "attempts": d.attempts, "reason": d.reason})
     values = [getattr(d, c) for c in _DELIVERY_COLS]
     values = [_t(v) if isinstance(v, datetime) else v for v in values]
     values[0] = d.state.value
@@ -116,8 +120,19 @@ def _write_delivery(conn: sqlite3.Connection, message_id: str, recipient: str,
     )
 
 
-def _insert_outgoing(conn: sqlite3.Connection, m: OutgoingMessage, now: datetime) -> None:
+def _insert_outgoing(conn: sqlite3.Connection, m: OutgoingMessage, now: datetime,
+                     actor: str = "local") -> None:
     answers = m.answers or (None, None)
+    if m.answers is not None:
+        state = json.loads(m.wire)["envelope"]["body"].get("state")
+        append(conn, now, "receipt.issued", actor, m.answers[1],
+               {"receipt_id": m.id, "to": m.answers[0], "state": state, "sha256": m.digest,
+                "wire_sha256": hashlib.sha256(m.wire).hexdigest()})
+    else:
+        append(conn, now, "message.submitted", actor, m.id,
+               {"type": m.type, "sha256": m.digest, "to": list(m.recipients),
+                "incident": m.incident, "priority": m.priority, "tlp": m.tlp,
+                "wire_sha256": hashlib.sha256(m.wire).hexdigest()})
     conn.execute(
         "INSERT INTO outbox (id, type, created, expires, priority, mode, tlp, incident, digest,"
         " wire, submitted_at, answers_sender, answers_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -125,7 +140,7 @@ def _insert_outgoing(conn: sqlite3.Connection, m: OutgoingMessage, now: datetime
          m.digest, m.wire, _t(now), answers[0], answers[1]),
     )
     for recipient in m.recipients:
-        _write_delivery(conn, m.id, recipient, new_delivery(now))
+        _write_delivery(conn, m.id, recipient, new_delivery(now), None, now)
 
 
 def _due_rows(conn: sqlite3.Connection, now: datetime, limit: int,
@@ -162,9 +177,10 @@ def _entry(row: sqlite3.Row) -> InboxEntry:
 class SqliteLedger:
     """The SQLite ledger. Use :meth:`open` before anything else."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], datetime] | None = None) -> None:
         self.path = path
-        self.db = Database(path, SCHEMA + INCIDENT_INDEXES)
+        self.db = Database(path, SCHEMA + AUDIT_SCHEMA + INCIDENT_INDEXES)
+        self._now = clock or (lambda: datetime.now(UTC))
 
     async def open(self) -> None:
         """Create or open the ledger file."""
@@ -199,7 +215,8 @@ class SqliteLedger:
                     (idempotency.client, idempotency.key, idempotency.request_sha256,
                      message.id, _t(now)),
                 )
-            _insert_outgoing(conn, message, now)
+            _insert_outgoing(conn, message, now,
+                             idempotency.client if idempotency is not None else "local")
             return message.id, True
 
         return await self.db.write(run)
@@ -232,6 +249,8 @@ class SqliteLedger:
     ) -> Delivery | None:
         """See :meth:`service.ports.Ledger.transition`."""
 
+        at = self._now()
+
         def run(conn: sqlite3.Connection) -> Delivery | None:
             row = conn.execute(
                 "SELECT * FROM deliveries WHERE message_id=? AND recipient=?",
@@ -242,7 +261,7 @@ class SqliteLedger:
             before = _row_to_delivery(row)
             after = step(before)
             if after != before:
-                _write_delivery(conn, message_id, recipient, after)
+                _write_delivery(conn, message_id, recipient, after, before.state, at)
             return after
 
         return await self.db.write(run)
@@ -263,6 +282,9 @@ class SqliteLedger:
                     " reason='expired' WHERE message_id=? AND recipient=?",
                     (_t(now), r[0], r[1]),
                 )
+                append(conn, now, "delivery.state", "ledger", r[0],
+                       {"recipient": r[1], "from": "queued", "state": "expired",
+                        "reason": "expired"})
             return [(r[0], r[1]) for r in rows]
 
         return await self.db.write(run)
@@ -282,6 +304,8 @@ class SqliteLedger:
             if row is not None:
                 if row["digest"] != entry.digest:
                     return IngestOutcome.CONFLICT, str(row["state"])
+                append(conn, now, "message.duplicate", entry.sender, entry.id,
+                       {"from": entry.sender, "sha256": entry.digest})
                 conn.execute(
                     "UPDATE deliveries SET state='queued', next_attempt_at=? WHERE message_id IN"
                     " (SELECT id FROM outbox WHERE answers_sender=? AND answers_id=?)"
@@ -296,8 +320,12 @@ class SqliteLedger:
                  _t(entry.received_at), entry.state, entry.reason, entry.detail,
                  _t(entry.acknowledged_at), entry.acknowledged_by),
             )
+            append(conn, now, "message.received", entry.sender, entry.id,
+                   {"from": entry.sender, "type": entry.type, "sha256": entry.digest,
+                    "state": entry.state, "reason": entry.reason,
+                    "wire_sha256": hashlib.sha256(entry.wire).hexdigest()})
             if receipt is not None:
-                _insert_outgoing(conn, receipt, now)
+                _insert_outgoing(conn, receipt, now, "ledger")
             return IngestOutcome.NEW, entry.state
 
         return await self.db.write(run)
@@ -335,7 +363,8 @@ class SqliteLedger:
             )
             if cur.rowcount == 0:
                 return False
-            _insert_outgoing(conn, receipt, now)
+            append(conn, now, "message.acknowledged", by, message_id, {"from": sender})
+            _insert_outgoing(conn, receipt, now, by)
             return True
 
         return await self.db.write(run)
@@ -379,10 +408,15 @@ class SqliteLedger:
                 (receipt.issuer, receipt.id, receipt.message_id, receipt.state, receipt.reason,
                  _t(receipt.at), receipt.message_sha256, receipt.wire, _t(now)),
             )
+            append(conn, now, "receipt.received", receipt.issuer, receipt.message_id,
+                   {"receipt_id": receipt.id, "issuer": receipt.issuer, "state": receipt.state,
+                    "reason": receipt.reason, "at": _t(receipt.at),
+                    "wire_sha256": hashlib.sha256(receipt.wire).hexdigest()})
             before = _row_to_delivery(row)
             after = on_receipt(before, DeliveryState(receipt.state), receipt.at, receipt.reason)
             if after != before:
-                _write_delivery(conn, receipt.message_id, receipt.issuer, after)
+                _write_delivery(conn, receipt.message_id, receipt.issuer, after, before.state,
+                                now)
             return ReceiptOutcome.APPLIED
 
         return await self.db.write(run)
@@ -405,8 +439,6 @@ class SqliteLedger:
 
     async def record_security_event(self, event: SecurityEvent) -> None:
         """See :meth:`service.ports.Ledger.record_security_event`."""
-        import hashlib  # noqa: PLC0415 - only needed on this cold path
-
         digest = hashlib.sha256(event.payload).hexdigest()
 
         def run(conn: sqlite3.Connection) -> None:
@@ -416,6 +448,10 @@ class SqliteLedger:
                 (_t(event.at), event.reason, event.detail[:1000], event.claimed_sender,
                  event.claimed_id, event.amqp_user, digest, event.payload[:MAX_STORED_PAYLOAD]),
             )
+            append(conn, event.at, "security.event", event.amqp_user or "-",
+                   event.claimed_id or "-",
+                   {"reason": event.reason, "claimed_sender": event.claimed_sender,
+                    "payload_sha256": digest})
 
         await self.db.write(run)
 
@@ -433,6 +469,8 @@ class SqliteLedger:
                 "created=excluded.created, message_id=excluded.message_id, "
                 "entries=excluded.entries, received_at=excluded.received_at",
                 (centre, _t(created), message_id, json.dumps(entries), _t(now)))
+            append(conn, now, "directory.stored", centre, message_id,
+                   {"centre": centre, "created": _t(created), "entries": len(entries)})
             return True
 
         return await self.db.write(run)
@@ -450,20 +488,60 @@ class SqliteLedger:
 
     async def audit(self, actor: str, action: str, target: str, detail: str,
                     at: datetime) -> None:
-        """Append an operator action to the audit log."""
+        """Append an operator, peer or key action to the audit log."""
 
         def run(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO audit (at, actor, action, target, detail) VALUES (?,?,?,?,?)",
-                         (_t(at), actor[:100], action[:50], target[:200], detail[:1000]))
+            append(conn, at, action[:50], actor[:100], target[:200], {"detail": detail[:1000]})
 
         await self.db.write(run)
 
-    async def audit_entries(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The most recent audit-log entries, newest first."""
+    async def audit_entries(self, limit: int = 100, kind: str | None = None,
+                            subject: str | None = None) -> list[dict[str, Any]]:
+        """The most recent audit-log entries, newest first (optionally one kind/subject)."""
+        where, args = ["1=1"], []
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        if subject is not None:
+            where.append("subject = ?")
+            args.append(subject)
 
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = conn.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ?", (limit,))
-            return [dict(r) for r in rows]
+            rows = conn.execute(
+                f"SELECT * FROM audit_log WHERE {' AND '.join(where)} "  # noqa: S608 - fixed clauses
+                "ORDER BY seq DESC LIMIT ?", [*args, limit])
+            return [sqlite_audit.view(r) for r in rows]
+
+        return await self.db.read(run)
+
+    async def checkpoint(self, sign: Callable[[int, str], bytes], *,
+                         force: bool = False) -> bytes | None:
+        """Sign the chain head with ``sign(seq, head)`` and keep the checkpoint.
+
+        Returns the signed bytes, or None when nothing was appended since the last
+        checkpoint (unless ``force``).
+        """
+        at = self._now()
+
+        def run(conn: sqlite3.Connection) -> bytes | None:
+            seq, top = sqlite_audit.head(conn)
+            latest = conn.execute("SELECT wire FROM audit_checkpoints WHERE seq=?",
+                                  (seq,)).fetchone()
+            if latest is not None:
+                return bytes(latest[0]) if force else None
+            wire = sign(seq, top)
+            sqlite_audit.store_checkpoint(conn, seq, at, top, wire)
+            return wire
+
+        return await self.db.write(run)
+
+    async def latest_checkpoint(self) -> bytes | None:
+        """The most recent signed checkpoint, if any."""
+
+        def run(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT wire FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+            return None if row is None else bytes(row[0])
 
         return await self.db.read(run)
 

@@ -209,11 +209,21 @@ class Ledger(Protocol):
 
     async def audit(self, actor: str, action: str, target: str, detail: str,
                     at: datetime) -> None:
-        """Append an operator action to the audit log."""
+        """Append an operator, peer or key action to the hash-chained audit log."""
         ...
 
-    async def audit_entries(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The most recent audit-log entries, newest first."""
+    async def audit_entries(self, limit: int = 100, kind: str | None = None,
+                            subject: str | None = None) -> list[dict[str, Any]]:
+        """The most recent audit-log entries, newest first (optionally one kind/subject)."""
+        ...
+
+    async def checkpoint(self, sign: Callable[[int, str], bytes], *,
+                         force: bool = False) -> bytes | None:
+        """Sign the audit chain's head with ``sign(seq, head)`` and keep it."""
+        ...
+
+    async def latest_checkpoint(self) -> bytes | None:
+        """The most recent signed checkpoint of the audit chain, if any."""
         ...
 
     async def security_events(self, limit: int = 100) -> list[dict[str, Any]]:

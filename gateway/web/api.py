@@ -309,9 +309,18 @@ async def get_timeline_csv(request: web.Request) -> web.Response:
 
 
 async def get_audit(request: web.Request) -> web.Response:
-    """GET /v1/audit: operator actions (console logins, acknowledgements, compositions)."""
-    _, limit = _filters(request, ())
-    return web.json_response({"items": await request.app[NODE].ledger.audit_entries(limit)})
+    """GET /v1/audit?kind=&subject=&limit=: the hash-chained audit log, newest first."""
+    filters, limit = _filters(request, ("kind", "subject"))
+    items = await request.app[NODE].ledger.audit_entries(
+        limit, kind=filters.get("kind"), subject=filters.get("subject"))
+    return web.json_response({"items": items})
+
+
+async def get_checkpoint(request: web.Request) -> web.Response:
+    """GET /v1/audit/checkpoint: the chain head signed now (or the latest if unchanged),
+    to hand to peers; PROTOCOL.md §16."""
+    wire = await request.app[NODE].checkpoint(force=True)
+    return web.Response(body=wire, content_type="application/json")
 
 
 async def _check_report(node: Node, check_id: str, wait: float | None = None) -> dict[str, Any]:
@@ -491,6 +500,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get(r"/v1/incidents/{id:.+}", get_incident)
     app.router.add_get("/v1/security-events", get_security_events)
     app.router.add_get("/v1/audit", get_audit)
+    app.router.add_get("/v1/audit/checkpoint", get_checkpoint)
     app.router.add_get("/v1/directory", get_directory)
     app.router.add_get("/v1/directory.csv", get_directory_csv)
     app.router.add_get("/v1/directory.html", get_directory_html)

@@ -162,9 +162,14 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": {"description": "HTML", "content": {
                     "text/html": {"schema": {"type": "string"}}}}}}},
             "/v1/audit": {"get": {
-                "summary": "Operator actions, newest first", "operationId": "getAudit",
-                "parameters": _query(),
+                "summary": "The hash-chained audit log (messages, receipts, state changes, "
+                           "peer and key changes, operator actions), newest first",
+                "operationId": "getAudit", "parameters": _query("kind", "subject"),
                 "responses": {"200": _json(obj, "audit entries"), **_problems(400, 401)}}},
+            "/v1/audit/checkpoint": {"get": {
+                "summary": "The audit chain's head, signed by this node (to share with peers)",
+                "operationId": "getAuditCheckpoint",
+                "responses": {"200": _json(obj, "signed checkpoint"), **_problems(401)}}},
             "/v1/security-events": {"get": {
                 "summary": "Refused input (forged, tampered, malformed)",
                 "operationId": "getSecurityEvents", "parameters": _query(),

@@ -1,0 +1,121 @@
+"""The hash-chained audit log and its signed checkpoints, stored in the ledger file.
+
+Entries are appended by :func:`append` inside the same transaction as the change they
+record, so the log and the ledger can never disagree: a write that rolls back takes
+its entry with it. The chain arithmetic lives in :mod:`gateway.protocol.auditlog`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import LedgerError
+from gateway.protocol.auditlog import GENESIS, StoredEntry, content_bytes, link, sha256_hex
+from gateway.protocol.types import format_time
+
+AUDIT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_log (
+  seq INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,
+  subject TEXT NOT NULL, content BLOB NOT NULL, content_sha256 TEXT NOT NULL,
+  prev TEXT NOT NULL, hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_subject ON audit_log(subject);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+  seq INTEGER PRIMARY KEY, at TEXT NOT NULL, head TEXT NOT NULL, wire BLOB NOT NULL
+);
+"""
+
+#: Longest ``actor``, ``subject`` and string value in ``data`` kept in an entry.
+MAX_FIELD = 500
+
+
+def _clip(value: Any) -> Any:
+    if isinstance(value, str):
+        return value[:MAX_FIELD]
+    if isinstance(value, list | tuple):
+        return [_clip(v) for v in value]
+    return value
+
+
+def head(conn: sqlite3.Connection) -> tuple[int, str]:
+    """The last sequence number and chain hash (0 and the genesis hash when empty)."""
+    row = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+
+def append(conn: sqlite3.Connection, at: datetime, kind: str, actor: str, subject: str,  # noqa: PLR0917 - the entry fields in their stored order
+           data: dict[str, Any]) -> int:
+    """Append one entry in the caller's transaction; returns its sequence number."""
+    last, prev = head(conn)
+    seq = last + 1
+    actor, subject = actor[:MAX_FIELD], subject[:MAX_FIELD]
+    content = content_bytes(seq, at, kind, actor, subject,
+                            {k: _clip(v) for k, v in data.items()})
+    digest = sha256_hex(content)
+    conn.execute("INSERT INTO audit_log VALUES (?,?,?,?,?,?,?,?,?)",
+                 (seq, format_time(at), kind, actor, subject, content, digest, prev,
+                  link(prev, digest)))
+    return seq
+
+
+def stored(row: sqlite3.Row | tuple[Any, ...]) -> StoredEntry:
+    """A row of ``SELECT seq, content, content_sha256, prev, hash`` as a chain entry."""
+    return StoredEntry(seq=int(row[0]), content=bytes(row[1]), content_sha256=str(row[2]),
+                       prev=str(row[3]), hash=str(row[4]))
+
+
+def rows(conn: sqlite3.Connection, first: int = 1, last: int | None = None
+         ) -> Iterator[StoredEntry]:
+    """Stored entries from ``first`` to ``last`` (inclusive), in order, streamed."""
+    cur = conn.execute(
+        "SELECT seq, content, content_sha256, prev, hash FROM audit_log "
+        "WHERE seq >= ? AND seq <= ? ORDER BY seq", (first, last if last is not None else 2**62))
+    for row in cur:
+        yield stored(row)
+
+
+def view(row: sqlite3.Row) -> dict[str, Any]:
+    """An entry as the API shows it."""
+    content = json.loads(bytes(row["content"]))
+    data = content.get("data", {})
+    return {"seq": row["seq"], "at": row["at"], "kind": row["kind"], "actor": row["actor"],
+            "subject": row["subject"], "data": data, "hash": row["hash"],
+            # The names of the operator-action log this log replaced:
+            "action": row["kind"], "target": row["subject"], "detail": data.get("detail", "")}
+
+
+def store_checkpoint(conn: sqlite3.Connection, seq: int, at: datetime, head_hash: str,
+                     wire: bytes) -> None:
+    """Keep a signed checkpoint (a second one for the same sequence number is ignored)."""
+    conn.execute("INSERT OR IGNORE INTO audit_checkpoints VALUES (?,?,?,?)",
+                 (seq, format_time(at), head_hash, wire))
+
+
+def checkpoints(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+    """Every stored checkpoint as (seq, signed bytes), oldest first."""
+    return [(int(r[0]), bytes(r[1]))
+            for r in conn.execute("SELECT seq, wire FROM audit_checkpoints ORDER BY seq")]
+
+
+def connect_existing(path: Path, *, write: bool = False) -> sqlite3.Connection:
+    """Open an existing ledger file from another process (the CLI), never creating one.
+
+    Raises :class:`LedgerError` when the file is missing or is not a ledger.
+    """
+    if not path.is_file():
+        raise LedgerError(f"no ledger at {path}")
+    mode = "rw" if write else "ro"
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=30,
+                               isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.row_factory = sqlite3.Row
+        conn.execute("SELECT 1 FROM audit_log LIMIT 1")
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{path}: not a ledger with an audit log ({exc})") from exc
+    return conn
