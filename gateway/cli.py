@@ -331,6 +331,20 @@ def _cmd_bench_federation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench is not None:
+        return int(args.func_bench(args))
+    from gateway.bench.suite import run, table  # noqa: PLC0415
+
+    configure_logging("console", "warning")
+    result = asyncio.run(run(messages=args.messages, concurrency=args.concurrency,
+                             rate=args.rate, latency_messages=args.latency_messages,
+                             peers=args.peers, repeats=args.repeats, amqp=args.amqp_url,
+                             base_port=args.base_port))
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run  # noqa: PLC0415
 
@@ -374,8 +388,19 @@ def _add_operations(sub: Any) -> None:
 
 def _add_bench(sub: Any) -> None:
     """The ``bench`` command group."""
-    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench",
-                                                                      required=True)
+    top = sub.add_parser("bench", help="benchmarks: with no subcommand, the whole bench "
+                         "(ceiling, gateway throughput and latency, fan-out, cost)")
+    top.add_argument("--messages", type=int, default=2000, help="sitreps for throughput")
+    top.add_argument("--concurrency", type=int, default=64, help="API requests in flight")
+    top.add_argument("--rate", type=float, default=50.0, help="sitreps/s for latency")
+    top.add_argument("--latency-messages", type=int, default=300)
+    top.add_argument("--peers", type=int, default=30, help="fan-out peers (0: skip)")
+    top.add_argument("--repeats", type=int, default=3, help="fan-out repeats")
+    top.add_argument("--amqp-url", default="amqp://127.0.0.1:5672/")
+    top.add_argument("--base-port", type=int, default=18500)
+    top.add_argument("--json", action="store_true")
+    top.set_defaults(func=_cmd_bench)
+    bench = top.add_subparsers(dest="bench")
     fed = bench.add_parser("federation", help="N centres in one process, one broadcast")
     fed.add_argument("--centres", type=int, default=30)
     fed.add_argument("--fanouts", default="5,10,20,29")
@@ -383,7 +408,7 @@ def _add_bench(sub: Any) -> None:
     fed.add_argument("--amqp-url", default="amqp://127.0.0.1:5672/")
     fed.add_argument("--base-port", type=int, default=18400)
     fed.add_argument("--json", action="store_true")
-    fed.set_defaults(func=_cmd_bench_federation)
+    fed.set_defaults(func_bench=_cmd_bench_federation)
 
 
 def _add_federation(sub: Any) -> None:
