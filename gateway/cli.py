@@ -14,6 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway import __version__
+from gateway.cli_evidence import add_evidence
 from gateway.config import Settings, failpoints_from_env, load_settings
 from gateway.errors import GatewayError
 from gateway.keyfiles import load_signing_key, write_private_key
@@ -384,6 +385,7 @@ def _add_operations(sub: Any) -> None:
     setpw.add_argument("--password-stdin", action="store_true",
                        help="read the password from standard input")
     setpw.set_defaults(func=_cmd_set_password)
+    add_evidence(sub)
 
 
 def _add_bench(sub: Any) -> None:

@@ -65,7 +65,8 @@ def append(conn: sqlite3.Connection, at: datetime, kind: str, actor: str, subjec
 
 def stored(row: sqlite3.Row | tuple[Any, ...]) -> StoredEntry:
     """A row of ``SELECT seq, content, content_sha256, prev, hash`` as a chain entry."""
-    return StoredEntry(seq=int(row[0]), content=bytes(row[1]), content_sha256=str(row[2]),
+    content = row[1] if isinstance(row[1], bytes) else str(row[1]).encode()  # edited by hand
+    return StoredEntry(seq=int(row[0]), content=content, content_sha256=str(row[2]),
                        prev=str(row[3]), hash=str(row[4]))
 
 
