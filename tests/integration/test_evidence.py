@@ -13,7 +13,7 @@ import pytest
 import tomli_w
 
 from gateway.protocol.evidence import BundleRefused, verify_bundle
-from tests.integration.harness import EXAMPLE, Federation, wait_until
+from tests.integration.harness import Federation, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -26,11 +26,12 @@ def crisisgw(*args: str) -> subprocess.CompletedProcess[str]:
 
 async def _acknowledged_sitrep(federation: Federation) -> str:
     await federation.wait_ready()
-    body = {**EXAMPLE, "sitrep": {**EXAMPLE["sitrep"], "incident": {
-        "id": "BE-EVIDENCE", "title": "Evidence"}}}
+    body = {"to": ["NL-NCC", "LU-HCPN", "DE-NW"], "tlp": "GREEN",
+            "sitrep": {"incident": {"id": "BE-EVIDENCE", "title": "Evidence"},
+                       "report_number": 1, "severity": "severe", "summary": "Dyke breach."}}
     status, answer = await federation.api("BE-NCCN", "POST", "/v1/sitreps", body)
     assert status == 202, answer
-    message_id = answer["id"]
+    message_id = str(answer["id"])
 
     async def delivered() -> bool:
         _, view = await federation.api("BE-NCCN", "GET", f"/v1/messages/{message_id}")
