@@ -31,7 +31,7 @@ from aio_pika.abc import (
 
 from gateway import __version__
 from gateway.config import redact_url
-from gateway.errors import PublishRefused, PublishUnknown, TransportError
+from gateway.errors import LedgerError, PublishRefused, PublishUnknown, TransportError
 
 log = structlog.get_logger("crisisgw.amqp")
 
@@ -46,6 +46,7 @@ HEADER_FROM = "x-crisisgw-from"
 HEADER_VERSION = "x-crisisgw-v"
 CONNECT_TIMEOUT = 5.0
 DEAD_LETTER_CHECK = 15.0
+DISK_FULL_RETRY_MAX = 30.0
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 10.0
 
 
@@ -339,9 +340,28 @@ class InboxConsumer:
         self.connected = True
         return closed, channel
 
+    async def _handle_holding(self, message: AbstractIncomingMessage) -> None:
+        """Run the handler; while our disk is full, hold the delivery and try again.
+
+        A full disk is not the message's fault: a nack would count towards the delivery
+        limit and dead-letter the message within milliseconds.
+        """
+        delay = 0.5
+        while True:
+            try:
+                await self._handler(message.body, message.user_id)
+            except LedgerError as exc:
+                if not exc.disk_full or self._stopping:
+                    raise
+                log.error("ingest_waiting_for_disk", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DISK_FULL_RETRY_MAX)
+            else:
+                return
+
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
-            await self._handler(message.body, message.user_id)
+            await self._handle_holding(message)
         except Exception as exc:  # noqa: BLE001 - any failure: let the broker redeliver
             log.error("ingest_failed", error=repr(exc)[:300],
                       delivery_count=(message.headers or {}).get("x-delivery-count"))
