@@ -128,6 +128,10 @@ class Database:
                 try:
                     value = fn(conn)
                 except sqlite3.Error as exc:
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back itself (it does so on
+                        # SQLITE_FULL, for one): the batch failed with this error.
+                        raise
                     conn.execute("ROLLBACK TO w")
                     results.append((False, translate(exc)))
                 except Exception as exc:  # noqa: BLE001 - handed to the awaiting caller
