@@ -129,6 +129,7 @@ class PeerLink:
             try:
                 if self._conn is None or self._conn.is_closed:
                     self._conn = await _connect(self._url, self.centre, f"to {self.peer}")
+                    self._conn.close_callbacks.add(self._on_closed)
                 self._channel = await self._conn.channel(publisher_confirms=True,
                                                          on_return_raises=True)
                 self._exchange = await self._channel.get_exchange(INBOX_EXCHANGE, ensure=False)
@@ -144,6 +145,13 @@ class PeerLink:
             self._last_error, self.connected = None, True
             log.info("peer_link_up", peer=self.peer)
             return self._exchange
+
+    def _on_closed(self, conn: object, exc: BaseException | None = None) -> None:
+        """The connection ended (broker closed it, or the heartbeat found it silent): report
+        the link down now, not at the next publish, so an idle link never shows as up."""
+        if conn is self._conn and self.connected:
+            self.connected = False
+            log.warning("peer_link_lost", peer=self.peer, error=repr(exc)[:200])
 
     async def _reset(self) -> None:
         """Forget the channel (it is re-opened on the next publish)."""
@@ -201,6 +209,7 @@ class PeerLink:
 
     async def close(self) -> None:
         """Close the connection."""
+        self.connected = False
         await self._reset()
         if self._conn is not None:
             with contextlib.suppress(Exception):
