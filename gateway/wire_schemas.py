@@ -12,9 +12,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from gateway.protocol.alert import Alert
+from gateway.protocol.auditlog import SignedCheckpoint
 from gateway.protocol.commcheck import CommCheck
 from gateway.protocol.directory import DirectoryUpdate
 from gateway.protocol.envelope import Envelope, SignedMessage
+from gateway.protocol.evidence import SignedBundle
 from gateway.protocol.keyupdate import KeyUpdate
 from gateway.protocol.messages import (
     AlertEnvelope,
@@ -46,6 +48,8 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "receipt": Receipt,
     "api-sitrep-submission": SitrepSubmission,
     "api-alert-submission": AlertSubmission,
+    "audit-checkpoint": SignedCheckpoint,
+    "evidence-bundle": SignedBundle,
 }
 
 

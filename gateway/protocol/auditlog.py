@@ -31,6 +31,7 @@ from pydantic import Field, ValidationError
 from gateway.errors import MalformedInput, VerificationError
 from gateway.protocol import ijson
 from gateway.protocol.canonical import canonical_bytes
+from gateway.protocol.envelope import Signature
 from gateway.protocol.keys import PinnedKey, SigningKey, b64url_decode, b64url_encode
 from gateway.protocol.signing import DOMAIN_PREFIX
 from gateway.protocol.types import CentreId, FrozenModel, Sha256Hex, UtcTime, format_time
@@ -139,6 +140,13 @@ class Checkpoint(FrozenModel):
     seq: int = Field(ge=0)
     head: Sha256Hex
     at: UtcTime
+
+
+class SignedCheckpoint(FrozenModel):
+    """A checkpoint with the node's signature, as stored and shared (schema only)."""
+
+    checkpoint: Checkpoint
+    signature: Signature
 
 
 def _checkpoint_input(body: dict[str, Any]) -> bytes:

@@ -33,6 +33,7 @@ from gateway.protocol.auditlog import (
     sha256_hex,
 )
 from gateway.protocol.canonical import canonical_bytes
+from gateway.protocol.envelope import Signature
 from gateway.protocol.keys import (
     KeyRing,
     PinnedKey,
@@ -85,6 +86,13 @@ class Bundle(FrozenModel):
     receipts: tuple[str, ...] = Field(description="base64url of each signed receipt")
     keys: tuple[BundleKey, ...] = Field(min_length=1)
     audit: AuditProof
+
+
+class SignedBundle(FrozenModel):
+    """The bundle file: a bundle and the exporter's signature (schema only)."""
+
+    bundle: Bundle
+    signature: Signature
 
 
 def _input(bundle: Mapping[str, Any]) -> bytes:
