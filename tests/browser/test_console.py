@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from playwright.async_api import Browser, Page, expect
 
+from gateway.protocol.evidence import verify_bundle
 from tests.browser.conftest import VIEWPORT, shot
 from tests.integration.harness import EXAMPLE, Federation, wait_until
 
@@ -210,3 +212,5 @@ async def test_incident_board_and_message_detail_with_evidence(
         await page.get_by_role("link", name=re.compile("evidence")).click()
     download = await info.value
     assert download.suggested_filename == f"evidence-{ids[0]}.json"
+    verdict = verify_bundle(Path(await download.path()).read_bytes())
+    assert verdict.message_id == ids[0]

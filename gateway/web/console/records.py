@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import TYPE_CHECKING, Any
@@ -9,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from gateway.adapters.evidence_export import EvidenceNotFound, export_bundle
 from gateway.adapters.sqlite_incidents import load_thread_items
 from gateway.errors import MalformedInput, VerificationError
 from gateway.protocol.canonical import canonical_bytes
-from gateway.protocol.keys import KeyRing, PinnedKey, fingerprint, public_key_text
+from gateway.protocol.keys import KeyRing, PinnedKey, fingerprint
 from gateway.protocol.signing import open_signed
 from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN
 from gateway.service import contacts
@@ -106,20 +108,17 @@ async def message(request: web.Request) -> dict[str, Any]:
 
 
 async def evidence(request: web.Request) -> web.Response:
-    """GET /console/messages/{id}/evidence.json: message, receipts and public keys."""
+    """GET /console/messages/{id}/evidence.json: the signed evidence bundle (PROTOCOL.md
+    §17), to be checked offline with ``crisisgw verify``."""
     _require(request, "viewer")
     node = request.app[NODE_KEY]
     message_id = _valid_id(request)
-    _, view, wire, receipts = await _record(node, message_id)
-    signers = {view["envelope"]["from"], *(r["issuer"] for r in receipts)}
-    keys = {c: {kid: public_key_text(k.key) for kid, k in ks.items()}
-            for c, ks in _ring(node).keys.items() if c in signers}
-    bundle = {
-        "format": "crisisgw-evidence/1", "generated_by": node.me,
-        "generated_at": node.clock.now().isoformat(),
-        "message": json.loads(wire), "receipts": [r["signed"] for r in receipts],
-        "public_keys": keys,
-    }
+    await _record(node, message_id)  # 404 unless the message is ours to show
+    try:
+        bundle = await asyncio.to_thread(export_bundle, node.settings, message_id,
+                                         node.clock.now())
+    except EvidenceNotFound as exc:
+        raise web.HTTPNotFound(text=str(exc)) from exc
     return web.Response(
-        text=json.dumps(bundle, indent=2, ensure_ascii=False), content_type="application/json",
+        body=bundle, content_type="application/json",
         headers={"Content-Disposition": f'attachment; filename="evidence-{message_id}.json"'})
