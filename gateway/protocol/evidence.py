@@ -44,7 +44,7 @@ from gateway.protocol.keys import (
     public_key_from_text,
 )
 from gateway.protocol.signing import DOMAIN_PREFIX, open_signed
-from gateway.protocol.types import CentreId, FrozenModel, KeyId, Sha256Hex, UtcTime
+from gateway.protocol.types import CentreId, FrozenModel, KeyId, Sha256Hex, UtcTime, format_time
 
 BUNDLE_CONTEXT = b"evidence-bundle"
 #: Upper bound on what ``crisisgw verify`` reads (the proof grows with the log).
@@ -388,4 +388,4 @@ def _audit(bundle: Bundle, keys: dict[tuple[str, str], PinnedKey], verdict: Verd
     if missing:
         raise _refuse(f"audit proof: {len(missing)} receipt(s) in the bundle are not "
                       "recorded in the exporter's audit log")
-    verdict.checkpoint = (cp.seq, cp.head, cp.at.isoformat())
+    verdict.checkpoint = (cp.seq, cp.head, format_time(cp.at))

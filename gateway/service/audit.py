@@ -14,6 +14,7 @@ from gateway.errors import GatewayError
 from gateway.protocol.auditlog import ChainReport, StoredEntry, open_checkpoint, verify_chain
 from gateway.protocol.ijson import loads
 from gateway.protocol.keys import PinnedKey
+from gateway.protocol.types import format_time
 
 
 def config_changes(old: Settings, new: Settings) -> list[tuple[str, str, str]]:
@@ -97,5 +98,5 @@ def verify_log(rows: Iterable[StoredEntry], checkpoints: Iterable[tuple[int, byt
                 f"checkpoint {cp.seq}: signed head {cp.head[:16]}... differs from the "
                 f"stored hash {actual[:16]}... (history rewritten)")
         report.checkpoints += 1
-        report.latest_checkpoint = (cp.seq, cp.at.isoformat())
+        report.latest_checkpoint = (cp.seq, format_time(cp.at))
     return report
