@@ -148,7 +148,13 @@ def _leaf_value(el: etree._Element, kind: str) -> str | int:
     if kind == TEXT:
         return text
     token = _XML_SPACE.sub(" ", text).strip(" ")
-    return int(token) if kind == INT else token
+    if kind != INT:
+        return token
+    try:
+        return int(token)
+    except ValueError as exc:  # an xs:integer beyond Python's 4300-digit conversion limit
+        raise XmlError(f"integer of {len(token)} characters is out of range",
+                       line=_line(el), element=_local(el)) from exc
 
 
 def _read(el: etree._Element, spec: _Spec, extras: list[str] | None = None) -> Any:
