@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
+
+from pydantic.json_schema import models_json_schema
 
 from gateway import __version__
 from gateway.service.submit import AlertSubmission, SitrepSubmission
@@ -49,10 +52,15 @@ def _query(*names: str) -> list[dict[str, Any]]:
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 description of ``/v1``."""
-    sub = SitrepSubmission.model_json_schema(ref_template="#/components/schemas/{model}")
-    alert = AlertSubmission.model_json_schema(ref_template="#/components/schemas/{model}")
-    defs = {**sub.pop("$defs", {}), **alert.pop("$defs", {})}
-    schemas = {**defs, "SitrepSubmission": sub, "AlertSubmission": alert, "Problem": _PROBLEM}
+    # One generation for both, so that same-named models (the sitrep's lower-case
+    # Severity and CAP's capitalised one) get distinct names instead of overwriting.
+    _, top = models_json_schema(
+        [(SitrepSubmission, "validation"), (AlertSubmission, "validation")],
+        ref_template="#/components/schemas/{model}")
+    text = json.dumps(top.get("$defs", {}))
+    for module, prefix in (("alert", "Cap"), ("sitrep", "Sitrep")):
+        text = text.replace(f"gateway__protocol__{module}__", prefix)
+    schemas = {**json.loads(text), "Problem": _PROBLEM}
     obj = {"type": "object"}
     return {
         "openapi": "3.1.0",
@@ -145,7 +153,7 @@ def openapi_document() -> dict[str, Any]:
                          "responses": {"202": _json(obj, "started"), **_problems(401)}},
                 "get": {"summary": "History of communication tests", "operationId":
                         "listCommchecks", "parameters": _query(),
-                        "responses": {"200": _json(obj, "reports"), **_problems(401)}}},
+                        "responses": {"200": _json(obj, "reports"), **_problems(400, 401)}}},
             "/v1/commchecks/{id}": {"get": {
                 "summary": "Per-peer report of one communication test",
                 "operationId": "getCommcheck",
@@ -155,12 +163,12 @@ def openapi_document() -> dict[str, Any]:
             "/v1/commchecks/history.csv": {"get": {
                 "summary": "History as CSV", "operationId": "commchecksCsv",
                 "responses": {"200": {"description": "CSV", "content": {
-                    "text/csv": {"schema": {"type": "string"}}}}}}},
+                    "text/csv": {"schema": {"type": "string"}}}}, **_problems(401)}}},
             "/v1/commchecks/report.html": {"get": {
                 "summary": "History as a printable HTML report with charts",
                 "operationId": "commchecksHtml",
                 "responses": {"200": {"description": "HTML", "content": {
-                    "text/html": {"schema": {"type": "string"}}}}}}},
+                    "text/html": {"schema": {"type": "string"}}}}, **_problems(401)}}},
             "/v1/audit": {"get": {
                 "summary": "The hash-chained audit log (messages, receipts, state changes, "
                            "peer and key changes, operator actions), newest first",

@@ -9,6 +9,7 @@ from lxml import etree
 
 from gateway.formats.cap import parse_cap
 from gateway.formats.xml import CAP_NS, XmlError
+from gateway.web.openapi import openapi_document
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "cap"
 
@@ -24,3 +25,21 @@ def test_cap_size_beyond_int_conversion_limit_is_an_xml_error() -> None:
         parse_cap(etree.tostring(root))
     assert info.value.element == "size"
     assert "out of range" in info.value.detail
+
+
+def test_openapi_keeps_sitrep_and_cap_enums_apart() -> None:
+    """The OpenAPI document gives the sitrep's lower-case severity and CAP's capitalised
+    one distinct schemas (one used to overwrite the other, so generated sitreps with
+    severity "Minor" were documented as valid and refused with 422)."""
+    schemas = openapi_document()["components"]["schemas"]
+
+    def enum(ref: dict[str, str]) -> list[str]:
+        return list(schemas[ref["$ref"].rsplit("/", 1)[-1]]["enum"])
+
+    for name in ("severity", "urgency", "certainty"):
+        sitrep_prop = schemas["Sitrep"]["properties"][name]
+        sitrep_ref = sitrep_prop if "$ref" in sitrep_prop else next(
+            s for s in sitrep_prop["anyOf"] if "$ref" in s)
+        assert all(v == v.lower() for v in enum(sitrep_ref)), name
+        cap_prop = schemas["Info"]["properties"][name]
+        assert all(v[0].isupper() for v in enum(cap_prop)), name
