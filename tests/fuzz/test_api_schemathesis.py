@@ -18,6 +18,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import given
+from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -29,7 +30,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.fuzz.common import fuzz_settings, record, total
+from tests.fuzz.common import byte_mutation, fuzz_settings, record, total
+from tests.fuzz.test_fuzz_cap import DOCUMENTS, tree_mutation
 from tests.integration.harness import Federation
 
 pytestmark = pytest.mark.broker
@@ -139,3 +141,23 @@ def test_every_operation_survives_generated_requests(api: Api, mode: GenerationM
     assert not failures, "\n\n".join(failures)
     assert operations >= 15
     assert sent >= operations
+
+
+@fuzz_settings(ci=600)
+@given(doc=tree_mutation() | st.sampled_from(DOCUMENTS).flatmap(byte_mutation),
+       to=st.sampled_from([PEER, "", "NL-NCC,LU-HCPN", "nobody"]),
+       media=st.sampled_from(["application/cap+xml", "application/xml"]))
+def test_cap_xml_over_http_never_gives_a_5xx(api: Api, doc: bytes, to: str, media: str) -> None:
+    """Mutated CAP 1.2 documents POSTed to /v1/alerts as XML are accepted (202) or
+    refused with a problem+json 4xx naming the reason; never a 5xx."""
+    response = api.session.post(f"{api.base_url}/v1/alerts", params={"to": to}, data=doc,
+                                headers={**api.headers, "Content-Type": media}, timeout=30)
+    record("api.cap-xml", f"{response.status_code}")
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        body = response.json()
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert body["title"].strip()
+        assert body["detail"].strip()
+    else:
+        assert response.status_code == 202, response.text
