@@ -50,12 +50,10 @@ def seal(envelope: dict[str, Any], key: SigningKey) -> Sealed:
     """Sign ``envelope`` (a JSON-ready dict) and return the canonical wire bytes."""
     canon = canonical_bytes(envelope)
     signature = key.private.sign(signing_input(canon, context_for(str(envelope["type"]))))
-    wire = canonical_bytes(
-        {
-            "envelope": envelope,
-            "signature": {"alg": "Ed25519", "kid": key.kid, "value": b64url_encode(signature)},
-        }
-    )
+    # JCS of {"envelope": ..., "signature": ...}, without canonicalising the envelope a
+    # second time: members are sorted ("envelope" < "signature") and written without space.
+    wire = b"".join((b'{"envelope":', canon, b',"signature":', canonical_bytes(
+        {"alg": "Ed25519", "kid": key.kid, "value": b64url_encode(signature)}), b"}"))
     if len(wire) > MAX_WIRE_BYTES:
         raise MalformedInput(reasons.TOO_LARGE, f"signed message exceeds {MAX_WIRE_BYTES} bytes")
     # Never emit what a receiver would refuse (e.g. a float >= 2^53 that JCS writes as an

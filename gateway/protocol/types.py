@@ -41,7 +41,10 @@ def _parse_time(value: Any) -> datetime:
 
 def format_time(value: datetime) -> str:
     """Render a time as the wire form: UTC, millisecond precision, ``Z`` suffix."""
-    value = value.astimezone(UTC)
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    if value.year >= 1000:  # isoformat (C, 3x faster) pads the year; strftime's %Y does not
+        return value.isoformat(timespec="milliseconds")[:23] + "Z"
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 

@@ -1,0 +1,43 @@
+"""``crisisgw bench --json`` runs end to end on a small budget (figures by hand: README)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gateway.adapters.provision import rabbitmqctl
+from tests.integration.harness import free_base_port
+
+pytestmark = pytest.mark.broker
+
+
+def test_bench_json_reports_ceiling_gateway_ratio_latency_fanout_and_cost() -> None:
+    """A small run prints every figure with sane values and leaves nothing on the broker."""
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "bench", "--json", "--messages", "60",
+         "--concurrency", "8", "--rate", "40", "--latency-messages", "20", "--peers", "2",
+         "--repeats", "1", "--base-port", str(free_base_port(16))],
+        capture_output=True, text=True, timeout=240, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert {"machine", "ceiling", "gateway", "latency", "ratio", "fanout"} <= set(result)
+    assert result["machine"]["cpus"] >= 1
+    assert result["ceiling"]["messages"] == 60
+    assert result["ceiling"]["payload_bytes"] > 300  # a signed sitrep
+    assert result["ceiling"]["msg_per_s"] > 0
+    gateway = result["gateway"]
+    assert gateway["messages"] == 60
+    assert 0 < gateway["msg_per_s"] <= gateway["accepted_per_s"] * 1.01
+    assert gateway["cpu_s_per_1000"] > 0
+    assert gateway["peak_rss_mb"] > 10
+    assert result["ratio"] == pytest.approx(
+        gateway["msg_per_s"] / result["ceiling"]["msg_per_s"], abs=0.002)
+    latency = result["latency"]
+    assert latency["messages"] == 20
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert result["fanout"]["peers"] == 2
+    assert 0 < result["fanout"]["best_s"] <= result["fanout"]["median_s"]
+    assert "bench" not in rabbitmqctl("list_vhosts", "--no-table-headers")
