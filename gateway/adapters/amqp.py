@@ -46,6 +46,7 @@ HEADER_FROM = "x-crisisgw-from"
 HEADER_VERSION = "x-crisisgw-v"
 CONNECT_TIMEOUT = 5.0
 DEAD_LETTER_CHECK = 15.0
+DEAD_LETTER_SETTLE = 0.5
 DISK_FULL_RETRY_MAX = 30.0
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 10.0
 
@@ -89,6 +90,13 @@ async def _connect(url: str, centre: str, role: str) -> AbstractConnection:
                                       client_properties=_client_properties(centre, role))
     except aiormq.exceptions.ProbableAuthenticationError as exc:
         raise PublishRefused(f"authentication refused: {exc}", retryable=False) from exc
+    except aiormq.exceptions.InvalidFrameError as exc:
+        # aiormq reports the broker's Connection.Close in answer to Connection.Open (530
+        # NOT_ALLOWED: no permission on the vhost, or no such vhost) as an invalid frame.
+        if "Connection.Close" not in str(exc):
+            raise PublishUnknown(f"cannot connect to {redact_url(url)}: {exc!r}") from exc
+        raise PublishRefused(f"access to the vhost refused at {redact_url(url)}",
+                             retryable=False) from exc
     except (OSError, TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
         raise PublishUnknown(f"cannot connect to {redact_url(url)}: {exc!r}") from exc
 
@@ -291,6 +299,7 @@ class InboxConsumer:
         self._consumer_tag: str | None = None
         self.connected = False
         self.dead_letters = 0
+        self._recheck = asyncio.Event()
         self._stopping = False
 
     async def run(self) -> None:
@@ -329,7 +338,11 @@ class InboxConsumer:
             if count and count != self.dead_letters:
                 log.error("dead_letters_present", count=count, queue=DEAD_QUEUE)
             self.dead_letters = count
-            await asyncio.sleep(DEAD_LETTER_CHECK)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recheck.wait(), DEAD_LETTER_CHECK)
+            if self._recheck.is_set():  # a delivery hit its limit: it is being dead-lettered
+                self._recheck.clear()
+                await asyncio.sleep(DEAD_LETTER_SETTLE)
 
     async def _start(self) -> tuple[asyncio.Event, AbstractChannel]:
         conn = await _connect(self._url, self._centre, "inbox")
@@ -372,8 +385,10 @@ class InboxConsumer:
         try:
             await self._handle_holding(message)
         except Exception as exc:  # noqa: BLE001 - any failure: let the broker redeliver
-            log.error("ingest_failed", error=repr(exc)[:300],
-                      delivery_count=(message.headers or {}).get("x-delivery-count"))
+            count = (message.headers or {}).get("x-delivery-count")
+            log.error("ingest_failed", error=repr(exc)[:300], delivery_count=count)
+            if isinstance(count, int) and count >= self._limit:
+                self._recheck.set()  # the nack below dead-letters it: alert now, not later
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
             return
