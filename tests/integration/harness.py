@@ -38,9 +38,13 @@ AMQP = "amqp://127.0.0.1:5672/"
 
 
 def free_base_port(count: int = 4) -> int:
-    """A base port with ``count`` consecutive free ports on 127.0.0.1."""
+    """A base port with ``count`` consecutive free ports on 127.0.0.1.
+
+    The ports lie below Linux's ephemeral range (32768-60999): a node stopped by a test
+    must find its port free again, which an outgoing connection could otherwise take.
+    """
     for _ in range(200):
-        base = 20000 + secrets.randbelow(30000)
+        base = 20000 + secrets.randbelow(32768 - 20000 - count)
         socks = []
         try:
             for i in range(count):
