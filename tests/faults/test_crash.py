@@ -90,11 +90,19 @@ async def wait_killed(fed: Federation, centre: str, timeout: float = 60) -> None
     assert proc.returncode == -signal.SIGKILL, f"{centre} exited with {proc.returncode}"
 
 
+async def start(fed: Federation, centre: str, env: dict[str, str] | None = None) -> None:
+    """Start ``centre`` and wait until it is ready (failing if it did not come up)."""
+    fed.start(centre, env=env)
+    await fed.wait_ready()
+    proc = fed.nodes[centre].proc
+    assert proc is not None
+    assert proc.poll() is None, f"{centre} did not start; see {fed.nodes[centre].log}"
+
+
 async def restart_armed(fed: Federation, centre: str, spec: str) -> None:
     """Stop ``centre`` cleanly and start it again with the failpoints in ``spec``."""
     fed.stop(centre)
-    fed.start(centre, env={"CRISISGW_FAILPOINTS": spec})
-    await fed.wait_ready()
+    await start(fed, centre, {"CRISISGW_FAILPOINTS": spec})
 
 
 async def settle(fed: Federation) -> None:
@@ -166,8 +174,7 @@ async def test_kill_after_publish_before_sent_is_republished_and_deduplicated(
         first.update(await post_keyed(fed, SENDER, {key: body}))
         await asyncio.sleep(0.05)
     await wait_killed(fed, SENDER)
-    fed.start(SENDER)
-    await fed.wait_ready()
+    await start(fed, SENDER)
     ids, first_outcomes = await resubmit(fed, bodies, first)
 
     async def all_sent() -> bool:
@@ -175,8 +182,7 @@ async def test_kill_after_publish_before_sent_is_republished_and_deduplicated(
         return len(found) == len(ids) and set(found.values()) == {"sent"}
 
     await wait_until(all_sent, 60, "every delivery confirmed by NL-NCC's broker")
-    fed.start(RECIPIENT)
-    await fed.wait_ready()
+    await start(fed, RECIPIENT)
     async def deduplicated() -> bool:  # the copy may come in just after the original
         return duplicates_seen(fed.nodes[RECIPIENT].log, ids) >= 1
 
@@ -200,8 +206,7 @@ async def test_kill_before_outbox_commit_then_retry_with_same_key(
     first = await post_keyed(fed, SENDER, bodies)
     await wait_killed(fed, SENDER)
     assert any(s == 0 for s, _, _ in first.values()), "no request lost its answer"
-    fed.start(SENDER)
-    await fed.wait_ready()
+    await start(fed, SENDER)
     ids, first_outcomes = await resubmit(fed, bodies, first)
     assert len(ids) == len(bodies)
     _, listed = await fed.api(SENDER, "GET", f"/v1/messages?incident={incident}&limit=1000")
@@ -251,8 +256,7 @@ async def test_kill_inside_commit_batch_leaves_a_sound_ledger(crashfed: Federati
     answered = sum(1 for _, i, _ in first.values() if i)
     assert answered < len(bodies), "the failpoint fired after the load"
     check_ledger(fed.nodes[SENDER].settings.node.data_dir / "ledger.sqlite3")
-    fed.start(SENDER)
-    await fed.wait_ready()
+    await start(fed, SENDER)
     ids, first_outcomes = await resubmit(fed, bodies, first)
     counts = await tally(fed, 11, "kill -9 inside a commit batch (integrity ok)", SENDER,
                          ids, [RECIPIENT], incident, refused=first_outcomes)
@@ -260,8 +264,7 @@ async def test_kill_inside_commit_batch_leaves_a_sound_ledger(crashfed: Federati
     assert counts.delivered == len(bodies)
     fed.stop(SENDER)
     check_ledger(fed.nodes[SENDER].settings.node.data_dir / "ledger.sqlite3")
-    fed.start(SENDER)
-    await fed.wait_ready()
+    await start(fed, SENDER)
 
 
 def test_failpoint_names_are_documented() -> None:

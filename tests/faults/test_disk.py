@@ -22,7 +22,7 @@ import pytest
 
 from tests.faults.load import sitrep, tally
 from tests.faults.report import record
-from tests.faults.test_crash import check_ledger
+from tests.faults.test_crash import check_ledger, start
 from tests.integration.harness import Federation
 
 pytestmark = pytest.mark.broker
@@ -147,5 +147,4 @@ async def test_disk_full_gives_507_then_recovers_without_loss(diskfed: Federatio
     assert "dead_letters_present" not in log, "a full disk dead-lettered incoming receipts"
     fed.stop(SENDER)
     check_ledger(fed.nodes[SENDER].settings.node.data_dir / "ledger.sqlite3")
-    fed.start(SENDER)
-    await fed.wait_ready()
+    await start(fed, SENDER)
