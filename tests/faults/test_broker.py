@@ -388,8 +388,8 @@ async def test_stopped_consumer_bounds_prefetch_and_shows_backlog(
     finally:
         os.kill(proc.pid, signal.SIGCONT)
     await fed.wait_ready()
-    counts = await tally(fed, 27, f"stopped consumer (queue {ready}+{unacked} unacked)", BE,
-                         ids, [NL], inc, refused=refused)
+    counts = await tally(fed, 27, f"stopped consumer (prefetch {PREFETCH}, "
+                         f"{ready + unacked} queued)", BE, ids, [NL], inc, refused=refused)
     record(counts)
     assert counts.delivered == n
     assert (await peer_view(fed, BE, NL))["backlog"] == before
