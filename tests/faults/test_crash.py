@@ -22,6 +22,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.adapters import sqlite_audit
+from gateway.protocol.auditlog import verify_chain
 from tests.faults.load import sitrep, states, tally
 from tests.faults.report import record
 from tests.integration.harness import Federation, wait_until
@@ -218,7 +220,8 @@ async def test_kill_before_outbox_commit_then_retry_with_same_key(
 
 
 def check_ledger(path: Path) -> dict[str, int]:
-    """Open a dead node's ledger: integrity, foreign keys, nothing half-written."""
+    """Open a dead node's ledger: integrity, foreign keys, nothing half-written, and an
+    intact audit chain with one ``message.submitted`` entry per stored message."""
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
@@ -237,6 +240,14 @@ def check_ledger(path: Path) -> dict[str, int]:
             "(SELECT COUNT(*) FROM deliveries d WHERE d.message_id = o.id)").fetchone()[0]
         stored = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
     assert (no_delivery, orphan_keys, orphan_deliveries, wrong_count) == (0, 0, 0, 0)
+    with closing(sqlite_audit.connect_existing(path)) as conn:
+        chain = verify_chain(sqlite_audit.rows(conn))
+        submitted = conn.execute("SELECT COUNT(*) FROM audit_log WHERE kind = "
+                                 "'message.submitted'").fetchone()[0]
+        messages = conn.execute("SELECT COUNT(*) FROM outbox WHERE type != 'receipt'"
+                                ).fetchone()[0]
+    assert chain.ok, f"audit chain broken at {chain.broken_at}: {chain.problem}"
+    assert submitted == messages, "every stored message has its audit entry, and no more"
     return {"outbox": stored}
 
 
