@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from gateway.app import Node
 
 NODE: web.AppKey[Node] = web.AppKey("node")
-CLIENT = "client"
+CLIENT: web.RequestKey[str] = web.RequestKey("client", str)
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/v1/openapi.json"})
 MAX_IDEMPOTENCY_KEY = 200
 MAX_LIMIT = 1000

@@ -32,7 +32,6 @@ pytestmark = [
     pytest.mark.broker,
     # The nodes run inside pytest here, where warnings are errors: gateway/web stores
     # request state under str keys, which aiohttp 3.14 warns about (once per key).
-    pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning"),
 ]
 
 N = 30

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("crisisgw.console")
 NODE_KEY: web.AppKey[Node] = web.AppKey("console_node")
 SESSIONS: web.AppKey[Sessions] = web.AppKey("console_sessions")
+SESSION: web.RequestKey[Session] = web.RequestKey("console_session", Session)
+LOGIN_CSRF: web.RequestKey[str] = web.RequestKey("login_csrf", str)
 OPERATORS: web.AppKey[Operators] = web.AppKey("console_operators")
 LIMITER: web.AppKey[LoginLimiter] = web.AppKey("console_limiter")
 LANG_COOKIE = "crisisgw_lang"
@@ -69,7 +71,8 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
         if expected is None or not csrf_ok(expected, given):
             log.warning("console_csrf_refused", path=request.path)
             raise web.HTTPForbidden(text="CSRF token missing or wrong")
-    request["session"] = session
+    if session is not None:
+        request[SESSION] = session
     response = await handler(request)
     response.headers.setdefault("Content-Security-Policy",
                                 "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
@@ -80,7 +83,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def _require(request: web.Request, role: str) -> Session:
-    session: Session | None = request.get("session")
+    session: Session | None = request.get(SESSION)
     if session is None:
         raise web.HTTPUnauthorized(text="login required")
     if not role_allows(session.role, role):
@@ -90,7 +93,7 @@ def _require(request: web.Request, role: str) -> Session:
 
 async def _audit(request: web.Request, action: str, target: str, detail: str = "") -> None:
     node = request.app[NODE_KEY]
-    session: Session | None = request.get("session")
+    session: Session | None = request.get(SESSION)
     actor = session.name if session else "-"
     await node.ledger.audit(actor, action, target, detail, node.clock.now())
     log.info("console_action", operator=actor, action=action, target=target)
@@ -98,10 +101,10 @@ async def _audit(request: web.Request, action: str, target: str, detail: str = "
 
 def _ctx(request: web.Request, page: str, **values: Any) -> dict[str, Any]:
     node = request.app[NODE_KEY]
-    session: Session | None = request.get("session")
+    session: Session | None = request.get(SESSION)
     return {"page": page, "session": session, "me": node.me, "centre_name":
             node.settings.node.name, "lang": i18n.current(), "languages": i18n.LANGUAGES,
-            "csrf": session.csrf if session else request.get("login_csrf", ""),
+            "csrf": session.csrf if session else request.get(LOGIN_CSRF, ""),
             "can_operate": bool(session and role_allows(session.role, "operator")),
             **values}
 
@@ -114,7 +117,7 @@ async def login_form(request: web.Request) -> web.Response:
     import secrets  # noqa: PLC0415
 
     token = request.cookies.get("crisisgw_csrf") or secrets.token_urlsafe(32)
-    request["login_csrf"] = token
+    request[LOGIN_CSRF] = token
     response = aiohttp_jinja2.render_template("login.html", request, _ctx(request, "login"))
     response.set_cookie("crisisgw_csrf", token, httponly=True, samesite="Strict",
                         path="/console")
@@ -135,12 +138,12 @@ async def login(request: web.Request) -> web.StreamResponse:
         request.app[LIMITER].failed(remote, name)
         log.warning("console_login_failed", operator=name, remote=remote)
         await node.ledger.audit(name or "-", "login_failed", remote, "", node.clock.now())
-        request["login_csrf"] = request.cookies.get("crisisgw_csrf", "")
+        request[LOGIN_CSRF] = request.cookies.get("crisisgw_csrf", "")
         return aiohttp_jinja2.render_template(
             "login.html", request, _ctx(request, "login", error=True), status=401)
     request.app[LIMITER].succeeded(remote, name)
     token, session = request.app[SESSIONS].create(entry.name, entry.role, i18n.current())
-    request["session"] = session
+    request[SESSION] = session
     await _audit(request, "login", remote)
     response = web.HTTPSeeOther("/console")
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict",
