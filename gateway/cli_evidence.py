@@ -70,11 +70,11 @@ def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     key = load_signing_key(settings.node.signing_key_file, settings.node.signing_key_id)
     conn = sqlite_audit.connect_existing(settings.node.data_dir / "ledger.sqlite3", write=True)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        seq, head = sqlite_audit.head(conn)
         now = datetime.now(UTC)
-        wire = sign_checkpoint(settings.node.centre, seq, head, now, key)
-        sqlite_audit.store_checkpoint(conn, seq, now, head, wire)
+        conn.execute("BEGIN IMMEDIATE")
+        _, _, wire = sqlite_audit.checkpoint_now(
+            conn, now, lambda seq, head: sign_checkpoint(settings.node.centre, seq, head, now,
+                                                         key))
         conn.execute("COMMIT")
     finally:
         conn.close()

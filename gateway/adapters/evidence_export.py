@@ -82,9 +82,8 @@ def export_bundle(settings: Settings, message_id: str, now: datetime) -> bytes:
         try:
             message, receipts = _wires(conn, message_id)
             entries = _entries(conn, message_id)
-            seq, head = sqlite_audit.head(conn)
-            checkpoint = sign_checkpoint(me, seq, head, now, current)
-            sqlite_audit.store_checkpoint(conn, seq, now, head, checkpoint)
+            seq, _, checkpoint = sqlite_audit.checkpoint_now(
+                conn, now, lambda n, h: sign_checkpoint(me, n, h, now, current))
             first = int(entries[0][0])
             links = [str(r[0]) for r in conn.execute(
                 "SELECT content_sha256 FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq",

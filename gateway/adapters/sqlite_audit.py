@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,16 @@ def store_checkpoint(conn: sqlite3.Connection, seq: int, at: datetime, head_hash
     """Keep a signed checkpoint (a second one for the same sequence number is ignored)."""
     conn.execute("INSERT OR IGNORE INTO audit_checkpoints VALUES (?,?,?,?)",
                  (seq, format_time(at), head_hash, wire))
+
+
+def checkpoint_now(conn: sqlite3.Connection, at: datetime,
+                   sign: Callable[[int, str], bytes]) -> tuple[int, str, bytes]:
+    """Sign the current head with ``sign(seq, head)`` and keep it, in the caller's
+    transaction; returns (seq, head, signed bytes)."""
+    seq, top = head(conn)
+    wire = sign(seq, top)
+    store_checkpoint(conn, seq, at, top, wire)
+    return seq, top, wire
 
 
 def checkpoints(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:

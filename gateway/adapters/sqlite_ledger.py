@@ -524,14 +524,12 @@ class SqliteLedger:
         at = self._now()
 
         def run(conn: sqlite3.Connection) -> bytes | None:
-            seq, top = sqlite_audit.head(conn)
+            seq, _ = sqlite_audit.head(conn)
             latest = conn.execute("SELECT wire FROM audit_checkpoints WHERE seq=?",
                                   (seq,)).fetchone()
             if latest is not None:
                 return bytes(latest[0]) if force else None
-            wire = sign(seq, top)
-            sqlite_audit.store_checkpoint(conn, seq, at, top, wire)
-            return wire
+            return sqlite_audit.checkpoint_now(conn, at, sign)[2]
 
         return await self.db.write(run)
 

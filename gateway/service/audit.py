@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 
 from gateway.config import Settings
 from gateway.errors import GatewayError
-from gateway.protocol.auditlog import ChainReport, StoredEntry, open_checkpoint, verify_chain
+from gateway.protocol.auditlog import (
+    ChainReport,
+    StoredEntry,
+    checkpoint_kid,
+    open_checkpoint,
+    verify_chain,
+)
 from gateway.protocol.ijson import loads
 from gateway.protocol.keys import PinnedKey
 from gateway.protocol.types import format_time
@@ -77,13 +83,13 @@ def verify_log(rows: Iterable[StoredEntry], checkpoints: Iterable[tuple[int, byt
     for seq, wire in checkpoints:
         try:
             raw = loads(wire)
-            kid = raw["signature"]["kid"] if isinstance(raw, dict) else ""
-            key = own_key(str(kid))
+            kid = checkpoint_kid(raw)
+            key = own_key(kid)
             if key is None:
                 report.problems.append(f"checkpoint {seq}: signed with unknown key {kid!r}")
                 continue
             cp = open_checkpoint(raw, key)
-        except (GatewayError, KeyError, TypeError) as exc:
+        except GatewayError as exc:
             report.problems.append(f"checkpoint {seq}: {exc}")
             continue
         actual = hash_at(cp.seq)
