@@ -3,6 +3,6 @@
 #   ./deploy/run-demo.sh [crisisgw demo options...]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash deploy/setup.sh
+bash deploy/setup.sh --demo
 echo "==> crisisgw demo $*"
 exec .venv/bin/crisisgw demo "$@"

@@ -10,6 +10,14 @@
 # returns within a few seconds. Used by deploy/run-tests.sh and deploy/run-demo.sh.
 set -euo pipefail
 
+# --demo: what the demo needs; --tests (the default): also Chromium for the browser tests.
+PURPOSE=tests
+case ${1:-} in
+    --demo) PURPOSE=demo ;;
+    --tests|"") PURPOSE=tests ;;
+    *) printf 'setup.sh: unknown option %s (--demo or --tests)\n' "$1" >&2; exit 2 ;;
+esac
+
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
@@ -92,10 +100,23 @@ else
     apt_install rabbitmq-server
 fi
 
-# --- 3. start it (or check it is running) -----------------------------------
+# --- 3. start it (or check it is running), with its TLS listener -------------
 bash "$ROOT/deploy/start-rabbitmq.sh"
+# openssl makes the broker's certificates; curl runs the README's HTTP examples.
+missing=()
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if ((${#missing[@]})); then
+    have_apt || die "${missing[*]} not found and no apt-get: install them by hand"
+    apt_install "${missing[@]}"
+fi
+# Every link of the demo and of the TLS tests is AMQPS to 127.0.0.1:5671, verified
+# against the local broker's own CA (/etc/rabbitmq/crisisgw-tls/ca.pem).
+need_root "the broker's TLS listener"
+"${SUDO[@]}" bash "$ROOT/deploy/broker-tls.sh" local 5671
 
-# --- headless Chromium for the browser tests (tests/browser) -----------------
+# --- headless Chromium for the browser tests (tests/browser), not for the demo --
+if [[ $PURPOSE == tests ]]; then
 # Playwright drives Debian's chromium through executable_path=/usr/bin/chromium;
 # `playwright install` (which downloads its own browser build) is never used.
 # fonts-dejavu-core gives screenshots readable text. --no-install-recommends
@@ -110,6 +131,7 @@ else
 install Chromium and DejaVu fonts by hand so that $CHROMIUM exists"
     apt_install --no-install-recommends chromium fonts-dejavu-core
     [[ -x $CHROMIUM ]] || die "apt installed chromium but $CHROMIUM is still missing"
+fi
 fi
 
 # --- 4. .venv with the project installed --------------------------------------

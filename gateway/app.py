@@ -13,25 +13,43 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.adapters.amqp import AmqpPublisher, InboxConsumer
 from gateway.adapters.sqlite_ledger import SqliteLedger
-from gateway.config import Settings, load_settings, update_config
+from gateway.config import KeyEntry, Settings, load_settings, update_config
 from gateway.errors import ConfigError, GatewayError
-from gateway.keyfiles import load_signing_key, write_private_key
+from gateway.keyfiles import (
+    keep_public_key,
+    load_signing_key,
+    retire_private_key,
+    write_private_key,
+)
 from gateway.metrics import Metrics
 from gateway.protocol.auditlog import sign_checkpoint
 from gateway.protocol.delivery import RetryPolicy
 from gateway.protocol.directory import DIRECTORY_TYPE, DirectoryUpdate
 from gateway.protocol.keys import (
     KeyRing,
+    PinnedKey,
     SigningKey,
+    b64url_decode,
     default_key_id,
     fingerprint,
+    public_key_from_text,
     public_key_text,
 )
-from gateway.protocol.keyupdate import KEY_UPDATE_TYPE, KeyUpdate, NewKey
+from gateway.protocol.keyupdate import (
+    KEY_UPDATE_TYPE,
+    KeyUpdate,
+    KeyUpdatePlan,
+    NewKey,
+    plan_key_update,
+)
 from gateway.protocol.messages import DirectoryEnvelope, KeyUpdateEnvelope
 from gateway.protocol.types import Mode, Priority, Tlp, format_time
 from gateway.service.acknowledge import Acknowledger
@@ -43,6 +61,25 @@ from gateway.service.ingest import Receiver
 from gateway.service.submit import Submitter
 
 log = structlog.get_logger("crisisgw.node")
+
+
+def _pinned(raw: dict[str, Any]) -> PinnedKey:
+    """A pinned key from its raw configuration entry."""
+    entry = KeyEntry.model_validate(raw)
+    return PinnedKey(kid=entry.kid, key=public_key_from_text(entry.public_key),
+                     not_before=entry.not_before, not_after=entry.not_after,
+                     revoked=entry.revoked)
+
+
+def _raw_key(text: str) -> bytes:
+    try:
+        return b64url_decode(text)
+    except ValueError:
+        return b""
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 class SystemClock:
@@ -71,7 +108,8 @@ class Node:
         self.metrics = Metrics()
         self.ledger = SqliteLedger(s.node.data_dir / "ledger.sqlite3", clock=self.clock.now)
         self.publisher = AmqpPublisher(centre=self.me, heartbeat=s.broker.heartbeat,
-                                       publish_timeout=s.delivery.publish_timeout_seconds)
+                                       publish_timeout=s.delivery.publish_timeout_seconds,
+                                       on_tls_failure=self._count_tls_failure)
         base, cap, refused = s.retry_times()
         self.dispatcher = Dispatcher(
             ledger=self.ledger, publisher=self.publisher, clock=self.clock,
@@ -83,7 +121,8 @@ class Node:
         self.consumer = InboxConsumer(
             centre=self.me, url=s.broker.url.get_secret_value(), heartbeat=s.broker.heartbeat,
             prefetch=s.broker.prefetch, declare=s.broker.declare_topology,
-            delivery_limit=s.broker.delivery_limit, handler=self._handle)
+            delivery_limit=s.broker.delivery_limit, handler=self._handle, tls=s.broker.tls,
+            on_tls_failure=self._count_tls_failure)
         self.receiver = Receiver(
             me=self.me, key=self.key, ring=lambda: self.ring, directory=lambda: self.directory,
             ledger=self.ledger, clock=self.clock, fanout=self.consumer, policy=s.policy,
@@ -97,11 +136,15 @@ class Node:
                                          clock=self.clock, on_receipt_queued=self.dispatcher.wake)
         self.commchecks = CommChecks(submitter=self.submitter, peers=lambda: self.settings.peers)
         self._tasks: list[asyncio.Task[None]] = []
+        self._config_lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self.started_at = self.clock.now()
 
     async def _handle(self, body: bytes, amqp_user: str | None) -> str:
         return await self.receiver.handle(body, amqp_user)
+
+    def _count_tls_failure(self, link: str, reason: str) -> None:
+        self.metrics.tls_failures.labels(link, reason).inc()
 
     def _count_ingest(self, kind: str, outcome: str) -> None:
         self.metrics.ingested.labels(kind, outcome).inc()
@@ -113,7 +156,7 @@ class Node:
         from gateway.web.api import build_app  # noqa: PLC0415 - web imports the node type
 
         await self.ledger.open()
-        self.publisher.configure({p.id: p.inbox_url.get_secret_value()
+        self.publisher.configure({p.id: (p.inbox_url.get_secret_value(), p.tls)
                                   for p in self.settings.peers})
         self._tasks = [
             asyncio.create_task(self.consumer.run(), name="inbox-consumer"),
@@ -167,7 +210,8 @@ class Node:
         self.directory = Directory(self.me, new.peers)
         self.submitter.reconfigure(directory=self.directory, policy=new.policy)
         self.receiver.reconfigure(policy=new.policy)
-        self.publisher.configure({p.id: p.inbox_url.get_secret_value() for p in new.peers})
+        self.publisher.configure({p.id: (p.inbox_url.get_secret_value(), p.tls)
+                                  for p in new.peers})
         self.on_reload(new)
         log.info("config_reloaded", peers=[p.id for p in new.peers])
         loop = asyncio.get_running_loop()
@@ -248,29 +292,45 @@ class Node:
         log.info("directory_published", message_id=message_id, entries=len(update.entries))
         return message_id
 
-    async def _pin_peer_key(self, peer: str, update: KeyUpdate) -> None:
-        """Pin a peer's announced key and end its previous key after the overlap."""
-        new_key = update.new_key.model_dump(mode="json", exclude_none=True)
-        until = format_time(update.previous_not_after)
+    async def _pin_peer_key(self, peer: str, update: KeyUpdate, signed_by: str,
+                            created: datetime) -> None:
+        """Apply a peer's verified key-update under the rotation rule (see
+        :func:`plan_key_update`): pin the new key, end the signing key after the overlap,
+        unpin long-dead keys. Raises :class:`KeyUpdateRefused`, changing nothing."""
+        now = self.clock.now()
+        plans: list[KeyUpdatePlan] = []
 
         def change(raw: dict[str, Any]) -> None:
             entry = next((p for p in raw.get("peers", []) if p.get("id") == peer), None)
             if entry is None:
                 raise ConfigError(f"no peer {peer}")
             keys = entry.setdefault("keys", [])
-            if all(k.get("kid") != new_key["kid"] for k in keys):
-                keys.append(new_key)
+            pinned = [_pinned(k) for k in keys]
+            elsewhere = frozenset(
+                _raw_key(k["public_key"]) for p in raw.get("peers", []) if p.get("id") != peer
+                for k in p.get("keys", [])) | {_raw_public(self.key.public())}
+            plan = plan_key_update(pinned, signed_by=signed_by, update=update,
+                                   created=created, now=now, elsewhere=elsewhere)
+            plans.append(plan)
+            if plan.applied:
+                return
+            keys[:] = [k for k in keys if k.get("kid") not in plan.dropped]
             for k in keys:
-                if k.get("kid") == update.previous_kid:
-                    k["not_after"] = min(k.get("not_after") or until, until)
+                if k.get("kid") == plan.previous_kid:
+                    k["not_after"] = format_time(plan.previous_not_after)
+            keys.append({"kid": plan.new.kid, "public_key": plan.new.public_key,
+                         "not_before": format_time(plan.not_before)})
 
-        await self._change_config(change)
+        await self._change_config(change)  # the reload audits key.pinned and key.validity
+        if plans and plans[-1].applied:
+            log.info("key_update_already_applied", peer=peer, kid=update.new_key.kid)
 
     async def _change_config(self, change: Callable[[dict[str, Any]], None]) -> None:
         if self.config_path is None:
             raise ConfigError("this node runs without a configuration file to update")
-        new = await asyncio.to_thread(update_config, self.config_path, change)
-        self.apply_settings(new)
+        async with self._config_lock:  # read-modify-write of one file: one at a time
+            new = await asyncio.to_thread(update_config, self.config_path, change)
+            self.apply_settings(new)
 
     async def rotate_key(self, overlap: timedelta) -> dict[str, str]:
         """Make a new signing key, announce it to every peer in a ``key-update`` signed
@@ -290,21 +350,30 @@ class Node:
             body_json=update.model_dump(mode="json", exclude_none=True), to=to,
             tlp=Tlp.CLEAR, priority=Priority.URGENT, mode=Mode.ACTUAL, incident=None,
             expires=None, idempotency=None)
+        old_key, old_path = self.key, self.settings.node.signing_key_file
         self.key = SigningKey(kid=kid, private=private)
         self.submitter.reconfigure(directory=self.directory, policy=self.settings.policy,
                                    key=self.key)
         self.receiver.reconfigure(policy=self.settings.policy, key=self.key)
         self.acknowledger.use_key(self.key)
+        retired = "kept (the node runs without a configuration file)"
         if self.config_path is not None:
             def change(raw: dict[str, Any]) -> None:
                 raw["node"]["signing_key_file"] = str(path)
                 raw["node"]["signing_key_id"] = kid
             self.settings = await asyncio.to_thread(update_config, self.config_path, change)
+            await asyncio.to_thread(keep_public_key, old_path.parent, old_key.kid,
+                                    old_key.public())
+            retired = await asyncio.to_thread(retire_private_key, old_path, old_key.kid,
+                                              self.settings.node.retired_keys)
         await self.ledger.audit("node", "key.rotated", f"{self.me}/{kid}",
-                                f"announced in {message_id}", now)
-        log.warning("signing_key_rotated", kid=kid, announced_in=message_id)
+                                f"announced in {message_id}; previous key {old_key.kid} "
+                                f"{retired}", now)
+        log.warning("signing_key_rotated", kid=kid, announced_in=message_id,
+                    previous_kid=old_key.kid, previous_key=retired)
         return {"kid": kid, "fingerprint": fingerprint(private.public_key()),
-                "message_id": message_id}
+                "message_id": message_id, "previous_kid": old_key.kid,
+                "previous_private_key": retired}
 
     async def revoke_peer_key(self, peer: str, kid: str) -> None:
         """Stop accepting ``kid`` from ``peer`` at once (compromised key)."""

@@ -267,19 +267,22 @@ def _cmd_identity_export(args: argparse.Namespace) -> int:
 def _cmd_peers_grant(args: argparse.Namespace) -> int:
     from gateway.federation import grant  # noqa: PLC0415
 
-    creds = grant(load_settings(Path(args.config)), args.peer, Path(args.out))
-    print(f"user {creds['user']} may now write to our inbox; send {args.out} to "
-          f"{args.peer} out of band (it holds a password)")
+    creds = grant(load_settings(Path(args.config)), args.peer, Path(args.out),
+                  client_cert=Path(args.client_cert) if args.client_cert else None,
+                  client_key=Path(args.client_key) if args.client_key else None)
+    secret = "a client certificate and its key" if creds.client_key else "a password"
+    print(f"user {creds.user} may now write to our inbox; send {args.out} to "
+          f"{args.peer} out of band (it holds {secret})")
     return 0
 
 
 def _cmd_peers_add(args: argparse.Namespace) -> int:
-    from gateway.federation import add_peer, read_card  # noqa: PLC0415
+    from gateway.federation import add_peer, read_card, read_credentials  # noqa: PLC0415
 
     card, prints = read_card(Path(args.card))
-    print(f"{card.centre} — {card.name} ({card.country})")
+    print(f"{card.centre} — {card.name} ({card.country}); compare by phone:")
     for line in prints:
-        print(f"  key {line}")
+        print(f"  {line}")
     if not args.yes:
         if not sys.stdin.isatty():
             raise GatewayError("compare the fingerprint by phone, then run again with --yes")
@@ -289,9 +292,10 @@ def _cmd_peers_add(args: argparse.Namespace) -> int:
             return 1
     if not args.credentials:
         raise GatewayError("--credentials FILE (the credentials the peer granted us) is needed")
-    credentials = json.loads(Path(args.credentials).read_text(encoding="utf-8"))
+    credentials = read_credentials(Path(args.credentials))
     groups = tuple(g for g in (args.groups or "").split(",") if g)
-    add_peer(Path(args.config), card, credentials, groups)
+    add_peer(Path(args.config), card, credentials, groups,
+             allow_plaintext=args.allow_plaintext)
     print(f"{card.centre} enrolled; the running node picks it up by itself")
     return 0
 
@@ -347,9 +351,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run  # noqa: PLC0415
+    from gateway.demo import local_tls, run  # noqa: PLC0415
 
-    return run(Path(args.dir), args.base_port, args.amqp_url, args.init_only, args.broker_prefix)
+    tls = None if args.plaintext else local_tls(Path(args.tls_dir), args.tls_port)
+    return run(Path(args.dir), args.base_port, args.amqp_url, args.init_only, args.broker_prefix,
+               tls=tls)
 
 
 def _cmd_schemas(args: argparse.Namespace) -> int:
@@ -413,6 +419,24 @@ def _add_bench(sub: Any) -> None:
     fed.set_defaults(func_bench=_cmd_bench_federation)
 
 
+def _add_demo(sub: Any) -> None:
+    """The ``demo`` command."""
+    demo = sub.add_parser("demo", help="run the four-centre demo federation")
+    demo.add_argument("--dir", default="crisisgw-demo")
+    demo.add_argument("--base-port", type=int, default=8401)
+    demo.add_argument("--amqp-url", default="amqp://127.0.0.1:5672/")
+    demo.add_argument("--init-only", action="store_true")
+    demo.add_argument("--tls-dir", default="/etc/rabbitmq/crisisgw-tls",
+                      help="the local broker's CA (deploy/broker-tls.sh local makes it)")
+    demo.add_argument("--tls-port", type=int, default=5671,
+                      help="the local broker's TLS listener")
+    demo.add_argument("--plaintext", action="store_true",
+                      help="plain AMQP on loopback instead of TLS")
+    demo.add_argument("--broker-prefix", default="crisisgw",
+                      help="vhost (and, if not the default, user) name prefix on the broker")
+    demo.set_defaults(func=_cmd_demo)
+
+
 def _add_federation(sub: Any) -> None:
     """The ``init``, ``identity`` and ``peers`` commands."""
     init = sub.add_parser("init", help="create a new node's keys and config")
@@ -437,6 +461,9 @@ def _add_federation(sub: Any) -> None:
     grant.add_argument("peer")
     grant.add_argument("-c", "--config", required=True)
     grant.add_argument("-o", "--out", required=True)
+    grant.add_argument("--client-cert", help="PEM client certificate (CN = PEER@US) made by "
+                       "deploy/broker-tls.sh client: the peer logs in with it, no password")
+    grant.add_argument("--client-key", help="its private key")
     grant.set_defaults(func=_cmd_peers_grant)
     add = peers.add_parser("add", help="enrol a peer from its identity card")
     add.add_argument("card")
@@ -444,6 +471,9 @@ def _add_federation(sub: Any) -> None:
     add.add_argument("--groups", help="comma-separated, e.g. benelux,eu")
     add.add_argument("--credentials", help="the credentials file the peer granted us")
     add.add_argument("--yes", action="store_true", help="fingerprint already compared")
+    add.add_argument("--allow-plaintext", action="store_true",
+                     help="accept an amqp:// URL to a non-loopback broker (never between "
+                     "real centres)")
     add.set_defaults(func=_cmd_peers_add)
     for name, func, text in (("list", _cmd_peers_list, "list the peers"),):
         cmd = peers.add_parser(name, help=text)
@@ -529,14 +559,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("-c", "--config", required=True)
     show.set_defaults(func=_cmd_keys_show)
 
-    demo = sub.add_parser("demo", help="run the four-centre demo federation")
-    demo.add_argument("--dir", default="crisisgw-demo")
-    demo.add_argument("--base-port", type=int, default=8401)
-    demo.add_argument("--amqp-url", default="amqp://127.0.0.1:5672/")
-    demo.add_argument("--init-only", action="store_true")
-    demo.add_argument("--broker-prefix", default="crisisgw",
-                      help="vhost (and, if not the default, user) name prefix on the broker")
-    demo.set_defaults(func=_cmd_demo)
+    _add_demo(sub)
 
     _add_standards(sub)
 

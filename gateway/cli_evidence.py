@@ -14,16 +14,15 @@ from typing import Any
 
 from gateway.config import Settings, load_settings
 from gateway.errors import GatewayError
-from gateway.keyfiles import load_signing_key
+from gateway.keyfiles import load_signing_key, own_public_keys
 from gateway.protocol.keys import KeyRing, PinnedKey
 
 
 def _own_ring(settings: Settings) -> KeyRing:
     """Our own public keys (current and earlier ones on disk) plus every pinned peer key."""
-    from gateway.adapters.evidence_export import own_keys  # noqa: PLC0415
-
-    own = [(settings.node.centre, PinnedKey(kid=k.kid, key=k.public()))
-           for k in own_keys(settings).values()]
+    own = [(settings.node.centre, PinnedKey(kid=kid, key=key)) for kid, key in
+           own_public_keys(settings.node.signing_key_file,
+                           settings.node.signing_key_id).items()]
     peers = [(c, k) for c, per in settings.key_ring().keys.items() for k in per.values()]
     return KeyRing.build([*own, *peers])
 

@@ -7,20 +7,34 @@ appear in a repr or a log line.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.errors import ConfigError, KeyMaterialError
 from gateway.protocol.directory import ContactPoint
 from gateway.protocol.keys import KeyRing, PinnedKey, public_key_from_text
+from gateway.protocol.tlsanchor import MAX_PINS, SpkiPin, TlsAnchor, load_ca_pem
 from gateway.protocol.types import CentreId, GroupName, KeyId, UtcTime
+
+#: URL query parameters that would configure TLS behind the trust anchor's back.
+_URL_TLS_PARAMS = frozenset({"cafile", "capath", "cadata", "keyfile", "certfile",
+                             "no_verify_ssl"})
 
 
 class _Section(BaseModel):
@@ -36,6 +50,100 @@ class NodeSection(_Section):
     data_dir: Path
     signing_key_file: Path
     signing_key_id: KeyId
+    #: What happens to the private key a rotation replaces: ``archive`` (moved to
+    #: ``retired-keys/`` beside it, which the node never reads) or ``delete``.
+    retired_keys: Annotated[str, Field(pattern=r"^(archive|delete)$")] = "archive"
+
+
+class TlsSection(_Section):
+    """How to trust a broker's certificate, and the client certificate we show it.
+
+    The anchor is the broker's CA (``ca`` as PEM text, or ``ca_file``) or the SHA-256 of
+    its certificate's public key (``spki_sha256``), never the system CA store. Files are
+    read at every connection, so renewed certificates are used without a restart.
+    """
+
+    ca: str | None = None
+    ca_file: Path | None = None
+    spki_sha256: tuple[SpkiPin, ...] = Field(default=(), max_length=MAX_PINS)
+    #: Client certificate and key for RabbitMQ's EXTERNAL mechanism (URL ``?auth=external``).
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    @field_validator("ca")
+    @classmethod
+    def _ca(cls, value: str | None) -> str | None:
+        if value is not None:
+            load_ca_pem(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TlsSection:
+        anchors = sum((self.ca is not None, self.ca_file is not None, bool(self.spki_sha256)))
+        if anchors > 1:
+            raise ValueError("give one trust anchor: ca, ca_file or spki_sha256")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        return self
+
+    @property
+    def has_anchor(self) -> bool:
+        """Whether a trust anchor is configured."""
+        return self.ca is not None or self.ca_file is not None or bool(self.spki_sha256)
+
+    def anchor(self) -> TlsAnchor | None:
+        """The anchor as published in an identity card (reads ``ca_file``)."""
+        if self.spki_sha256:
+            return TlsAnchor(spki_sha256=self.spki_sha256)
+        ca = self.ca
+        if ca is None and self.ca_file is not None:
+            try:
+                ca = self.ca_file.read_text(encoding="ascii")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{self.ca_file}: {exc}") from exc
+        return None if ca is None else TlsAnchor(ca=ca)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback address (no name is resolved)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_link(url: str, tls: TlsSection | None, allow_plaintext: bool, what: str) -> None:
+    """Refuse an AMQP link that would not be verified TLS (rule ``tls-required``).
+
+    Plaintext ``amqp://`` is allowed only to a loopback address, or with an explicit
+    ``allow_plaintext = true``; ``amqps://`` needs a trust anchor. Raises ``ValueError``
+    naming ``what`` (e.g. "peer NL-NCC") and the rule.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ValueError(f"{what}: the URL scheme must be amqps:// (or amqp:// on loopback)")
+    params = {k.lower() for k, _ in parse_qsl(parts.query)}
+    if params & _URL_TLS_PARAMS:
+        raise ValueError(f"{what}: TLS settings ({', '.join(sorted(params & _URL_TLS_PARAMS))}) "
+                         "belong in its tls table, not in the URL")
+    if parts.scheme == "amqp":
+        if not is_loopback(host) and not allow_plaintext:
+            raise ValueError(
+                f"{what}: plaintext amqp:// to {host} is refused because it is not a loopback "
+                "address (rule tls-required): use amqps:// with the trust anchor from the "
+                "centre's identity card, or set allow_plaintext = true in this entry")
+        if tls is not None and tls.client_cert is not None:
+            raise ValueError(f"{what}: a client certificate needs amqps://")
+        return
+    if tls is None or not tls.has_anchor:
+        raise ValueError(f"{what}: amqps:// needs a trust anchor (tls.ca, tls.ca_file or "
+                         "tls.spki_sha256); the system CA store is never used")
+    external = dict(parse_qsl(parts.query)).get("auth", "plain").lower() == "external"
+    if external and tls.client_cert is None:
+        raise ValueError(f"{what}: auth=external needs tls.client_cert and tls.client_key")
 
 
 class BrokerSection(_Section):
@@ -46,6 +154,16 @@ class BrokerSection(_Section):
     prefetch: int = 256
     declare_topology: bool = True
     delivery_limit: int = 10
+    tls: TlsSection | None = None
+    allow_plaintext: bool = False
+    #: Host and port of the inbox as peers reach it, when the URL's are internal.
+    advertised_host: str | None = None
+    advertised_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _tls_required(self) -> BrokerSection:
+        check_link(self.url.get_secret_value(), self.tls, self.allow_plaintext, "[broker]")
+        return self
 
 
 class ApiSection(_Section):
@@ -56,6 +174,26 @@ class ApiSection(_Section):
     #: SHA-256 (hex) of each accepted bearer token, with the client name it identifies.
     tokens: dict[str, SecretStr] = Field(default_factory=dict)
     max_body_bytes: int = 256 * 1024
+    #: Serve HTTPS with this certificate chain and key (PEM files, re-read when renewed).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
+    allow_plaintext: bool = False
+
+    @model_validator(mode="after")
+    def _https(self) -> ApiSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_cert is None and not is_loopback(self.host) and not self.allow_plaintext:
+            raise ValueError(
+                f"plain HTTP on {self.host} is refused (rule tls-required): set tls_cert and "
+                "tls_key, or allow_plaintext = true behind a TLS-terminating proxy")
+        return self
+
+    @property
+    def https(self) -> bool:
+        """Whether the node serves HTTPS itself."""
+        return self.tls_cert is not None
 
 
 class KeyEntry(_Section):
@@ -83,6 +221,16 @@ class PeerSection(_Section):
     suspended: bool = False
     #: Whether the peer takes part in exercises (exercise-mode traffic to and from it).
     exercise: bool = True
+    #: How to verify the peer's broker (the anchor from its identity card).
+    tls: TlsSection | None = None
+    #: Allow plaintext amqp:// to a non-loopback address (never between real centres).
+    allow_plaintext: bool = False
+
+    @model_validator(mode="after")
+    def _tls_required(self) -> PeerSection:
+        check_link(self.inbox_url.get_secret_value(), self.tls, self.allow_plaintext,
+                   f"peer {self.id}")
+        return self
 
 
 class DeliverySection(_Section):
@@ -228,6 +376,27 @@ def failpoints_from_env() -> str:
     return os.environ.get("CRISISGW_FAILPOINTS", "")
 
 
+_TLS_FILES = ("ca_file", "client_cert", "client_key")
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make the file names of a raw configuration absolute, relative to its folder."""
+    def fix(table: Any, keys: tuple[str, ...]) -> None:
+        if isinstance(table, dict):
+            for key in keys:
+                if isinstance(table.get(key), str) and not os.path.isabs(table[key]):
+                    table[key] = str((base / table[key]).resolve())
+
+    fix(raw.get("node"), ("data_dir", "signing_key_file"))
+    fix(raw.get("api"), ("tls_cert", "tls_key"))
+    broker = raw.get("broker")
+    if isinstance(broker, dict):
+        fix(broker.get("tls"), _TLS_FILES)
+    for peer in raw.get("peers", []) if isinstance(raw.get("peers"), list) else []:
+        if isinstance(peer, dict):
+            fix(peer.get("tls"), _TLS_FILES)
+
+
 def load_settings(path: Path) -> Settings:
     """Parse and validate a node's TOML file; relative paths are taken from its folder.
 
@@ -237,11 +406,7 @@ def load_settings(path: Path) -> Settings:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    base = path.parent
-    node = raw.get("node", {})
-    for key in ("data_dir", "signing_key_file"):
-        if isinstance(node.get(key), str) and not os.path.isabs(node[key]):
-            node[key] = str((base / node[key]).resolve())
+    _resolve_paths(raw, path.parent)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:

@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +29,7 @@ import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.adapters.provision import Definitions
+from gateway.errors import ConfigError
 from gateway.keyfiles import load_signing_key, write_private_key
 from gateway.protocol.keys import default_key_id, public_key_text
 from gateway.web.console.auth import hash_password
@@ -84,13 +88,35 @@ def peer_user(publisher: str, owner: str, prefix: str = "") -> str:
     return f"{prefix}{publisher}@{owner}"
 
 
-def amqp_url(base: str, user: str, password: str, vhost: str) -> str:
-    """An AMQP URL on the base broker with these credentials and vhost."""
+#: Where ``deploy/broker-tls.sh local`` keeps the local broker's CA and certificate.
+LOCAL_TLS_DIR = Path("/etc/rabbitmq/crisisgw-tls")
+LOCAL_TLS_PORT = 5671
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """The local broker's TLS listener: every demo link uses it, verified against its CA."""
+
+    ca_file: Path
+    port: int = LOCAL_TLS_PORT
+    #: The name the links use; the broker certificate is made for it (and for 127.0.0.1).
+    host: str = "localhost"
+
+    def ca_pem(self) -> str:
+        """The CA certificate, as a centre publishes it in its identity card."""
+        return self.ca_file.read_text(encoding="ascii")
+
+
+def amqp_url(base: str, user: str, password: str, vhost: str,
+             tls: BrokerTls | None = None) -> str:
+    """An AMQP URL on the base broker with these credentials and vhost (``amqps://`` to
+    the TLS listener when ``tls`` is given)."""
     parts = urlsplit(base)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or 5672
+    scheme, host, port = "amqp", parts.hostname or "127.0.0.1", parts.port or 5672
+    if tls is not None:
+        scheme, host, port = "amqps", tls.host, tls.port
     credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
-    return f"amqp://{credentials}@{host}:{port}/{quote(vhost, safe='')}"
+    return f"{scheme}://{credentials}@{host}:{port}/{quote(vhost, safe='')}"
 
 
 def _secret_store(root: Path) -> dict[str, str]:
@@ -117,8 +143,12 @@ def _write_private_text(path: Path, text: str) -> None:
 def prepare(root: Path, base_port: int, amqp_base: str, *,
             centres: tuple[Centre, ...] = CENTRES, provision: bool = True,
             overrides: dict[str, Any] | None = None, prefix: str = "crisisgw",
-            user_prefix: str = "") -> dict[str, Path]:
-    """Create keys, tokens, broker users and configs; returns centre id -> config path."""
+            user_prefix: str = "", tls: BrokerTls | None = None) -> dict[str, Path]:
+    """Create keys, tokens, broker users and configs; returns centre id -> config path.
+
+    With ``tls`` every link (each node's own inbox and every peer link) is AMQPS to the
+    local broker's TLS listener, verified against its CA, as between real centres.
+    """
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     store = _secret_store(root)
@@ -159,6 +189,8 @@ def prepare(root: Path, base_port: int, amqp_base: str, *,
         defs.apply()
     _save_secrets(root, store)
 
+    # Peers trust each other's broker through the CA text from the identity card.
+    ca_pem = tls.ca_pem() if tls is not None else None
     paths = {}
     for index, c in enumerate(centres):
         cdir = root / c.id
@@ -169,7 +201,8 @@ def prepare(root: Path, base_port: int, amqp_base: str, *,
             "node": {"centre": c.id, "name": c.name, "country": c.country, "data_dir": "data",
                      "signing_key_file": "signing.key", "signing_key_id": kid},
             "broker": {"url": amqp_url(amqp_base, user_prefix + c.id, store[user_prefix + c.id],
-                                       c.vhost(prefix))},
+                                       c.vhost(prefix), tls)}
+            | ({"tls": {"ca_file": str(tls.ca_file)}} if tls else {}),
             "api": {"host": "127.0.0.1", "port": base_port + index,
                     "tokens": {"demo": hashlib.sha256(token.encode()).hexdigest()}},
             "delivery": {"retry_base_seconds": 1.0, "retry_cap_seconds": 30.0,
@@ -184,8 +217,9 @@ def prepare(root: Path, base_port: int, amqp_base: str, *,
                  "keys": [{"kid": public[o.id][0], "public_key": public[o.id][1]}],
                  "inbox_url": amqp_url(amqp_base, peer_user(c.id, o.id, user_prefix),
                                        store[peer_user(c.id, o.id, user_prefix)],
-                                       o.vhost(prefix)),
+                                       o.vhost(prefix), tls),
                  "granted_user": peer_user(o.id, c.id, user_prefix)}
+                | ({"tls": {"ca": ca_pem}} if ca_pem else {})
                 for o in centres if o.id != c.id
             ],
         }
@@ -221,13 +255,26 @@ def _raise_interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _print_example(base_port: int, token_file: Path) -> None:
+def _crisisgw() -> str:
+    """How to call the CLI of this installation (the venv's, when not on PATH)."""
+    beside = Path(sys.executable).parent / "crisisgw"
+    return "crisisgw" if shutil.which("crisisgw") == str(beside) or not beside.exists() \
+        else str(beside)
+
+
+def _print_example(base_port: int, root: Path) -> None:
+    config = root / "BE-NCCN" / "gateway.toml"
+    token_file = root / "BE-NCCN" / "api-token"
+    example = root / "example-sitrep.json"
+    cli = _crisisgw()
     print("\nSend the example sitrep from BE-NCCN to its three peers:\n")
+    print(f"  {cli} send {example} -c {config}")
+    print(f"  {cli} status <id from the answer> -c {config}\n")
+    print("or over the HTTP API:\n")
     print(f"  curl -sS -X POST http://127.0.0.1:{base_port}/v1/sitreps \\\n"
           f"    -H \"Authorization: Bearer $(cat {token_file})\" \\\n"
-          f"    -H 'Content-Type: application/json' \\\n"
-          f"    -d '{json.dumps(EXAMPLE, ensure_ascii=False)}'\n")
-    print("Then follow it with GET /v1/messages/<id>, or watch it in the console:")
+          f"    -H 'Content-Type: application/json' --data-binary @{example}\n")
+    print("Then watch it in the console:")
     print(f"  http://127.0.0.1:{base_port}/console  (user: operator, password in "
           f"{token_file.parent / 'operator-password'})\n")
     print("Ctrl-C stops the federation.")
@@ -255,16 +302,40 @@ def _stop(procs: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
             proc.kill()
 
 
+def local_tls(tls_dir: Path = LOCAL_TLS_DIR, port: int = LOCAL_TLS_PORT) -> BrokerTls:
+    """The local broker's TLS listener made by ``deploy/broker-tls.sh local``; raises
+    :class:`ConfigError` saying how to make it when it is missing."""
+    ca = tls_dir / "ca.pem"
+    if not ca.exists():
+        raise ConfigError(f"no broker CA at {ca}: run deploy/broker-tls.sh local (or "
+                          "./deploy/run-demo.sh, which does), or pass --plaintext")
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 3):
+        return BrokerTls(ca_file=ca, port=port)
+    raise ConfigError(f"the local broker has no TLS listener on port {port}: run "
+                      "deploy/broker-tls.sh local, or pass --plaintext")
+
+
 def run(root: Path, base_port: int, amqp_base: str, init_only: bool,
-        broker_prefix: str = "crisisgw") -> int:
+        broker_prefix: str = "crisisgw", *, tls: BrokerTls | None = None) -> int:
     """Prepare, then run the four nodes until Ctrl-C (or SIGTERM).
 
     ``broker_prefix`` names the vhosts (``<prefix>-be-nccn``); any other value than the
     default also prefixes the broker user names, so two federations can share a broker.
+    ``tls``: every link over AMQPS to that listener (the default of ``crisisgw demo``).
     """
+    # One line at a time, also into a pipe (`run-demo.sh | tee demo.log`).
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     user_prefix = "" if broker_prefix == "crisisgw" else f"{broker_prefix}."
-    paths = prepare(root, base_port, amqp_base, prefix=broker_prefix, user_prefix=user_prefix)
+    paths = prepare(root, base_port, amqp_base, prefix=broker_prefix, user_prefix=user_prefix,
+                    tls=tls)
+    (root / "example-sitrep.json").write_text(json.dumps(EXAMPLE, indent=2, ensure_ascii=False)
+                                              + "\n", encoding="utf-8")
     print(f"Demo federation prepared in {root.resolve()}")
+    if tls is not None:
+        print(f"Every link is AMQPS to {tls.host}:{tls.port}, verified against {tls.ca_file}")
+    else:
+        print("Links are plaintext AMQP on loopback (--plaintext)")
     if init_only:
         for cid, path in paths.items():
             print(f"  {cid}: crisisgw run -c {path}")
@@ -279,7 +350,7 @@ def run(root: Path, base_port: int, amqp_base: str, init_only: bool,
                 print(f"{cid} did not become ready; see {paths[cid].parent / 'node.log'}")
                 return 1
             print(f"  {cid:8} ready  http://127.0.0.1:{base_port + index}  (pid {proc.pid})")
-        _print_example(base_port, paths["BE-NCCN"].parent / "api-token")
+        _print_example(base_port, root)
         reported: set[str] = set()
         # A stopped node is reported, the others keep running (a peer may be stopped on
         # purpose, e.g. to see a communication test report it unreachable).

@@ -6,6 +6,7 @@
     │   ├── VerificationError    signature, key or sender binding does not hold
     │   └── RejectedMessage      authentic but refused (stale, expired, schema, not addressed)
     ├── KeyMaterialError         a key is malformed, small-order or unknown at enrolment
+    │   └── KeyUpdateRefused     a peer's key-update breaks the rotation rule (names the rule)
     ├── ConfigError              the configuration file or directory is invalid
     ├── SubmissionError          a caller's submission cannot be accepted (HTTP 4xx)
     ├── XmlError                 an XML document (CAP, EDXL) is refused; names line and element
@@ -13,6 +14,7 @@
     └── TransportError           the broker failed; always translated from aio-pika/aiormq
         ├── PublishUnknown       the outcome of a publish is unknown (timeout, connection lost)
         └── PublishRefused       the broker refused (returned, nacked, access refused)
+            └── TlsFailure       the TLS handshake with a broker failed; ``reason`` says why
 
 Third-party errors are translated at the adapter boundary with ``raise ... from exc``.
 """
@@ -47,6 +49,16 @@ class RejectedMessage(ProtocolError):
 
 class KeyMaterialError(GatewayError):
     """A public or private key is malformed, of small order, or unknown."""
+
+
+class KeyUpdateRefused(KeyMaterialError):
+    """A key-update that the rule of docs/PROTOCOL.md §3.3c does not allow; ``rule``
+    names which part of it."""
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(f"{rule}: {detail}")
+        self.rule = rule
+        self.detail = detail
 
 
 class ConfigError(GatewayError):
@@ -102,3 +114,13 @@ class PublishRefused(TransportError):
     def __init__(self, detail: str, *, retryable: bool) -> None:
         super().__init__(detail)
         self.retryable = retryable
+
+
+class TlsFailure(PublishRefused):
+    """The TLS handshake with a broker failed: ``reason`` is one of
+    :data:`gateway.protocol.tlsanchor.REASONS` (expired, untrusted, hostname_mismatch,
+    handshake_timeout, ...). Only a handshake timeout is worth retrying soon."""
+
+    def __init__(self, reason: str, detail: str, *, retryable: bool = False) -> None:
+        super().__init__(f"TLS {reason}: {detail}", retryable=retryable)
+        self.reason = reason

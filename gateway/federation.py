@@ -16,19 +16,21 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
 from gateway.adapters.provision import Definitions
 from gateway.config import Settings, load_settings, update_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, MalformedInput
 from gateway.keyfiles import load_signing_key, write_private_key
-from gateway.protocol.card import Card, CardKey, Inbox, open_card, sign_card
+from gateway.protocol import ijson
+from gateway.protocol.card import Card, CardKey, Credentials, Inbox, open_card, sign_card
 from gateway.protocol.keys import (
     default_key_id,
     fingerprint,
     public_key_from_text,
     public_key_text,
 )
-from gateway.protocol.types import format_time
+from gateway.protocol.tlsanchor import ca_fingerprint
 from gateway.web.console.auth import hash_password
 
 INBOX_WRITE = r"^crisisgw\.inbox$"
@@ -92,54 +94,131 @@ def init(*, centre: str, name: str, country: str, amqp_url: str, directory: Path
     return config
 
 
+def _advertised(settings: Settings) -> tuple[str, int, str]:
+    """(host, port, vhost) of our inbox as peers reach it."""
+    b = settings.broker
+    host, port, vhost, _, _ = _broker_parts(b.url.get_secret_value())
+    return b.advertised_host or host, b.advertised_port or port, vhost
+
+
 def identity_card(settings: Settings) -> bytes:
-    """This node's identity card, signed by itself."""
+    """This node's identity card, signed by itself, with our broker's TLS trust anchor."""
     key = load_signing_key(settings.node.signing_key_file, settings.node.signing_key_id)
-    host, port, vhost, _, _ = _broker_parts(settings.broker.url.get_secret_value())
+    host, port, vhost = _advertised(settings)
+    anchor = settings.broker.tls.anchor() if settings.broker.tls is not None else None
     card = Card(
         centre=settings.node.centre, name=settings.node.name, country=settings.node.country,
         keys=(CardKey(kid=key.kid, public_key=public_key_text(key.public())),),
-        inbox=Inbox(host=host, port=port, vhost=vhost), issued=datetime.now(UTC))
+        inbox=Inbox(host=host, port=port, vhost=vhost, tls=anchor), issued=datetime.now(UTC))
     return sign_card(card, key)
 
 
-def grant(settings: Settings, peer: str, out: Path) -> dict[str, str]:
+def grant(settings: Settings, peer: str, out: Path, *, client_cert: Path | None = None,
+          client_key: Path | None = None) -> Credentials:
     """Create on our broker the user ``peer`` publishes with (write to our inbox only),
-    and write its credentials to ``out`` (0600) for out-of-band transfer."""
+    and write its credentials to ``out`` (0600) for out-of-band transfer.
+
+    With ``client_cert`` and ``client_key`` (made by ``deploy/broker-tls.sh client`` with
+    CN = the user), the peer logs in with RabbitMQ's EXTERNAL mechanism and no password
+    is set. Over ``amqps://`` when our broker has a TLS anchor.
+    """
     me = settings.node.centre
-    host, port, vhost, _, _ = _broker_parts(settings.broker.url.get_secret_value())
+    host, port, vhost = _advertised(settings)
     user = f"{peer}@{me}"
-    password = secrets.token_hex(20)
+    secure = settings.broker.tls is not None and settings.broker.tls.has_anchor
+    scheme = "amqps" if secure else "amqp"
     defs = Definitions()
-    defs.user(user, password)
+    extra: dict[str, str] = {}
+    if client_cert is not None and client_key is not None:
+        if not secure:
+            raise ConfigError("a client certificate needs TLS: give [broker.tls] a trust anchor")
+        defs.user(user, None)
+        url = f"{scheme}://{quote(user, safe='')}@{host}:{port}/{quote(vhost, safe='')}" \
+              "?auth=external"
+        extra = {"client_certificate": client_cert.read_text(encoding="ascii"),
+                 "client_key": client_key.read_text(encoding="ascii")}
+    else:
+        password = secrets.token_hex(20)
+        defs.user(user, password)
+        url = f"{scheme}://{quote(user, safe='')}:{password}@{host}:{port}/{quote(vhost, safe='')}"
     defs.grant(vhost, user, "^$", INBOX_WRITE, "^$")
     defs.apply()
-    url = (f"amqp://{quote(user, safe='')}:{password}@{host}:{port}/{quote(vhost, safe='')}")
-    credentials = {"issuer": me, "peer": peer, "user": user, "url": url,
-                   "issued": format_time(datetime.now(UTC))}
-    _private_write(out, json.dumps(credentials, indent=2) + "\n")
+    credentials = Credentials(issuer=me, peer=peer, user=user, url=url,
+                              issued=datetime.now(UTC), **extra)
+    _private_write(out, json.dumps(credentials.model_dump(mode="json", exclude_none=True),
+                                   indent=2) + "\n")
     return credentials
 
 
 def read_card(path: Path) -> tuple[Card, list[str]]:
-    """A verified card and the fingerprints of its keys (to compare by phone)."""
+    """A verified card and what to compare by phone: the fingerprint of each key and of
+    the broker's TLS trust anchor."""
     card = open_card(path.read_bytes())
-    return card, [f"{k.kid}: {fingerprint(public_key_from_text(k.public_key))}"
-                  for k in card.keys]
+    prints = [f"key {k.kid}: {fingerprint(public_key_from_text(k.public_key))}"
+              for k in card.keys]
+    anchor = card.inbox.tls
+    if anchor is not None and anchor.ca is not None:
+        prints.append(f"broker CA certificate (SHA-256): {ca_fingerprint(anchor.ca)}")
+    elif anchor is not None:
+        prints += [f"broker public key (SHA-256): {pin}" for pin in anchor.spki_sha256]
+    else:
+        prints.append("no TLS trust anchor: its broker is reached without TLS")
+    return card, prints
 
 
-def add_peer(config: Path, card: Card, credentials: dict[str, Any],
-             groups: tuple[str, ...]) -> Settings:
-    """Enrol the peer of ``card`` with the credentials it issued us (hot-reloaded)."""
+def read_credentials(path: Path) -> Credentials:
+    """Parse a credentials file; raises :class:`ConfigError` naming what is wrong."""
+    try:
+        return Credentials.model_validate(ijson.loads(path.read_bytes()))
+    except (OSError, ValidationError, MalformedInput) as exc:
+        raise ConfigError(f"{path}: not a credentials file: {exc}") from exc
+
+
+def add_peer(config: Path, card: Card, credentials: Credentials, groups: tuple[str, ...], *,
+             allow_plaintext: bool = False, granted_user: str | None = None) -> Settings:
+    """Enrol the peer of ``card`` with the credentials it issued us (hot-reloaded).
+
+    The keys and the broker's TLS trust anchor come from the signed card; the URL (and a
+    client certificate, if any) from the credentials, which must point at the card's
+    inbox. ``granted_user`` is the user we created for the peer on our broker (default
+    ``<PEER>@<US>``), bound to it at reception (docs/PROTOCOL.md §5 step 8).
+    """
     me = load_settings(config).node.centre
-    if credentials.get("issuer") != card.centre or credentials.get("peer") != me:
-        raise ConfigError(f"the credentials were issued by {credentials.get('issuer')} for "
-                          f"{credentials.get('peer')}, not by {card.centre} for {me}")
-    entry = {
+    if credentials.issuer != card.centre or credentials.peer != me:
+        raise ConfigError(f"the credentials were issued by {credentials.issuer} for "
+                          f"{credentials.peer}, not by {card.centre} for {me}")
+    parts = urlsplit(credentials.url)
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    if (parts.hostname, parts.port or 5671, vhost) != (card.inbox.host, card.inbox.port,
+                                                        card.inbox.vhost):
+        raise ConfigError(
+            f"the credentials point at {parts.hostname}:{parts.port}/{vhost}, but the signed "
+            f"card puts {card.centre}'s inbox at {card.inbox.host}:{card.inbox.port}/"
+            f"{card.inbox.vhost}")
+    if unquote(parts.username or "") != credentials.user:
+        raise ConfigError("the credentials' URL does not log in as their user")
+    entry: dict[str, Any] = {
         "id": card.centre, "name": card.name, "country": card.country, "groups": list(groups),
         "keys": [k.model_dump(mode="json", exclude_none=True) for k in card.keys],
-        "inbox_url": str(credentials["url"]), "granted_user": f"{card.centre}@{me}",
+        "inbox_url": credentials.url, "granted_user": granted_user or f"{card.centre}@{me}",
     }
+    if allow_plaintext:
+        entry["allow_plaintext"] = True
+    tls: dict[str, Any] = {}
+    if parts.scheme == "amqps":
+        if card.inbox.tls is None:
+            raise ConfigError(f"{card.centre}'s card publishes no TLS trust anchor for its "
+                              "broker; ask for a card that does")
+        tls = card.inbox.tls.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+    if credentials.client_certificate and credentials.client_key:
+        folder = config.parent / "peer-certs"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        cert, key = folder / f"{card.centre}.pem", folder / f"{card.centre}.key"
+        _private_write(cert, credentials.client_certificate)
+        _private_write(key, credentials.client_key)
+        tls |= {"client_cert": str(cert), "client_key": str(key)}
+    if tls:
+        entry["tls"] = tls
 
     def change(raw: dict[str, Any]) -> None:
         peers = [p for p in raw.get("peers", []) if p.get("id") != card.centre]

@@ -30,5 +30,13 @@ class Metrics:
         self.overdue = Gauge("crisisgw_overdue_acknowledgements",
                              "Messages past their acknowledgement deadline",
                              ["direction"], registry=r)
+        self.tls_failures = Counter("crisisgw_tls_failures_total",
+                                    "Failed TLS handshakes with a broker, by link and reason",
+                                    ["link", "reason"], registry=r)
+        self.tls_problem = Gauge("crisisgw_link_tls_problem",
+                                 "1 while a link's last TLS handshake failed, with the reason",
+                                 ["link", "reason"], registry=r)
+        self.link_tls = Gauge("crisisgw_link_tls", "1 when a link runs over TLS (amqps)",
+                              ["link"], registry=r)
         self.inbox_up = Gauge("crisisgw_inbox_consumer_up", "1 when our inbox consumer runs",
                               registry=r)

@@ -30,8 +30,16 @@ from aio_pika.abc import (
 )
 
 from gateway import __version__
-from gateway.config import redact_url
-from gateway.errors import LedgerError, PublishRefused, PublishUnknown, TransportError
+from gateway.adapters.tls import AnchoredContext, classify, client_context
+from gateway.config import TlsSection, redact_url
+from gateway.errors import (
+    ConfigError,
+    LedgerError,
+    PublishRefused,
+    PublishUnknown,
+    TlsFailure,
+    TransportError,
+)
 
 log = structlog.get_logger("crisisgw.amqp")
 
@@ -49,6 +57,10 @@ DEAD_LETTER_CHECK = 15.0
 DEAD_LETTER_SETTLE = 0.5
 DISK_FULL_RETRY_MAX = 30.0
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 10.0
+#: A certificate problem does not fix itself in seconds: retry our broker this often.
+TLS_RETRY = 30.0
+#: How often a connected consumer checks whether its certificate files were renewed.
+RENEWAL_CHECK = 2.0
 
 
 class AttemptIds:
@@ -84,32 +96,79 @@ def _client_properties(centre: str, role: str) -> dict[str, Any]:
     return {"connection_name": f"crisisgw {centre} {role}", "product": f"crisisgw/{__version__}"}
 
 
-async def _connect(url: str, centre: str, role: str) -> AbstractConnection:
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or (5671 if parts.scheme == 'amqps' else 5672)}"
+
+
+async def _connect(url: str, centre: str, role: str,
+                   tls: TlsSection | None = None) -> AbstractConnection:
+    """Open a connection; over ``amqps://`` with a context anchored in ``tls`` only.
+
+    Raises :class:`TlsFailure` (with its reason) when the TLS handshake fails,
+    :class:`PublishRefused` when the broker refuses us, else :class:`PublishUnknown`.
+    """
+    ctx: AnchoredContext | None = None
+    if urlsplit(url).scheme == "amqps":
+        if tls is None:  # config validation prevents this; never fall back to the system store
+            raise TlsFailure("untrusted", f"{_where(url)}: no trust anchor configured")
+        try:
+            ctx = client_context(tls, urlsplit(url).hostname or "")
+        except ConfigError as exc:
+            raise TlsFailure("untrusted", str(exc)) from exc
     try:
-        return await aio_pika.connect(url, timeout=CONNECT_TIMEOUT,
+        return await aio_pika.connect(url, timeout=CONNECT_TIMEOUT, ssl_context=ctx,
                                       client_properties=_client_properties(centre, role))
-    except aiormq.exceptions.ProbableAuthenticationError as exc:
-        raise PublishRefused(f"authentication refused: {exc}", retryable=False) from exc
-    except aiormq.exceptions.InvalidFrameError as exc:
+    except (OSError, TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+        failure = classify(exc, ctx, _where(url))
+        if failure is not None:
+            raise failure from exc
+        if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+            raise PublishRefused(f"authentication refused: {exc}", retryable=False) from exc
         # aiormq reports the broker's Connection.Close in answer to Connection.Open (530
         # NOT_ALLOWED: no permission on the vhost, or no such vhost) as an invalid frame.
-        if "Connection.Close" not in str(exc):
-            raise PublishUnknown(f"cannot connect to {redact_url(url)}: {exc!r}") from exc
-        raise PublishRefused(f"access to the vhost refused at {redact_url(url)}",
-                             retryable=False) from exc
-    except (OSError, TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+        if isinstance(exc, aiormq.exceptions.InvalidFrameError) \
+                and "Connection.Close" in str(exc):
+            raise PublishRefused(f"access to the vhost refused at {redact_url(url)}",
+                                 retryable=False) from exc
         raise PublishUnknown(f"cannot connect to {redact_url(url)}: {exc!r}") from exc
+
+
+def tls_files_stamp(tls: TlsSection | None) -> tuple[tuple[str, int, int], ...]:
+    """Name, mtime and size of the certificate files a link reads: when they change (a
+    renewal), the link reconnects to use them."""
+    if tls is None:
+        return ()
+    stamp = []
+    for path in (tls.ca_file, tls.client_cert, tls.client_key):
+        if path is None:
+            continue
+        try:
+            st = path.stat()
+        except OSError:
+            stamp.append((str(path), -1, -1))
+        else:
+            stamp.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(stamp)
 
 
 class PeerLink:
     """One connection and confirming channel to one peer's broker."""
 
     def __init__(self, *, centre: str, peer: str, url: str, heartbeat: int,
-                 publish_timeout: float) -> None:
+                 publish_timeout: float, tls: TlsSection | None = None,
+                 on_tls_failure: Callable[[str, str], None] | None = None) -> None:
         self.centre, self.peer = centre, peer
         self._url = with_heartbeat(url, heartbeat)
         self._user = url_user(url)
         self._timeout = publish_timeout
+        self._tls = tls
+        self._stamp = tls_files_stamp(tls)
+        self._on_tls_failure = on_tls_failure or (lambda _peer, _reason: None)
+        #: Whether the link runs over TLS (amqps://).
+        self.secure = urlsplit(url).scheme == "amqps"
+        #: The reason of the last TLS failure (expired, untrusted, ...), None once it works.
+        self.tls_problem: str | None = None
         self._conn: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -123,7 +182,23 @@ class PeerLink:
         """Whether the last attempt to reach the peer's broker failed."""
         return self._last_error is not None
 
+    @property
+    def last_error(self) -> str | None:
+        """Why the last attempt failed (no secrets: URLs are redacted), None when up."""
+        return None if self._last_error is None else str(self._last_error)[:300]
+
+    async def _renewed(self) -> None:
+        """Reconnect when the certificate files changed since the connection was made."""
+        stamp = tls_files_stamp(self._tls)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            if self._conn is not None:
+                log.info("peer_link_certificates_renewed", peer=self.peer)
+                await self._drop()
+
     async def _ensure(self) -> AbstractExchange:
+        if self._tls is not None:
+            await self._renewed()
         if self._exchange is not None and self._channel is not None and not self._channel.is_closed:
             return self._exchange
         async with self._lock:
@@ -136,11 +211,20 @@ class PeerLink:
             await self._reset()
             try:
                 if self._conn is None or self._conn.is_closed:
-                    self._conn = await _connect(self._url, self.centre, f"to {self.peer}")
+                    self._conn = await _connect(self._url, self.centre, f"to {self.peer}",
+                                                self._tls)
                     self._conn.close_callbacks.add(self._on_closed)
                 self._channel = await self._conn.channel(publisher_confirms=True,
                                                          on_return_raises=True)
                 self._exchange = await self._channel.get_exchange(INBOX_EXCHANGE, ensure=False)
+            except TlsFailure as exc:
+                await self._drop()
+                self._failed_at, self._last_error, self.connected = time.monotonic(), exc, False
+                self.tls_problem = exc.reason
+                log.error("peer_link_tls_failed", peer=self.peer, reason=exc.reason,
+                          error=str(exc)[:300])
+                self._on_tls_failure(self.peer, exc.reason)
+                raise
             except TransportError as exc:
                 await self._drop()
                 self._failed_at, self._last_error, self.connected = time.monotonic(), exc, False
@@ -150,8 +234,8 @@ class PeerLink:
                 err = PublishUnknown(f"channel to {self.peer}: {exc!r}")
                 self._failed_at, self._last_error, self.connected = time.monotonic(), err, False
                 raise err from exc
-            self._last_error, self.connected = None, True
-            log.info("peer_link_up", peer=self.peer)
+            self._last_error, self.connected, self.tls_problem = None, True, None
+            log.info("peer_link_up", peer=self.peer, tls=self.secure)
             return self._exchange
 
     def _on_closed(self, conn: object, exc: BaseException | None = None) -> None:
@@ -229,23 +313,28 @@ class PeerLink:
 class AmqpPublisher:
     """Publishes to every peer through its own :class:`PeerLink`."""
 
-    def __init__(self, *, centre: str, heartbeat: int, publish_timeout: float) -> None:
+    def __init__(self, *, centre: str, heartbeat: int, publish_timeout: float,
+                 on_tls_failure: Callable[[str, str], None] | None = None) -> None:
         self._centre, self._heartbeat, self._timeout = centre, heartbeat, publish_timeout
+        self._on_tls_failure = on_tls_failure
         self.links: dict[str, PeerLink] = {}
-        self._urls: dict[str, str] = {}
+        self._targets: dict[str, tuple[str, TlsSection | None]] = {}
 
-    def configure(self, peers: dict[str, str]) -> None:
-        """Set the inbox URL of each peer; links whose URL changed are reopened lazily."""
-        for peer, url in peers.items():
-            if self._urls.get(peer) != url:
+    def configure(self, peers: dict[str, tuple[str, TlsSection | None]]) -> None:
+        """Set each peer's inbox URL and TLS settings; a link whose URL or TLS settings
+        changed is replaced (and reconnects on its next publish)."""
+        for peer, target in peers.items():
+            if self._targets.get(peer) != target:
                 old = self.links.pop(peer, None)
                 if old is not None:
                     task = asyncio.get_running_loop().create_task(old.close())
                     task.add_done_callback(lambda _t: None)
+                url, tls = target
                 self.links[peer] = PeerLink(centre=self._centre, peer=peer, url=url,
                                             heartbeat=self._heartbeat,
-                                            publish_timeout=self._timeout)
-                self._urls[peer] = url
+                                            publish_timeout=self._timeout, tls=tls,
+                                            on_tls_failure=self._on_tls_failure)
+                self._targets[peer] = target
 
     async def publish(self, peer: str, wire: bytes, *, message_id: str, msg_type: str) -> None:
         """See :class:`service.ports.Publisher`."""
@@ -290,10 +379,19 @@ class InboxConsumer:
     """
 
     def __init__(self, *, centre: str, url: str, heartbeat: int, prefetch: int,
-                 declare: bool, delivery_limit: int, handler: Handler) -> None:
+                 declare: bool, delivery_limit: int, handler: Handler,
+                 tls: TlsSection | None = None,
+                 on_tls_failure: Callable[[str, str], None] | None = None) -> None:
         self._centre, self._url = centre, with_heartbeat(url, heartbeat)
         self._prefetch, self._declare, self._limit = prefetch, declare, delivery_limit
         self._handler = handler
+        self._tls = tls
+        self._on_tls_failure = on_tls_failure or (lambda _where, _reason: None)
+        #: Whether our own broker is reached over TLS.
+        self.secure = urlsplit(url).scheme == "amqps"
+        #: The reason of the last TLS failure towards our broker, None once connected.
+        self.tls_problem: str | None = None
+        self.last_error: str | None = None
         self._conn: AbstractConnection | None = None
         self._local: AbstractExchange | None = None
         self._consumer_tag: str | None = None
@@ -303,20 +401,30 @@ class InboxConsumer:
         self._stopping = False
 
     async def run(self) -> None:
-        """Connect, consume, and reconnect with backoff until cancelled."""
+        """Connect, consume, and reconnect with backoff until cancelled. A TLS failure
+        (expired, untrusted, ...) is logged with its reason and retried slowly."""
         delay = RECONNECT_MIN
         while not self._stopping:
             try:
+                stamp = tls_files_stamp(self._tls)
                 closed, channel = await self._start()
                 delay = RECONNECT_MIN
-                log.info("inbox_consumer_up", url=redact_url(self._url))
+                self.tls_problem = self.last_error = None
+                log.info("inbox_consumer_up", url=redact_url(self._url), tls=self.secure)
                 watch = asyncio.create_task(self._watch_dead_letters(channel))
                 try:
-                    await closed.wait()
+                    await self._until_closed_or_renewed(closed, stamp)
                 finally:
                     watch.cancel()
                 log.warning("inbox_connection_lost")
+            except TlsFailure as exc:
+                self.tls_problem, self.last_error = exc.reason, str(exc)[:300]
+                log.error("inbox_tls_failed", reason=exc.reason, error=str(exc)[:300],
+                          retry_in=TLS_RETRY)
+                self._on_tls_failure("inbox", exc.reason)
+                delay = max(delay, TLS_RETRY)
             except (TransportError, aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
+                self.last_error = repr(exc)[:300]
                 log.warning("inbox_connect_failed", error=repr(exc)[:300], retry_in=delay)
             self.connected = False
             self._local = None
@@ -324,7 +432,19 @@ class InboxConsumer:
             if self._stopping:
                 return
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX)
+            delay = min(delay * 2, TLS_RETRY if self.tls_problem else RECONNECT_MAX)
+
+    async def _until_closed_or_renewed(self, closed: asyncio.Event,
+                                       stamp: tuple[tuple[str, int, int], ...]) -> None:
+        """Wait for the connection to end; end it when our certificate files are renewed,
+        so that the next connection presents the new ones."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closed.wait(), RENEWAL_CHECK)
+                return
+            if self._tls is not None and tls_files_stamp(self._tls) != stamp:
+                log.info("inbox_certificates_renewed")
+                return
 
     async def _watch_dead_letters(self, channel: AbstractChannel) -> None:
         """Count dead-lettered (poison) messages so operators are alerted, never silent."""
@@ -345,7 +465,7 @@ class InboxConsumer:
                 await asyncio.sleep(DEAD_LETTER_SETTLE)
 
     async def _start(self) -> tuple[asyncio.Event, AbstractChannel]:
-        conn = await _connect(self._url, self._centre, "inbox")
+        conn = await _connect(self._url, self._centre, "inbox", self._tls)
         self._conn = conn
         closed = asyncio.Event()
         conn.close_callbacks.add(lambda *_args: closed.set())

@@ -12,29 +12,15 @@ from typing import Any
 from gateway.adapters import sqlite_audit
 from gateway.config import Settings
 from gateway.errors import GatewayError, LedgerError
-from gateway.keyfiles import load_signing_key
+from gateway.keyfiles import load_signing_key, own_public_keys
 from gateway.protocol.auditlog import GENESIS, sign_checkpoint
 from gateway.protocol.evidence import seal_bundle
-from gateway.protocol.keys import SigningKey, b64url_encode, public_key_text
+from gateway.protocol.keys import b64url_encode, public_key_text
 from gateway.protocol.types import format_time
 
 
 class EvidenceNotFound(GatewayError):
     """No message with that id in this node's ledger."""
-
-
-def own_keys(settings: Settings) -> dict[str, SigningKey]:
-    """Our current key and the earlier ones still on disk (``signing-<kid>.key``)."""
-    current = load_signing_key(settings.node.signing_key_file, settings.node.signing_key_id)
-    keys = {current.kid: current}
-    for path in sorted(settings.node.signing_key_file.parent.glob("signing-*.key")):
-        kid = path.name.removeprefix("signing-").removesuffix(".key")
-        if kid not in keys:
-            try:
-                keys[kid] = load_signing_key(path, kid)
-            except GatewayError:
-                continue
-    return keys
 
 
 def _signed_by(wire: bytes) -> tuple[str, str]:
@@ -73,8 +59,8 @@ def export_bundle(settings: Settings, message_id: str, now: datetime) -> bytes:
     """The signed bundle for ``message_id``; raises :class:`EvidenceNotFound` or
     :class:`LedgerError`."""
     me = settings.node.centre
-    own = own_keys(settings)
-    current = own[settings.node.signing_key_id]
+    own = own_public_keys(settings.node.signing_key_file, settings.node.signing_key_id)
+    current = load_signing_key(settings.node.signing_key_file, settings.node.signing_key_id)
     path = settings.node.data_dir / "ledger.sqlite3"
     conn = sqlite_audit.connect_existing(path, write=True)
     try:
@@ -106,7 +92,7 @@ def export_bundle(settings: Settings, message_id: str, now: datetime) -> bytes:
             if kid not in own:
                 raise LedgerError(f"our key {kid} is no longer on disk; cannot prove its use")
             keys.append({"centre": me, "kid": kid,
-                         "public_key": public_key_text(own[kid].public())})
+                         "public_key": public_key_text(own[kid])})
             continue
         peer = settings.peer(centre)
         entry = next((k for k in (peer.keys if peer else ()) if k.kid == kid), None)

@@ -48,7 +48,7 @@ class Definitions:
     """Vhosts, users and permissions to apply in one go."""
 
     vhosts: list[str] = field(default_factory=list)
-    users: dict[str, str] = field(default_factory=dict)
+    users: dict[str, str | None] = field(default_factory=dict)
     permissions: list[tuple[str, str, str, str, str]] = field(default_factory=list)
 
     def vhost(self, name: str) -> None:
@@ -56,8 +56,9 @@ class Definitions:
         if name not in self.vhosts:
             self.vhosts.append(name)
 
-    def user(self, name: str, password: str) -> None:
-        """Ensure a user with this password (no tags: no management or admin rights)."""
+    def user(self, name: str, password: str | None) -> None:
+        """Ensure a user with this password (no tags: no management or admin rights);
+        ``None``: no password at all (the user logs in with a client certificate)."""
         self.users[name] = password
 
     def grant(self, vhost: str, user: str, configure: str, write: str, read: str) -> None:
@@ -68,7 +69,7 @@ class Definitions:
         """The definitions JSON document."""
         return {
             "vhosts": [{"name": v} for v in self.vhosts],
-            "users": [{"name": u, "password_hash": password_hash(p),
+            "users": [{"name": u, "password_hash": "" if p is None else password_hash(p),
                        "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}
                       for u, p in self.users.items()],
             "permissions": [{"vhost": v, "user": u, "configure": c, "write": w, "read": r}

@@ -8,10 +8,10 @@ belongs to that centre is settled out of band, by comparing the fingerprint by p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from cryptography.exceptions import InvalidSignature
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from gateway.errors import KeyMaterialError, MalformedInput, VerificationError
 from gateway.protocol import ijson
@@ -24,7 +24,8 @@ from gateway.protocol.keys import (
     public_key_text,
 )
 from gateway.protocol.signing import DOMAIN_PREFIX
-from gateway.protocol.types import CentreId, FrozenModel, KeyId, UtcTime
+from gateway.protocol.tlsanchor import TlsAnchor
+from gateway.protocol.types import CENTRE_ID_PATTERN, CentreId, FrozenModel, KeyId, UtcTime
 
 CARD_CONTEXT = b"identity-card"
 
@@ -39,12 +40,16 @@ class CardKey(FrozenModel):
 
 
 class Inbox(FrozenModel):
-    """Where the centre's inbox is (credentials travel separately, out of band)."""
+    """Where the centre's inbox is, and how to trust its broker's TLS certificate
+    (credentials travel separately, out of band)."""
 
     host: str = Field(min_length=1, max_length=255)
     port: int = Field(ge=1, le=65535)
     vhost: str = Field(min_length=1, max_length=255)
-    exchange: str = "crisisgw.inbox"
+    exchange: Literal["crisisgw.inbox"] = "crisisgw.inbox"
+    tls: TlsAnchor | None = Field(
+        default=None, description="Trust anchor of the broker's TLS certificate; absent "
+        "only for a broker reached without TLS (a lab on one machine)")
 
 
 class Contact(FrozenModel):
@@ -67,6 +72,53 @@ class Card(FrozenModel):
     protocol_versions: tuple[int, ...] = (1,)
     contacts: tuple[Contact, ...] = ()
     issued: UtcTime
+
+
+class CardSignature(FrozenModel):
+    """The self-signature of a card."""
+
+    alg: Literal["Ed25519"]
+    kid: KeyId
+    value: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{86}$")]
+
+
+class SignedCard(FrozenModel):
+    """An identity card as exchanged: the card and its self-signature."""
+
+    card: Card
+    signature: CardSignature
+
+
+_CENTRE = CENTRE_ID_PATTERN.strip("^$")
+#: ``<PEER>@<OWNER>``, optionally prefixed (``<prefix>.``) where federations share a broker.
+BROKER_USER_PATTERN = rf"^([a-z0-9][a-z0-9-]{{0,31}}\.)?{_CENTRE}@{_CENTRE}$"
+
+
+class Credentials(FrozenModel):
+    """What a centre hands a peer, out of band, so that the peer can publish into its
+    inbox: the broker user it created for that peer, and how to log in (a password in
+    ``url``, or a client certificate for RabbitMQ's EXTERNAL mechanism). Secret."""
+
+    issuer: CentreId = Field(description="The centre whose broker this is")
+    peer: CentreId = Field(description="The centre that publishes with these credentials")
+    user: Annotated[str, Field(pattern=BROKER_USER_PATTERN,
+                               description="<PEER>@<ISSUER>, optionally prefixed")]
+    url: Annotated[str, Field(pattern=r"^amqps?://", max_length=2048,
+                              description="AMQP URL with the user (and password)")]
+    issued: UtcTime
+    client_certificate: str | None = Field(
+        default=None, max_length=32 * 1024,
+        description="PEM client certificate (CN = user) for the EXTERNAL mechanism")
+    client_key: str | None = Field(default=None, max_length=32 * 1024,
+                                   description="PEM private key of client_certificate")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Credentials:
+        if not self.user.endswith(f"{self.peer}@{self.issuer}"):
+            raise ValueError(f"user must be {self.peer}@{self.issuer} (optionally prefixed)")
+        if (self.client_certificate is None) != (self.client_key is None):
+            raise ValueError("client_certificate and client_key go together")
+        return self
 
 
 def _signing_input(card: dict[str, Any]) -> bytes:

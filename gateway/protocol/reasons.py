@@ -30,6 +30,8 @@ BAD_SIGNATURE = "bad_signature"
 SENDER_MISMATCH = "sender_mismatch"
 UNEXPECTED_RECEIPT = "unexpected_receipt"
 ID_CONFLICT = "id_conflict"
+#: Also answered (``key_not_valid``): recorded because it may be an attempted takeover.
+KEY_UPDATE_REFUSED = "key_update_refused"
 
 RECEIPTED = frozenset(
     {EXPIRED, STALE, FUTURE, SCHEMA_INVALID, NOT_ADDRESSED, UNSUPPORTED_VERSION,
@@ -37,7 +39,7 @@ RECEIPTED = frozenset(
 )
 SECURITY = frozenset(
     {TOO_LARGE, NOT_IJSON, MALFORMED, UNKNOWN_SENDER, UNKNOWN_KEY, BAD_SIGNATURE,
-     SENDER_MISMATCH, UNEXPECTED_RECEIPT, ID_CONFLICT}
+     SENDER_MISMATCH, UNEXPECTED_RECEIPT, ID_CONFLICT, KEY_UPDATE_REFUSED}
 )
 ALL = RECEIPTED | SECURITY
 
@@ -60,4 +62,6 @@ DESCRIPTIONS: dict[str, str] = {
     SENDER_MISMATCH: "the broker-authenticated publisher is not the claimed sender",
     UNEXPECTED_RECEIPT: "a receipt for a message never sent to that centre, or with a wrong digest",
     ID_CONFLICT: "the sender reused a message id for different content",
+    KEY_UPDATE_REFUSED: ("a key-update broke the rotation rule of §3.3c; the message is "
+                         "also answered with key_not_valid"),
 }

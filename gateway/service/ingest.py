@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from gateway.config import PolicySection
-from gateway.errors import KeyMaterialError, MalformedInput, RejectedMessage, VerificationError
+from gateway.errors import (
+    KeyMaterialError,
+    KeyUpdateRefused,
+    MalformedInput,
+    RejectedMessage,
+    VerificationError,
+)
 from gateway.protocol import ijson, reasons
 from gateway.protocol.envelope import EnvelopeHeader
 from gateway.protocol.keys import KeyRing, SigningKey, public_key_from_text
@@ -42,6 +49,10 @@ from gateway.service.submit import outgoing
 
 log = structlog.get_logger("crisisgw.ingest")
 
+#: Pins a peer's announced key: (peer, update, signing kid, created) -> None; raises
+#: :class:`KeyUpdateRefused` when the rotation rule does not allow it.
+KeyUpdateHandler = Callable[[str, KeyUpdate, str, datetime], Awaitable[None]]
+
 
 def _enum_or(value: Any, enum: type[Mode] | type[Priority], default: str) -> str:
     # ``value`` is unvalidated peer input: it may be a list or an object (unhashable).
@@ -56,7 +67,7 @@ class Receiver:
                  fanout: LocalFanout | None, on_receipt_queued: Callable[[], None],
                  on_outcome: Callable[[str, str], None] | None = None,
                  policy: PolicySection | None = None,
-                 on_key_update: Callable[[str, KeyUpdate], Awaitable[None]] | None = None,
+                 on_key_update: KeyUpdateHandler | None = None,
                  on_directory: Callable[[str, DirectoryEnvelope], Awaitable[None]] | None = None,
                  ) -> None:
         self._on_directory = on_directory
@@ -112,7 +123,7 @@ class Receiver:
             created, expires = admitted.envelope.created, admitted.envelope.expires
             self._check_policy(verified.sender, admitted.envelope)
             if isinstance(admitted.envelope, KeyUpdateEnvelope):
-                await self._key_update(verified.sender, admitted.envelope.body)
+                await self._key_update(verified, admitted.envelope, body, amqp_user)
             if isinstance(admitted.envelope, DirectoryEnvelope) and self._on_directory:
                 # stored before the message itself; a redelivery stores it again, harmlessly
                 await self._on_directory(verified.sender, admitted.envelope)
@@ -136,16 +147,26 @@ class Receiver:
         outcome, stored_state = await self._ledger.ingest(entry, receipt, now)
         return await self._after(outcome, verified, body, amqp_user, stored_state)
 
-    async def _key_update(self, sender: str, update: KeyUpdate) -> None:
+    async def _key_update(self, verified: Verified, envelope: KeyUpdateEnvelope, body: bytes,
+                          amqp_user: str | None) -> None:
         """Pin the announced key before the message is stored (a crash in between is
-        repaired by the redelivery: pinning the same key twice changes nothing)."""
+        repaired by the redelivery, which finds the update applied). A refusal by the
+        rotation rule is a security event and a ``key_not_valid`` rejection."""
+        update = envelope.body
         try:
             public_key_from_text(update.new_key.public_key)
         except KeyMaterialError as exc:
             raise RejectedMessage(reasons.SCHEMA_INVALID, f"announced key refused: {exc}") from exc
         if self._on_key_update is None:
             raise RejectedMessage(reasons.UNSUPPORTED_TYPE, "this node does not take key updates")
-        await self._on_key_update(sender, update)
+        try:
+            await self._on_key_update(verified.sender, update, verified.kid, envelope.created)
+        except KeyUpdateRefused as exc:
+            detail = (f"key-update signed with {verified.kid} announcing {update.new_key.kid} "
+                      f"refused (rule {exc.rule}): {exc.detail}")[:500]
+            await self._security(reasons.KEY_UPDATE_REFUSED, detail, body, amqp_user,
+                                 verified.sender)
+            raise RejectedMessage(reasons.KEY_NOT_VALID, detail) from exc
         log.info("peer_key_pinned", new_kid=update.new_key.kid,
                  previous_kid=update.previous_kid)
 

@@ -249,6 +249,9 @@ async def get_peers(request: web.Request) -> web.Response:
         peers.append({
             "id": p.id, "name": p.name, "country": p.country, "groups": list(p.groups),
             "suspended": p.suspended, "link_up": bool(link and link.connected),
+            "link_tls": bool(link and link.secure),
+            "link_problem": None if link is None or link.last_error is None else {
+                "tls": link.tls_problem, "detail": link.last_error},
             "keys": [{"kid": k.kid, "fingerprint": fingerprint(public_key_from_text(k.public_key)),
                       "not_after": k.not_after and format_time(k.not_after), "revoked": k.revoked}
                      for k in p.keys],
@@ -455,6 +458,18 @@ async def readyz(request: web.Request) -> web.Response:
                              status=200 if ok else 503)
 
 
+def _tls_metrics(node: Node) -> None:
+    """Which links run over TLS, and which have a TLS problem now (with its reason)."""
+    node.metrics.tls_problem.clear()
+    links: list[tuple[str, bool, str | None]] = [
+        ("inbox", node.consumer.secure, node.consumer.tls_problem)]
+    links += [(peer, link.secure, link.tls_problem) for peer, link in node.publisher.links.items()]
+    for name, secure, reason in links:
+        node.metrics.link_tls.labels(name).set(1 if secure else 0)
+        if reason is not None:
+            node.metrics.tls_problem.labels(name, reason).set(1)
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics."""
     node = request.app[NODE]
@@ -465,6 +480,7 @@ async def metrics(request: web.Request) -> web.Response:
         node.metrics.backlog.labels(p.id).set(stats["backlog"].get(p.id, {}).get("count", 0))
         link = node.publisher.links.get(p.id)
         node.metrics.peer_up.labels(p.id).set(1 if link and link.connected else 0)
+    _tls_metrics(node)
     node.metrics.inbox_up.set(1 if node.consumer.connected else 0)
     node.metrics.dead_letters.set(node.consumer.dead_letters)
     incoming, outgoing = await overdue_counts(node)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.config import KeyEntry, PeerSection
+from gateway.config import KeyEntry, PeerSection, TlsSection
 from gateway.errors import SubmissionError
 from gateway.protocol.keys import public_key_text
 from gateway.service.directory import Directory
@@ -30,6 +30,7 @@ def make_peer() -> Callable[..., PeerSection]:
                               public_key=public_key_text(private.public_key())),),
             "inbox_url": f"amqps://{ME}:secret@{centre.lower()}.example:5671/",
             "granted_user": f"{centre}@{ME}",
+            "tls": TlsSection(spki_sha256=("ab" * 32,)),
         }
         fields.update(changes)
         return PeerSection(**fields)

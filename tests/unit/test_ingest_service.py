@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.adapters.sqlite_ledger import SqliteLedger
-from gateway.config import KeyEntry, PeerSection
+from gateway.config import KeyEntry, PeerSection, TlsSection
 from gateway.protocol import reasons
 from gateway.protocol.delivery import on_confirmed
 from gateway.protocol.keys import KeyRing, PinnedKey, SigningKey, default_key_id, public_key_text
@@ -88,7 +88,7 @@ def _peer(centre: str, suspended: bool = False) -> PeerSection:
         id=centre, name=centre, country=centre[:2],
         keys=(KeyEntry(kid=KEYS[centre].kid, public_key=public_key_text(KEYS[centre].public())),),
         inbox_url=f"amqps://{ME}:pw@{centre.lower()}.example/", granted_user=f"{centre}@{ME}",
-        suspended=suspended,
+        suspended=suspended, tls=TlsSection(spki_sha256=("ab" * 32,)),
     )
 
 

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.adapters.sqlite_ledger import SqliteLedger
-from gateway.config import KeyEntry, PeerSection
+from gateway.config import KeyEntry, PeerSection, TlsSection
 from gateway.errors import SubmissionError
 from gateway.protocol.envelope import MAX_LIFETIME
 from gateway.protocol.keys import KeyRing, PinnedKey, SigningKey, default_key_id, public_key_text
@@ -73,6 +73,7 @@ def _peer(centre: str, groups: tuple[str, ...]) -> PeerSection:
         id=centre, name=centre, country=centre[:2], groups=groups,
         keys=(KeyEntry(kid=KEYS[centre].kid, public_key=public_key_text(KEYS[centre].public())),),
         inbox_url=f"amqps://{ME}:pw@{centre.lower()}.example/", granted_user=f"{centre}@{ME}",
+        tls=TlsSection(spki_sha256=("ab" * 32,)),
     )
 
 

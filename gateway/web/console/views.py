@@ -229,6 +229,9 @@ async def overview_data(node: Node) -> dict[str, Any]:
         row = {"id": p.id, "name": p.name, "country": p.country, "groups": p.groups,
                "suspended": p.suspended, "up": bool(link and link.connected),
                "tried": link is not None and (link.connected or link.failed),
+               "tls": bool(link and link.secure),
+               "tls_problem": link.tls_problem if link else None,
+               "error": link.last_error if link else None,
                "last_message": sent_to[0]["created"] if sent_to else None,
                "last_receipt": last_receipt, "backlog": backlog.get("count", 0),
                "oldest": backlog.get("oldest"), "last_test": None,
@@ -243,7 +246,8 @@ async def overview_data(node: Node) -> dict[str, Any]:
                 problems.append({"kind": "key_expiring", "peer": p.id, "kid": k["kid"],
                                  "until": k["not_after"]})
         if row["tried"] and not row["up"]:
-            problems.append({"kind": "peer_down", "peer": p.id})
+            problems.append({"kind": "peer_down", "peer": p.id, "tls": row["tls_problem"],
+                             "error": row["error"]})
         if row["backlog"]:
             problems.append({"kind": "backlog", "peer": p.id, "count": row["backlog"]})
     last_test = await _last_commcheck(node)
@@ -257,7 +261,8 @@ async def overview_data(node: Node) -> dict[str, Any]:
     if overdue_out:
         problems.append({"kind": "overdue_outgoing", "count": overdue_out})
     if not node.consumer.connected:
-        problems.append({"kind": "inbox_down"})
+        problems.append({"kind": "inbox_down", "tls": node.consumer.tls_problem,
+                         "error": node.consumer.last_error})
     if node.consumer.dead_letters:
         problems.append({"kind": "dead_letters", "count": node.consumer.dead_letters})
     if stats["security_events"]:
