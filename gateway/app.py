@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gateway.adapters.amqp import AmqpPublisher, InboxConsumer
+from gateway.adapters.amqp import TLS_RETRY, AmqpPublisher, InboxConsumer
 from gateway.adapters.sqlite_ledger import SqliteLedger
 from gateway.config import KeyEntry, Settings, load_settings, update_config
 from gateway.errors import ConfigError, GatewayError
@@ -122,7 +122,8 @@ class Node:
             centre=self.me, url=s.broker.url.get_secret_value(), heartbeat=s.broker.heartbeat,
             prefetch=s.broker.prefetch, declare=s.broker.declare_topology,
             delivery_limit=s.broker.delivery_limit, handler=self._handle, tls=s.broker.tls,
-            on_tls_failure=self._count_tls_failure)
+            on_tls_failure=self._count_tls_failure,
+            tls_retry=min(TLS_RETRY, s.delivery.refused_delay_seconds))
         self.receiver = Receiver(
             me=self.me, key=self.key, ring=lambda: self.ring, directory=lambda: self.directory,
             ledger=self.ledger, clock=self.clock, fanout=self.consumer, policy=s.policy,

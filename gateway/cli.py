@@ -252,7 +252,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
     config = init(centre=args.centre, name=args.name, country=args.country,
                   amqp_url=args.amqp_url, directory=Path(args.dir), api_port=args.api_port,
-                  provision=not args.no_provision)
+                  provision=not args.no_provision,
+                  broker_ca=Path(args.broker_ca) if args.broker_ca else None,
+                  rabbitmq_node=args.rabbitmq_node)
     print(f"node {args.centre} created: crisisgw run -c {config}")
     return 0
 
@@ -269,7 +271,8 @@ def _cmd_peers_grant(args: argparse.Namespace) -> int:
 
     creds = grant(load_settings(Path(args.config)), args.peer, Path(args.out),
                   client_cert=Path(args.client_cert) if args.client_cert else None,
-                  client_key=Path(args.client_key) if args.client_key else None)
+                  client_key=Path(args.client_key) if args.client_key else None,
+                  rabbitmq_node=args.rabbitmq_node)
     secret = "a client certificate and its key" if creds.client_key else "a password"
     print(f"user {creds.user} may now write to our inbox; send {args.out} to "
           f"{args.peer} out of band (it holds {secret})")
@@ -449,6 +452,10 @@ def _add_federation(sub: Any) -> None:
     init.add_argument("--api-port", type=int, default=8401)
     init.add_argument("--no-provision", action="store_true",
                       help="the broker is provisioned by hand (deploy/provision-node.sh)")
+    init.add_argument("--broker-ca", help="our broker's CA certificate (deploy/broker-tls.sh "
+                      "ca): the trust anchor of an amqps:// URL and of our identity card")
+    init.add_argument("--rabbitmq-node", help="the RabbitMQ node to provision (name@host), "
+                      "where the machine runs several")
     init.set_defaults(func=_cmd_init)
     identity = sub.add_parser("identity", help="identity cards").add_subparsers(
         dest="identity", required=True)
@@ -464,6 +471,8 @@ def _add_federation(sub: Any) -> None:
     grant.add_argument("--client-cert", help="PEM client certificate (CN = PEER@US) made by "
                        "deploy/broker-tls.sh client: the peer logs in with it, no password")
     grant.add_argument("--client-key", help="its private key")
+    grant.add_argument("--rabbitmq-node", help="our RabbitMQ node (name@host), where the "
+                       "machine runs several")
     grant.set_defaults(func=_cmd_peers_grant)
     add = peers.add_parser("add", help="enrol a peer from its identity card")
     add.add_argument("card")

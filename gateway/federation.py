@@ -51,8 +51,13 @@ def _broker_parts(url: str) -> tuple[str, int, str, str, str]:
 
 
 def init(*, centre: str, name: str, country: str, amqp_url: str, directory: Path,
-         api_port: int = 8401, provision: bool = True) -> Path:
+         api_port: int = 8401, provision: bool = True, broker_ca: Path | None = None,
+         rabbitmq_node: str | None = None) -> Path:
     """Create a node's key, token, console account and config under ``directory``.
+
+    ``broker_ca``: our broker's CA certificate (``deploy/broker-tls.sh ca``), the trust
+    anchor of our ``amqps://`` URL and of our identity card. ``rabbitmq_node``: the
+    RabbitMQ node to provision when the machine runs several.
 
     With ``provision`` (admin rights on the local broker through rabbitmqctl) the vhost
     and the node's own user are created from the URL. Returns the config path.
@@ -76,14 +81,17 @@ def init(*, centre: str, name: str, country: str, amqp_url: str, directory: Path
         defs.vhost(vhost)
         defs.user(user, password)
         defs.grant(vhost, user, OWN_RESOURCES, OWN_RESOURCES, OWN_RESOURCES)
-        defs.apply()
+        defs.apply(rabbitmq_node)
     import tomli_w  # noqa: PLC0415
 
+    broker: dict[str, Any] = {"url": amqp_url}
+    if broker_ca is not None:
+        broker["tls"] = {"ca_file": str(broker_ca.resolve())}
     text = tomli_w.dumps({
         "node": {"centre": centre, "name": name, "country": country, "data_dir": "data",
                  "signing_key_file": "signing.key",
                  "signing_key_id": default_key_id(centre, public)},
-        "broker": {"url": amqp_url},
+        "broker": broker,
         "api": {"host": "127.0.0.1", "port": api_port,
                 "tokens": {"local": hashlib.sha256(token.encode()).hexdigest()}},
         "console": {"operators": [{"name": "operator", "role": "operator",
@@ -114,7 +122,7 @@ def identity_card(settings: Settings) -> bytes:
 
 
 def grant(settings: Settings, peer: str, out: Path, *, client_cert: Path | None = None,
-          client_key: Path | None = None) -> Credentials:
+          client_key: Path | None = None, rabbitmq_node: str | None = None) -> Credentials:
     """Create on our broker the user ``peer`` publishes with (write to our inbox only),
     and write its credentials to ``out`` (0600) for out-of-band transfer.
 
@@ -142,7 +150,7 @@ def grant(settings: Settings, peer: str, out: Path, *, client_cert: Path | None 
         defs.user(user, password)
         url = f"{scheme}://{quote(user, safe='')}:{password}@{host}:{port}/{quote(vhost, safe='')}"
     defs.grant(vhost, user, "^$", INBOX_WRITE, "^$")
-    defs.apply()
+    defs.apply(rabbitmq_node)
     credentials = Credentials(issuer=me, peer=peer, user=user, url=url,
                               issued=datetime.now(UTC), **extra)
     _private_write(out, json.dumps(credentials.model_dump(mode="json", exclude_none=True),
@@ -160,7 +168,7 @@ def read_card(path: Path) -> tuple[Card, list[str]]:
     if anchor is not None and anchor.ca is not None:
         prints.append(f"broker CA certificate (SHA-256): {ca_fingerprint(anchor.ca)}")
     elif anchor is not None:
-        prints += [f"broker public key (SHA-256): {pin}" for pin in anchor.spki_sha256]
+        prints += [f"broker public key (SHA-256): {pin}" for pin in anchor.spki_sha256 or ()]
     else:
         prints.append("no TLS trust anchor: its broker is reached without TLS")
     return card, prints

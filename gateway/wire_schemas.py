@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from gateway.protocol.alert import Alert
 from gateway.protocol.auditlog import SignedCheckpoint
+from gateway.protocol.card import Credentials, SignedCard
 from gateway.protocol.commcheck import CommCheck
 from gateway.protocol.directory import DirectoryUpdate
 from gateway.protocol.envelope import Envelope, SignedMessage
@@ -50,6 +51,8 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "api-alert-submission": AlertSubmission,
     "audit-checkpoint": SignedCheckpoint,
     "evidence-bundle": SignedBundle,
+    "identity-card": SignedCard,
+    "credentials": Credentials,
 }
 
 

@@ -381,8 +381,10 @@ class InboxConsumer:
     def __init__(self, *, centre: str, url: str, heartbeat: int, prefetch: int,
                  declare: bool, delivery_limit: int, handler: Handler,
                  tls: TlsSection | None = None,
-                 on_tls_failure: Callable[[str, str], None] | None = None) -> None:
+                 on_tls_failure: Callable[[str, str], None] | None = None,
+                 tls_retry: float = TLS_RETRY) -> None:
         self._centre, self._url = centre, with_heartbeat(url, heartbeat)
+        self._tls_retry = tls_retry
         self._prefetch, self._declare, self._limit = prefetch, declare, delivery_limit
         self._handler = handler
         self._tls = tls
@@ -420,9 +422,9 @@ class InboxConsumer:
             except TlsFailure as exc:
                 self.tls_problem, self.last_error = exc.reason, str(exc)[:300]
                 log.error("inbox_tls_failed", reason=exc.reason, error=str(exc)[:300],
-                          retry_in=TLS_RETRY)
+                          retry_in=self._tls_retry)
                 self._on_tls_failure("inbox", exc.reason)
-                delay = max(delay, TLS_RETRY)
+                delay = max(delay, self._tls_retry)
             except (TransportError, aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
                 self.last_error = repr(exc)[:300]
                 log.warning("inbox_connect_failed", error=repr(exc)[:300], retry_in=delay)
@@ -432,7 +434,7 @@ class InboxConsumer:
             if self._stopping:
                 return
             await asyncio.sleep(delay)
-            delay = min(delay * 2, TLS_RETRY if self.tls_problem else RECONNECT_MAX)
+            delay = min(delay * 2, self._tls_retry if self.tls_problem else RECONNECT_MAX)
 
     async def _until_closed_or_renewed(self, closed: asyncio.Event,
                                        stamp: tuple[tuple[str, int, int], ...]) -> None:

@@ -22,13 +22,16 @@ from gateway.errors import ConfigError
 TIMEOUT = 120
 
 
-def rabbitmqctl(*args: str) -> str:
-    """Run rabbitmqctl; raise :class:`ConfigError` with its message on failure."""
+def rabbitmqctl(*args: str, node: str | None = None) -> str:
+    """Run rabbitmqctl (against ``node``, e.g. ``c2@localhost``, else the local default
+    node); raise :class:`ConfigError` with its message on failure."""
     exe = shutil.which("rabbitmqctl")
     if exe is None:
         raise ConfigError("rabbitmqctl not found: install rabbitmq-server (deploy/setup.sh)")
+    target = ["-n", node] if node else []
     try:
-        done = subprocess.run([exe, "-q", *args], capture_output=True, text=True,  # noqa: S603
+        done = subprocess.run([exe, "-q", *target, *args], capture_output=True,  # noqa: S603
+                              text=True,
                               timeout=TIMEOUT, check=False)
     except subprocess.TimeoutExpired as exc:
         raise ConfigError(f"rabbitmqctl {args[0]} timed out") from exc
@@ -76,14 +79,14 @@ class Definitions:
                             for v, u, c, w, r in self.permissions],
         }
 
-    def apply(self) -> None:
-        """Import into the local broker."""
+    def apply(self, node: str | None = None) -> None:
+        """Import into the local broker (or the RabbitMQ node ``node``)."""
         fd, path = tempfile.mkstemp(prefix="crisisgw-defs-", suffix=".json")
         try:
             with os.fdopen(fd, "w") as fh:
                 json.dump(self.document(), fh)
             os.chmod(path, 0o644)  # the broker runs as its own user and must read it
-            rabbitmqctl("import_definitions", path)
+            rabbitmqctl("import_definitions", path, node=node)
         finally:
             os.unlink(path)
 

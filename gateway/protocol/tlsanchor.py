@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from gateway.protocol.types import SHA256_HEX_PATTERN, FrozenModel
 
@@ -62,14 +62,28 @@ def load_ca_pem(text: str) -> list[x509.Certificate]:
     return certs
 
 
+def _anchor_schema(schema: dict[str, Any]) -> None:
+    """Exactly one of the two members, each without null (what the model enforces)."""
+    props = schema["properties"]
+    props["ca"] = {"type": "string", "maxLength": MAX_CA_PEM,
+                   "description": props["ca"].get("description", "")}
+    pins = next(s for s in props["spki_sha256"]["anyOf"] if s.get("type") == "array")
+    props["spki_sha256"] = {**pins, "uniqueItems": True,
+                            "description": props["spki_sha256"].get("description", "")}
+    schema["oneOf"] = [{"required": ["ca"]}, {"required": ["spki_sha256"]}]
+
+
 class TlsAnchor(FrozenModel):
     """How to trust a centre's broker certificate: its CA, or pins of its public key."""
 
+    model_config = ConfigDict(json_schema_extra=_anchor_schema)
+
     ca: str | None = Field(default=None, max_length=MAX_CA_PEM,
                            description="PEM certificate(s) of the broker's CA")
-    spki_sha256: tuple[SpkiPin, ...] = Field(
-        default=(), max_length=MAX_PINS,
-        description="SHA-256 (hex) of the broker certificate's SubjectPublicKeyInfo")
+    spki_sha256: tuple[SpkiPin, ...] | None = Field(
+        default=None, min_length=1, max_length=MAX_PINS,
+        description="SHA-256 (hex) of the broker certificate's SubjectPublicKeyInfo; "
+        "several while the broker changes its key")
 
     @field_validator("ca")
     @classmethod
@@ -80,9 +94,9 @@ class TlsAnchor(FrozenModel):
 
     @model_validator(mode="after")
     def _one(self) -> TlsAnchor:
-        if (self.ca is None) == (not self.spki_sha256):
+        if (self.ca is None) == (self.spki_sha256 is None):
             raise ValueError("a TLS anchor is either ca or spki_sha256 (exactly one)")
-        if len(set(self.spki_sha256)) != len(self.spki_sha256):
+        if self.spki_sha256 is not None and len(set(self.spki_sha256)) != len(self.spki_sha256):
             raise ValueError("pins must be distinct")
         return self
 

@@ -237,3 +237,22 @@ def envelope(sender: str, to: list[str], *, created: datetime | None = None,
 def sealed(env: dict[str, Any], key: SigningKey) -> bytes:
     """Signed wire bytes."""
     return seal(env, key).wire
+
+
+async def console_page(fed: Federation, centre: str, path: str) -> str:
+    """A console page as the node's operator sees it (logged in with its password)."""
+    import re  # noqa: PLC0415
+
+    node = fed.nodes[centre]
+    password = (node.config.parent / "operator-password").read_text().strip()
+    base = f"http://127.0.0.1:{node.port}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(f"{base}/console/login") as resp:
+            token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
+        assert token is not None
+        async with http.post(f"{base}/console/login", allow_redirects=False, data={
+                "csrf_token": token.group(1), "name": "operator", "password": password}) as resp:
+            assert resp.status == 303, await resp.text()
+        async with http.get(f"{base}{path}") as resp:
+            assert resp.status == 200, path
+            return await resp.text()
