@@ -84,7 +84,7 @@ class BrokerNode:
 
     def close_connections(self) -> None:
         """Close every client connection (they reconnect, with a new handshake)."""
-        self.ctl("close_all_connections", "test")
+        self.ctl("close_all_connections", "--global", "test")
 
     def install_certificate(self, issued: Issued) -> None:
         """Replace the broker's certificate and make new connections use it (renewal)."""

@@ -130,13 +130,14 @@ async def _state(fed: Federation, sender: str, message_id: str) -> dict[str, Any
 
 async def _delivered(fed: Federation, sender: str, ids: list[str], timeout: float = 30) -> None:
     async def done() -> bool:
-        return all((await _state(fed, sender, i))["state"] in ("delivered", "acknowledged")
-                   for i in ids)
+        states = [(await _state(fed, sender, i))["state"] for i in ids]
+        return all(s in ("delivered", "acknowledged") for s in states)
     await wait_until(done, timeout, f"{len(ids)} messages from {sender} delivered")
 
 
 async def _peer_problem(fed: Federation, centre: str, peer: str) -> dict[str, Any] | None:
-    _, peers = await fed.api(centre, "GET", "/v1/peers")
+    status, peers = await fed.api(centre, "GET", "/v1/peers")
+    assert status == 200, peers
     row = next(p for p in peers["peers"] if p["id"] == peer)
     return row["link_problem"]
 
@@ -370,17 +371,22 @@ async def test_an_expired_certificate_then_its_renewal_without_a_restart(
         "broker-b.test", b.hosts, not_before=now - timedelta(days=400),
         not_after=now - timedelta(days=1)))
     b.close_connections()
+
+    async def reconnected_or_failed() -> bool:
+        _, peers = await pair.api(BE, "GET", "/v1/peers")
+        return not next(p for p in peers["peers"] if p["id"] == NL)["link_up"]
+    await wait_until(reconnected_or_failed, 10, "BE-NCCN's link to NL-NCC closed")
     ids = [await _send(pair, BE, NL)]
     await _wait_problem(pair, BE, NL, "expired")
 
     async def nl_inbox_expired() -> bool:
         status, ready = await pair.api(NL, "GET", "/readyz")
-        return status == 503 and ready["checks"]["inbox"] is False
+        return status == 503 and ready["checks"]["inbox"] is False and any(
+            e.get("reason") == "expired"
+            for e in _log_events(pair.nodes[NL], "inbox_tls_failed"))
     await wait_until(nl_inbox_expired, 20, "NL-NCC's inbox failing on the expired certificate")
-    assert any(e.get("reason") == "expired" for e in _log_events(pair.nodes[NL],
-                                                                "inbox_tls_failed"))
     page = await console_page(pair, NL, "/console")
-    assert "TLS certificate expired" in page
+    assert "Our inbox on the broker is not connected: TLS certificate expired" in page
     ids.append(await _send(pair, BE, NL))
     await _sitreps_stay_queued(pair, ids, 2)
 
