@@ -77,9 +77,10 @@ class NodeHandle:
         return self.config.parent / "node.log"
 
     def key(self) -> SigningKey:
-        """The node's signing key (tests use it to forge or replay on its behalf)."""
-        return load_signing_key(self.settings.node.signing_key_file,
-                                self.settings.node.signing_key_id)
+        """The node's current signing key, from its file as it is now (a rotation moves the
+        previous key away); tests use it to forge or replay on the node's behalf."""
+        node = load_settings(self.config).node
+        return load_signing_key(node.signing_key_file, node.signing_key_id)
 
 
 @dataclass

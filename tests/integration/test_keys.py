@@ -5,11 +5,24 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.config import load_settings
-from tests.integration.harness import EXAMPLE, Federation, wait_until
+from gateway.keyfiles import load_signing_key
+from gateway.protocol.keys import SigningKey, public_key_text
+from gateway.protocol.types import format_time
+from tests.integration.harness import (
+    EXAMPLE,
+    Federation,
+    console_page,
+    envelope,
+    sealed,
+    wait_until,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -83,3 +96,88 @@ async def test_rotation_keeps_traffic_flowing_and_revocation_is_immediate(
                         key["revoked"] = False
 
         update_config(federation.nodes["NL-NCC"].config, unrevoke)
+
+
+async def test_a_stolen_phased_out_key_cannot_take_over_the_centre(
+        federation: Federation) -> None:
+    """The takeover of docs/PROTOCOL.md §3.3c against real nodes: DE-NW rotates; someone
+    holding its old key (still valid for the overlap) sends BE-NCCN a key-update naming
+    their own key and ending the genuine new one. BE-NCCN refuses it (key_not_valid,
+    security event key_update_refused, shown on its console), keeps the genuine key, and
+    never accepts the thief's key; DE-NW's next sitrep is still delivered."""
+    await federation.wait_ready()
+    de = federation.nodes["DE-NW"]
+    old_kid = load_settings(de.config).node.signing_key_id
+    old_file = load_settings(de.config).node.signing_key_file
+    done = _cli("keys", "rotate", "-c", str(de.config), "--overlap-days", "7")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rotated = json.loads(done.stdout)
+    new_kid = rotated["kid"]
+    archived = old_file.parent / "retired-keys" / f"{old_kid}.key"
+    assert rotated["previous_private_key"].startswith(f"archived to {archived}")
+    assert not old_file.exists()
+    assert archived.stat().st_mode & 0o777 == 0o600
+    assert archived.parent.stat().st_mode & 0o777 == 0o700
+    assert (old_file.parent / "public-keys" / f"{old_kid}.pub").exists()
+    assert load_settings(de.config).node.signing_key_file != old_file
+
+    def be_keys() -> dict[str, Any]:
+        peer = load_settings(federation.nodes["BE-NCCN"].config).peer("DE-NW")
+        assert peer is not None
+        return {k.kid: k for k in peer.keys}
+
+    async def pinned() -> bool:
+        keys = be_keys()
+        return new_kid in keys and keys[old_kid].not_after is not None
+    await wait_until(pinned, 20, "BE-NCCN pinning DE-NW's new key")
+
+    # The thief reads the archived key (as if stolen) and announces a key of their own.
+    stolen = load_signing_key(archived, old_kid)
+    thief = SigningKey(kid="DE-NW.thief", private=Ed25519PrivateKey.generate())
+    now = datetime.now(UTC)
+    takeover = envelope("DE-NW", ["BE-NCCN"], type="key-update", mode="actual",
+                        priority="urgent", tlp="CLEAR", incident=None, body={
+                            "new_key": {"kid": thief.kid,
+                                        "public_key": public_key_text(thief.public())},
+                            "previous_kid": new_kid, "previous_not_after": format_time(now)})
+    await federation.inject("BE-NCCN", "DE-NW", sealed(takeover, stolen))
+
+    async def refused() -> bool:
+        _, events = await federation.api("BE-NCCN", "GET", "/v1/security-events")
+        return any(e["reason"] == "key_update_refused" and e["claimed_id"] == takeover["id"]
+                   for e in events["items"])
+    await wait_until(refused, 20, "BE-NCCN recording the refused key-update")
+    _, events = await federation.api("BE-NCCN", "GET", "/v1/security-events")
+    event = next(e for e in events["items"] if e["claimed_id"] == takeover["id"])
+    assert "signer-not-current" in event["detail"]
+    assert event["claimed_sender"] == "DE-NW"
+    _, inbox = await federation.api("BE-NCCN", "GET", "/v1/inbox?from=DE-NW&type=key-update")
+    stored = next(i for i in inbox["items"] if i["id"] == takeover["id"])
+    assert (stored["state"], stored["reason"]) == ("rejected", "key_not_valid")
+    keys = be_keys()
+    assert thief.kid not in keys
+    assert keys[new_kid].not_after is None
+    assert not keys[new_kid].revoked
+    page = await console_page(federation, "BE-NCCN", "/console")
+    assert "Key update refused" in page
+    assert "signer-not-current" in page
+
+    # The genuine key keeps verifying; the thief's key never does.
+    status, answer = await federation.api("DE-NW", "POST", "/v1/sitreps",
+                                          {**EXAMPLE, "to": ["BE-NCCN"]})
+    assert status == 202
+
+    async def delivered() -> bool:
+        _, view = await federation.api("DE-NW", "GET", f"/v1/messages/{answer['id']}")
+        return view["recipients"][0]["state"] == "delivered"
+    await wait_until(delivered, 20, "DE-NW's sitrep, signed with its new key, delivered")
+    forged = envelope("DE-NW", ["BE-NCCN"])
+    await federation.inject("BE-NCCN", "DE-NW", sealed(forged, thief))
+
+    async def unknown_key() -> bool:
+        _, events = await federation.api("BE-NCCN", "GET", "/v1/security-events")
+        return any(e["reason"] == "unknown_key" and e["claimed_id"] == forged["id"]
+                   for e in events["items"])
+    await wait_until(unknown_key, 20, "BE-NCCN refusing the thief's key")
+    _, inbox = await federation.api("BE-NCCN", "GET", "/v1/inbox?from=DE-NW")
+    assert forged["id"] not in {i["id"] for i in inbox["items"]}

@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from gateway.errors import GatewayError, SubmissionError
+from gateway.protocol.reasons import KEY_UPDATE_REFUSED
 from gateway.protocol.types import format_time
 from gateway.web.console import i18n
 from gateway.web.console.auth import (
@@ -39,6 +40,8 @@ LANG_COOKIE = "crisisgw_lang"
 PRIORITY_ORDER = {"flash": 0, "urgent": 1, "routine": 2}
 #: Peers' keys that stop being valid within this time are flagged on the overview.
 KEY_WARNING = timedelta(days=30)
+#: How long a refused key-update stays on the overview.
+REFUSAL_SHOWN = timedelta(days=7)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -267,8 +270,19 @@ async def overview_data(node: Node) -> dict[str, Any]:
         problems.append({"kind": "dead_letters", "count": node.consumer.dead_letters})
     if stats["security_events"]:
         problems.append({"kind": "security_events", "count": stats["security_events"]})
+        problems += await _refused_key_updates(node, now)
     rows.sort(key=lambda r: (r["up"] or not r["tried"], -r["backlog"], r["id"]))
     return {"peers": rows, "problems": problems}
+
+
+async def _refused_key_updates(node: Node, now: datetime) -> list[dict[str, Any]]:
+    """Key-updates refused by the rotation rule in the last week: what a stolen,
+    phased-out key trying to take over a peer's identity looks like."""
+    since = format_time(now - REFUSAL_SHOWN)
+    return [{"kind": "key_update_refused", "peer": e["claimed_sender"], "at": e["at"],
+             "detail": e["detail"]}
+            for e in await node.ledger.security_events(50)
+            if e["reason"] == KEY_UPDATE_REFUSED and e["at"] >= since]
 
 
 async def _last_commcheck(node: Node) -> dict[str, dict[str, Any]]:
