@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.adapters.amqp import TLS_RETRY, AmqpPublisher, InboxConsumer
 from gateway.adapters.sqlite_ledger import SqliteLedger
+from gateway.adapters.tls import ServerCertificate
 from gateway.config import KeyEntry, Settings, load_settings, update_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.keyfiles import (
@@ -61,6 +62,8 @@ from gateway.service.ingest import Receiver
 from gateway.service.submit import Submitter
 
 log = structlog.get_logger("crisisgw.node")
+#: How often the API's certificate files are checked for a renewal (seconds).
+API_CERT_CHECK = 2.0
 
 
 def _pinned(raw: dict[str, Any]) -> PinnedKey:
@@ -172,10 +175,31 @@ class Node:
         app = build_app(self)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.api.host, self.settings.api.port)
+        api = self.settings.api
+        https = None
+        if api.tls_cert is not None and api.tls_key is not None:
+            https = ServerCertificate(api.tls_cert, api.tls_key)
+            self._tasks.append(asyncio.create_task(self._watch_api_certificate(https),
+                                                   name="api-certificate"))
+        site = web.TCPSite(self._runner, api.host, api.port,
+                           ssl_context=https.context if https else None)
         await site.start()
-        log.info("node_started", centre=self.me, api_port=self.settings.api.port,
-                 peers=[p.id for p in self.settings.peers])
+        if https is None:
+            log.warning("api_plaintext", host=api.host, port=api.port,
+                        note="plain HTTP; loopback only unless [api] allow_plaintext; set "
+                        "[api] tls_cert and tls_key to serve HTTPS")
+        log.info("node_started", centre=self.me, api_port=api.port,
+                 api="https" if https else "http", peers=[p.id for p in self.settings.peers])
+
+    async def _watch_api_certificate(self, https: ServerCertificate) -> None:
+        """Use a renewed API certificate for new connections, without a restart."""
+        while True:
+            await asyncio.sleep(API_CERT_CHECK)
+            try:
+                if await asyncio.to_thread(https.refresh):
+                    log.info("api_certificate_renewed")
+            except ConfigError as exc:
+                log.error("api_certificate_refused", error=str(exc))
 
     async def _watch_config(self, path: Path) -> None:
         """Apply peer, key, policy and console changes when the file changes."""

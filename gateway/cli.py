@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -33,16 +34,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _own_api(settings: Settings) -> tuple[str, ssl.SSLContext | None]:
+    """The base URL of our node's API, and for HTTPS a context that trusts exactly the
+    node's own certificate (it is ours; no CA or host name is involved)."""
+    api = settings.api
+    host = "127.0.0.1" if api.host in ("0.0.0.0", "::", "") else api.host  # noqa: S104
+    if not api.https or api.tls_cert is None:
+        return f"http://{host}:{api.port}", None
+    ctx = ssl.create_default_context(cafile=str(api.tls_cert))
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the anchor
+    ctx.check_hostname = False
+    return f"https://{host}:{api.port}", ctx
+
+
 def _api(settings: Settings, token: str, method: str, path: str, *,
          body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
          ) -> tuple[int, Any]:
-    url = f"http://{settings.api.host}:{settings.api.port}{path}"
+    base, ctx = _own_api(settings)
+    url = f"{base}{path}"
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={
+    req = urllib.request.Request(url, data=data, method=method, headers={  # noqa: S310
         "Authorization": f"Bearer {token}", "Content-Type": "application/json",
         **(headers or {})})
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - our node
+        with urllib.request.urlopen(req, timeout=30, context=ctx) as resp:  # noqa: S310 - our node
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")

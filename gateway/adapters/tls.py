@@ -149,3 +149,38 @@ def classify(exc: BaseException, ctx: AnchoredContext | None, where: str) -> Tls
                           "handshake in time", retryable=True)
     return TlsFailure(ta.HANDSHAKE_FAILED, f"{where} closed the connection during the "
                       f"TLS handshake: {exc!r}"[:300], retryable=True)
+
+
+class ServerCertificate:
+    """The HTTPS context of the API: TLS 1.2 or later, with the node's certificate chain
+    and key, reloaded in place when the files are renewed (new handshakes use the new
+    certificate; open connections keep theirs)."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self._cert, self._key = cert, key
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._stamp = self._files()
+        self._load()
+
+    def _files(self) -> tuple[int, int]:
+        try:
+            return (self._cert.stat().st_mtime_ns, self._key.stat().st_mtime_ns)
+        except OSError:
+            return (-1, -1)
+
+    def _load(self) -> None:
+        try:
+            self.context.load_cert_chain(self._cert, self._key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the API certificate {self._cert}: {exc}") from exc
+
+    def refresh(self) -> bool:
+        """Reload the files if they changed; True when a new certificate is in use.
+        Raises :class:`ConfigError` (and keeps the old one) when the new files are bad."""
+        stamp = self._files()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        self._load()
+        return True

@@ -495,9 +495,26 @@ async def get_openapi(_request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
+#: What an HTTPS node tells browsers: HTTPS only, for a year (RFC 6797).
+HSTS = "max-age=31536000"
+
+
+@web.middleware
+async def hsts_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every answer of a node that serves HTTPS itself carries Strict-Transport-Security."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers["Strict-Transport-Security"] = HSTS
+        raise
+    response.headers["Strict-Transport-Security"] = HSTS
+    return response
+
+
 def build_app(node: Node) -> web.Application:
     """The aiohttp application of a node."""
-    app = web.Application(middlewares=[problem_middleware, auth_middleware,
+    https = [hsts_middleware] if node.settings.api.https else []
+    app = web.Application(middlewares=[*https, problem_middleware, auth_middleware,
                                        console_middleware],
                           client_max_size=node.settings.api.max_body_bytes + 1024)
     app[NODE] = node

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -43,7 +44,9 @@ async def test_demo_runs_delivers_the_example_and_stops_on_ctrl_c(tmp_path: Path
         [sys.executable, "-m", "gateway", "demo", "--dir", str(tmp_path / "demo"),
          "--base-port", str(base), "--broker-prefix", prefix],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        # No PYTHONUNBUFFERED: the demo itself must write line by line into a pipe
+        # (`run-demo.sh | tee demo.log`).
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"})
     try:
         out = _read_until(proc, "Ctrl-C stops the federation", 120)
         for index, centre in enumerate(("BE-NCCN", "NL-NCC", "LU-HCPN", "DE-NW")):
@@ -64,6 +67,15 @@ async def test_demo_runs_delivers_the_example_and_stops_on_ctrl_c(tmp_path: Path
                 return {x["state"] for x in view["recipients"]} == {"delivered"}
 
             await wait_until(delivered, 15, "the example delivered to all three peers")
+        assert "Every link is AMQPS" in out
+        listed = subprocess.run(["rabbitmqctl", "-q", "list_connections", "user", "ssl",
+                                 "--formatter", "json"], capture_output=True, text=True,
+                                timeout=60, check=True)
+        ours = [c for c in json.loads(listed.stdout) if c["user"].startswith(f"{prefix}.")]
+        users = {c["user"] for c in ours}
+        assert {f"{prefix}.{c.id}" for c in CENTRES} <= users  # each node's own inbox
+        assert {f"{prefix}.BE-NCCN@{c.id}" for c in CENTRES if c.id != "BE-NCCN"} <= users
+        assert all(c["ssl"] is True for c in ours), ours
         children = subprocess.run(["pgrep", "-g", str(os.getpgid(proc.pid)), "-f",
                                    "gateway run"], capture_output=True, text=True, check=False)
         assert len(children.stdout.split()) == 4

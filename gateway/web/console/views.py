@@ -85,6 +85,11 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
+def _https(request: web.Request) -> bool:
+    """Whether the node serves HTTPS itself: then its cookies are Secure."""
+    return request.app[NODE_KEY].settings.api.https
+
+
 def _require(request: web.Request, role: str) -> Session:
     session: Session | None = request.get(SESSION)
     if session is None:
@@ -123,7 +128,7 @@ async def login_form(request: web.Request) -> web.Response:
     request[LOGIN_CSRF] = token
     response = aiohttp_jinja2.render_template("login.html", request, _ctx(request, "login"))
     response.set_cookie("crisisgw_csrf", token, httponly=True, samesite="Strict",
-                        path="/console")
+                        path="/console", secure=_https(request))
     return response
 
 
@@ -150,7 +155,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     await _audit(request, "login", remote)
     response = web.HTTPSeeOther("/console")
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict",
-                        path="/console")
+                        path="/console", secure=_https(request))
     return response
 
 
@@ -175,7 +180,7 @@ async def set_language(request: web.Request) -> web.StreamResponse:
     back = str(form.get("next", "/console"))
     response = web.HTTPSeeOther(back if back.startswith("/console") else "/console")
     response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="Strict",
-                        path="/console")
+                        path="/console", secure=_https(request))
     return response
 
 
