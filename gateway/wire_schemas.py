@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from gateway.protocol import reasons
 from gateway.protocol.alert import Alert
 from gateway.protocol.auditlog import SignedCheckpoint
 from gateway.protocol.card import Credentials, SignedCard
@@ -63,13 +64,29 @@ def schema_of(name: str, model: type[BaseModel]) -> dict[str, Any]:
             "$id": f"{BASE_ID}{name}.schema.json", **schema}
 
 
+def reason_code_schema() -> dict[str, Any]:
+    """The closed list of reason codes (docs/PROTOCOL.md §7.5) as a schema: one ``const``
+    per code, with its description and, as ``x-outcome``, whether it is answered."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"{BASE_ID}reason-code.schema.json",
+        "title": "ReasonCode",
+        "description": "A reason code of protocol v1. 'answered' codes may be carried by a "
+                       "rejected receipt; 'security' codes are recorded, never answered.",
+        "type": "string",
+        "oneOf": [{"const": code, "description": reasons.DESCRIPTIONS[code],
+                   "x-outcome": "answered" if code in reasons.RECEIPTED else "security"}
+                  for code in sorted(reasons.ALL)],
+    }
+
+
 def render_all() -> dict[str, str]:
     """File name -> file text for every schema."""
-    return {
-        f"{name}.schema.json": json.dumps(schema_of(name, model), indent=2, sort_keys=True,
-                                          ensure_ascii=False) + "\n"
-        for name, model in WIRE_MODELS.items()
-    }
+    schemas = {name: schema_of(name, model) for name, model in WIRE_MODELS.items()}
+    schemas["reason-code"] = reason_code_schema()
+    return {f"{name}.schema.json": json.dumps(schema, indent=2, sort_keys=True,
+                                              ensure_ascii=False) + "\n"
+            for name, schema in schemas.items()}
 
 
 def write_all(out: Path) -> list[Path]:

@@ -83,11 +83,29 @@ def _cap_time(value: str) -> str:
     return value
 
 
-ShortText = Annotated[str, StringConstraints(max_length=SHORT_CHARS), AfterValidator(_xml_chars)]
-LongText = Annotated[str, StringConstraints(max_length=LONG_CHARS), AfterValidator(_xml_chars)]
-HugeText = Annotated[str, StringConstraints(max_length=HUGE_CHARS), AfterValidator(_xml_chars)]
+#: The XML 1.0 character rule as a JSON Schema pattern (lone surrogates cannot occur:
+#: I-JSON refuses them before any schema applies).
+XML_CHARS_PATTERN = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\uFFFE\\uFFFF]*$"
+
+
+def _xml_schema(max_length: int, min_length: int = 0) -> WithJsonSchema:
+    """The schema of a string of XML 1.0 characters (the model checks it with _xml_chars)."""
+    schema: dict[str, Any] = {"type": "string", "maxLength": max_length,
+                              "pattern": XML_CHARS_PATTERN}
+    if min_length:
+        schema["minLength"] = min_length
+    return WithJsonSchema(schema)
+
+
+ShortText = Annotated[str, StringConstraints(max_length=SHORT_CHARS), AfterValidator(_xml_chars),
+                      _xml_schema(SHORT_CHARS)]
+LongText = Annotated[str, StringConstraints(max_length=LONG_CHARS), AfterValidator(_xml_chars),
+                     _xml_schema(LONG_CHARS)]
+HugeText = Annotated[str, StringConstraints(max_length=HUGE_CHARS), AfterValidator(_xml_chars),
+                     _xml_schema(HUGE_CHARS)]
 Ident = Annotated[
-    str, StringConstraints(min_length=1, max_length=SHORT_CHARS), AfterValidator(_xml_chars)
+    str, StringConstraints(min_length=1, max_length=SHORT_CHARS), AfterValidator(_xml_chars),
+    _xml_schema(SHORT_CHARS, min_length=1)
 ]
 CapTime = Annotated[
     str,
@@ -102,6 +120,7 @@ Uri = Annotated[
     AfterValidator(_xml_chars),
     AfterValidator(_collapsed),
     AfterValidator(_uri),
+    _xml_schema(LONG_CHARS),
 ]
 DecimalText = Annotated[
     str,
@@ -280,7 +299,8 @@ def _signature_elements(value: str) -> str:
 
 
 SignatureXml = Annotated[
-    str, StringConstraints(max_length=HUGE_CHARS), AfterValidator(_signature_elements)
+    str, StringConstraints(max_length=HUGE_CHARS), AfterValidator(_signature_elements),
+    _xml_schema(HUGE_CHARS)
 ]
 
 

@@ -70,7 +70,7 @@ class Card(FrozenModel):
     keys: tuple[CardKey, ...] = Field(min_length=1, max_length=8)
     inbox: Inbox
     protocol_versions: tuple[int, ...] = (1,)
-    contacts: tuple[Contact, ...] = ()
+    contacts: tuple[Contact, ...] = Field(default=(), max_length=32)
     issued: UtcTime
 
 

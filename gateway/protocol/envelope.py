@@ -47,7 +47,8 @@ class EnvelopeHeader(FrozenModel):
     id: MessageId = Field(description="UUID chosen by the sender, lower-case")
     type: Annotated[str, Field(pattern=MESSAGE_TYPE_PATTERN)]
     from_: CentreId = Field(alias="from", description="Sending centre id")
-    to: tuple[CentreId, ...] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    to: tuple[CentreId, ...] = Field(min_length=1, max_length=MAX_RECIPIENTS,
+                                     json_schema_extra={"uniqueItems": True})
     created: UtcTime
     expires: UtcTime
     mode: Mode
@@ -55,14 +56,15 @@ class EnvelopeHeader(FrozenModel):
     priority: Priority
     incident: IncidentId | None = Field(default=None, description="Incident reference")
     releasable: tuple[GroupName, ...] | None = Field(
-        default=None, max_length=16,
-        description="Groups the sender has cleared the content for (e.g. eu); absent = none")
+        default=None, max_length=16, json_schema_extra={"uniqueItems": True},
+        description="Groups the sender has cleared the content for (e.g. eu); absent, null "
+        "or [] = none")
 
-    @field_validator("to")
+    @field_validator("to", "releasable")
     @classmethod
-    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError("recipients must be distinct")
+    def _distinct(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("entries must be distinct")
         return value
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import ValidationError, model_validator
+from pydantic import ConfigDict, ValidationError, model_validator
 
 from gateway.errors import RejectedMessage
 from gateway.protocol import reasons
@@ -50,6 +50,9 @@ class AlertEnvelope(EnvelopeHeader):
 
 class CommCheckEnvelope(EnvelopeHeader):
     """An envelope of type ``commcheck``: always in ``test`` mode."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema["properties"].update(
+        mode={"const": "test", "description": "A communication test is sent in test mode"}))
 
     type: Literal["commcheck"]
     body: CommCheck

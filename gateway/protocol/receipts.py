@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from gateway.protocol import reasons
 from gateway.protocol.envelope import PROTOCOL_VERSION, EnvelopeHeader
@@ -29,8 +29,21 @@ class ReceiptState(StrEnum):
     REJECTED = "rejected"
 
 
+def _receipt_schema(schema: dict[str, Any]) -> None:
+    """State the reason rule of §7.2 in the schema, as the model enforces it."""
+    schema["properties"]["reason"] = {
+        "anyOf": [{"enum": sorted(reasons.RECEIPTED)}, {"type": "null"}],
+        "description": "Reason code (§7.5, answered codes); required for rejected"}
+    schema["if"] = {"properties": {"state": {"const": "rejected"}}, "required": ["state"]}
+    schema["then"] = {"required": ["reason"],
+                      "properties": {"reason": {"enum": sorted(reasons.RECEIPTED)}}}
+    schema["else"] = {"properties": {"reason": {"type": "null"}}}
+
+
 class Receipt(FrozenModel):
     """The body of a ``receipt`` envelope."""
+
+    model_config = ConfigDict(json_schema_extra=_receipt_schema)
 
     message_id: MessageId
     message_sha256: Sha256Hex

@@ -18,7 +18,7 @@ from gateway.errors import MalformedInput
 from gateway.protocol import ijson, reasons
 from gateway.protocol.canonical import canonical_bytes, sha256_hex
 
-VECTORS_PATH = Path(__file__).resolve().parents[1] / "assets" / "jcs-vectors.json"
+VECTORS_PATH = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "jcs-vectors.json"
 VECTORS: list[dict[str, str]] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
 MAX_SAFE = 2**53 - 1
 
@@ -76,7 +76,7 @@ def _refused(value: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Known-answer vectors (tests/assets/jcs-vectors.json, from RFC 8785)
+# Known-answer vectors (docs/vectors/jcs-vectors.json, from RFC 8785)
 # --------------------------------------------------------------------------------------
 
 

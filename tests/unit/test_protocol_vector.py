@@ -1,4 +1,4 @@
-"""The protocol v1 test vector: tests/assets/protocol-vector.json and docs/PROTOCOL.md.
+"""The protocol v1 test vector: docs/vectors/protocol-vector.json and docs/PROTOCOL.md.
 
 Everything in the vector is recomputed here from the code (sitrep envelope as
 ``Submitter`` builds it, ``seal``, ``receipt_envelope``) and compared with the file;
@@ -7,7 +7,7 @@ reference code of RFC 8032, section 6), and the digests and signatures must appe
 verbatim in docs/PROTOCOL.md so that the document cannot drift from the code.
 
 Regenerate the file (only for an intentional change of the wire format) with
-``.venv/bin/python -m tests.unit.test_protocol_vector > tests/assets/protocol-vector.json``.
+``.venv/bin/python -m tests.unit.test_protocol_vector > docs/vectors/protocol-vector.json``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from gateway.protocol.sitrep import Sitrep, sitrep_json
 from gateway.protocol.types import Mode, Priority
 
 ROOT = Path(__file__).resolve().parents[2]
-VECTOR_PATH = ROOT / "tests" / "assets" / "protocol-vector.json"
+VECTOR_PATH = ROOT / "docs" / "vectors" / "protocol-vector.json"
 DOC_PATH = ROOT / "docs" / "PROTOCOL.md"
 
 # RFC 8032, section 7.1, TEST 1 and TEST 2: secret keys and the public keys the RFC lists.
@@ -160,7 +160,7 @@ def build_vector() -> dict[str, Any]:
     receipt = _part(_receipt_envelope(message["digest"]), RECEIVER_KEY, RFC8032_TEST2_SECRET)
     return {
         "description": "Crisis Exchange Gateway protocol v1 test vector; see docs/PROTOCOL.md "
-                       "section 12 and tests/assets/README.md",
+                       "section 12 and docs/vectors/README.md",
         "domain_prefix_hex": DOMAIN_PREFIX.hex(),
         "message": {"received_at": RECEIVED, "receiver": RECEIVER, **message},
         "receipt": {"received_at": RECEIPT_SEEN, "receiver": SENDER, **receipt},
@@ -227,7 +227,7 @@ def reference_sign(secret: bytes, msg: bytes) -> tuple[bytes, bytes]:
 
 @pytest.fixture(scope="module")
 def stored() -> dict[str, Any]:
-    """The vector as stored in tests/assets."""
+    """The vector as stored in docs/vectors."""
     data: dict[str, Any] = json.loads(VECTOR_PATH.read_text(encoding="utf-8"))
     return data
 
