@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway import __version__
 from gateway.cli_evidence import add_evidence
 from gateway.config import Settings, failpoints_from_env, load_settings
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, SubmissionError
 from gateway.keyfiles import load_signing_key, write_private_key
 from gateway.logging import configure_logging
 from gateway.protocol.keys import default_key_id, fingerprint, public_key_text
@@ -172,10 +172,19 @@ def _cmd_cap_import(args: argparse.Namespace) -> int:
     return 0 if status == 202 else 1
 
 
+def _read_json_arg(path: str) -> Any:
+    """The JSON in file ``path``, or on standard input for ``-``."""
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise GatewayError(f"{'stdin' if path == '-' else path}: not JSON: {exc}") from exc
+
+
 def _message_file(path: str) -> tuple[dict[str, Any], bytes]:
     from gateway.protocol.canonical import canonical_bytes  # noqa: PLC0415
 
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data = _read_json_arg(path)
     if not isinstance(data, dict) or "envelope" not in data or "signature" not in data:
         raise GatewayError(f"{path}: expected a message as returned by GET /v1/messages/{{id}}")
     return data["envelope"], canonical_bytes({"envelope": data["envelope"],
@@ -192,8 +201,19 @@ def _write_out(data: bytes, out: str | None) -> None:
 def _cmd_cap_export(args: argparse.Namespace) -> int:
     from gateway.web.exports import cap_xml  # noqa: PLC0415
 
-    envelope, _ = _message_file(args.file)
-    _write_out(cap_xml(envelope), args.out)
+    data = _read_json_arg(args.file)
+    if isinstance(data, dict) and "alert" in data and "envelope" not in data:
+        # What `crisisgw cap import` prints (an alert submission): export its alert.
+        envelope: dict[str, Any] = {"type": "alert", "body": data["alert"]}
+    elif isinstance(data, dict) and isinstance(data.get("envelope"), dict):
+        envelope = data["envelope"]
+    else:
+        raise GatewayError(f"{args.file}: expected a message (GET /v1/messages/{{id}}) or the "
+                           "output of `crisisgw cap import`")
+    try:
+        _write_out(cap_xml(envelope), args.out)
+    except (SubmissionError, ValueError) as exc:
+        raise GatewayError(f"{args.file}: cannot export as CAP: {exc}") from exc
     return 0
 
 
@@ -528,14 +548,15 @@ def _add_standards(sub: Any) -> None:
     cap_import.add_argument("--token")
     cap_import.add_argument("--token-file")
     cap_import.set_defaults(func=_cmd_cap_import)
-    cap_export = cap.add_parser("export", help="a message (GET /v1/messages/{id} JSON) as CAP")
-    cap_export.add_argument("file")
+    cap_export = cap.add_parser("export", help="a message (GET /v1/messages/{id} JSON) or the "
+                                "output of `cap import`, as CAP 1.2 XML")
+    cap_export.add_argument("file", help="a JSON file, or - for standard input")
     cap_export.add_argument("-o", "--out")
     cap_export.set_defaults(func=_cmd_cap_export)
     edxl = sub.add_parser("edxl", help="EDXL-DE 1.0 export").add_subparsers(
         dest="edxl", required=True)
     edxl_export = edxl.add_parser("export", help="a message as an EDXL-DE distribution")
-    edxl_export.add_argument("file")
+    edxl_export.add_argument("file", help="a JSON file, or - for standard input")
     edxl_export.add_argument("-o", "--out")
     edxl_export.set_defaults(func=_cmd_edxl_export)
 

@@ -83,6 +83,28 @@ def test_cap_import_prints_the_alert_message(tmp_path: Path) -> None:
     assert message["alert"]["infos"][0]["event"] == "SEVERE THUNDERSTORM"
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.xml")))
+def test_cap_import_pipes_into_cap_export_unchanged(name: str) -> None:
+    """`crisisgw cap import X.xml | crisisgw cap export -` gives back the same alert."""
+    from gateway.formats.cap import parse_cap  # noqa: PLC0415
+
+    cli = f"{sys.executable} -m gateway"
+    done = subprocess.run(["bash", "-c", f'set -o pipefail; {cli} cap import "$1" | '
+                           f"{cli} cap export -", "-", str(EXAMPLES / name)],
+                          capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    assert parse_cap(done.stdout) == parse_cap((EXAMPLES / name).read_bytes())
+
+
+def test_cap_export_says_what_it_expects() -> None:
+    """Anything but a message or an import's output is refused with a clear error."""
+    done = subprocess.run([sys.executable, "-m", "gateway", "cap", "export", "-"],
+                          input='{"sitrep": {}}', capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode != 0
+    assert "output of `crisisgw cap import`" in done.stdout + done.stderr
+
+
 def test_cap_import_refuses_an_invalid_document_naming_the_line(tmp_path: Path) -> None:
     """An invalid CAP file exits 2 with the line and element in the message."""
     bad = tmp_path / "bad.xml"
