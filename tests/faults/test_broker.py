@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
 
-import aio_pika
 import pytest
 
 from gateway.adapters.amqp import INBOX_EXCHANGE, INBOX_QUEUE
@@ -27,7 +26,7 @@ from gateway.demo import CENTRES, peer_user
 from tests.faults.load import SETTLED, states, submit_load, tally
 from tests.faults.report import record
 from tests.faults.test_network import log_events, metric, peer_view, wait_states
-from tests.integration.harness import Federation, wait_until
+from tests.integration.harness import Federation, amqp_connect, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -237,7 +236,7 @@ async def test_unroutable_inbox_is_never_counted_sent_and_is_retried(
     inc = incident(13)
     refused_before = await metric(fed, BE, "crisisgw_publish_total", peer=NL, outcome="refused")
     url = fed.nodes[NL].settings.broker.url.get_secret_value()
-    conn = await aio_pika.connect(url)
+    conn = await amqp_connect(url)
     try:
         channel = await conn.channel()
         queue = await channel.get_queue(INBOX_QUEUE, ensure=False)

@@ -26,7 +26,7 @@ from gateway.protocol.types import format_time
 from tests.faults.load import SETTLED, sitrep, states, submit_load, tally
 from tests.faults.proxy import Direction, ProxyThread
 from tests.faults.report import record
-from tests.integration.harness import Federation, wait_until
+from tests.integration.harness import LINK_PORT, Federation, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -49,14 +49,14 @@ def route_via_proxy(fed: Federation, centre: str, peer: str, port: int) -> None:
     def change(raw: dict[str, Any]) -> None:
         for entry in raw["peers"]:
             if entry["id"] == peer:
-                entry["inbox_url"] = entry["inbox_url"].replace(":5672/", f":{port}/")
+                entry["inbox_url"] = entry["inbox_url"].replace(f":{LINK_PORT}/", f":{port}/")
     fed.nodes[centre].settings = update_config(fed.nodes[centre].config, change)
 
 
 @pytest.fixture(scope="module")
 def netfed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Federation, ProxyThread]]:
     """BE-NCCN, NL-NCC and LU-HCPN; BE-NCCN's link to NL-NCC runs through a proxy."""
-    proxy = ProxyThread(5672)
+    proxy = ProxyThread(LINK_PORT)
     fed = Federation.create(tmp_path_factory.mktemp("net"), overrides=OVERRIDES)
     try:
         route_via_proxy(fed, BE, NL, proxy.port)

@@ -26,7 +26,15 @@ from tests.faults.load import SETTLED, sitrep, states, tally
 from tests.faults.proxy import ProxyThread
 from tests.faults.report import record
 from tests.faults.test_network import peer_view, route_via_proxy
-from tests.integration.harness import AMQP, Federation, NodeHandle, free_base_port, wait_until
+from tests.integration.harness import (
+    AMQP,
+    LINK_PORT,
+    TLS,
+    Federation,
+    NodeHandle,
+    free_base_port,
+    wait_until,
+)
 
 pytestmark = [
     pytest.mark.broker,
@@ -79,10 +87,10 @@ async def test_thirty_peers_one_offline_others_unaffected_backlog_drains(
     base = free_base_port(N)
     paths = await asyncio.to_thread(prepare, tmp_path, base, AMQP, centres=group,
                                     prefix=prefix, user_prefix=f"{prefix}.",
-                                    overrides=OVERRIDES)
+                                    overrides=OVERRIDES, tls=TLS)
     sender, offline = group[0].id, group[-1].id
     online = [c.id for c in group[1:-1]]
-    proxy = ProxyThread(5672)
+    proxy = ProxyThread(LINK_PORT)
     fed = Federation(root=tmp_path, prefix=prefix)
     nodes: dict[str, Node] = {}
     try:

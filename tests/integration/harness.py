@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,17 +25,44 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aio_pika.abc
 import aiohttp
 
 from gateway.adapters.provision import delete
 from gateway.config import Settings, load_settings
-from gateway.demo import CENTRES, peer_user, prepare
+from gateway.demo import CENTRES, BrokerTls, local_tls, peer_user, prepare
+from gateway.errors import ConfigError
 from gateway.keyfiles import load_signing_key
 from gateway.protocol.keys import SigningKey
 from gateway.protocol.signing import seal
 from gateway.protocol.types import format_time
 
 AMQP = "amqp://127.0.0.1:5672/"
+
+
+def _local_tls() -> BrokerTls | None:
+    """Every test federation's links are AMQPS to the local broker's TLS listener
+    (deploy/broker-tls.sh local, which deploy/setup.sh runs), as between real centres;
+    ``CRISISGW_TEST_TLS=0`` runs them in plaintext on loopback instead."""
+    if os.environ.get("CRISISGW_TEST_TLS", "1") == "0":
+        return None
+    try:
+        return local_tls()
+    except ConfigError:
+        return None
+
+
+TLS = _local_tls()
+#: The broker port the nodes' links use (proxies in the fault tests forward to it).
+LINK_PORT = TLS.port if TLS else 5672
+
+
+async def amqp_connect(url: str) -> aio_pika.abc.AbstractConnection:
+    """A test's own connection to the local broker (TLS verified against its CA)."""
+    if TLS is not None and url.startswith("amqps://"):
+        ctx = ssl.create_default_context(cadata=TLS.ca_pem())
+        return await aio_pika.connect(url, ssl_context=ctx)
+    return await aio_pika.connect(url)
 
 
 def free_base_port(count: int = 4) -> int:
@@ -97,7 +125,7 @@ class Federation:
         prefix = f"t{secrets.token_hex(3)}"
         base = free_base_port()
         paths = prepare(root, base, AMQP, prefix=prefix, user_prefix=f"{prefix}.",
-                        overrides=overrides)
+                        overrides=overrides, tls=TLS)
         fed = cls(root=root, prefix=prefix)
         for index, (cid, path) in enumerate(paths.items()):
             fed.nodes[cid] = NodeHandle(
@@ -186,7 +214,7 @@ class Federation:
         assert peer is not None
         url = peer.inbox_url.get_secret_value()
         user = peer_user(as_peer, into, f"{self.prefix}.")
-        conn = await aio_pika.connect(url)
+        conn = await amqp_connect(url)
         try:
             ch = await conn.channel(publisher_confirms=True, on_return_raises=True)
             ex = await ch.get_exchange("crisisgw.inbox", ensure=False)

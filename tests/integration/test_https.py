@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 import subprocess
@@ -43,6 +44,8 @@ async def _serial(port: int) -> int:
                                               server_hostname="localhost")
     der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
     from cryptography import x509  # noqa: PLC0415
 
     return x509.load_der_x509_certificate(der).serial_number

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.adapters.provision import delete
-from tests.integration.harness import EXAMPLE, Federation, free_base_port, wait_until
+from tests.integration.harness import EXAMPLE, TLS, Federation, free_base_port, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -37,9 +37,11 @@ async def test_fr_cogic_joins_with_init_cards_and_grants_without_restarting_be(
     fr_dir = tmp_path / "fr"
     vhost, user = f"{federation.prefix}-fr-cogic", f"{federation.prefix}.FR-COGIC"
     port = free_base_port(1)
+    broker = (["--amqp-url", f"amqps://{user}:frpassword123@{TLS.host}:{TLS.port}/{vhost}",
+               "--broker-ca", str(TLS.ca_file)] if TLS else
+              ["--amqp-url", f"amqp://{user}:frpassword123@127.0.0.1:5672/{vhost}"])
     _ok("init", "--centre", "FR-COGIC", "--name", "Centre opérationnel de gestion "
-        "interministérielle des crises", "--country", "FR", "--amqp-url",
-        f"amqp://{user}:frpassword123@127.0.0.1:5672/{vhost}", "--dir", str(fr_dir),
+        "interministérielle des crises", "--country", "FR", *broker, "--dir", str(fr_dir),
         "--api-port", str(port))
     fr_config = fr_dir / "gateway.toml"
     (tmp_path / "fr.card").write_text(_ok("identity", "export", "-c", str(fr_config)))
