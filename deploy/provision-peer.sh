@@ -21,5 +21,7 @@ else
 fi
 rabbitmqctl -q set_permissions -p "$vhost" "$user" '^$' '^crisisgw\.inbox$' '^$'
 enc() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
-printf '{"issuer": "%s", "peer": "%s", "user": "%s", "url": "amqps://%s:%s@%s/%s"}\n' \
-  "$owner" "$peer" "$user" "$(enc "$user")" "$password" "$endpoint" "$(enc "$vhost")"
+issued=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
+# schemas/credentials.schema.json (docs/PROTOCOL.md §15.2)
+printf '{"issuer": "%s", "peer": "%s", "user": "%s", "url": "amqps://%s:%s@%s/%s", "issued": "%s"}\n' \
+  "$owner" "$peer" "$user" "$(enc "$user")" "$password" "$endpoint" "$(enc "$vhost")" "$issued"

@@ -2,8 +2,11 @@
 # One-shot, idempotent set-up of a development / CI machine for crisis-gateway.
 #
 #   1. a Python >= 3.11 with a working venv module (Debian: python3-venv)
-#   2. RabbitMQ (Debian: rabbitmq-server), started and reachable on 127.0.0.1:5672
-#   3. .venv in the repo root with `pip install -e '.[dev]'`, redone only when
+#   2. RabbitMQ (Debian: rabbitmq-server), started and reachable on 127.0.0.1:5672, with
+#      its TLS listener on 127.0.0.1:5671 (deploy/broker-tls.sh local; openssl and curl
+#      are installed for it and for the README's examples)
+#   3. for the tests only (not with --demo): Chromium and fonts for the browser tests
+#   4. .venv in the repo root with `pip install -e '.[dev]'`, redone only when
 #      pyproject.toml changes (stamp file .venv/.installed-<sha256 of pyproject.toml>)
 #
 # Safe to run again and again: when everything is in place it only checks and

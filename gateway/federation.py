@@ -197,8 +197,8 @@ def add_peer(config: Path, card: Card, credentials: Credentials, groups: tuple[s
                           f"{credentials.peer}, not by {card.centre} for {me}")
     parts = urlsplit(credentials.url)
     vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-    if (parts.hostname, parts.port or 5671, vhost) != (card.inbox.host, card.inbox.port,
-                                                        card.inbox.vhost):
+    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    if (parts.hostname, port, vhost) != (card.inbox.host, card.inbox.port, card.inbox.vhost):
         raise ConfigError(
             f"the credentials point at {parts.hostname}:{parts.port}/{vhost}, but the signed "
             f"card puts {card.centre}'s inbox at {card.inbox.host}:{card.inbox.port}/"

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from gateway.config import KeyEntry, PeerSection
+from gateway.config import KeyEntry, PeerSection, TlsSection
 from gateway.errors import ProtocolError
 from gateway.protocol import reasons
 from gateway.protocol.keys import KeyRing, PinnedKey, SigningKey, default_key_id, public_key_text
@@ -95,7 +95,8 @@ def peer(centre: str) -> PeerSection:
     return PeerSection(
         id=centre, name=centre, country=centre[:2],
         keys=(KeyEntry(kid=KEYS[centre].kid, public_key=public_key_text(KEYS[centre].public())),),
-        inbox_url=f"amqps://{ME}:pw@{centre.lower()}.example/", granted_user=f"{centre}@{ME}")
+        inbox_url=f"amqps://{ME}:pw@{centre.lower()}.example/", granted_user=f"{centre}@{ME}",
+        tls=TlsSection(spki_sha256=("ab" * 32,)))
 
 
 SITREP_BODY: dict[str, Any] = {

@@ -36,6 +36,34 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str
     raise AssertionError(f"demo never printed {marker!r}; got:\n{''.join(seen)}")
 
 
+def _cards_and_credentials_follow_the_schemas(demo: Path) -> None:
+    """Each demo centre's exported identity card, and credentials granted by one of them,
+    validate against schemas/ (what docs/PROTOCOL.md §15 specifies)."""
+    import jsonschema  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2] / "schemas"
+    card_schema = json.loads((root / "identity-card.schema.json").read_text())
+    cred_schema = json.loads((root / "credentials.schema.json").read_text())
+    for centre in CENTRES:
+        config = demo / centre.id / "gateway.toml"
+        card = subprocess.run([sys.executable, "-m", "gateway", "identity", "export", "-c",
+                               str(config)], capture_output=True, text=True, timeout=60,
+                              check=True).stdout
+        parsed = json.loads(card)
+        jsonschema.Draft202012Validator(card_schema).validate(parsed)
+        assert "BEGIN CERTIFICATE" in parsed["card"]["inbox"]["tls"]["ca"]
+    out = demo / "grant.json"
+    try:
+        subprocess.run([sys.executable, "-m", "gateway", "peers", "grant", "XX-SCHEMA", "-c",
+                        str(demo / "BE-NCCN" / "gateway.toml"), "-o", str(out)],
+                       capture_output=True, timeout=60, check=True)
+        granted = json.loads(out.read_text())
+        jsonschema.Draft202012Validator(cred_schema).validate(granted)
+        assert granted["url"].startswith("amqps://")
+    finally:
+        delete([], ["XX-SCHEMA@BE-NCCN"])
+
+
 async def test_demo_runs_delivers_the_example_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     """`crisisgw demo` starts 4 nodes, the example reaches `delivered`, Ctrl-C stops all."""
     prefix = f"tdemo{secrets.token_hex(2)}"
@@ -76,6 +104,7 @@ async def test_demo_runs_delivers_the_example_and_stops_on_ctrl_c(tmp_path: Path
         assert {f"{prefix}.{c.id}" for c in CENTRES} <= users  # each node's own inbox
         assert {f"{prefix}.BE-NCCN@{c.id}" for c in CENTRES if c.id != "BE-NCCN"} <= users
         assert all(c["ssl"] is True for c in ours), ours
+        _cards_and_credentials_follow_the_schemas(tmp_path / "demo")
         children = subprocess.run(["pgrep", "-g", str(os.getpgid(proc.pid)), "-f",
                                    "gateway run"], capture_output=True, text=True, check=False)
         assert len(children.stdout.split()) == 4
