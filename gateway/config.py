@@ -29,7 +29,7 @@ from pydantic import (
 from gateway.errors import ConfigError, KeyMaterialError
 from gateway.protocol.directory import ContactPoint
 from gateway.protocol.keys import KeyRing, PinnedKey, public_key_from_text
-from gateway.protocol.tlsanchor import MAX_PINS, SpkiPin, TlsAnchor, load_ca_pem
+from gateway.protocol.tlsanchor import MAX_PINS, CaPem, SpkiPin, TlsAnchor
 from gateway.protocol.types import CentreId, GroupName, KeyId, UtcTime
 
 #: URL query parameters that would configure TLS behind the trust anchor's back.
@@ -63,19 +63,12 @@ class TlsSection(_Section):
     read at every connection, so renewed certificates are used without a restart.
     """
 
-    ca: str | None = None
+    ca: CaPem | None = None
     ca_file: Path | None = None
     spki_sha256: tuple[SpkiPin, ...] = Field(default=(), max_length=MAX_PINS)
     #: Client certificate and key for RabbitMQ's EXTERNAL mechanism (URL ``?auth=external``).
     client_cert: Path | None = None
     client_key: Path | None = None
-
-    @field_validator("ca")
-    @classmethod
-    def _ca(cls, value: str | None) -> str | None:
-        if value is not None:
-            load_ca_pem(value)
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> TlsSection:

@@ -170,7 +170,10 @@ class ServerCertificate:
             return (-1, -1)
 
     def _load(self) -> None:
+        # Try the pair on a scratch context first: a certificate renewed before its key
+        # (two files, two renames) must not leave the live context with a mismatched pair.
         try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self._cert, self._key)
             self.context.load_cert_chain(self._cert, self._key)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load the API certificate {self._cert}: {exc}") from exc

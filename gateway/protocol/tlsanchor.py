@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from gateway.protocol.types import SHA256_HEX_PATTERN, FrozenModel
 
@@ -62,6 +62,15 @@ def load_ca_pem(text: str) -> list[x509.Certificate]:
     return certs
 
 
+def _checked_ca(value: str) -> str:
+    load_ca_pem(value)
+    return value
+
+
+#: PEM text holding one or more CA certificates (checked when parsed).
+CaPem = Annotated[str, AfterValidator(_checked_ca)]
+
+
 def _anchor_schema(schema: dict[str, Any]) -> None:
     """Exactly one of the two members, each without null (what the model enforces)."""
     props = schema["properties"]
@@ -78,19 +87,12 @@ class TlsAnchor(FrozenModel):
 
     model_config = ConfigDict(json_schema_extra=_anchor_schema)
 
-    ca: str | None = Field(default=None, max_length=MAX_CA_PEM,
-                           description="PEM certificate(s) of the broker's CA")
+    ca: CaPem | None = Field(default=None, max_length=MAX_CA_PEM,
+                             description="PEM certificate(s) of the broker's CA")
     spki_sha256: tuple[SpkiPin, ...] | None = Field(
         default=None, min_length=1, max_length=MAX_PINS,
         description="SHA-256 (hex) of the broker certificate's SubjectPublicKeyInfo; "
         "several while the broker changes its key")
-
-    @field_validator("ca")
-    @classmethod
-    def _ca(cls, value: str | None) -> str | None:
-        if value is not None:
-            load_ca_pem(value)
-        return value
 
     @model_validator(mode="after")
     def _one(self) -> TlsAnchor:

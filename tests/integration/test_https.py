@@ -51,6 +51,25 @@ async def _serial(port: int) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
+async def _hammer(port: int) -> int:
+    """Handshake with the node until cancelled; returns how many handshakes failed."""
+    failures = 0
+    try:
+        while True:
+            try:
+                await _serial(port)
+            except (OSError, ssl.SSLError):
+                failures += 1
+            await asyncio.sleep(0.01)
+    except asyncio.CancelledError:
+        return failures
+
+
+async def _stop(task: asyncio.Task[int]) -> int:
+    task.cancel()
+    return await task
+
+
 async def test_the_api_is_https_with_hsts_and_secure_cookies(https_node: Federation) -> None:
     """The node answers HTTPS verified against its certificate, sends HSTS on every
     answer (errors too), marks its console cookies Secure, and speaks no plain HTTP."""
@@ -115,11 +134,15 @@ async def test_a_renewed_api_certificate_is_used_without_a_restart(
     before = await _serial(node.port)
     root = Path(str(node.settings.api.tls_cert)).parent
     renewed = CA.issue("api", ("localhost", "127.0.0.1"))
+    hammer = asyncio.create_task(_hammer(node.port))  # handshakes all along the renewal
+    await asyncio.sleep(0.2)
     renewed.write(root / "api.pem", root / "api.key")
 
     async def renewed_in_use() -> bool:
         return await _serial(node.port) == renewed.cert.serial_number
     await wait_until(renewed_in_use, 15, "the renewed API certificate")
+    failures = await _stop(hammer)
+    assert failures == 0, "a handshake failed while the certificate was being renewed"
     assert before != renewed.cert.serial_number
     assert node.proc.pid == pid
     assert node.proc.poll() is None
