@@ -97,7 +97,7 @@ cmd_server() {
     (($# > 0)) || die "server: name at least one host name or IP address"
     [[ -s $dir/private/ca.key ]] || die "no CA in $dir: run '$0 ca $dir NAME' first"
     local tmp; tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' RETURN
+    trap 'rm -rf "${tmp:-}"; trap - RETURN' RETURN
     new_key "$tmp/server.key"
     openssl req -new -key "$tmp/server.key" -subj "/O=crisisgw/CN=$1" -out "$tmp/csr" 2>/dev/null
     sign "$dir" "$tmp/csr" "$tmp/server.pem" "$1" \
@@ -117,7 +117,7 @@ cmd_client() {
     local dir=${1:?DIR} user=${2:?USER} out=${3:?OUT}
     [[ -s $dir/private/ca.key ]] || die "no CA in $dir: run '$0 ca $dir NAME' first"
     local tmp; tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' RETURN
+    trap 'rm -rf "${tmp:-}"; trap - RETURN' RETURN
     new_key "$out.key"
     openssl req -new -key "$out.key" -subj "/O=crisisgw/CN=$user" -out "$tmp/csr" 2>/dev/null
     sign "$dir" "$tmp/csr" "$out.pem" "$user" \
@@ -151,6 +151,9 @@ ssl_options.verify = verify_peer
 ssl_options.fail_if_no_peer_cert = false
 ssl_options.versions.1 = tlsv1.3
 ssl_options.versions.2 = tlsv1.2
+# No message beyond the protocol's 512 KiB (plus AMQP properties): a peer cannot make
+# the broker hold bigger ones.
+max_message_size = 655360
 EOF
     chmod 644 /etc/rabbitmq/conf.d/60-crisisgw-tls.conf
     if timeout 3 bash -c "</dev/tcp/$address/$port" >/dev/null 2>&1; then
@@ -164,6 +167,7 @@ EOF
                 {fail_if_no_peer_cert, false}, {versions, ['tlsv1.3', 'tlsv1.2']}],
         application:set_env(rabbit, ssl_options, Opts),
         application:set_env(rabbit, ssl_listeners, [{$(erl_string "$address"), $port}]),
+        application:set_env(rabbit, max_message_size, 655360),
         rabbit_networking:start_ssl_listener({{$ip}, $port}, Opts, 10)." >/dev/null \
         || die "could not start the TLS listener in the running broker"
     local i
@@ -195,6 +199,7 @@ auth_mechanisms.2 = AMQPLAIN
 auth_mechanisms.3 = EXTERNAL
 ssl_cert_login_from = common_name
 loopback_users.guest = true
+max_message_size = 655360
 EOF
     printf '[rabbitmq_auth_mechanism_ssl].\n' >"$base/enabled_plugins"
     broker_owns -R "$base"

@@ -149,14 +149,22 @@ if [[ ! -d $VENV ]]; then
     "$PY" -m venv "$VENV"
 fi
 
-HASH="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+# Every package comes from deploy/requirements.lock, pinned with its SHA-256 hashes
+# (pip refuses anything else), pip and setuptools included; then the project itself,
+# without resolving anything more. Regenerate the lock after changing pyproject.toml:
+#   pip-compile --extra dev --generate-hashes --allow-unsafe --strip-extras \
+#     --no-emit-index-url --no-emit-find-links -o deploy/requirements.lock \
+#     deploy/installers.in pyproject.toml
+HASH="$(cat pyproject.toml deploy/requirements.lock | sha256sum | cut -d' ' -f1)"
 STAMP="$VENV/.installed-$HASH"
 if [[ -f $STAMP && -x $VENV/bin/crisisgw ]]; then
-    step "python deps: already installed (pyproject.toml unchanged)"
+    step "python deps: already installed (pyproject.toml and the lock unchanged)"
 else
-    step "pip install -e '.[dev]' into .venv"
-    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
-        "$VENV/bin/pip" install -q -e '.[dev]'
+    step "pip install --require-hashes -r deploy/requirements.lock into .venv"
+    export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+    "$VENV/bin/python" -m pip install -q --require-hashes --no-deps -r deploy/requirements.lock
+    step "pip install -e . (the project, no other package)"
+    "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
 fi

@@ -60,6 +60,7 @@ from gateway.service.directory import Directory
 from gateway.service.dispatch import Dispatcher
 from gateway.service.ingest import Receiver
 from gateway.service.submit import Submitter
+from gateway.web.limits import CappedRunner
 
 log = structlog.get_logger("crisisgw.node")
 #: How often the API's certificate files are checked for a renewal (seconds).
@@ -141,7 +142,7 @@ class Node:
         self.commchecks = CommChecks(submitter=self.submitter, peers=lambda: self.settings.peers)
         self._tasks: list[asyncio.Task[None]] = []
         self._config_lock = asyncio.Lock()
-        self._runner: web.AppRunner | None = None
+        self._runner: CappedRunner | None = None
         self.started_at = self.clock.now()
 
     async def _handle(self, body: bytes, amqp_user: str | None) -> str:
@@ -173,7 +174,9 @@ class Node:
                                                    name="config-watch"))
         self._tasks.append(asyncio.create_task(self._after_reload(), name="directory-start"))
         app = build_app(self)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = CappedRunner(app, access_log=None,
+                                    max_connections=self.settings.api.max_connections,
+                                    header_seconds=self.settings.api.header_seconds)
         await self._runner.setup()
         api = self.settings.api
         https = None
@@ -196,7 +199,9 @@ class Node:
         while True:
             await asyncio.sleep(API_CERT_CHECK)
             try:
-                if await asyncio.to_thread(https.refresh):
+                # On the loop's own thread: a handshake (which runs there) never sees the
+                # context between its new certificate and its new key.
+                if https.refresh():
                     log.info("api_certificate_renewed")
             except ConfigError as exc:
                 log.error("api_certificate_refused", error=str(exc))

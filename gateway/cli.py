@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import ssl
 import sys
 import urllib.error
@@ -28,6 +29,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import Node  # noqa: PLC0415
 
     settings = load_settings(Path(args.config))
+    os.umask(0o077)  # everything the node writes (ledger, keys, logs) is its own only
     failpoints.arm(failpoints_from_env())
     configure_logging(args.log_format or settings.log_format, args.log_level)
     asyncio.run(Node(settings, config_path=Path(args.config)).run_until_signalled())
@@ -224,6 +226,35 @@ def _cmd_edxl_export(args: argparse.Namespace) -> int:
     envelope, wire = _message_file(args.file)
     cap = cap_xml(envelope) if envelope.get("type") in ("alert", "sitrep") else None
     _write_out(edxl_de(envelope, wire, cap_xml=cap), args.out)
+    return 0
+
+
+def _cmd_tokens_add(args: argparse.Namespace) -> int:
+    import hashlib  # noqa: PLC0415
+    import secrets  # noqa: PLC0415
+
+    from gateway.config import SCOPES, update_config  # noqa: PLC0415
+
+    scopes = sorted(set(args.scope or ()))
+    if not scopes or set(scopes) - set(SCOPES):
+        raise GatewayError(f"give one or more --scope of {', '.join(SCOPES)}")
+    token = secrets.token_urlsafe(32)
+    entry = {"sha256": hashlib.sha256(token.encode()).hexdigest(), "scopes": scopes}
+    update_config(Path(args.config), lambda raw: raw.setdefault("api", {}).setdefault(
+        "tokens", {}).__setitem__(args.client, entry))
+    print(token)
+    print(f"token for {args.client} ({', '.join(scopes)}): shown once; the node keeps only "
+          "its SHA-256 and picks it up by itself", file=sys.stderr)
+    return 0
+
+
+def _cmd_tokens_remove(args: argparse.Namespace) -> int:
+    from gateway.config import update_config  # noqa: PLC0415
+
+    def change(raw: dict[str, Any]) -> None:
+        if raw.get("api", {}).get("tokens", {}).pop(args.client, None) is None:
+            raise GatewayError(f"no token for {args.client}")
+    update_config(Path(args.config), change)
     return 0
 
 
@@ -429,6 +460,18 @@ def _add_operations(sub: Any) -> None:
     setpw.add_argument("--password-stdin", action="store_true",
                        help="read the password from standard input")
     setpw.set_defaults(func=_cmd_set_password)
+    tokens = sub.add_parser("tokens", help="API tokens and their scopes").add_subparsers(
+        dest="tokens", required=True)
+    tadd = tokens.add_parser("add", help="a new token for a centre system (printed once)")
+    tadd.add_argument("client")
+    tadd.add_argument("--scope", action="append",
+                      help="read, submit, acknowledge or admin (repeat for several)")
+    tadd.add_argument("-c", "--config", required=True)
+    tadd.set_defaults(func=_cmd_tokens_add)
+    trm = tokens.add_parser("remove", help="revoke a client's token")
+    trm.add_argument("client")
+    trm.add_argument("-c", "--config", required=True)
+    trm.set_defaults(func=_cmd_tokens_remove)
     add_evidence(sub)
 
 

@@ -159,13 +159,40 @@ class BrokerSection(_Section):
         return self
 
 
+#: What an API token may do. ``read``: every GET; ``submit``: sitreps, alerts and
+#: communication tests; ``acknowledge``: acknowledge incoming messages; ``admin``: rotate
+#: our key, revoke a peer's key, publish the directory.
+SCOPES = ("read", "submit", "acknowledge", "admin")
+#: The scopes of a token written as a bare hash (older configurations): never ``admin``.
+DEFAULT_SCOPES = frozenset({"read", "submit", "acknowledge"})
+
+Scope = Annotated[str, Field(pattern=r"^(read|submit|acknowledge|admin)$")]
+
+
+class TokenEntry(_Section):
+    """An API client's token (its SHA-256, hex) and what it may do."""
+
+    sha256: SecretStr
+    scopes: tuple[Scope, ...] = Field(min_length=1)
+
+
 class ApiSection(_Section):
     """The HTTP API for centre systems."""
 
     host: str = "127.0.0.1"
     port: int = 8401
-    #: SHA-256 (hex) of each accepted bearer token, with the client name it identifies.
-    tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    #: Per client name: the SHA-256 (hex) of its bearer token, as a bare string (scopes
+    #: read, submit, acknowledge) or as ``{sha256 = "...", scopes = [...]}``.
+    tokens: dict[str, SecretStr | TokenEntry] = Field(default_factory=dict)
+    #: Whether /metrics needs a token with the ``read`` scope (else it is public, for a
+    #: scraper on the same host).
+    metrics_token: bool = False
+    #: A client must send its request head within this many seconds of connecting (or of
+    #: our last answer), and a request body within ``body_seconds``.
+    header_seconds: float = Field(default=15.0, gt=0)
+    body_seconds: float = Field(default=30.0, gt=0)
+    #: Open HTTP connections at most; beyond it a new connection is closed at once.
+    max_connections: int = Field(default=512, ge=8)
     max_body_bytes: int = 256 * 1024
     #: Serve HTTPS with this certificate chain and key (PEM files, re-read when renewed).
     tls_cert: Path | None = None
@@ -187,6 +214,16 @@ class ApiSection(_Section):
     def https(self) -> bool:
         """Whether the node serves HTTPS itself."""
         return self.tls_cert is not None
+
+    def token_hashes(self) -> list[tuple[str, str, frozenset[str]]]:
+        """(client, SHA-256 hex, scopes) of every token."""
+        out = []
+        for client, entry in self.tokens.items():
+            if isinstance(entry, TokenEntry):
+                out.append((client, entry.sha256.get_secret_value(), frozenset(entry.scopes)))
+            else:
+                out.append((client, entry.get_secret_value(), DEFAULT_SCOPES))
+        return out
 
 
 class KeyEntry(_Section):

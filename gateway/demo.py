@@ -28,7 +28,14 @@ from urllib.parse import quote, urlsplit
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.adapters.provision import Definitions
+from gateway.adapters.provision import (
+    OWN_CHANNELS,
+    OWN_CONNECTIONS,
+    PEER_CHANNELS,
+    PEER_CONNECTIONS,
+    Definitions,
+)
+from gateway.config import SCOPES
 from gateway.errors import ConfigError
 from gateway.keyfiles import load_signing_key, write_private_key
 from gateway.protocol.keys import default_key_id, public_key_text
@@ -180,11 +187,13 @@ def prepare(root: Path, base_port: int, amqp_base: str, *,
         defs.vhost(c.vhost(prefix))
         defs.user(own, secret(own))
         defs.grant(c.vhost(prefix), own, r"^crisisgw\..*", r"^crisisgw\..*", r"^crisisgw\..*")
+        defs.limit(own, OWN_CONNECTIONS, OWN_CHANNELS)
         for other in centres:
             if other.id != c.id:
                 user = peer_user(other.id, c.id, user_prefix)
                 defs.user(user, secret(user))
                 defs.grant(c.vhost(prefix), user, "^$", r"^crisisgw\.inbox$", "^$")
+                defs.limit(user, PEER_CONNECTIONS, PEER_CHANNELS)
     if provision:
         defs.apply()
     _save_secrets(root, store)
@@ -204,7 +213,8 @@ def prepare(root: Path, base_port: int, amqp_base: str, *,
                                        c.vhost(prefix), tls)}
             | ({"tls": {"ca_file": str(tls.ca_file)}} if tls else {}),
             "api": {"host": "127.0.0.1", "port": base_port + index,
-                    "tokens": {"demo": hashlib.sha256(token.encode()).hexdigest()}},
+                    "tokens": {"demo": {"sha256": hashlib.sha256(token.encode()).hexdigest(),
+                                        "scopes": list(SCOPES)}}},
             "delivery": {"retry_base_seconds": 1.0, "retry_cap_seconds": 30.0,
                          "refused_delay_seconds": 30.0},
             "directory": demo_contacts(c, datetime.now(UTC).date().isoformat()),
@@ -283,7 +293,10 @@ def _print_example(base_port: int, root: Path) -> None:
 def _spawn(paths: dict[str, Path]) -> list[tuple[str, subprocess.Popen[bytes]]]:
     procs = []
     for cid, path in paths.items():
-        with (path.parent / "node.log").open("ab") as log:
+        log_path = path.parent / "node.log"
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.chmod(log_path, 0o600)  # the log may name peers, incidents and operators
+        with os.fdopen(fd, "ab") as log:
             proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 [sys.executable, "-m", "gateway", "run", "-c", str(path), "--log-format", "json"],
                 stdout=log, stderr=log)

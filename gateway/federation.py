@@ -18,8 +18,14 @@ from urllib.parse import quote, unquote, urlsplit
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
-from gateway.adapters.provision import Definitions
-from gateway.config import Settings, load_settings, update_config
+from gateway.adapters.provision import (
+    OWN_CHANNELS,
+    OWN_CONNECTIONS,
+    PEER_CHANNELS,
+    PEER_CONNECTIONS,
+    Definitions,
+)
+from gateway.config import SCOPES, Settings, load_settings, update_config
 from gateway.errors import ConfigError, MalformedInput
 from gateway.keyfiles import load_signing_key, write_private_key
 from gateway.protocol import ijson
@@ -81,6 +87,7 @@ def init(*, centre: str, name: str, country: str, amqp_url: str, directory: Path
         defs.vhost(vhost)
         defs.user(user, password)
         defs.grant(vhost, user, OWN_RESOURCES, OWN_RESOURCES, OWN_RESOURCES)
+        defs.limit(user, OWN_CONNECTIONS, OWN_CHANNELS)
         defs.apply(rabbitmq_node)
     import tomli_w  # noqa: PLC0415
 
@@ -93,7 +100,8 @@ def init(*, centre: str, name: str, country: str, amqp_url: str, directory: Path
                  "signing_key_id": default_key_id(centre, public)},
         "broker": broker,
         "api": {"host": "127.0.0.1", "port": api_port,
-                "tokens": {"local": hashlib.sha256(token.encode()).hexdigest()}},
+                "tokens": {"local": {"sha256": hashlib.sha256(token.encode()).hexdigest(),
+                                     "scopes": list(SCOPES)}}},
         "console": {"operators": [{"name": "operator", "role": "operator",
                                    "password_hash": hash_password(operator_password)}]},
     })
@@ -150,6 +158,7 @@ def grant(settings: Settings, peer: str, out: Path, *, client_cert: Path | None 
         defs.user(user, password)
         url = f"{scheme}://{quote(user, safe='')}:{password}@{host}:{port}/{quote(vhost, safe='')}"
     defs.grant(vhost, user, "^$", INBOX_WRITE, "^$")
+    defs.limit(user, PEER_CONNECTIONS, PEER_CHANNELS)
     defs.apply(rabbitmq_node)
     credentials = Credentials(issuer=me, peer=peer, user=user, url=url,
                               issued=datetime.now(UTC), **extra)

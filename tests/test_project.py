@@ -59,3 +59,38 @@ def test_mypy_strict_is_clean() -> None:
     out = subprocess.run([sys.executable, "-m", "mypy"], capture_output=True, text=True,
                          cwd=ROOT, check=False)
     assert out.returncode == 0, out.stdout[-3000:]
+
+
+def _locked() -> dict[str, tuple[str, int]]:
+    """name -> (version, number of hashes) of deploy/requirements.lock."""
+    import re  # noqa: PLC0415
+
+    text = (ROOT / "deploy" / "requirements.lock").read_text(encoding="utf-8")
+    out: dict[str, tuple[str, int]] = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        match = re.match(r"([A-Za-z0-9._-]+)==(\S+)", block)
+        if match:
+            name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+            out[name] = (match.group(2), block.count("--hash=sha256:"))
+    return out
+
+
+def test_every_dependency_is_locked_with_hashes_at_an_allowed_version() -> None:
+    """deploy/requirements.lock pins every dependency (and pip and setuptools) with hashes,
+    at versions the minimums of pyproject.toml allow (those are past known CVEs)."""
+    import tomllib  # noqa: PLC0415
+
+    from packaging.requirements import Requirement  # noqa: PLC0415
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["dev"],
+              "pip>=25.3", "setuptools>=80"]
+    locked = _locked()
+    for text in wanted:
+        req = Requirement(text)
+        name = req.name.replace("_", "-").replace(".", "-").lower()
+        assert name in locked, f"{req.name} is not in deploy/requirements.lock"
+        version, hashes = locked[name]
+        assert hashes >= 1, f"{req.name} has no hash"
+        assert req.specifier.contains(version, prereleases=True), f"{req.name} {version}"
+    assert all(h >= 1 for _, h in locked.values())

@@ -20,6 +20,14 @@ from dataclasses import dataclass, field
 from gateway.errors import ConfigError
 
 TIMEOUT = 120
+#: The broker refuses a message larger than this (the protocol's 512 KiB, plus room for
+#: AMQP properties and headers), so a peer cannot make it hold bigger ones.
+MAX_MESSAGE_BYTES = 640 * 1024
+#: Connections and channels one peer's user may hold on our broker (a node uses one
+#: connection and one channel per peer; the rest is room for reconnects and a tool).
+PEER_CONNECTIONS, PEER_CHANNELS = 4, 8
+#: The same for a node's own user (its inbox consumer and local publisher).
+OWN_CONNECTIONS, OWN_CHANNELS = 16, 64
 
 
 def rabbitmqctl(*args: str, node: str | None = None) -> str:
@@ -53,6 +61,7 @@ class Definitions:
     vhosts: list[str] = field(default_factory=list)
     users: dict[str, str | None] = field(default_factory=dict)
     permissions: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    limits: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def vhost(self, name: str) -> None:
         """Ensure a vhost."""
@@ -67,6 +76,10 @@ class Definitions:
     def grant(self, vhost: str, user: str, configure: str, write: str, read: str) -> None:
         """Set a user's permissions on a vhost (regular expressions)."""
         self.permissions.append((vhost, user, configure, write, read))
+
+    def limit(self, user: str, connections: int, channels: int) -> None:
+        """Cap the connections and channels ``user`` may open at once."""
+        self.limits[user] = (connections, channels)
 
     def document(self) -> dict[str, object]:
         """The definitions JSON document."""
@@ -89,6 +102,19 @@ class Definitions:
             rabbitmqctl("import_definitions", path, node=node)
         finally:
             os.unlink(path)
+        self._apply_limits(node)
+
+    def _apply_limits(self, node: str | None) -> None:
+        """User limits and the broker's message size cap, in one ``rabbitmqctl eval``."""
+        if not self.limits:
+            return
+        users = _erlang_binaries(list(self.limits))
+        caps = ",".join(f"#{{<<\"max-connections\">> => {c}, <<\"max-channels\">> => {h}}}"
+                        for c, h in self.limits.values())
+        rabbitmqctl("eval", f"application:set_env(rabbit, max_message_size, {MAX_MESSAGE_BYTES}),"
+                    f" lists:foreach(fun({{U, L}}) -> ok = rabbit_auth_backend_internal:"
+                    f"set_user_limits(U, L, <<\"crisisgw\">>) end, lists:zip({users}, [{caps}])).",
+                    node=node)
 
 
 def _erlang_binaries(names: list[str]) -> str:

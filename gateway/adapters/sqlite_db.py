@@ -11,6 +11,7 @@ the writer commits, so long reads never see "database is locked".
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -24,6 +25,19 @@ from gateway.errors import LedgerError
 T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
 MAX_BATCH = 512
+
+
+def private_files(path: Path) -> None:
+    """The ledger holds TLP:RED texts: its folder is 0700 and the database, its WAL and
+    shared-memory files 0600 (SQLite gives the last two the database's mode). Existing
+    ones are narrowed too."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists():
+            file.chmod(0o600)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -66,7 +80,7 @@ class Database:
     async def open(self) -> None:
         """Create the file and schema, start the commit loop."""
         loop = asyncio.get_running_loop()
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        private_files(self._path)
         try:
             self._wconn = await loop.run_in_executor(self._writer, self._open_writer)
         except sqlite3.Error as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from gateway.adapters.sqlite_db import Database
 from gateway.adapters.sqlite_incidents import INCIDENT_INDEXES
 from gateway.errors import SubmissionError
 from gateway.protocol.delivery import Delivery, DeliveryState, new_delivery, on_receipt
+from gateway.protocol.receipts import plausible_at
 from gateway.protocol.types import format_time
 from gateway.service.ports import (
     DueDelivery,
@@ -76,6 +78,16 @@ CREATE TABLE IF NOT EXISTS security_events (
   payload_sha256 TEXT NOT NULL,
   payload BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS security_by_publisher ON security_events(amqp_user, at);
+CREATE TABLE IF NOT EXISTS security_suppressed (
+  publisher TEXT NOT NULL, day TEXT NOT NULL, reason TEXT NOT NULL,
+  count INTEGER NOT NULL, bytes INTEGER NOT NULL, last_at TEXT NOT NULL,
+  last_sha256 TEXT NOT NULL, PRIMARY KEY (publisher, day, reason)
+);
+CREATE TABLE IF NOT EXISTS console_sessions (
+  token_sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, csrf TEXT NOT NULL,
+  expires REAL NOT NULL, lang TEXT NOT NULL, tag TEXT NOT NULL
+);
 """
 
 _DELIVERY_COLS = ("state", "attempts", "next_attempt_at", "last_error", "sent_at",
@@ -83,6 +95,9 @@ _DELIVERY_COLS = ("state", "attempts", "next_attempt_at", "last_error", "sent_at
 _TIME_COLS = frozenset({"next_attempt_at", "sent_at", "delivered_at", "acknowledged_at",
                         "rejected_at", "expired_at"})
 MAX_STORED_PAYLOAD = 64 * 1024
+#: Per publisher and UTC day: payload bytes kept, and security events kept one by one.
+SECURITY_PAYLOAD_BYTES = 1024 * 1024
+SECURITY_ROWS_PER_DAY = 1000
 
 
 def _t(value: datetime | None) -> str | None:
@@ -207,7 +222,8 @@ class SqliteLedger:
                     if row["request_sha256"] != idempotency.request_sha256:
                         raise SubmissionError(
                             422, "Idempotency key reused",
-                            "this Idempotency-Key was used with a different request body",
+                            "this Idempotency-Key was used with a different request (body, "
+                            "query or media type)",
                         )
                     return str(row["message_id"]), False
                 conn.execute(
@@ -351,7 +367,8 @@ class SqliteLedger:
         return await self.db.read(run)
 
     async def acknowledge(
-        self, sender: str, message_id: str, by: str, receipt: OutgoingMessage, now: datetime
+        self, sender: str, message_id: str, by: str, receipt: OutgoingMessage, now: datetime,
+        *, actor: str | None = None,
     ) -> bool:
         """See :meth:`service.ports.Ledger.acknowledge`."""
 
@@ -363,8 +380,10 @@ class SqliteLedger:
             )
             if cur.rowcount == 0:
                 return False
-            append(conn, now, "message.acknowledged", by, message_id, {"from": sender})
-            _insert_outgoing(conn, receipt, now, by)
+            who = actor or by
+            append(conn, now, "message.acknowledged", who, message_id,
+                   {"from": sender, "by": by})
+            _insert_outgoing(conn, receipt, now, who)
             return True
 
         return await self.db.write(run)
@@ -397,12 +416,16 @@ class SqliteLedger:
             ).fetchone():
                 return ReceiptOutcome.DUPLICATE
             row = conn.execute(
-                "SELECT d.*, o.digest FROM deliveries d JOIN outbox o ON o.id = d.message_id"
+                "SELECT d.*, o.digest, o.created AS message_created FROM deliveries d"
+                " JOIN outbox o ON o.id = d.message_id"
                 " WHERE d.message_id=? AND d.recipient=? AND o.type != 'receipt'",
                 (receipt.message_id, receipt.issuer),
             ).fetchone()
             if row is None or row["digest"] != receipt.message_sha256:
                 return ReceiptOutcome.UNEXPECTED
+            created = _dt(row["message_created"])
+            if created is not None and not plausible_at(receipt.at, created):
+                return ReceiptOutcome.IMPLAUSIBLE
             conn.execute(
                 "INSERT INTO receipts_in VALUES (?,?,?,?,?,?,?,?,?)",
                 (receipt.issuer, receipt.id, receipt.message_id, receipt.state, receipt.reason,
@@ -438,22 +461,58 @@ class SqliteLedger:
         return await self.db.read(run)
 
     async def record_security_event(self, event: SecurityEvent) -> None:
-        """See :meth:`service.ports.Ledger.record_security_event`."""
+        """See :meth:`service.ports.Ledger.record_security_event`.
+
+        Bounded per publisher (the broker-authenticated user) and UTC day: the first
+        :data:`SECURITY_PAYLOAD_BYTES` of payloads are kept (each cut at
+        :data:`MAX_STORED_PAYLOAD`), then only their hashes; after
+        :data:`SECURITY_ROWS_PER_DAY` events only counts per reason (with the last hash)
+        grow, so garbage cannot fill the disk or the audit log.
+        """
         digest = hashlib.sha256(event.payload).hexdigest()
+        publisher = event.amqp_user or "-"
+        day = format_time(event.at)[:10]
 
         def run(conn: sqlite3.Connection) -> None:
+            rows, stored = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM security_events"
+                " WHERE amqp_user IS ? AND at >= ?",
+                (event.amqp_user, day)).fetchone()
+            if rows >= SECURITY_ROWS_PER_DAY:
+                conn.execute(
+                    "INSERT INTO security_suppressed VALUES (?,?,?,1,?,?,?)"
+                    " ON CONFLICT (publisher, day, reason) DO UPDATE SET count = count + 1,"
+                    " bytes = bytes + excluded.bytes, last_at = excluded.last_at,"
+                    " last_sha256 = excluded.last_sha256",
+                    (publisher, day, event.reason, len(event.payload), _t(event.at), digest))
+                if conn.execute("SELECT SUM(count) FROM security_suppressed WHERE publisher=?"
+                                " AND day=?", (publisher, day)).fetchone()[0] == 1:
+                    append(conn, event.at, "security.suppressed", publisher, "-",
+                           {"day": day, "after": SECURITY_ROWS_PER_DAY})
+                return
+            keep = event.payload[:MAX_STORED_PAYLOAD] \
+                if stored < SECURITY_PAYLOAD_BYTES else b""
             conn.execute(
                 "INSERT INTO security_events (at, reason, detail, claimed_sender, claimed_id,"
                 " amqp_user, payload_sha256, payload) VALUES (?,?,?,?,?,?,?,?)",
                 (_t(event.at), event.reason, event.detail[:1000], event.claimed_sender,
-                 event.claimed_id, event.amqp_user, digest, event.payload[:MAX_STORED_PAYLOAD]),
+                 event.claimed_id, event.amqp_user, digest, keep),
             )
-            append(conn, event.at, "security.event", event.amqp_user or "-",
-                   event.claimed_id or "-",
+            append(conn, event.at, "security.event", publisher, event.claimed_id or "-",
                    {"reason": event.reason, "claimed_sender": event.claimed_sender,
                     "payload_sha256": digest})
 
         await self.db.write(run)
+
+    async def suppressed_security_events(self) -> list[dict[str, Any]]:
+        """Security events counted but not stored one by one (over the daily quota)."""
+
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute("SELECT * FROM security_suppressed ORDER BY day DESC,"
+                                " publisher, reason LIMIT 500")
+            return [dict(r) for r in rows]
+
+        return await self.db.read(run)
 
     async def store_directory(self, centre: str, message_id: str, created: datetime,
                               entries: list[dict[str, Any]], now: datetime) -> bool:
@@ -543,6 +602,34 @@ class SqliteLedger:
 
         return await self.db.read(run)
 
+    # -- console sessions (web.console.auth.SessionStore) -------------------------------
+
+    async def save_session(self, digest: str, row: dict[str, Any]) -> None:
+        """Keep a console session under the SHA-256 of its cookie token."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM console_sessions WHERE expires < ?", (time.time(),))
+            conn.execute("INSERT OR REPLACE INTO console_sessions VALUES (?,?,?,?,?,?,?)",
+                         (digest, row["name"], row["role"], row["csrf"], row["expires"],
+                          row["lang"], row["tag"]))
+
+        await self.db.write(run)
+
+    async def drop_session(self, digest: str) -> None:
+        """Forget one console session."""
+        await self.db.write(lambda conn: conn.execute(
+            "DELETE FROM console_sessions WHERE token_sha256=?", (digest,)))
+
+    async def load_sessions(self, now: float) -> dict[str, dict[str, Any]]:
+        """Every console session that has not expired at ``now`` (epoch seconds)."""
+
+        def run(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+            rows = conn.execute("SELECT * FROM console_sessions WHERE expires >= ?", (now,))
+            return {r["token_sha256"]: {k: r[k] for k in ("name", "role", "csrf", "expires",
+                                                          "lang", "tag")} for r in rows}
+
+        return await self.db.read(run)
+
     async def security_events(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent security events (without payloads)."""
 
@@ -621,6 +708,8 @@ class SqliteLedger:
                 )
             }
             events = conn.execute("SELECT COUNT(*) FROM security_events").fetchone()[0]
+            events += conn.execute(
+                "SELECT COALESCE(SUM(count), 0) FROM security_suppressed").fetchone()[0]
             inbox = conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
             return {"deliveries": states, "backlog": per_peer, "security_events": events,
                     "inbox": inbox}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
@@ -43,7 +42,7 @@ from gateway.protocol.keys import (
     fingerprint,
     public_key_from_text,
 )
-from gateway.protocol.signing import DOMAIN_PREFIX, open_signed
+from gateway.protocol.signing import DOMAIN_PREFIX, Verified, key_problem, open_signed
 from gateway.protocol.types import CentreId, FrozenModel, KeyId, Sha256Hex, UtcTime, format_time
 
 BUNDLE_CONTEXT = b"evidence-bundle"
@@ -262,13 +261,10 @@ def _open(b64: str, ring: KeyRing, what: str) -> tuple[bytes, Any]:
     return wire, verified
 
 
-def _valid_at(key: PinnedKey, created: Any, what: str) -> None:
-    try:
-        when = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise _refuse(f"{what}: unreadable creation time") from exc
-    if not key.valid_at(when):
-        raise _refuse(f"{what}: signed at {created} with key {key.kid}, outside its validity")
+def _valid_at(verified: Verified, what: str) -> None:
+    problem = key_problem(verified)
+    if problem is not None:
+        raise _refuse(f"{what}: {problem[1]} (signed at {verified.envelope.get('created')})")
 
 
 def verify_bundle(data: bytes, pinned: KeyRing | None = None) -> Verdict:
@@ -288,7 +284,7 @@ def verify_bundle(data: bytes, pinned: KeyRing | None = None) -> Verdict:
     env = message.envelope
     if env.get("type") == "receipt":
         raise _refuse("the message is a receipt, not a message")
-    _valid_at(message.key, env.get("created"), "the message")
+    _valid_at(message, "the message")
     recipients = tuple(str(r) for r in env.get("to", ()) if isinstance(r, str))
     verdict = Verdict(
         message_id=str(env.get("id")), message_type=str(env.get("type")),
@@ -314,7 +310,7 @@ def _receipts(bundle: Bundle, ring: KeyRing, verdict: Verdict) -> set[str]:
         env = receipt.envelope
         if env.get("type") != "receipt":
             raise _refuse(f"{what}: is a {env.get('type')!r}, not a receipt")
-        _valid_at(receipt.key, env.get("created"), what)
+        _valid_at(receipt, what)
         body = env.get("body") if isinstance(env.get("body"), dict) else {}
         if body.get("message_id") != verdict.message_id or \
                 body.get("message_sha256") != verdict.sha256:

@@ -27,7 +27,7 @@ from gateway.protocol.envelope import (
 )
 from gateway.protocol.keyupdate import KeyUpdate
 from gateway.protocol.receipts import ReceiptEnvelope
-from gateway.protocol.signing import Verified
+from gateway.protocol.signing import Verified, key_problem
 from gateway.protocol.sitrep import Sitrep
 from gateway.protocol.types import UUID_PATTERN, Mode
 
@@ -137,9 +137,9 @@ def admit(verified: Verified, me: str, now: datetime) -> Admitted:
         raise RejectedMessage(reasons.SCHEMA_INVALID, describe_validation(exc)) from exc
     if me not in envelope.to:
         raise RejectedMessage(reasons.NOT_ADDRESSED, f"{me} is not among the recipients")
-    if not verified.key.valid_at(envelope.created):
-        raise RejectedMessage(reasons.KEY_NOT_VALID,
-                              f"key {verified.kid} was not valid at {envelope.created}")
+    key = key_problem(verified)
+    if key is not None:
+        raise RejectedMessage(*key)
     if envelope.created < now - DEDUP_WINDOW:
         raise RejectedMessage(reasons.STALE, "created before the dedup window")
     if envelope.created > now + CLOCK_SKEW:

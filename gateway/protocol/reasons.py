@@ -60,7 +60,8 @@ DESCRIPTIONS: dict[str, str] = {
     UNKNOWN_KEY: "the key id is not pinned for the claimed sender",
     BAD_SIGNATURE: "the signature does not verify",
     SENDER_MISMATCH: "the broker-authenticated publisher is not the claimed sender",
-    UNEXPECTED_RECEIPT: "a receipt for a message never sent to that centre, or with a wrong digest",
+    UNEXPECTED_RECEIPT: ("a receipt for a message never sent to that centre, with a wrong "
+                         "digest, or dated before the message"),
     ID_CONFLICT: "the sender reused a message id for different content",
     KEY_UPDATE_REFUSED: ("a key-update broke the rotation rule of §3.3c; the message is "
                          "also answered with key_not_valid"),

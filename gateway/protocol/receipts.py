@@ -15,7 +15,7 @@ from uuid import UUID
 from pydantic import ConfigDict, Field, model_validator
 
 from gateway.protocol import reasons
-from gateway.protocol.envelope import PROTOCOL_VERSION, EnvelopeHeader
+from gateway.protocol.envelope import CLOCK_SKEW, PROTOCOL_VERSION, EnvelopeHeader
 from gateway.protocol.types import FrozenModel, MessageId, Mode, Priority, Sha256Hex, Tlp, UtcTime
 
 RECEIPT_LIFETIME = timedelta(days=7)
@@ -68,6 +68,18 @@ class ReceiptEnvelope(EnvelopeHeader):
 
     type: Literal["receipt"]
     body: Receipt
+
+    @model_validator(mode="after")
+    def _at_before_created(self) -> ReceiptEnvelope:
+        if self.body.at > self.created:
+            raise ValueError("a receipt's at cannot be after the receipt was made (created)")
+        return self
+
+
+def plausible_at(at: datetime, message_created: datetime) -> bool:
+    """Whether a receipt's ``at`` can be true for a message created at ``message_created``:
+    not before it, give or take the clock skew between the two nodes (§7.4 step 3)."""
+    return at >= message_created - CLOCK_SKEW
 
 
 def receipt_envelope(

@@ -16,11 +16,12 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 
-from gateway.errors import MalformedInput, VerificationError
+from gateway.errors import MalformedInput, RejectedMessage, VerificationError
 from gateway.protocol import ijson, reasons
 from gateway.protocol.canonical import canonical_bytes, sha256_hex
 from gateway.protocol.envelope import MAX_WIRE_BYTES
 from gateway.protocol.keys import KeyRing, PinnedKey, SigningKey, b64url_decode, b64url_encode
+from gateway.protocol.types import parse_time
 
 DOMAIN_PREFIX = b"crisisgw-sig-v1\x00"
 #: Ed25519 group order; a signature whose S is not below it is refused (malleability).
@@ -119,3 +120,31 @@ def open_signed(wire: bytes, ring: KeyRing) -> Verified:
     except InvalidSignature as exc:
         raise VerificationError(reasons.BAD_SIGNATURE, "signature does not verify") from exc
     return Verified(envelope=envelope, sender=sender, kid=kid, key=pinned, digest=sha256_hex(canon))
+
+
+def key_problem(verified: Verified) -> tuple[str, str] | None:
+    """Whether the key that made a valid signature was valid when the envelope says it
+    was signed: not revoked, and ``created`` within its ``not_before``/``not_after``.
+    None when it was; else ``(reason, detail)``. This is the one rule behind "verified"
+    in admission (§5 step 11.5), on the console and in evidence bundles (§17)."""
+    created = verified.envelope.get("created")
+    try:
+        when = parse_time(created)
+    except ValueError:
+        return reasons.SCHEMA_INVALID, "the creation time is not a valid time"
+    if verified.key.revoked:
+        return reasons.KEY_NOT_VALID, f"key {verified.kid} is revoked"
+    if not verified.key.valid_at(when):
+        return reasons.KEY_NOT_VALID, f"key {verified.kid} was not valid at {created}"
+    return None
+
+
+def verify_signed(wire: bytes, ring: KeyRing) -> Verified:
+    """:func:`open_signed`, then :func:`key_problem`: signed by a pinned key that was valid
+    at the message's creation. Raises :class:`MalformedInput`, :class:`VerificationError`
+    or :class:`RejectedMessage` (``key_not_valid``)."""
+    verified = open_signed(wire, ring)
+    problem = key_problem(verified)
+    if problem is not None:
+        raise RejectedMessage(*problem)
+    return verified

@@ -39,6 +39,11 @@ def _parse_time(value: Any) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
+def parse_time(value: Any) -> datetime:
+    """A wire time (§2.6) as an aware UTC datetime; ``ValueError`` when it is not one."""
+    return _parse_time(value)
+
+
 def format_time(value: datetime) -> str:
     """Render a time as the wire form: UTC, millisecond precision, ``Z`` suffix."""
     if value.tzinfo is not UTC:

@@ -25,8 +25,10 @@ class Acknowledger:
         """Sign with a new key from now on (rotated)."""
         self._key = key
 
-    async def acknowledge(self, message_id: str, by: str, sender: str | None = None) -> InboxEntry:
-        """Acknowledge and return the updated entry; idempotent.
+    async def acknowledge(self, message_id: str, by: str, sender: str | None = None, *,
+                          actor: str | None = None) -> InboxEntry:
+        """Acknowledge and return the updated entry; idempotent. ``by`` is the name in the
+        signed receipt; ``actor`` (default ``by``) who is recorded as acting.
 
         Raises :class:`SubmissionError`: 404 when no such incoming message, 409 when it
         was rejected, 400 when the id is ambiguous without ``sender``.
@@ -50,7 +52,8 @@ class Acknowledger:
                     message_id=entry.id, digest=entry.digest, state=ReceiptState.ACKNOWLEDGED,
                     now=now, mode=Mode(entry.mode), priority=Priority(entry.priority), by=by),
                 self._key, (entry.sender,), answers=(entry.sender, entry.id))
-            if await self._ledger.acknowledge(entry.sender, entry.id, by, receipt, now):
+            if await self._ledger.acknowledge(entry.sender, entry.id, by, receipt, now,
+                                              actor=actor):
                 self._on_receipt_queued()
         updated = await self._ledger.inbox_entry(entry.sender, entry.id)
         assert updated is not None

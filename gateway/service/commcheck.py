@@ -7,12 +7,11 @@ history needs no table of its own. The report functions are pure.
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 from datetime import datetime, timedelta
 from typing import Any
 
+from gateway.formats.spreadsheet import to_csv
 from gateway.protocol.commcheck import COMMCHECK_TYPE, CommCheck
 from gateway.protocol.messages import CommCheckEnvelope
 from gateway.protocol.types import Mode, Priority, Tlp
@@ -81,16 +80,10 @@ def report(view: dict[str, Any], now: datetime, *, wait: timedelta = timedelta(m
 
 def history_csv(reports: list[dict[str, Any]]) -> str:
     """One row per test and peer."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for rep in reports:
-        for p in rep["peers"]:
-            writer.writerow([rep["id"], rep["started"], rep["requested_by"], p["peer"],
-                             p["reached"], p["round_trip_s"], p["receipt_verified"],
-                             p["confirmed_after_s"], p["confirmed_by"] or "",
-                             p["failure"] or ""])
-    return out.getvalue()
+    return to_csv(CSV_COLUMNS, ([rep["id"], rep["started"], rep["requested_by"], p["peer"],
+                                 p["reached"], p["round_trip_s"], p["receipt_verified"],
+                                 p["confirmed_after_s"], p["confirmed_by"], p["failure"]]
+                                for rep in reports for p in rep["peers"]))
 
 
 def history_html(reports: list[dict[str, Any]], centre: str) -> str:

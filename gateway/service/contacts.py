@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 from datetime import date
 from typing import Any
 
+from gateway.formats import spreadsheet
 from gateway.protocol.directory import STALE_AFTER, FieldOfWork
 
 COLUMNS = ("field", "centre", "name", "role", "phone", "email", "languages",
@@ -29,20 +28,9 @@ def overview(own_centre: str, own: list[dict[str, Any]], peers: dict[str, dict[s
     return rows
 
 
-def _cell(value: Any) -> str:
-    text = ", ".join(value) if isinstance(value, list | tuple) else str(value or "")
-    # Spreadsheets run cells that start like a formula; defuse them.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    """CSV, one contact point per row."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in COLUMNS])
-    return out.getvalue()
+    """CSV, one contact point per row (lists joined by ", ", formulas defused)."""
+    return spreadsheet.to_csv(COLUMNS, ([row.get(c) for c in COLUMNS] for row in rows))
 
 
 def to_html(rows: list[dict[str, Any]], centre: str, today: date) -> str:

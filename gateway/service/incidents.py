@@ -18,14 +18,13 @@ an envelope body that may come from a peer (it never trusts its shape).
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from gateway.formats.spreadsheet import to_csv
 from gateway.protocol.types import format_time
 
 SITREP = "sitrep"
@@ -43,7 +42,6 @@ MAX_TITLE = 200
 MAX_LANGUAGES = 32
 MAX_SUMMARY = 20_000
 #: Cells starting with one of these are read as formulas by spreadsheet tools.
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = ("incident", "message_id", "type", "from", "to", "report_number", "purpose",
                "created", "event", "recipient", "state", "sent_at", "delivered_at",
                "acknowledged_at", "acknowledged_by")
@@ -373,14 +371,6 @@ def summarise_incidents(items: Iterable[ThreadItem], me: str) -> list[dict[str, 
 # ---------------------------------------------------------------------------------------
 
 
-def _cell(value: Any) -> str:
-    """A CSV cell that spreadsheet tools never evaluate as a formula."""
-    if value is None:
-        return ""
-    text = " ".join(value) if isinstance(value, list) else str(value)
-    return "'" + text if text.startswith(FORMULA_START) else text
-
-
 def timeline_csv(thread: dict[str, Any]) -> str:
     """The timeline of a :func:`build_thread` result as CSV ("who knew what, when").
 
@@ -389,12 +379,11 @@ def timeline_csv(thread: dict[str, Any]) -> str:
     event ``received``, this node as recipient, our state, reception time as
     ``delivered_at`` and our acknowledgement. ``to`` lists centres separated by spaces.
     """
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
     incident = thread["incident"]
+    lines: list[list[Any]] = []
     for e in thread["timeline"]:
-        head = [incident, e["id"], e["type"], e["from"], e["to"], e["report_number"],
+        to = " ".join(e["to"]) if isinstance(e["to"], list) else e["to"]
+        head = [incident, e["id"], e["type"], e["from"], to, e["report_number"],
                 e["purpose"], e["created"]]
         if e["direction"] == "out":
             rows = [[*head, "sent", None, None, None, None, None, None]]
@@ -404,5 +393,5 @@ def timeline_csv(thread: dict[str, Any]) -> str:
         else:
             rows = [[*head, "received", thread.get("node"), e["state"], None,
                      e["received_at"], e["acknowledged_at"], e["acknowledged_by"]]]
-        writer.writerows([_cell(v) for v in row] for row in rows)
-    return out.getvalue()
+        lines.extend(rows)
+    return to_csv(CSV_COLUMNS, lines)

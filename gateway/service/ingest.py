@@ -5,6 +5,7 @@ by the caller only after :meth:`Receiver.handle` returns, i.e. after the commit.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -21,7 +22,7 @@ from gateway.errors import (
     VerificationError,
 )
 from gateway.protocol import ijson, reasons
-from gateway.protocol.envelope import EnvelopeHeader
+from gateway.protocol.envelope import MESSAGE_TYPE_PATTERN, EnvelopeHeader
 from gateway.protocol.keys import KeyRing, SigningKey, public_key_from_text
 from gateway.protocol.keyupdate import KeyUpdate
 from gateway.protocol.messages import (
@@ -140,7 +141,8 @@ class Receiver:
             self._key, (verified.sender,), answers=(verified.sender, raw["id"]))
         incident = raw.get("incident") if isinstance(raw.get("incident"), str) else None
         entry = InboxEntry(
-            sender=verified.sender, id=raw["id"], type=raw["type"][:32], priority=priority,
+            sender=verified.sender, id=raw["id"], type=_stored_type(raw["type"]),
+            priority=priority,
             mode=mode, tlp=str(raw.get("tlp"))[:16], incident=incident and incident[:64],
             created=created, expires=expires, digest=verified.digest, wire=body,
             received_at=now, state=state.value, reason=reason, detail=detail)
@@ -215,6 +217,11 @@ class Receiver:
             return await self._security(reasons.UNEXPECTED_RECEIPT,
                                         f"receipt for {r.message_id}", body, amqp_user,
                                         verified.sender)
+        if outcome is ReceiptOutcome.IMPLAUSIBLE:
+            return await self._security(
+                reasons.UNEXPECTED_RECEIPT,
+                f"receipt for {r.message_id} dated {r.at.isoformat()}, before the message was "
+                "created", body, amqp_user, verified.sender)
         log.info("receipt_applied", outcome=outcome.value, state=r.state.value,
                  receipt_for=r.message_id)
         self._on_outcome("receipt", f"{outcome.value}_{r.state.value}")
@@ -232,6 +239,17 @@ class Receiver:
             claimed_id=claimed_id, amqp_user=amqp_user, payload=body))
         self._on_outcome("security", reason)
         return f"security_{reason}"
+
+
+_TYPE_RE = re.compile(MESSAGE_TYPE_PATTERN)
+#: What is stored as the type of a message whose ``type`` breaks the pattern (§3.1).
+UNKNOWN_TYPE = "unknown"
+
+
+def _stored_type(value: str) -> str:
+    """The type as stored and shown: only a string that matches the type pattern, never a
+    peer's arbitrary text (the signed wire keeps what was sent)."""
+    return value if _TYPE_RE.fullmatch(value) else UNKNOWN_TYPE
 
 
 def _claims(body: bytes, exc: Exception | None) -> tuple[str | None, str | None]:

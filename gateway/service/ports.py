@@ -98,6 +98,8 @@ class ReceiptOutcome(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     UNEXPECTED = "unexpected"
+    #: For a message we sent, but dated before that message was created.
+    IMPLAUSIBLE = "implausible"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +187,12 @@ class Ledger(Protocol):
         ...
 
     async def acknowledge(
-        self, sender: str, message_id: str, by: str, receipt: OutgoingMessage, now: datetime
+        self, sender: str, message_id: str, by: str, receipt: OutgoingMessage, now: datetime,
+        *, actor: str | None = None,
     ) -> bool:
-        """Mark an incoming message acknowledged and queue its receipt; False if it already was."""
+        """Mark an incoming message acknowledged and queue its receipt; False if it already
+        was. ``actor`` (who asked: an operator or an API client; default ``by``) is the
+        audit entry's actor; ``by`` (the name the receipt carries) is data."""
         ...
 
     async def apply_receipt(self, receipt: IncomingReceipt, now: datetime) -> ReceiptOutcome:
@@ -228,6 +233,10 @@ class Ledger(Protocol):
 
     async def security_events(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent security events, newest first (without payloads)."""
+        ...
+
+    async def suppressed_security_events(self) -> list[dict[str, Any]]:
+        """Security events counted, not stored one by one, per publisher, day and reason."""
         ...
 
     async def message(self, message_id: str) -> dict[str, Any] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -9,6 +11,7 @@ import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -27,6 +30,7 @@ from gateway.service.submit import AlertSubmission, SitrepSubmission
 from gateway.web.console import setup_console
 from gateway.web.console.views import console_middleware, overdue_counts
 from gateway.web.exports import render
+from gateway.web.limits import read_deadline
 from gateway.web.openapi import openapi_document
 from gateway.web.problems import problem, problem_middleware
 
@@ -34,32 +38,59 @@ if TYPE_CHECKING:
     from gateway.app import Node
 
 NODE: web.AppKey[Node] = web.AppKey("node")
+log = structlog.get_logger("crisisgw.api")
 CLIENT: web.RequestKey[str] = web.RequestKey("client", str)
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/v1/openapi.json"})
 MAX_IDEMPOTENCY_KEY = 200
 MAX_LIMIT = 1000
 
 
-def _token_client(node: Node, header: str | None) -> str | None:
+def _token_client(node: Node, header: str | None) -> tuple[str, frozenset[str]] | None:
+    """The client a bearer token belongs to, and its scopes (constant-time comparison)."""
     if not header or not header.startswith("Bearer "):
         return None
     digest = hashlib.sha256(header[7:].strip().encode()).hexdigest()
     found = None
-    for client, expected in node.settings.api.tokens.items():
-        if hmac.compare_digest(digest, expected.get_secret_value()):
-            found = client
+    for client, expected, scopes in node.settings.api.token_hashes():
+        if hmac.compare_digest(digest, expected):
+            found = (client, scopes)
     return found
+
+
+#: POST routes and the scope each needs; any other POST needs ``admin`` (fail closed).
+_POST_SCOPES = (
+    (re.compile(r"^/v1/(sitreps|alerts|commchecks)$"), "submit"),
+    (re.compile(r"^/v1/messages/[^/]+/ack$"), "acknowledge"),
+)
+
+
+def required_scope(method: str, path: str) -> str:
+    """The scope a request needs: ``read`` for GET and HEAD, by route for POST."""
+    if method in ("GET", "HEAD"):
+        return "read"
+    return next((scope for pattern, scope in _POST_SCOPES if pattern.match(path)), "admin")
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Bearer-token authentication for everything under /v1 but the OpenAPI document."""
-    if request.path in PUBLIC or not request.path.startswith("/v1/"):
+    """Bearer-token authentication for everything under /v1 but the OpenAPI document (and
+    /metrics when ``[api] metrics_token``); each token may do only what its scopes allow."""
+    node = request.app[NODE]
+    public = PUBLIC - ({"/metrics"} if node.settings.api.metrics_token else set())
+    if request.path in public or not (request.path.startswith("/v1/")
+                                      or request.path == "/metrics"):
         return await handler(request)  # type: ignore[no-any-return]
-    client = _token_client(request.app[NODE], request.headers.get("Authorization"))
-    if client is None:
+    found = _token_client(node, request.headers.get("Authorization"))
+    if found is None:
         return problem(401, "Unauthorized", "a valid bearer token is required",
                        headers={"WWW-Authenticate": 'Bearer realm="crisisgw"'})
+    client, scopes = found
+    needed = required_scope(request.method, request.path)
+    if needed not in scopes:
+        return problem(403, "Forbidden", f"this token ({client}) lacks the {needed} scope",
+                       headers={"WWW-Authenticate":
+                                f'Bearer realm="crisisgw", error="insufficient_scope", '
+                                f'scope="{needed}"'})
     request[CLIENT] = client
     return await handler(request)  # type: ignore[no-any-return]
 
@@ -79,10 +110,17 @@ async def _read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise SubmissionError(413, "Payload too large", f"the limit is {limit} bytes")
     body = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        body.extend(chunk)
-        if len(body) > limit:
-            raise SubmissionError(413, "Payload too large", f"the limit is {limit} bytes")
+    try:
+        async with read_deadline(node.settings.api.body_seconds):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                body.extend(chunk)
+                if len(body) > limit:
+                    raise SubmissionError(413, "Payload too large",
+                                          f"the limit is {limit} bytes")
+    except TimeoutError as exc:
+        raise SubmissionError(408, "Request timeout",
+                              f"the body did not arrive within "
+                              f"{node.settings.api.body_seconds:g} s") from exc
     return bytes(body)
 
 
@@ -93,7 +131,17 @@ def _idempotency(request: web.Request, raw: bytes) -> IdempotencyKey | None:
     if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise SubmissionError(400, "Bad Idempotency-Key", f"1 to {MAX_IDEMPOTENCY_KEY} characters")
     return IdempotencyKey(client=request[CLIENT], key=key,
-                          request_sha256=hashlib.sha256(raw).hexdigest())
+                          request_sha256=request_digest(request, raw))
+
+
+def request_digest(request: web.Request, raw: bytes) -> str:
+    """What an Idempotency-Key binds: the route, the media type, the query (the routing of
+    a CAP XML submission lives there) and the body. A replay that changes any of them is
+    a different request, not a retry."""
+    query = sorted(request.query.items())
+    head = json.dumps([request.method, request.path, request.content_type, query],
+                      ensure_ascii=False).encode()
+    return hashlib.sha256(head + b"\n" + raw).hexdigest()
 
 
 def _accepted(node: Node, msg_type: str, message_id: str, created: bool) -> web.Response:
@@ -232,7 +280,8 @@ async def post_ack(request: web.Request) -> web.Response:
         data, _ = await _read_json(request)
         if isinstance(data, dict) and isinstance(data.get("by"), str):
             by = data["by"][:100]
-    entry = await node.acknowledger.acknowledge(message_id, by, request.query.get("from"))
+    entry = await node.acknowledger.acknowledge(message_id, by, request.query.get("from"),
+                                                actor=request[CLIENT])
     return web.json_response(inbox_view(entry))
 
 
@@ -263,8 +312,10 @@ async def get_peers(request: web.Request) -> web.Response:
 async def get_security_events(request: web.Request) -> web.Response:
     """GET /v1/security-events: refused unauthenticated, forged or malformed input."""
     _, limit = _filters(request, ())
-    events = await request.app[NODE].ledger.security_events(limit)
-    return web.json_response({"items": events})
+    ledger = request.app[NODE].ledger
+    events = await ledger.security_events(limit)
+    return web.json_response({"items": events,
+                              "suppressed": await ledger.suppressed_security_events()})
 
 
 def _incident_id(request: web.Request) -> str:
@@ -382,8 +433,11 @@ async def rotate_key(request: web.Request) -> web.Response:
     """POST /v1/keys/rotate {"overlap_days": 7}: new signing key, announced to every peer."""
     node = request.app[NODE]
     data, _ = await _read_json(request) if request.can_read_body else ({}, b"")
-    days = data.get("overlap_days", 7) if isinstance(data, dict) else 7
-    if not isinstance(days, int | float) or not 0 <= days <= 90:
+    if not isinstance(data, dict) or set(data) - {"overlap_days"}:
+        raise SubmissionError(422, "Bad request body", 'expected {"overlap_days": <0 to 90>}',
+                              [{"loc": ["body"], "msg": "only overlap_days is allowed"}])
+    days = data.get("overlap_days", 7)
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days <= 90:
         raise SubmissionError(422, "Bad overlap", "overlap_days is a number from 0 to 90",
                               [{"loc": ["overlap_days"], "msg": "0 to 90"}])
     result = await node.rotate_key(timedelta(days=days))
@@ -470,22 +524,54 @@ def _tls_metrics(node: Node) -> None:
             node.metrics.tls_problem.labels(name, reason).set(1)
 
 
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus metrics."""
-    node = request.app[NODE]
+#: The ledger-backed gauges are refreshed this often, never per scrape.
+METRICS_REFRESH = 5.0
+METRICS_TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("metrics_task")
+
+
+async def refresh_metrics(node: Node) -> None:
+    """Recompute the gauges that need the ledger (delivery states, backlog, overdue)."""
     stats = await node.ledger.stats()
     for state, n in stats["deliveries"].items():
         node.metrics.deliveries.labels(state).set(n)
     for p in node.settings.peers:
         node.metrics.backlog.labels(p.id).set(stats["backlog"].get(p.id, {}).get("count", 0))
+    incoming, outgoing = await overdue_counts(node)
+    node.metrics.overdue.labels("incoming").set(incoming)
+    node.metrics.overdue.labels("outgoing").set(outgoing)
+
+
+async def _metrics_loop(node: Node) -> None:
+    while True:
+        try:
+            await refresh_metrics(node)
+        except Exception as exc:  # noqa: BLE001 - a failed refresh must not end the loop
+            log.warning("metrics_refresh_failed", error=repr(exc)[:300])
+        await asyncio.sleep(METRICS_REFRESH)
+
+
+async def _start_metrics(app: web.Application) -> None:
+    app[METRICS_TASK] = asyncio.create_task(_metrics_loop(app[NODE]), name="metrics-refresh")
+
+
+async def _stop_metrics(app: web.Application) -> None:
+    task = app.get(METRICS_TASK)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics: in-memory state and the gauges refreshed in the background, so
+    a scrape (or a flood of them) never touches the ledger."""
+    node = request.app[NODE]
+    for p in node.settings.peers:
         link = node.publisher.links.get(p.id)
         node.metrics.peer_up.labels(p.id).set(1 if link and link.connected else 0)
     _tls_metrics(node)
     node.metrics.inbox_up.set(1 if node.consumer.connected else 0)
     node.metrics.dead_letters.set(node.consumer.dead_letters)
-    incoming, outgoing = await overdue_counts(node)
-    node.metrics.overdue.labels("incoming").set(incoming)
-    node.metrics.overdue.labels("outgoing").set(outgoing)
     body = generate_latest(node.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -494,6 +580,40 @@ async def get_openapi(_request: web.Request) -> web.Response:
     """The OpenAPI 3.1 document of this API."""
     return web.json_response(openapi_document())
 
+
+#: Every route of the API: the OpenAPI document describes each one (a test checks it).
+ROUTES: tuple[tuple[str, str, Any], ...] = (
+    ("POST", "/v1/sitreps", post_sitrep),
+    ("POST", "/v1/alerts", post_alert),
+    ("GET", "/v1/messages", list_messages),
+    ("GET", "/v1/messages/{id}", get_message),
+    ("POST", "/v1/messages/{id}/ack", post_ack),
+    ("GET", "/v1/inbox", get_inbox),
+    ("GET", "/v1/peers", get_peers),
+    ("GET", "/v1/incidents", list_incidents),
+    # Incident ids may contain "/": the suffixed routes are registered first.
+    ("GET", r"/v1/incidents/{id:.+}/timeline.csv", get_timeline_csv),
+    ("GET", r"/v1/incidents/{id:.+}/timeline.json", get_timeline_json),
+    ("GET", r"/v1/incidents/{id:.+}", get_incident),
+    ("GET", "/v1/security-events", get_security_events),
+    ("GET", "/v1/audit", get_audit),
+    ("GET", "/v1/audit/checkpoint", get_checkpoint),
+    ("GET", "/v1/directory", get_directory),
+    ("GET", "/v1/directory.csv", get_directory_csv),
+    ("GET", "/v1/directory.html", get_directory_html),
+    ("POST", "/v1/directory/publish", publish_directory),
+    ("POST", "/v1/keys/rotate", rotate_key),
+    ("POST", "/v1/peers/{id}/keys/{kid}/revoke", revoke_key),
+    ("POST", "/v1/commchecks", post_commcheck),
+    ("GET", "/v1/commchecks", list_commchecks),
+    ("GET", "/v1/commchecks/history.csv", commchecks_csv),
+    ("GET", "/v1/commchecks/report.html", commchecks_html),
+    ("GET", "/v1/commchecks/{id}", get_commcheck),
+    ("GET", "/v1/openapi.json", get_openapi),
+    ("GET", "/healthz", healthz),
+    ("GET", "/readyz", readyz),
+    ("GET", "/metrics", metrics),
+)
 
 #: What an HTTPS node tells browsers: HTTPS only, for a year (RFC 6797).
 HSTS = "max-age=31536000"
@@ -519,34 +639,8 @@ def build_app(node: Node) -> web.Application:
                           client_max_size=node.settings.api.max_body_bytes + 1024)
     app[NODE] = node
     setup_console(app, node)
-    app.router.add_post("/v1/sitreps", post_sitrep)
-    app.router.add_post("/v1/alerts", post_alert)
-    app.router.add_get("/v1/messages", list_messages)
-    app.router.add_get("/v1/messages/{id}", get_message)
-    app.router.add_post("/v1/messages/{id}/ack", post_ack)
-    app.router.add_get("/v1/inbox", get_inbox)
-    app.router.add_get("/v1/peers", get_peers)
-    app.router.add_get("/v1/incidents", list_incidents)
-    # Incident ids may contain "/": the suffixed routes are registered first.
-    app.router.add_get(r"/v1/incidents/{id:.+}/timeline.csv", get_timeline_csv)
-    app.router.add_get(r"/v1/incidents/{id:.+}/timeline.json", get_timeline_json)
-    app.router.add_get(r"/v1/incidents/{id:.+}", get_incident)
-    app.router.add_get("/v1/security-events", get_security_events)
-    app.router.add_get("/v1/audit", get_audit)
-    app.router.add_get("/v1/audit/checkpoint", get_checkpoint)
-    app.router.add_get("/v1/directory", get_directory)
-    app.router.add_get("/v1/directory.csv", get_directory_csv)
-    app.router.add_get("/v1/directory.html", get_directory_html)
-    app.router.add_post("/v1/directory/publish", publish_directory)
-    app.router.add_post("/v1/keys/rotate", rotate_key)
-    app.router.add_post("/v1/peers/{id}/keys/{kid}/revoke", revoke_key)
-    app.router.add_post("/v1/commchecks", post_commcheck)
-    app.router.add_get("/v1/commchecks", list_commchecks)
-    app.router.add_get("/v1/commchecks/history.csv", commchecks_csv)
-    app.router.add_get("/v1/commchecks/report.html", commchecks_html)
-    app.router.add_get("/v1/commchecks/{id}", get_commcheck)
-    app.router.add_get("/v1/openapi.json", get_openapi)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    app.on_startup.append(_start_metrics)
+    app.on_cleanup.append(_stop_metrics)
     return app

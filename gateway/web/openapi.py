@@ -69,7 +69,11 @@ def openapi_document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "A token with the scope the route needs: read (GET), submit "
+                               "(sitreps, alerts, commchecks), acknowledge, admin (keys, "
+                               "directory publishing); 403 names a missing scope"}},
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -182,12 +186,54 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Refused input (forged, tampered, malformed)",
                 "operationId": "getSecurityEvents", "parameters": _query(),
                 "responses": {"200": _json(obj, "events"), **_problems(400, 401)}}},
+            "/v1/directory": {"get": {
+                "summary": "Every centre's contact points per field of work",
+                "operationId": "getDirectory",
+                "parameters": [{"name": "field", "in": "query", "required": False,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json(obj, "contact points"), **_problems(401, 403)}}},
+            "/v1/directory.csv": {"get": {
+                "summary": "The directory as CSV (cells safe for spreadsheets)",
+                "operationId": "getDirectoryCsv",
+                "responses": {"200": {"description": "CSV", "content": {
+                    "text/csv": {"schema": {"type": "string"}}}}, **_problems(401, 403)}}},
+            "/v1/directory.html": {"get": {
+                "summary": "The directory as a printable page", "operationId": "getDirectoryHtml",
+                "responses": {"200": {"description": "HTML", "content": {
+                    "text/html": {"schema": {"type": "string"}}}}, **_problems(401, 403)}}},
+            "/v1/directory/publish": {"post": {
+                "summary": "Send our contact points to every peer now (scope admin)",
+                "operationId": "publishDirectory",
+                "responses": {"202": _json(obj, "the directory message id (null if no peer)"),
+                              **_problems(401, 403, 503)}}},
+            "/v1/keys/rotate": {"post": {
+                "summary": "A new signing key, announced to every peer (scope admin)",
+                "operationId": "rotateKey",
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False, "properties": {
+                        "overlap_days": {"type": "number", "minimum": 0, "maximum": 90}}}}}},
+                "responses": {"200": _json(obj, "the new key id, its fingerprint, the "
+                                           "key-update id and what became of the old key"),
+                              **_problems(400, 401, 403, 415, 422, 503)}}},
+            "/v1/peers/{id}/keys/{kid}/revoke": {"post": {
+                "summary": "Refuse a peer's key at once (scope admin)",
+                "operationId": "revokePeerKey",
+                "parameters": [{"name": "id", "in": "path", "required": True,
+                                "schema": {"type": "string"}},
+                               {"name": "kid", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json(obj, "revoked"), **_problems(401, 403, 404)}}},
+            "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
+                                         "operationId": "getOpenapi",
+                                         "responses": {"200": _json(obj, "OpenAPI 3.1")}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [],
                                  "responses": {"200": _json(obj, "alive")}}},
             "/readyz": {"get": {"summary": "Readiness", "security": [],
                                 "responses": {"200": _json(obj, "ready"),
                                               "503": _json(obj, "not ready")}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
-                                 "responses": {"200": {"description": "text exposition"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (a token with scope read "
+                                            "when [api] metrics_token)",
+                                 "responses": {"200": {"description": "text exposition"},
+                                               **_problems(401, 403)}}},
         },
     }

@@ -145,7 +145,7 @@ async def test_unacknowledged_flash_message_is_flagged_after_its_deadline(
         return any(line.startswith('crisisgw_overdue_acknowledgements{direction="incoming"}')
                    and float(line.rsplit(" ", 1)[1]) >= 1 for line in metrics.splitlines())
 
-    await wait_until(counted, 10, "the overdue message counted in /metrics")
+    await wait_until(counted, 20, "the overdue message counted in /metrics")
 
 
 async def test_switching_to_dutch_translates_and_is_remembered(

@@ -384,7 +384,10 @@ async def test_stopped_consumer_bounds_prefetch_and_shows_backlog(
         ready, unacked = seen[-1]
         assert ready >= n - 2 * PREFETCH, seen
         assert (await peer_view(fed, BE, NL))["backlog"] == before + n
-        assert await metric(fed, BE, "crisisgw_backlog", peer=NL) == before + n
+
+        async def backlog_metric() -> bool:  # the ledger gauges refresh every few seconds
+            return await metric(fed, BE, "crisisgw_backlog", peer=NL) == before + n
+        await wait_until(backlog_metric, 20, "the backlog in BE-NCCN's /metrics")
     finally:
         os.kill(proc.pid, signal.SIGCONT)
     await fed.wait_ready()

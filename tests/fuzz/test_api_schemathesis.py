@@ -43,6 +43,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 AnyCase = Case[Any]
 #: Examples per operation and generation mode in CI (x the budget multiplier).
 PER_OPERATION = 80
+SLOW_OPERATIONS = frozenset({"POST /v1/commchecks", "POST /v1/keys/rotate",
+                             "POST /v1/directory/publish"})
 
 
 @dataclass
@@ -128,8 +130,8 @@ def test_every_operation_survives_generated_requests(api: Api, mode: GenerationM
         if operation.method.upper() == "POST" and operation.path in ("/v1/sitreps",
                                                                       "/v1/alerts"):
             strategy = strategy.map(_routable)
-        # each POST /v1/commchecks starts a communication test with every peer
-        examples = 5 if name == "POST /v1/commchecks" else PER_OPERATION
+        # each of these starts a test, rotates our key or broadcasts to every peer
+        examples = 5 if name in SLOW_OPERATIONS else PER_OPERATION
         try:
             _fuzz_operation(api, strategy, mode.value, examples)
         except Exception as exc:  # noqa: BLE001 - collected, reported together below

@@ -105,6 +105,12 @@ async def test_demo_runs_delivers_the_example_and_stops_on_ctrl_c(tmp_path: Path
         assert {f"{prefix}.BE-NCCN@{c.id}" for c in CENTRES if c.id != "BE-NCCN"} <= users
         assert all(c["ssl"] is True for c in ours), ours
         _cards_and_credentials_follow_the_schemas(tmp_path / "demo")
+        for centre in CENTRES:
+            cdir = tmp_path / "demo" / centre.id
+            assert (cdir / "node.log").stat().st_mode & 0o777 == 0o600
+            assert (cdir / "data").stat().st_mode & 0o777 == 0o700
+            for f in (cdir / "data").iterdir():
+                assert f.stat().st_mode & 0o077 == 0, f
         children = subprocess.run(["pgrep", "-g", str(os.getpgid(proc.pid)), "-f",
                                    "gateway run"], capture_output=True, text=True, check=False)
         assert len(children.stdout.split()) == 4

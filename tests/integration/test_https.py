@@ -131,6 +131,14 @@ async def test_a_renewed_api_certificate_is_used_without_a_restart(
     node = https_node.nodes["BE-NCCN"]
     assert node.proc is not None
     pid = node.proc.pid
+
+    async def serving() -> bool:
+        try:
+            await _serial(node.port)
+        except OSError:
+            return False
+        return True
+    await wait_until(serving, 60, "the HTTPS API")
     before = await _serial(node.port)
     root = Path(str(node.settings.api.tls_cert)).parent
     renewed = CA.issue("api", ("localhost", "127.0.0.1"))

@@ -9,12 +9,18 @@ from pydantic import SecretStr
 
 from gateway.config import OperatorEntry
 from gateway.web.console.auth import (
+    CONCURRENT_CHECKS,
+    PER_ADDRESS,
+    WAITING_CHECKS,
+    Busy,
     LoginLimiter,
     Operators,
     Sessions,
     csrf_ok,
     hash_password,
+    password_tag,
     role_allows,
+    token_digest,
 )
 
 
@@ -39,18 +45,65 @@ async def test_passwords_are_argon2id_and_verify_only_with_the_right_password() 
     assert (await ops.verify("nobody", "a long passphrase")) is None
 
 
-def test_sessions_expire_and_can_be_dropped() -> None:
+async def test_sessions_expire_and_can_be_dropped() -> None:
     """A session is found by its token until it expires or is dropped."""
     sessions = Sessions(lifetime=0.05)
-    token, session = sessions.create("op", "operator", "nl")
+    token, session = await sessions.create("op", "operator", "nl")
     assert sessions.get(token) is session
     assert sessions.get("other") is None
     time.sleep(0.06)
     assert sessions.get(token) is None
     live = Sessions(lifetime=60)
-    token, _ = live.create("op", "operator", "en")
-    live.drop(token)
+    token, _ = await live.create("op", "operator", "en")
+    await live.drop(token)
     assert live.get(token) is None
+
+
+class _Store:
+    """A session store in memory (the ledger's are tested with the ledger)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, object]] = {}
+
+    async def save_session(self, digest: str, row: dict[str, object]) -> None:
+        self.rows[digest] = row
+
+    async def drop_session(self, digest: str) -> None:
+        self.rows.pop(digest, None)
+
+    async def load_sessions(self, now: float) -> dict[str, dict[str, object]]:
+        return {d: r for d, r in self.rows.items() if float(str(r["expires"])) >= now}
+
+
+async def test_sessions_are_stored_hashed_and_come_back_after_a_restart() -> None:
+    """The store holds the token's SHA-256, never the token; a new process loads them."""
+    store = _Store()
+    token, _ = await Sessions(lifetime=60, store=store).create("op", "operator", "en", "t1")
+    assert token not in store.rows
+    assert token_digest(token) in store.rows
+    again = Sessions(lifetime=60, store=store)
+    await again.load()
+    restored = again.get(token)
+    assert restored is not None
+    assert (restored.name, restored.role, restored.tag) == ("op", "operator", "t1")
+
+
+async def test_a_session_follows_its_account() -> None:
+    """Removed account or changed password: the session ends; lowered role: it applies
+    at the next request."""
+    entry = OperatorEntry(name="op", role="admin", password_hash=SecretStr(hash_password("x" * 12)))
+    sessions = Sessions(lifetime=60)
+    token, _ = await sessions.create("op", "admin", "en", password_tag(entry))
+    lowered = Operators((entry.model_copy(update={"role": "viewer"}),))
+    checked = await sessions.check(token, lowered)
+    assert checked is not None
+    assert checked.role == "viewer"
+    changed = Operators((entry.model_copy(update={
+        "password_hash": SecretStr(hash_password("y" * 12))}),))
+    assert await sessions.check(token, changed) is None
+    assert sessions.get(token) is None
+    token, _ = await sessions.create("op", "admin", "en", password_tag(entry))
+    assert await sessions.check(token, Operators(())) is None
 
 
 def test_csrf_tokens_must_match_exactly() -> None:
@@ -62,9 +115,10 @@ def test_csrf_tokens_must_match_exactly() -> None:
 
 
 def test_login_limiter_blocks_after_a_few_failures_per_minute_per_client_and_name() -> None:
-    """After five failures within a minute attempts are refused; others are not affected,
-    and successful logins never count."""
-    limiter = LoginLimiter(per_minute=5)
+    """After five failures within a minute from one client for one name, it must wait;
+    successful logins never count."""
+    now = [1000.0]
+    limiter = LoginLimiter(per_minute=5, clock=lambda: now[0])
     for _ in range(20):
         assert limiter.allow("client-a", "op")
         limiter.succeeded("client-a", "op")
@@ -74,4 +128,50 @@ def test_login_limiter_blocks_after_a_few_failures_per_minute_per_client_and_nam
     assert not limiter.allow("client-a", "op")
     assert not limiter.allow("client-a", "OP")
     assert limiter.allow("client-a", "other")
-    assert limiter.allow("client-b", "op")
+    now[0] += 61
+    assert limiter.allow("client-a", "op")
+
+
+def test_guesses_spread_over_addresses_are_slowed_per_account() -> None:
+    """40 guesses at one account from 10 addresses: after 5 each waits a doubling
+    back-off, so they take hours, not seconds; a success clears the account."""
+    now = [0.0]
+    limiter = LoginLimiter(per_minute=5, clock=lambda: now[0])
+    made = 0
+    while made < 40:
+        address = f"10.0.0.{made % 10}"
+        wait = limiter.wait(address, "op")
+        now[0] += max(wait, 0.5)
+        if wait <= 0:
+            limiter.failed(address, "op")
+            made += 1
+    assert now[0] > 2 * 3600
+    limiter.succeeded("10.0.0.1", "op")
+    assert limiter.allow("10.0.0.1", "op")
+
+
+def test_one_address_trying_many_names_is_stopped() -> None:
+    """30 failures from one address within ten minutes, each for another name, block it."""
+    now = [0.0]
+    limiter = LoginLimiter(per_minute=5, clock=lambda: now[0])
+    for i in range(PER_ADDRESS):
+        assert limiter.allow("10.9.9.9", f"user{i}")
+        limiter.failed("10.9.9.9", f"user{i}")
+        now[0] += 1
+    assert not limiter.allow("10.9.9.9", "someone-new")
+    assert limiter.allow("10.9.9.8", "someone-new")
+
+
+async def test_password_checks_are_bounded_and_a_flood_is_refused() -> None:
+    """At most CONCURRENT_CHECKS argon2 checks run; beyond WAITING_CHECKS more waiting,
+    a login is refused at once (Busy) instead of queueing memory and CPU."""
+    import asyncio  # noqa: PLC0415
+
+    ops = Operators((OperatorEntry(name="op", role="operator",
+                                   password_hash=SecretStr(hash_password("p" * 12))),))
+    results = await asyncio.gather(*(ops.verify("op", "wrong") for _ in range(40)),
+                                   return_exceptions=True)
+    busy = [r for r in results if isinstance(r, Busy)]
+    checked = [r for r in results if r is None]
+    assert busy
+    assert len(checked) <= CONCURRENT_CHECKS + WAITING_CHECKS

@@ -359,7 +359,7 @@ def test_timeline_csv_rows() -> None:
     theirs = report(BE, 1, at=30, state="acknowledged", acknowledged_at=T0 + 40 * MIN,
                     acknowledged_by="Duty officer", to=(ME, DE))
     text = timeline_csv(build_thread(INC, [theirs, ours], ME))
-    assert text.splitlines()[0] == ",".join(CSV_COLUMNS)
+    assert text.splitlines()[0] == ",".join(f'"{c}"' for c in CSV_COLUMNS)
     assert text.endswith("\r\n")
     rows = _rows(text)
     assert [(r["message_id"], r["event"], r["recipient"]) for r in rows] == [
@@ -385,7 +385,8 @@ def test_timeline_csv_rows() -> None:
 
 def test_timeline_csv_of_an_empty_thread_is_just_the_header() -> None:
     """A thread with no messages gives the header row only."""
-    assert timeline_csv(build_thread(INC, [], ME)) == ",".join(CSV_COLUMNS) + "\r\n"
+    assert timeline_csv(build_thread(INC, [], ME)) == ",".join(
+        f'"{c}"' for c in CSV_COLUMNS) + "\r\n"
 
 
 @pytest.mark.parametrize("evil", [

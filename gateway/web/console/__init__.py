@@ -42,21 +42,27 @@ def setup_console(app: web.Application, node: Node) -> None:
     """Mount the console (pages, static files, live events) on ``app``."""
     console = node.settings.console
     app[NODE_KEY] = node
-    app[SESSIONS] = Sessions(lifetime=console.session_hours * 3600)
+    app[SESSIONS] = Sessions(lifetime=console.session_hours * 3600, store=node.ledger)
     app[OPERATORS] = Operators(console.operators)
 
     def reload_accounts(new: Settings) -> None:
-        app[OPERATORS] = Operators(new.console.operators)
+        app[OPERATORS] = app[OPERATORS].with_entries(new.console.operators)
+
+    async def load_sessions(app: web.Application) -> None:
+        await app[SESSIONS].load()
+
+    app.on_startup.append(load_sessions)
 
     node.on_reload = reload_accounts  # type: ignore[method-assign]  # the web layer's hook
     app[LIMITER] = LoginLimiter(per_minute=console.login_attempts_per_minute)
     env = aiohttp_jinja2.setup(
         app, loader=jinja2.PackageLoader("gateway.web.console", "templates"),
         autoescape=jinja2.select_autoescape(["html"], default=True),
-        extensions=["jinja2.ext.i18n"])
+        extensions=["jinja2.ext.i18n"], finalize=i18n.visible_controls)
     env.install_gettext_callables(  # type: ignore[attr-defined]  # added by the i18n extension
         gettext=i18n._, ngettext=i18n.ngettext, newstyle=True)
     env.globals["STATES"] = STATES
+    env.filters["label"] = i18n.label
     static = Path(str(resources.files("gateway.web.console").joinpath("static")))
     app.router.add_static("/console/static/", static, name="console_static")
     app.router.add_get("/console", overview)

@@ -1,18 +1,27 @@
 """Console access control: argon2 passwords, server-side sessions, CSRF, login limits.
 
-Sessions live in memory (a restart logs everyone out, which is acceptable for a wall
-screen and keeps no session secret on disk). The session cookie is HttpOnly,
+Sessions are kept in the ledger under the SHA-256 of their cookie token (a copy of the
+ledger gives no session), so a node restart does not log anyone out. Every request
+re-checks the account: a session ends when its account is removed or its password
+changed, and takes the account's current role. The session cookie is HttpOnly,
 SameSite=Strict and scoped to /console; every POST carries the session's CSRF token.
+
+Logins are throttled three ways: per client address and name, per client address
+whatever the name, and per account from anywhere with a growing back-off; at most a few
+argon2 checks run at once, and a flood beyond that is refused at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import secrets
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -38,44 +47,97 @@ def role_allows(role: str, needed: str) -> bool:
 
 @dataclass
 class Session:
-    """One logged-in operator."""
+    """One logged-in operator; ``role`` follows the account (re-read on each request)."""
 
     name: str
     role: str
     csrf: str
     expires: float
     lang: str = "en"
+    #: Which password the session was opened with (a tag of its hash, see password_tag).
+    tag: str = ""
+
+
+def token_digest(token: str) -> str:
+    """What is stored of a session cookie: its SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def password_tag(entry: OperatorEntry) -> str:
+    """A short tag of an account's password hash: it changes when the password does."""
+    return hashlib.sha256(entry.password_hash.get_secret_value().encode()).hexdigest()[:16]
+
+
+class SessionStore(Protocol):
+    """Where sessions outlive the process (the ledger)."""
+
+    async def save_session(self, digest: str, row: dict[str, Any]) -> None:
+        """Keep a session under the digest of its token."""
+
+    async def drop_session(self, digest: str) -> None:
+        """Forget one session."""
+
+    async def load_sessions(self, now: float) -> dict[str, dict[str, Any]]:
+        """Every session that has not expired at ``now`` (epoch seconds), by digest."""
 
 
 @dataclass
 class Sessions:
-    """Server-side session store keyed by an unguessable token."""
+    """Server-side sessions keyed by the digest of an unguessable token, in memory and in
+    a store that survives a restart."""
 
     lifetime: float
+    store: SessionStore | None = None
     _items: dict[str, Session] = field(default_factory=dict)
 
-    def create(self, name: str, role: str, lang: str) -> tuple[str, Session]:
+    async def load(self) -> None:
+        """Bring back the sessions of before a restart."""
+        if self.store is None:
+            return
+        for digest, row in (await self.store.load_sessions(time.time())).items():
+            self._items[digest] = Session(**row)
+
+    async def create(self, name: str, role: str, lang: str, tag: str = "") -> tuple[str, Session]:
         """Start a session; returns (cookie token, session)."""
         token = secrets.token_urlsafe(32)
         session = Session(name=name, role=role, csrf=secrets.token_urlsafe(32),
-                          expires=time.monotonic() + self.lifetime, lang=lang)
-        self._items[token] = session
+                          expires=time.time() + self.lifetime, lang=lang, tag=tag)
+        self._items[token_digest(token)] = session
+        if self.store is not None:
+            await self.store.save_session(token_digest(token), asdict(session))
         return token, session
 
     def get(self, token: str | None) -> Session | None:
         """The live session for ``token``, if any."""
         if not token:
             return None
-        session = self._items.get(token)
-        if session is None or session.expires < time.monotonic():
-            self._items.pop(token, None)
+        digest = token_digest(token)
+        session = self._items.get(digest)
+        if session is None or session.expires < time.time():
+            self._items.pop(digest, None)
             return None
         return session
 
-    def drop(self, token: str | None) -> None:
+    async def drop(self, token: str | None) -> None:
         """End a session."""
         if token:
-            self._items.pop(token, None)
+            digest = token_digest(token)
+            self._items.pop(digest, None)
+            if self.store is not None:
+                await self.store.drop_session(digest)
+
+    async def check(self, token: str | None, operators: Operators) -> Session | None:
+        """The session for ``token`` if its account still exists with the same password;
+        its role is the account's role now. Otherwise it is ended."""
+        session = self.get(token)
+        if session is None:
+            return None
+        entry = operators.entry(session.name)
+        if entry is None or password_tag(entry) != session.tag:
+            await self.drop(token)
+            return None
+        session.role = entry.role
+        return session
 
 
 def csrf_ok(expected: str, given: str | None) -> bool:
@@ -83,32 +145,79 @@ def csrf_ok(expected: str, given: str | None) -> bool:
     return bool(given) and hmac.compare_digest(expected, given or "")
 
 
+#: Failures a client address may make whatever the names, per ten minutes.
+PER_ADDRESS = 30
+ADDRESS_WINDOW = 600.0
+#: Failures an account may have (from anywhere) before each attempt waits a back-off
+#: that doubles, up to ACCOUNT_BACKOFF_MAX seconds; a successful login clears it.
+ACCOUNT_FREE = 5
+ACCOUNT_BACKOFF_MAX = 300.0
+
+
 @dataclass
 class LoginLimiter:
-    """After ``per_minute`` failed attempts for one (client address, user name) within a
-    minute, further attempts are refused until the oldest failure is a minute old."""
+    """Three limits on failed logins, so that guesses spread over names or addresses are
+    slowed as much as guesses from one place:
+
+    - ``per_minute`` failures per (client address, name) within a minute;
+    - :data:`PER_ADDRESS` failures per client address within ten minutes, any names;
+    - per account, after :data:`ACCOUNT_FREE` failures from anywhere, each attempt waits
+      1, 2, 4 ... seconds (at most :data:`ACCOUNT_BACKOFF_MAX`) after the last failure.
+    """
 
     per_minute: int
-    _failures: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+    _pairs: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
+    _addresses: dict[str, deque[float]] = field(default_factory=dict)
+    _accounts: dict[str, tuple[int, float]] = field(default_factory=dict)
 
-    def _window(self, remote: str, name: str) -> deque[float]:
-        window = self._failures.setdefault((remote, name.lower()), deque())
-        now = time.monotonic()
-        while window and window[0] < now - 60:
+    def _recent(self, window: deque[float], seconds: float) -> deque[float]:
+        now = self.clock()
+        while window and window[0] < now - seconds:
             window.popleft()
         return window
 
+    def wait(self, remote: str, name: str) -> float:
+        """Seconds before an attempt may be checked (0: now)."""
+        now = self.clock()
+        pair = self._recent(self._pairs.setdefault((remote, name.lower()), deque()), 60)
+        waits = [0.0]
+        if len(pair) >= self.per_minute:
+            waits.append(pair[0] + 60 - now)
+        address = self._recent(self._addresses.setdefault(remote, deque()), ADDRESS_WINDOW)
+        if len(address) >= PER_ADDRESS:
+            waits.append(address[0] + ADDRESS_WINDOW - now)
+        count, last = self._accounts.get(name.lower(), (0, 0.0))
+        if count >= ACCOUNT_FREE:
+            waits.append(last + min(2.0 ** (count - ACCOUNT_FREE), ACCOUNT_BACKOFF_MAX) - now)
+        return max(waits)
+
     def allow(self, remote: str, name: str) -> bool:
         """Whether an attempt may be checked now."""
-        return len(self._window(remote, name)) < self.per_minute
+        return self.wait(remote, name) <= 0
 
     def failed(self, remote: str, name: str) -> None:
         """Count a failed attempt."""
-        self._window(remote, name).append(time.monotonic())
+        now = self.clock()
+        self._pairs.setdefault((remote, name.lower()), deque()).append(now)
+        self._addresses.setdefault(remote, deque()).append(now)
+        count, _ = self._accounts.get(name.lower(), (0, 0.0))
+        self._accounts[name.lower()] = (count + 1, now)
 
     def succeeded(self, remote: str, name: str) -> None:
-        """Forget the failures of a client that logged in."""
-        self._failures.pop((remote, name.lower()), None)
+        """Forget the failures of a client that logged in, and of the account."""
+        self._pairs.pop((remote, name.lower()), None)
+        self._accounts.pop(name.lower(), None)
+
+
+#: argon2 checks that run at once (each takes a core for ~50 ms and 64 MiB), and how many
+#: more may wait; a login beyond that is refused at once instead of queueing.
+CONCURRENT_CHECKS = 2
+WAITING_CHECKS = 8
+
+
+class Busy(Exception):
+    """Too many password checks are running or waiting."""
 
 
 class Operators:
@@ -116,13 +225,35 @@ class Operators:
 
     def __init__(self, entries: tuple[OperatorEntry, ...]) -> None:
         self._entries = {e.name: e for e in entries}
+        self._running = asyncio.Semaphore(CONCURRENT_CHECKS)
+        self._waiting = 0
+
+    def with_entries(self, entries: tuple[OperatorEntry, ...]) -> Operators:
+        """The accounts of a reloaded configuration, sharing this one's check limit."""
+        new = Operators(entries)
+        new._running = self._running
+        return new
+
+    def entry(self, name: str) -> OperatorEntry | None:
+        """The account called ``name``, if it exists."""
+        return self._entries.get(name)
 
     async def verify(self, name: str, password: str) -> OperatorEntry | None:
-        """The account if the password matches (argon2 runs off the event loop)."""
+        """The account if the password matches (argon2 runs off the event loop, at most
+        :data:`CONCURRENT_CHECKS` at a time). Raises :class:`Busy` when too many wait."""
+        if self._waiting >= WAITING_CHECKS:
+            raise Busy
         entry = self._entries.get(name)
         stored = entry.password_hash.get_secret_value() if entry else _DUMMY_HASH
+        self._waiting += 1
+        try:
+            await self._running.acquire()
+        finally:
+            self._waiting -= 1
         try:
             await asyncio.to_thread(_HASHER.verify, stored, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return None
+        finally:
+            self._running.release()
         return entry

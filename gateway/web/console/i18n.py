@@ -10,6 +10,7 @@ import contextvars
 import functools
 import gettext
 import io
+import re
 from importlib import resources
 
 from babel.messages.mofile import write_mo
@@ -77,3 +78,27 @@ VOCABULARY = (
     N_("test"), N_("initial"), N_("update"), N_("final"), N_("extreme"), N_("severe"),
     N_("moderate"), N_("minor"), N_("unknown"), N_("commcheck"),
 )
+
+_KNOWN = frozenset(VOCABULARY)
+
+
+def label(value: object) -> str:
+    """A word from data (a state, a priority, a message type) in the reader's language
+    when it is one of :data:`VOCABULARY`; anything else as it is, as plain text that the
+    template escapes. Data never reaches gettext: a peer's string is neither translated
+    nor formatted, so it can neither inject markup nor break the page with ``%(x)s``."""
+    text = "" if value is None else str(value)
+    return _(text) if text in _KNOWN else text
+
+
+#: Unicode controls that reorder text (bidi embeddings, overrides, isolates and marks).
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible_controls(value: object) -> object:
+    """Jinja's finalize: in every value a template prints, show bidi controls as their
+    code point (``[U+202E]``) instead of letting them reorder the page, so a peer's
+    "gnp.exe" with a right-to-left override reads as it is, not as "exe.png"."""
+    if isinstance(value, str) and _BIDI.search(value):
+        return _BIDI.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
+    return value

@@ -12,10 +12,11 @@ from aiohttp import web
 
 from gateway.adapters.evidence_export import EvidenceNotFound, export_bundle
 from gateway.adapters.sqlite_incidents import load_thread_items
-from gateway.errors import MalformedInput, VerificationError
+from gateway.errors import MalformedInput, RejectedMessage, VerificationError
+from gateway.keyfiles import own_public_keys
 from gateway.protocol.canonical import canonical_bytes
 from gateway.protocol.keys import KeyRing, PinnedKey, fingerprint
-from gateway.protocol.signing import open_signed
+from gateway.protocol.signing import verify_signed
 from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN
 from gateway.service import contacts
 from gateway.service.incidents import build_thread, summarise_incidents
@@ -60,17 +61,23 @@ async def incident(request: web.Request) -> dict[str, Any]:
 
 
 def _ring(node: Node) -> KeyRing:
-    """Every key we know: the peers' pinned keys and our own."""
-    own = PinnedKey(kid=node.key.kid, key=node.key.public())
+    """Every key we know: the peers' pinned keys, and our own current and earlier ones."""
+    own = {node.key.kid: node.key.public()}
+    own |= {kid: key for kid, key in own_public_keys(node.settings.node.signing_key_file,
+                                                     node.settings.node.signing_key_id).items()
+            if kid not in own}
     entries = [(c, k) for c, keys in node.ring.keys.items() for k in keys.values()]
-    return KeyRing.build([*entries, (node.me, own)])
+    return KeyRing.build([*entries, *((node.me, PinnedKey(kid=kid, key=key))
+                                      for kid, key in own.items())])
 
 
 def verify(node: Node, wire: bytes) -> dict[str, Any]:
-    """Verification of signed bytes against the keys pinned now (never keys in a message)."""
+    """Verification of signed bytes against the keys pinned now (never keys in a message),
+    the same as admission and evidence: a valid signature by a key that was valid, and is
+    not revoked, at the message's creation."""
     try:
-        verified = open_signed(wire, _ring(node))
-    except (MalformedInput, VerificationError) as exc:
+        verified = verify_signed(wire, _ring(node))
+    except (MalformedInput, VerificationError, RejectedMessage) as exc:
         return {"ok": False, "reason": exc.reason, "detail": exc.detail}
     return {"ok": True, "kid": verified.kid, "signer": verified.sender,
             "fingerprint": fingerprint(verified.key.key), "sha256": verified.digest}

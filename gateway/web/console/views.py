@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -18,13 +19,17 @@ from gateway.protocol.types import format_time
 from gateway.web.console import i18n
 from gateway.web.console.auth import (
     SESSION_COOKIE,
+    Busy,
     LoginLimiter,
     Operators,
     Session,
     Sessions,
     csrf_ok,
+    password_tag,
     role_allows,
 )
+from gateway.web.console.readable import preview
+from gateway.web.limits import read_deadline
 
 if TYPE_CHECKING:
     from gateway.app import Node
@@ -45,8 +50,10 @@ REFUSAL_SHOWN = timedelta(days=7)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _session(request: web.Request) -> Session | None:
-    return request.app[SESSIONS].get(request.cookies.get(SESSION_COOKIE))
+async def _session(request: web.Request) -> Session | None:
+    """The request's session, re-checked against the account as it is now."""
+    return await request.app[SESSIONS].check(request.cookies.get(SESSION_COOKIE),
+                                             request.app[OPERATORS])
 
 
 def _language(request: web.Request, session: Session | None) -> str:
@@ -55,12 +62,17 @@ def _language(request: web.Request, session: Session | None) -> str:
     return request.cookies.get(LANG_COOKIE) or i18n.pick(request.headers.get("Accept-Language"))
 
 
+#: No inline script or style, no other origin; <base> and form targets pinned to us.
+CSP = ("default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
+       "form-action 'self'")
+
+
 @web.middleware
 async def console_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authentication, CSRF on every POST, language, and security headers."""
     if not request.path.startswith("/console"):
         return await handler(request)
-    session = _session(request)
+    session = await _session(request)
     i18n.use(_language(request, session))
     public = request.path in ("/console/login",) or request.path.startswith("/console/static/")
     if session is None and not public:
@@ -68,7 +80,11 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise web.HTTPFound("/console/login")
         raise web.HTTPUnauthorized(text="login required")
     if request.method == "POST":
-        form = await request.post()
+        try:
+            async with read_deadline(request.app[NODE_KEY].settings.api.body_seconds):
+                form = await request.post()
+        except TimeoutError as exc:
+            raise web.HTTPRequestTimeout(text="the form did not arrive in time") from exc
         given = str(form.get("csrf_token") or request.headers.get("X-CSRF-Token") or "")
         expected = session.csrf if session is not None else request.cookies.get("crisisgw_csrf")
         if expected is None or not csrf_ok(expected, given):
@@ -77,8 +93,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
     if session is not None:
         request[SESSION] = session
     response = await handler(request)
-    response.headers.setdefault("Content-Security-Policy",
-                                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+    response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Cache-Control", "no-store")
@@ -137,10 +152,19 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     name, password = str(form.get("name", ""))[:64], str(form.get("password", ""))[:256]
     remote = request.remote or "?"
-    if not request.app[LIMITER].allow(remote, name):
-        log.warning("console_login_rate_limited", operator=name, remote=remote)
-        raise web.HTTPTooManyRequests(text="too many attempts; wait a minute")
-    entry = await request.app[OPERATORS].verify(name, password)
+    wait = request.app[LIMITER].wait(remote, name)
+    if wait > 0:
+        log.warning("console_login_rate_limited", operator=name, remote=remote,
+                    retry_after=round(wait, 1))
+        raise web.HTTPTooManyRequests(text=f"too many failed attempts; try again in "
+                                      f"{math.ceil(wait)} s",
+                                      headers={"Retry-After": str(math.ceil(wait))})
+    try:
+        entry = await request.app[OPERATORS].verify(name, password)
+    except Busy as exc:
+        log.warning("console_login_busy", remote=remote)
+        raise web.HTTPTooManyRequests(text="too many logins at once; try again",
+                                      headers={"Retry-After": "1"}) from exc
     node = request.app[NODE_KEY]
     if entry is None:
         request.app[LIMITER].failed(remote, name)
@@ -150,7 +174,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         return aiohttp_jinja2.render_template(
             "login.html", request, _ctx(request, "login", error=True), status=401)
     request.app[LIMITER].succeeded(remote, name)
-    token, session = request.app[SESSIONS].create(entry.name, entry.role, i18n.current())
+    token, session = await request.app[SESSIONS].create(entry.name, entry.role, i18n.current(),
+                                                        password_tag(entry))
     request[SESSION] = session
     await _audit(request, "login", remote)
     response = web.HTTPSeeOther("/console")
@@ -162,7 +187,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     """POST /console/logout."""
     await _audit(request, "logout", "")
-    request.app[SESSIONS].drop(request.cookies.get(SESSION_COOKIE))
+    await request.app[SESSIONS].drop(request.cookies.get(SESSION_COOKIE))
     response = web.HTTPSeeOther("/console/login")
     response.del_cookie(SESSION_COOKIE, path="/console")
     return response
@@ -371,6 +396,7 @@ async def inbox(request: web.Request) -> dict[str, Any]:
     now = node.clock.now()
     for item in entries:
         item["overdue"] = overdue_incoming(node, item, now)
+        item["preview"] = preview(item["type"], item.get("body"), i18n.current())
     entries.sort(key=lambda e: (e["state"] != "delivered", PRIORITY_ORDER.get(e["priority"], 3),
                                 e["incident"] or "", e["received_at"]))
     return _ctx(request, "inbox", items=entries, filters=filters)
@@ -401,6 +427,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     beat = 0
     try:
         while True:
+            if await _session(request) is None:  # logged out, account removed or changed
+                break
             snapshot = await _snapshot(node)
             text = json.dumps(snapshot, sort_keys=True)
             if text != last:

@@ -1,0 +1,92 @@
+"""Slow and idle HTTP clients (finding 7): a half-sent request head or body is cut off,
+and open connections are capped, so idle half-requests cannot pile up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from gateway.app import Node
+from gateway.config import BrokerSection, load_settings
+from tests.integration.harness import Federation
+
+pytestmark = pytest.mark.broker
+HEADER, BODY, CAP = 2.0, 2.0, 16
+
+
+@contextlib.asynccontextmanager
+async def _node(fed: Federation, tmp_path: Path) -> AsyncIterator[tuple[int, str]]:
+    """A clone of DE-NW that talks to nobody, with short limits."""
+    source = fed.nodes["DE-NW"]
+    settings = load_settings(source.config)
+    settings = settings.model_copy(update={
+        "api": settings.api.model_copy(update={
+            "port": source.port + 1100, "header_seconds": HEADER, "body_seconds": BODY,
+            "max_connections": CAP}),
+        "node": settings.node.model_copy(update={"data_dir": tmp_path / "data"}),
+        "broker": BrokerSection(url=SecretStr("amqp://x:y@127.0.0.1:1/none")), "peers": ()})
+    node = Node(settings)
+    await node.start()
+    try:
+        yield settings.api.port, source.token
+    finally:
+        await node.stop()
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    try:
+        while await asyncio.wait_for(reader.read(4096), seconds):
+            pass
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_a_half_sent_request_head_is_cut_off(federation: Federation,
+                                                   tmp_path: Path) -> None:
+    """A client that starts a request head and stops is disconnected after the limit."""
+    async with _node(federation, tmp_path) as (port, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        await writer.drain()
+        start = time.monotonic()
+        assert await _closed_within(reader, HEADER + 5)
+        assert time.monotonic() - start < HEADER + 5
+        writer.close()
+
+
+async def test_a_stalled_body_gets_408(federation: Federation, tmp_path: Path) -> None:
+    """A body announced but not sent is answered 408 (problem+json) after the limit."""
+    async with _node(federation, tmp_path) as (port, token):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /v1/sitreps HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + token.encode() + b"\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"to\":")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BODY + 5)
+        assert head.startswith(b"HTTP/1.1 408"), head
+        assert b"application/problem+json" in head
+        writer.close()
+
+
+async def test_open_connections_are_capped(federation: Federation, tmp_path: Path) -> None:
+    """Beyond the cap, a new connection is closed at once; the idle ones are reaped after
+    the header limit and the node answers again."""
+    async with _node(federation, tmp_path) as (port, _):
+        conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(CAP * 2)]
+        closed = await asyncio.gather(*(_closed_within(r, 0.5) for r, _ in conns))
+        assert sum(closed) >= CAP - 2, closed
+        for _, w in conns:
+            w.close()
+        await asyncio.sleep(HEADER + 1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.read(12), 5)).startswith(b"HTTP/1.1 200")
+        writer.close()
