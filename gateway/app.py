@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.adapters.amqp import TLS_RETRY, AmqpPublisher, InboxConsumer
-from gateway.adapters.sqlite_ledger import SqliteLedger
+from gateway.adapters.sqlite.ledger import SqliteLedger
 from gateway.adapters.tls import ServerCertificate
 from gateway.config import KeyEntry, Settings, load_settings, update_config
 from gateway.errors import ConfigError, GatewayError
@@ -52,14 +52,17 @@ from gateway.protocol.keyupdate import (
     plan_key_update,
 )
 from gateway.protocol.messages import DirectoryEnvelope, KeyUpdateEnvelope
-from gateway.protocol.types import Mode, Priority, Tlp, format_time
+from gateway.protocol.types import Mode, Priority, Tlp, format_time, parse_time
 from gateway.service.acknowledge import Acknowledger
 from gateway.service.audit import config_changes
 from gateway.service.commcheck import CommChecks
 from gateway.service.directory import Directory
 from gateway.service.dispatch import Dispatcher
 from gateway.service.ingest import Receiver
+from gateway.service.node import InboxState, PeerLinkState
+from gateway.service.records import signed_parts
 from gateway.service.submit import Submitter
+from gateway.web.api import build_app
 from gateway.web.limits import CappedRunner
 
 log = structlog.get_logger("crisisgw.node")
@@ -141,6 +144,7 @@ class Node:
                                          clock=self.clock, on_receipt_queued=self.dispatcher.wake)
         self.commchecks = CommChecks(submitter=self.submitter, peers=lambda: self.settings.peers)
         self._tasks: list[asyncio.Task[None]] = []
+        self._reload_subscribers: list[Callable[[Settings], None]] = []
         self._config_lock = asyncio.Lock()
         self._runner: CappedRunner | None = None
         self.started_at = self.clock.now()
@@ -156,10 +160,29 @@ class Node:
         if kind == "security":
             self.metrics.security.labels(outcome).inc()
 
+    # -- what the web layer uses (gateway.service.node.NodeApi) ----------------------
+
+    def peer_links(self) -> Mapping[str, PeerLinkState]:
+        """The link to every configured peer's broker."""
+        return self.publisher.links
+
+    @property
+    def inbox_link(self) -> InboxState:
+        """The link to our own broker."""
+        return self.consumer
+
+    def subscribe_reload(self, callback: Callable[[Settings], None]) -> None:
+        """Call ``callback`` with the new settings after every reload."""
+        self._reload_subscribers.append(callback)
+
+    async def evidence(self, message_id: str) -> bytes:
+        """The signed evidence bundle of one message."""
+        return await self.ledger.evidence(self.settings, message_id, self.clock.now())
+
+    # -- lifecycle ---------------------------------------------------------------
+
     async def start(self) -> None:
         """Open the ledger, start links, consumer, dispatcher and the HTTP API."""
-        from gateway.web.api import build_app  # noqa: PLC0415 - web imports the node type
-
         await self.ledger.open()
         self.publisher.configure({p.id: (p.inbox_url.get_secret_value(), p.tls)
                                   for p in self.settings.peers})
@@ -242,7 +265,8 @@ class Node:
         self.receiver.reconfigure(policy=new.policy)
         self.publisher.configure({p.id: (p.inbox_url.get_secret_value(), p.tls)
                                   for p in new.peers})
-        self.on_reload(new)
+        for callback in self._reload_subscribers:
+            callback(new)
         log.info("config_reloaded", peers=[p.id for p in new.peers])
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._audit_changes(config_changes(old, new))))
@@ -252,7 +276,8 @@ class Node:
         """Record peer and key changes of a reload in the audit log."""
         try:
             for action, target, detail in changes:
-                await self.ledger.audit("config", action, target, detail, self.clock.now())
+                await self.ledger.audit.record("config", action, target, detail,
+                                               self.clock.now())
         except GatewayError as exc:
             log.error("audit_append_failed", error=str(exc))
 
@@ -262,7 +287,7 @@ class Node:
 
     async def checkpoint(self, *, force: bool = False) -> bytes | None:
         """Sign and keep the audit chain's head now (None if unchanged, unless ``force``)."""
-        wire = await self.ledger.checkpoint(self.sign_checkpoint, force=force)
+        wire = await self.ledger.audit.checkpoint(self.sign_checkpoint, force=force)
         if wire is not None:
             log.info("audit_checkpoint", bytes=len(wire))
         return wire
@@ -285,8 +310,8 @@ class Node:
 
     async def _store_directory(self, sender: str, envelope: DirectoryEnvelope) -> None:
         """Keep a peer's contact points (it is authoritative for its own only)."""
-        entries = [e.model_dump(mode="json") for e in envelope.body.entries]
-        if await self.ledger.store_directory(sender, envelope.id, envelope.created, entries,
+        entries = envelope.body.entries
+        if await self.ledger.directory.store(sender, envelope.id, envelope.created, entries,
                                              self.clock.now()):
             await self.refresh_fields()
             log.info("directory_updated", peer=sender, entries=len(entries))
@@ -294,9 +319,9 @@ class Node:
     async def refresh_fields(self) -> None:
         """Rebuild "field:<field>" addressing from the stored directories."""
         fields: dict[str, list[str]] = {}
-        for centre, data in sorted((await self.ledger.directories()).items()):
-            for entry in data["entries"]:
-                members = fields.setdefault(entry["field"], [])
+        for centre, stored in sorted((await self.ledger.directory.all()).items()):
+            for entry in stored.entries:
+                members = fields.setdefault(entry.field.value, [])
                 if centre not in members:
                     members.append(centre)
         self.directory = Directory(self.me, self.settings.peers, fields)
@@ -307,8 +332,8 @@ class Node:
         update = DirectoryUpdate(entries=self.settings.directory)
         body = update.model_dump(mode="json")
         if only_if_changed:
-            last = await self.ledger.messages({"type": "directory"}, 1)
-            if (last and last[0]["envelope"]["body"] == body) or \
+            last = await self.ledger.outbox.list({"type": "directory"}, 1)
+            if (last and signed_parts(last[0].wire)[0]["body"] == body) or \
                     (not last and not update.entries):
                 return None
         to = tuple(p.id for p in self.settings.peers if not p.suspended)
@@ -396,7 +421,7 @@ class Node:
                                     old_key.public())
             retired = await asyncio.to_thread(retire_private_key, old_path, old_key.kid,
                                               self.settings.node.retired_keys)
-        await self.ledger.audit("node", "key.rotated", f"{self.me}/{kid}",
+        await self.ledger.audit.record("node", "key.rotated", f"{self.me}/{kid}",
                                 f"announced in {message_id}; previous key {old_key.kid} "
                                 f"{retired}", now)
         log.warning("signing_key_rotated", kid=kid, announced_in=message_id,
@@ -417,18 +442,14 @@ class Node:
         await self._change_config(change)
         log.warning("peer_key_revoked", peer=peer, kid=kid)
 
-    def on_reload(self, new: Settings) -> None:
-        """Hook for the web layer (console accounts); replaced by build_app."""
-
     async def _commcheck_schedule(self) -> None:
         """Run a communication test when the last one (or, before the first, the start
         of this node) is older than ``every_days``."""
         every = timedelta(days=self.settings.commcheck.every_days)
         while True:
             try:
-                last = await self.ledger.messages({"type": "commcheck"}, 1)
-                since = (datetime.fromisoformat(last[0]["created"].replace("Z", "+00:00"))
-                         if last else self.started_at)
+                last = await self.ledger.outbox.list({"type": "commcheck"}, 1)
+                since = parse_time(last[0].created) if last else self.started_at
                 if self.clock.now() - since >= every:
                     check_id = await self.commchecks.start("schedule")
                     log.info("commcheck_scheduled", check_id=check_id)

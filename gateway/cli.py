@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway import __version__
 from gateway.cli_evidence import add_evidence
 from gateway.config import Settings, failpoints_from_env, load_settings
-from gateway.errors import GatewayError, SubmissionError
+from gateway.errors import GatewayError, RequestRefused
 from gateway.keyfiles import load_signing_key, write_private_key
 from gateway.logging import configure_logging
 from gateway.protocol.keys import default_key_id, fingerprint, public_key_text
@@ -214,7 +214,7 @@ def _cmd_cap_export(args: argparse.Namespace) -> int:
                            "output of `crisisgw cap import`")
     try:
         _write_out(cap_xml(envelope), args.out)
-    except (SubmissionError, ValueError) as exc:
+    except (RequestRefused, ValueError) as exc:
         raise GatewayError(f"{args.file}: cannot export as CAP: {exc}") from exc
     return 0
 
@@ -283,7 +283,7 @@ def _cmd_set_password(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_commscheck(args: argparse.Namespace) -> int:
+def _cmd_commcheck(args: argparse.Namespace) -> int:
     import time  # noqa: PLC0415
 
     settings = load_settings(Path(args.config))
@@ -443,13 +443,15 @@ def _with_api(sp: argparse.ArgumentParser) -> None:
 
 
 def _add_operations(sub: Any) -> None:
-    """The ``commscheck`` and ``operators`` commands."""
-    check = sub.add_parser("commscheck", help="run a communication test with every peer")
+    """The ``commcheck`` and ``operators`` commands."""
+    # "commscheck" was this command's first spelling: kept so scripts keep working.
+    check = sub.add_parser("commcheck", aliases=["commscheck"],
+                           help="run a communication test with every peer")
     _with_api(check)
     check.add_argument("--json", action="store_true")
     check.add_argument("--wait", type=float, default=20.0,
                        help="seconds to wait for every peer's receipt (default 20)")
-    check.set_defaults(func=_cmd_commscheck)
+    check.set_defaults(func=_cmd_commcheck)
 
     ops = sub.add_parser("operators", help="console operator accounts").add_subparsers(
         dest="operators", required=True)

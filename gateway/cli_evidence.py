@@ -28,7 +28,7 @@ def _own_ring(settings: Settings) -> KeyRing:
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    from gateway.adapters import sqlite_audit  # noqa: PLC0415 - keeps `--help` fast
+    from gateway.adapters.sqlite import audit as sqlite_audit  # noqa: PLC0415 - keeps `--help` fast
     from gateway.service.audit import verify_log  # noqa: PLC0415
 
     settings = load_settings(Path(args.config))
@@ -62,7 +62,7 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
-    from gateway.adapters import sqlite_audit  # noqa: PLC0415
+    from gateway.adapters.sqlite import audit as sqlite_audit  # noqa: PLC0415
     from gateway.protocol.auditlog import sign_checkpoint  # noqa: PLC0415
 
     settings = load_settings(Path(args.config))
@@ -90,7 +90,7 @@ def _write(out: str | None, data: bytes) -> None:
 
 
 def _cmd_evidence_export(args: argparse.Namespace) -> int:
-    from gateway.adapters.evidence_export import export_bundle  # noqa: PLC0415
+    from gateway.adapters.sqlite.evidence import export_bundle  # noqa: PLC0415
 
     settings = load_settings(Path(args.config))
     bundle = export_bundle(settings, args.id, datetime.now(UTC))

@@ -8,7 +8,17 @@
     ├── KeyMaterialError         a key is malformed, small-order or unknown at enrolment
     │   └── KeyUpdateRefused     a peer's key-update breaks the rotation rule (names the rule)
     ├── ConfigError              the configuration file or directory is invalid
-    ├── SubmissionError          a caller's submission cannot be accepted (HTTP 4xx)
+    ├── RequestRefused           a caller's request cannot be served; title, detail, fields
+    │   ├── NotFound             no such message, incident, peer or key
+    │   ├── Ambiguous            the id names several things; the caller must say which
+    │   ├── InvalidRequest       the request's form is wrong (query, header, format)
+    │   ├── InvalidBody          the body parses but a field is out of range
+    │   ├── PolicyRefused        well-formed, but a rule forbids it (release policy,
+    │   │                        unknown recipient, Draft alert, expiry out of range)
+    │   ├── StateConflict        the thing's state does not allow it (acknowledge a rejected
+    │   │                        message)
+    │   ├── IdempotencyConflict  the Idempotency-Key came with another request
+    │   └── NoSuchForm           the message has no form in the format asked for
     ├── XmlError                 an XML document (CAP, EDXL) is refused; names line and element
     ├── LedgerError              the ledger failed (disk full, corruption); maps to HTTP 503/507
     └── TransportError           the broker failed; always translated from aio-pika/aiormq
@@ -17,6 +27,8 @@
             └── TlsFailure       the TLS handshake with a broker failed; ``reason`` says why
 
 Third-party errors are translated at the adapter boundary with ``raise ... from exc``.
+Errors are named after what happened; HTTP statuses are given to them in one place only,
+:mod:`gateway.web.problems`.
 """
 
 from __future__ import annotations
@@ -65,17 +77,49 @@ class ConfigError(GatewayError):
     """The configuration is invalid; the message names the file and the field."""
 
 
-class SubmissionError(GatewayError):
-    """A submission is refused; ``status`` is the HTTP status, ``errors`` name the fields."""
+class RequestRefused(GatewayError):
+    """A caller's request is refused: ``title`` says what in a few words, ``detail`` why,
+    ``errors`` name the fields (``[{"loc": [...], "msg": ...}]``)."""
 
-    def __init__(
-        self, status: int, title: str, detail: str, errors: list[dict[str, object]] | None = None
-    ) -> None:
+    def __init__(self, title: str, detail: str,
+                 errors: list[dict[str, object]] | None = None) -> None:
         super().__init__(f"{title}: {detail}")
-        self.status = status
         self.title = title
         self.detail = detail
         self.errors = errors or []
+
+
+class NotFound(RequestRefused):
+    """There is no such message, incident, peer or key."""
+
+
+class Ambiguous(RequestRefused):
+    """The id names several things (one message id from two senders)."""
+
+
+class InvalidRequest(RequestRefused):
+    """The request's form is wrong: a query parameter, a header, a format name."""
+
+
+class InvalidBody(RequestRefused):
+    """The body parses, but a field is missing, unknown or out of range."""
+
+
+class PolicyRefused(RequestRefused):
+    """Well-formed, but a rule forbids it: the release policy, an unknown recipient, a
+    Draft alert, an expiry out of range."""
+
+
+class StateConflict(RequestRefused):
+    """The thing's current state does not allow the request."""
+
+
+class IdempotencyConflict(RequestRefused):
+    """The Idempotency-Key was used before with a different request."""
+
+
+class NoSuchForm(RequestRefused):
+    """The message has no form in the format asked for (a directory update as CAP)."""
 
 
 class XmlError(GatewayError):

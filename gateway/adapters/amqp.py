@@ -61,6 +61,15 @@ RECONNECT_MIN, RECONNECT_MAX = 0.5, 10.0
 TLS_RETRY = 30.0
 #: How often a connected consumer checks whether its certificate files were renewed.
 RENEWAL_CHECK = 2.0
+#: Local republishes in flight at most; beyond it one is skipped, logged and counted.
+LOCAL_INFLIGHT_MAX = 256
+#: What aio-pika, aiormq and the socket layer raise when a broker or the network fails:
+#: the one list of errors this module translates into ours.
+AMQP_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError, OSError, RuntimeError, TimeoutError)
+AMQP_OR_CANCELLED: tuple[type[BaseException], ...] = (*AMQP_ERRORS, asyncio.CancelledError)
+#: The library's errors and ours (already translated) together.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (TransportError, *AMQP_ERRORS)
 
 
 class AttemptIds:
@@ -119,7 +128,7 @@ async def _connect(url: str, centre: str, role: str,
     try:
         return await aio_pika.connect(url, timeout=CONNECT_TIMEOUT, ssl_context=ctx,
                                       client_properties=_client_properties(centre, role))
-    except (OSError, TimeoutError, aiormq.exceptions.AMQPError, RuntimeError) as exc:
+    except AMQP_ERRORS as exc:
         failure = classify(exc, ctx, _where(url))
         if failure is not None:
             raise failure from exc
@@ -229,7 +238,7 @@ class PeerLink:
                 await self._drop()
                 self._failed_at, self._last_error, self.connected = time.monotonic(), exc, False
                 raise
-            except (aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
+            except AMQP_ERRORS as exc:
                 await self._drop()
                 err = PublishUnknown(f"channel to {self.peer}: {exc!r}")
                 self._failed_at, self._last_error, self.connected = time.monotonic(), err, False
@@ -290,8 +299,7 @@ class PeerLink:
             raise PublishRefused(f"inbox exchange missing at {self.peer}", retryable=True) from exc
         except TimeoutError as exc:
             raise PublishUnknown(f"no confirm from {self.peer} within {self._timeout}s") from exc
-        except (aiormq.exceptions.AMQPError, OSError, RuntimeError,
-                asyncio.CancelledError) as exc:
+        except AMQP_OR_CANCELLED as exc:
             if isinstance(exc, asyncio.CancelledError) and asyncio.current_task() is not None \
                     and asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 raise
@@ -319,22 +327,32 @@ class AmqpPublisher:
         self._on_tls_failure = on_tls_failure
         self.links: dict[str, PeerLink] = {}
         self._targets: dict[str, tuple[str, TlsSection | None]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def configure(self, peers: dict[str, tuple[str, TlsSection | None]]) -> None:
         """Set each peer's inbox URL and TLS settings; a link whose URL or TLS settings
-        changed is replaced (and reconnects on its next publish)."""
+        changed is replaced (and reconnects on its next publish), and the link of a peer
+        no longer listed is closed: nothing more is published to it."""
+        for peer in [p for p in self.links if p not in peers]:
+            self._close_later(self.links.pop(peer))
+            self._targets.pop(peer, None)
+            log.info("peer_link_removed", peer=peer)
         for peer, target in peers.items():
             if self._targets.get(peer) != target:
                 old = self.links.pop(peer, None)
                 if old is not None:
-                    task = asyncio.get_running_loop().create_task(old.close())
-                    task.add_done_callback(lambda _t: None)
+                    self._close_later(old)
                 url, tls = target
                 self.links[peer] = PeerLink(centre=self._centre, peer=peer, url=url,
                                             heartbeat=self._heartbeat,
                                             publish_timeout=self._timeout, tls=tls,
                                             on_tls_failure=self._on_tls_failure)
                 self._targets[peer] = target
+
+    def _close_later(self, link: PeerLink) -> None:
+        task = asyncio.get_running_loop().create_task(link.close())
+        self._closing.add(task)  # a strong reference until it is done
+        task.add_done_callback(self._closing.discard)
 
     async def publish(self, peer: str, wire: bytes, *, message_id: str, msg_type: str) -> None:
         """See :class:`service.ports.Publisher`."""
@@ -397,6 +415,9 @@ class InboxConsumer:
         self._conn: AbstractConnection | None = None
         self._local: AbstractExchange | None = None
         self._consumer_tag: str | None = None
+        self._republishing: set[asyncio.Task[None]] = set()
+        #: Local republishes skipped because :data:`LOCAL_INFLIGHT_MAX` were in flight.
+        self.republish_skipped = 0
         self.connected = False
         self.dead_letters = 0
         self._recheck = asyncio.Event()
@@ -425,7 +446,7 @@ class InboxConsumer:
                           retry_in=self._tls_retry)
                 self._on_tls_failure("inbox", exc.reason)
                 delay = max(delay, self._tls_retry)
-            except (TransportError, aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
+            except TRANSPORT_ERRORS as exc:
                 self.last_error = repr(exc)[:300]
                 log.warning("inbox_connect_failed", error=repr(exc)[:300], retry_in=delay)
             self.connected = False
@@ -453,7 +474,7 @@ class InboxConsumer:
         while True:
             try:
                 declared = await channel.declare_queue(DEAD_QUEUE, passive=True)
-            except (aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
+            except AMQP_ERRORS as exc:
                 log.warning("dead_letter_check_failed", error=repr(exc)[:200])
                 return
             count = declared.declaration_result.message_count or 0
@@ -520,18 +541,33 @@ class InboxConsumer:
             log.warning("ack_failed", error=repr(exc)[:200])
 
     async def republish(self, wire: bytes, *, sender: str, msg_type: str, priority: str) -> None:
-        """Republish a verified message on the local exchange (confirmed, not mandatory)."""
-        exchange = self._local
-        if exchange is None:
+        """Republish a verified message on the local exchange (confirmed, not mandatory),
+        in the background: a slow ``crisisgw.local`` never holds up ingestion or the ack
+        of the inbox delivery. At most :data:`LOCAL_INFLIGHT_MAX` are in flight; beyond
+        that one is skipped and logged (the message is in the ledger and the API)."""
+        if self._local is None:
             log.warning("local_republish_skipped", reason="no channel")
             return
+        if len(self._republishing) >= LOCAL_INFLIGHT_MAX:
+            self.republish_skipped += 1
+            log.warning("local_republish_skipped", reason="backlog",
+                        in_flight=len(self._republishing))
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._republish(self._local, wire, sender=sender, msg_type=msg_type,
+                            priority=priority))
+        self._republishing.add(task)
+        task.add_done_callback(self._republishing.discard)
+
+    async def _republish(self, exchange: AbstractExchange, wire: bytes, *, sender: str,
+                         msg_type: str, priority: str) -> None:
         try:
             await exchange.publish(
                 aio_pika.Message(wire, content_type=CONTENT_TYPE, type=msg_type,
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                  message_id=ATTEMPT_IDS.next(), headers={HEADER_FROM: sender}),
                 routing_key=f"{msg_type}.{sender}.{priority}", mandatory=False, timeout=10)
-        except (aiormq.exceptions.AMQPError, OSError, RuntimeError, TimeoutError) as exc:
+        except AMQP_ERRORS as exc:
             log.warning("local_republish_failed", error=repr(exc)[:200])
 
     async def _close_conn(self) -> None:
@@ -541,6 +577,9 @@ class InboxConsumer:
         self._conn = None
 
     async def stop(self) -> None:
-        """Stop consuming and close."""
+        """Stop consuming, let local republishes in flight finish (each has a timeout),
+        and close."""
         self._stopping = True
+        if self._republishing:
+            await asyncio.wait(set(self._republishing), timeout=15)
         await self._close_conn()

@@ -100,8 +100,8 @@ async def _broadcast(sender: Any, to: list[str]) -> float:
     begin = time.perf_counter()
     message_id, _ = await sender.submitter.submit_sitrep(sub)
     while True:
-        view = await sender.ledger.message(message_id)
-        if view and all(r["state"] == "delivered" for r in view["recipients"]):
+        view = await sender.ledger.outbox.get(message_id)
+        if view and all(r.state == "delivered" for r in view.recipients):
             return time.perf_counter() - begin
         if time.perf_counter() - begin > 120:
             raise TimeoutError("broadcast not delivered within 120 s")

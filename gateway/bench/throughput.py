@@ -48,7 +48,7 @@ class Tracker:
     def watch(self, node: Node) -> None:
         """Hook the sender's ledger: every applied ``delivered`` receipt is timed."""
         apply: Callable[[IncomingReceipt, datetime], Awaitable[ReceiptOutcome]] = \
-            node.ledger.apply_receipt
+            node.ledger.receipts.apply
 
         async def timed(receipt: IncomingReceipt, now: datetime) -> ReceiptOutcome:
             outcome = await apply(receipt, now)
@@ -59,7 +59,7 @@ class Tracker:
                         fut.set_result(None)
             return outcome
 
-        node.ledger.apply_receipt = timed  # type: ignore[method-assign]
+        node.ledger.receipts.apply = timed  # type: ignore[method-assign]
 
     async def wait_for(self, count: int, within: float) -> None:
         """Until ``count`` messages in all have been delivered."""
@@ -149,7 +149,7 @@ async def sitrep_size(p: Pair) -> int:
     async with _session(1) as session:
         message_id = await Client(p, session).submit()
     await p.tracker.wait_for(len(p.tracker.delivered) + 1, 30)
-    entry = await p.b.ledger.inbox_entry(p.a.me, message_id)
+    entry = await p.b.ledger.inbox.get(p.a.me, message_id)
     assert entry is not None
     return len(entry.wire)
 

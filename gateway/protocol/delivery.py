@@ -9,7 +9,12 @@
 
 A receipt may overtake the publish confirm, so receipts apply from ``queued`` too.
 States only move forward: a late ``delivered`` after ``acknowledged`` is ignored, and
-the final states (acknowledged, rejected, expired) never change.
+the final states (acknowledged, rejected, expired) never change. One step moves back:
+when a peer sends a message again, it has not heard our receipt for it, so that
+receipt (``sent`` is its last state: receipts get no receipts) is queued again.
+
+Every change of a delivery row is one of these steps, applied by the ledger's
+``transition``; each change of state is written to the audit log.
 """
 
 from __future__ import annotations
@@ -80,6 +85,22 @@ class Delivery:
 def new_delivery(now: datetime) -> Delivery:
     """A delivery that is due immediately."""
     return Delivery(state=DeliveryState.QUEUED, attempts=0, next_attempt_at=now)
+
+
+def on_claimed(d: Delivery, lease_until: datetime) -> Delivery:
+    """Taken for sending: not due again before ``lease_until``, so it is not taken twice
+    while in flight, and is due again if the node dies before recording the outcome."""
+    if d.state is not DeliveryState.QUEUED:
+        return d
+    return replace(d, next_attempt_at=lease_until)
+
+
+def on_resend_requested(d: Delivery, now: datetime) -> Delivery:
+    """The peer sent the message this receipt answers again: it did not hear the
+    receipt, so the receipt (queued or sent) is due again at once, the same bytes."""
+    if d.state not in (DeliveryState.QUEUED, DeliveryState.SENT):
+        return d
+    return replace(d, state=DeliveryState.QUEUED, next_attempt_at=now)
 
 
 def on_confirmed(d: Delivery, now: datetime) -> Delivery:

@@ -40,8 +40,16 @@ def _parse_time(value: Any) -> datetime:
 
 
 def parse_time(value: Any) -> datetime:
-    """A wire time (§2.6) as an aware UTC datetime; ``ValueError`` when it is not one."""
+    """A wire time (§2.6) as an aware UTC datetime; ``ValueError`` when it is not one.
+
+    The inverse of :func:`format_time`, and the one way stored and wire times are read.
+    """
     return _parse_time(value)
+
+
+def parse_optional_time(value: str | None) -> datetime | None:
+    """:func:`parse_time`, passing ``None`` through (a column that may be empty)."""
+    return None if value is None else _parse_time(value)
 
 
 def format_time(value: datetime) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from gateway.errors import SubmissionError
+from gateway.errors import Ambiguous, NotFound, StateConflict
 from gateway.protocol.keys import SigningKey
 from gateway.protocol.receipts import ReceiptState, receipt_envelope
 from gateway.protocol.types import Mode, Priority
@@ -30,19 +30,18 @@ class Acknowledger:
         """Acknowledge and return the updated entry; idempotent. ``by`` is the name in the
         signed receipt; ``actor`` (default ``by``) who is recorded as acting.
 
-        Raises :class:`SubmissionError`: 404 when no such incoming message, 409 when it
+        Raises :class:`NotFound` when no such incoming message, :class:`StateConflict` when it
         was rejected, 400 when the id is ambiguous without ``sender``.
         """
-        entries = await self._ledger.find_inbox(message_id)
+        entries = await self._ledger.inbox.find(message_id)
         entries = [e for e in entries if e.type != "receipt" and (sender in (None, e.sender))]
         if not entries:
-            raise SubmissionError(404, "Not found", f"no incoming message {message_id}")
+            raise NotFound("Not found", f"no incoming message {message_id}")
         if len(entries) > 1:
-            raise SubmissionError(400, "Ambiguous", "several senders used this id; pass ?from=")
+            raise Ambiguous("Ambiguous", "several senders used this id; pass ?from=")
         entry = entries[0]
         if entry.state == ReceiptState.REJECTED.value:
-            raise SubmissionError(
-                409, "Rejected message",
+            raise StateConflict("Rejected message",
                 f"message was rejected ({entry.reason}); it cannot be acknowledged")
         if entry.state == ReceiptState.DELIVERED.value:
             now = self._clock.now()
@@ -52,9 +51,9 @@ class Acknowledger:
                     message_id=entry.id, digest=entry.digest, state=ReceiptState.ACKNOWLEDGED,
                     now=now, mode=Mode(entry.mode), priority=Priority(entry.priority), by=by),
                 self._key, (entry.sender,), answers=(entry.sender, entry.id))
-            if await self._ledger.acknowledge(entry.sender, entry.id, by, receipt, now,
+            if await self._ledger.inbox.acknowledge(entry.sender, entry.id, by, receipt, now,
                                               actor=actor):
                 self._on_receipt_queued()
-        updated = await self._ledger.inbox_entry(entry.sender, entry.id)
+        updated = await self._ledger.inbox.get(entry.sender, entry.id)
         assert updated is not None
         return updated

@@ -14,25 +14,22 @@ from typing import Any
 from gateway.formats.spreadsheet import to_csv
 from gateway.protocol.commcheck import COMMCHECK_TYPE, CommCheck
 from gateway.protocol.messages import CommCheckEnvelope
-from gateway.protocol.types import Mode, Priority, Tlp
+from gateway.protocol.types import Mode, Priority, Tlp, parse_optional_time
 from gateway.service.submit import Submitter
 
 CSV_COLUMNS = ("check_id", "started", "requested_by", "peer", "reached", "round_trip_s",
                "receipt_verified", "confirmed_after_s", "confirmed_by", "failure")
 
 
-def _dt(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
-
 
 def _seconds(start: str | None, end: str | None) -> float | None:
-    a, b = _dt(start), _dt(end)
+    a, b = parse_optional_time(start), parse_optional_time(end)
     return None if a is None or b is None else round((b - a).total_seconds(), 3)
 
 
 def quarter(value: str) -> str:
     """The calendar quarter of an RFC 3339 time, e.g. ``2026-Q4``."""
-    when = _dt(value)
+    when = parse_optional_time(value)
     assert when is not None
     return f"{when.year}-Q{(when.month - 1) // 3 + 1}"
 
@@ -49,7 +46,7 @@ def report(view: dict[str, Any], now: datetime, *, wait: timedelta = timedelta(m
                 if r["state"] in ("delivered", "acknowledged")}
     acks = {r["issuer"]: r for r in view.get("receipts", []) if r["state"] == "acknowledged"}
     started = view["created"]
-    pending = now < (_dt(started) or now) + wait
+    pending = now < (parse_optional_time(started) or now) + wait
     peers = []
     for r in view["recipients"]:
         reached = r["state"] in ("delivered", "acknowledged")

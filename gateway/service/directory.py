@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from gateway.config import PeerSection
-from gateway.errors import SubmissionError
+from gateway.errors import PolicyRefused
 from gateway.protocol.types import CENTRE_ID_PATTERN
 
 _CENTRE_RE = re.compile(CENTRE_ID_PATTERN)
@@ -38,7 +38,7 @@ class Directory:
     def resolve(self, names: Iterable[str]) -> tuple[str, ...]:
         """Expand centre ids and group names into distinct active peer ids, in order.
 
-        Raises :class:`SubmissionError` (422) naming every unknown or suspended
+        Raises :class:`PolicyRefused` naming every unknown or suspended
         recipient; our own centre id is refused as well.
         """
         return tuple(self.resolve_routes(names))
@@ -74,8 +74,8 @@ class Directory:
                     via[m] = None if name == m else name
         if errors:
             names_text = ", ".join(str(e["msg"]) for e in errors)
-            raise SubmissionError(422, "Unknown recipient", names_text, errors)
+            raise PolicyRefused("Unknown recipient", names_text, errors)
         if not out:
-            raise SubmissionError(422, "No recipient", "the recipient list is empty",
+            raise PolicyRefused("No recipient", "the recipient list is empty",
                                   [{"loc": ["to"], "msg": "no recipient"}])
         return {m: via[m] for m in out}

@@ -12,14 +12,21 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 import structlog
 
 from gateway import failpoints
 from gateway.errors import GatewayError, PublishRefused, PublishUnknown
-from gateway.protocol.delivery import Delivery, RetryPolicy, on_confirmed, on_failed
+from gateway.protocol.delivery import (
+    Delivery,
+    DeliveryState,
+    RetryPolicy,
+    on_confirmed,
+    on_expiry,
+    on_failed,
+)
 from gateway.service.ports import Clock, DueDelivery, Ledger, Publisher
 
 log = structlog.get_logger("crisisgw.dispatch")
@@ -60,13 +67,15 @@ class Dispatcher:
     async def run(self) -> None:
         """Loop until cancelled; ledger errors are logged and retried after a pause."""
         while True:
+            # Cleared before the tick: a wake() while it runs is for work it may not have
+            # seen, so the wait below returns at once.
+            self._wake.clear()
             try:
                 idle = await self._tick()
             except GatewayError as exc:
                 log.error("dispatch_tick_failed", error=str(exc))
                 idle = 1.0
             if idle > 0:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=idle)
 
@@ -74,21 +83,35 @@ class Dispatcher:
         now = self._clock.now()
         if now - self._last_sweep >= EXPIRY_SWEEP:
             self._last_sweep = now
-            for message_id, peer in await self._ledger.expire(now):
+            # Not those in flight: a publish under way may yet be confirmed, and then
+            # the message is in the peer's inbox (sent, awaiting its receipt).
+            for message_id, peer in await self._ledger.outbox.expire(now,
+                                                                      frozenset(self._inflight)):
                 log.warning("delivery_expired", message_id=message_id, peer=peer)
                 self._on_outcome(peer, "", "expired")
         full = frozenset(p for p, n in self._per_peer.items() if n >= self._window)
-        due = await self._ledger.claim(now, BATCH, now + self._lease, self._suspended() | full)
+        due = await self._ledger.outbox.claim(now, BATCH, now + self._lease,
+                                              self._suspended() | full)
         for d in due:
             key = (d.message_id, d.recipient)
             if key in self._inflight:
                 continue  # its lease ran out while it waited for its window: already on its way
+            if d.expires <= now:  # expired since the last sweep: never resent (§6)
+                await self._expire_one(d, now)
+                continue
             self._inflight.add(key)
             self._per_peer[d.recipient] = self._per_peer.get(d.recipient, 0) + 1
             task = asyncio.create_task(self._send(d))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return 0.0 if len(due) >= BATCH else IDLE_POLL
+
+    async def _expire_one(self, d: DueDelivery, now: datetime) -> None:
+        after = await self._ledger.outbox.transition(
+            d.message_id, d.recipient, partial(on_expiry, now=now, expires=d.expires))
+        if after is not None and after.state is DeliveryState.EXPIRED:
+            log.warning("delivery_expired", message_id=d.message_id, peer=d.recipient)
+            self._on_outcome(d.recipient, "", "expired")
 
     async def _send(self, d: DueDelivery) -> None:
         key = (d.message_id, d.recipient)
@@ -97,7 +120,7 @@ class Dispatcher:
             with bound:
                 async with self._window_for(d.recipient):
                     step = await self._publish(d)
-                await self._ledger.transition(d.message_id, d.recipient, step)
+                await self._ledger.outbox.transition(d.message_id, d.recipient, step)
         except GatewayError as exc:
             log.error("delivery_record_failed", error=str(exc))
         finally:
@@ -132,3 +155,5 @@ class Dispatcher:
             _, pending = await asyncio.wait(self._tasks, timeout=5)
             for t in pending:
                 t.cancel()
+            if pending:
+                await asyncio.wait(pending)

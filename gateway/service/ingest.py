@@ -146,7 +146,7 @@ class Receiver:
             mode=mode, tlp=str(raw.get("tlp"))[:16], incident=incident and incident[:64],
             created=created, expires=expires, digest=verified.digest, wire=body,
             received_at=now, state=state.value, reason=reason, detail=detail)
-        outcome, stored_state = await self._ledger.ingest(entry, receipt, now)
+        outcome, stored_state = await self._ledger.inbox.ingest(entry, receipt, now)
         return await self._after(outcome, verified, body, amqp_user, stored_state)
 
     async def _key_update(self, verified: Verified, envelope: KeyUpdateEnvelope, body: bytes,
@@ -209,7 +209,7 @@ class Receiver:
         env = admitted.envelope
         assert isinstance(env, ReceiptEnvelope)
         r = env.body
-        outcome = await self._ledger.apply_receipt(IncomingReceipt(
+        outcome = await self._ledger.receipts.apply(IncomingReceipt(
             issuer=verified.sender, id=env.id, message_id=r.message_id,
             message_sha256=r.message_sha256, state=r.state.value, reason=r.reason, at=r.at,
             wire=body), now)
@@ -234,7 +234,7 @@ class Receiver:
             claimed_id = _claims(body, None)[1]
         log.warning("security_event", reason=reason, detail=detail, amqp_user=amqp_user,
                     claimed_sender=claimed, claimed_id=claimed_id)
-        await self._ledger.record_security_event(SecurityEvent(
+        await self._ledger.security.record(SecurityEvent(
             at=self._clock.now(), reason=reason, detail=detail, claimed_sender=claimed,
             claimed_id=claimed_id, amqp_user=amqp_user, payload=body))
         self._on_outcome("security", reason)

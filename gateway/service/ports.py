@@ -1,16 +1,45 @@
-"""Ports: what the services need from the outside, as typing.Protocols, and the records
-that cross them. Adapters implement these; tests may substitute in-memory versions.
+"""Ports: what the services need from the outside, as typing.Protocols. The records that
+cross them are in :mod:`gateway.service.records`. Adapters implement these (the SQLite
+ledger in :mod:`gateway.adapters.sqlite`); tests may substitute in-memory versions.
+
+The ledger is one store per concern (outbox, inbox, receipts, audit, directory,
+security events, console sessions, incident threads), each small and typed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 from gateway.protocol.delivery import Delivery
+from gateway.protocol.directory import ContactPoint
+from gateway.service.incidents import ThreadItem
+from gateway.service.records import (
+    AuditEntry,
+    DueDelivery,
+    IdempotencyKey,
+    InboxEntry,
+    IncomingReceipt,
+    IngestOutcome,
+    LedgerStats,
+    OutgoingMessage,
+    OutgoingView,
+    ReceiptOutcome,
+    SecurityEvent,
+    SecurityEventView,
+    SessionRecord,
+    StoredDirectory,
+    StoredReceipt,
+    SuppressedCount,
+)
+
+__all__ = [  # the records are named here too: services import ports and records alike
+    "AuditEntry", "Clock", "DueDelivery", "IdempotencyKey", "InboxEntry", "IncomingReceipt",
+    "IngestOutcome", "LedgerStats", "OutgoingMessage", "OutgoingView", "ReceiptOutcome",
+    "SecurityEvent", "SecurityEventView", "SessionRecord", "StoredDirectory", "StoredReceipt",
+    "SuppressedCount",
+]
 
 
 class Clock(Protocol):
@@ -21,116 +50,8 @@ class Clock(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingMessage:
-    """A sealed message ready for the outbox, with its recipients."""
-
-    id: str
-    type: str
-    created: datetime
-    expires: datetime
-    priority: str
-    mode: str
-    tlp: str
-    incident: str | None
-    digest: str
-    wire: bytes
-    recipients: tuple[str, ...]
-    #: For receipts: (sender, message id) of the inbox message this receipt answers.
-    answers: tuple[str, str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyKey:
-    """A client's Idempotency-Key and the hash of the request it came with."""
-
-    client: str
-    key: str
-    request_sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class DueDelivery:
-    """A delivery whose next attempt is due."""
-
-    message_id: str
-    recipient: str
-    type: str
-    wire: bytes
-    expires: datetime
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class InboxEntry:
-    """An incoming message (accepted or rejected) as recorded by the receiver."""
-
-    sender: str
-    id: str
-    type: str
-    priority: str
-    mode: str
-    tlp: str
-    incident: str | None
-    created: datetime | None
-    expires: datetime | None
-    digest: str
-    wire: bytes
-    received_at: datetime
-    state: str
-    reason: str | None = None
-    detail: str | None = None
-    acknowledged_at: datetime | None = None
-    acknowledged_by: str | None = None
-
-
-class IngestOutcome(StrEnum):
-    """What the ledger did with an incoming message."""
-
-    NEW = "new"
-    DUPLICATE = "duplicate"
-    CONFLICT = "conflict"
-
-
-class ReceiptOutcome(StrEnum):
-    """What the ledger did with an incoming receipt."""
-
-    APPLIED = "applied"
-    DUPLICATE = "duplicate"
-    UNEXPECTED = "unexpected"
-    #: For a message we sent, but dated before that message was created.
-    IMPLAUSIBLE = "implausible"
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingReceipt:
-    """A verified receipt from ``issuer`` about one of our messages."""
-
-    issuer: str
-    id: str
-    message_id: str
-    message_sha256: str
-    state: str
-    reason: str | None
-    at: datetime
-    wire: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SecurityEvent:
-    """Input refused without a receipt: unauthenticated, forged or malformed."""
-
-    at: datetime
-    reason: str
-    detail: str
-    claimed_sender: str | None
-    claimed_id: str | None
-    amqp_user: str | None
-    payload: bytes
-
-
-class Ledger(Protocol):
-    """Durable state of a node. Every method is atomic: all of it or nothing."""
+class OutboxStore(Protocol):
+    """Our messages and their deliveries, one per recipient."""
 
     async def submit(
         self, message: OutgoingMessage, idempotency: IdempotencyKey | None, now: datetime
@@ -138,7 +59,7 @@ class Ledger(Protocol):
         """Store a message and one queued delivery per recipient.
 
         Returns (message id, created). With an idempotency key seen before, returns the
-        earlier id and False; raises SubmissionError(422) if the key came with another
+        earlier id and False; raises IdempotencyConflict if the key came with another
         request.
         """
         ...
@@ -162,9 +83,24 @@ class Ledger(Protocol):
         """Apply a pure state step to one delivery; None when there is no such row."""
         ...
 
-    async def expire(self, now: datetime) -> list[tuple[str, str]]:
-        """Expire queued deliveries whose message has expired; returns (id, recipient)."""
+    async def expire(self, now: datetime,
+                     exclude: frozenset[tuple[str, str]] = frozenset()) -> list[tuple[str, str]]:
+        """Expire queued deliveries whose message has expired, except the (message,
+        recipient) pairs in ``exclude`` (in flight); returns the (id, recipient) pairs."""
         ...
+
+    async def get(self, message_id: str) -> OutgoingView | None:
+        """One of our messages (receipts too) with its recipients' states."""
+        ...
+
+    async def list(self, filters: Mapping[str, str], limit: int) -> list[OutgoingView]:
+        """Our messages (not receipts), newest first, filtered by type, incident, state,
+        peer or ``since``."""
+        ...
+
+
+class InboxStore(Protocol):
+    """Messages peers sent us, accepted or rejected."""
 
     async def ingest(
         self, entry: InboxEntry, receipt: OutgoingMessage | None, now: datetime
@@ -178,11 +114,11 @@ class Ledger(Protocol):
         """
         ...
 
-    async def inbox_entry(self, sender: str, message_id: str) -> InboxEntry | None:
+    async def get(self, sender: str, message_id: str) -> InboxEntry | None:
         """One incoming message."""
         ...
 
-    async def find_inbox(self, message_id: str) -> list[InboxEntry]:
+    async def find(self, message_id: str) -> list[InboxEntry]:
         """Incoming messages with this id (one per sender)."""
         ...
 
@@ -195,72 +131,144 @@ class Ledger(Protocol):
         audit entry's actor; ``by`` (the name the receipt carries) is data."""
         ...
 
-    async def apply_receipt(self, receipt: IncomingReceipt, now: datetime) -> ReceiptOutcome:
+    async def list(self, filters: Mapping[str, str], limit: int) -> list[InboxEntry]:
+        """Incoming messages, newest first."""
+        ...
+
+
+class ReceiptStore(Protocol):
+    """Signed receipts peers sent about our messages."""
+
+    async def apply(self, receipt: IncomingReceipt, now: datetime) -> ReceiptOutcome:
         """Store a verified receipt as evidence and move the delivery it concerns."""
         ...
 
-    async def record_security_event(self, event: SecurityEvent) -> None:
-        """Keep a refused input for the operators."""
+    async def for_message(self, message_id: str) -> list[StoredReceipt]:
+        """Signed receipts received for one of our messages, oldest first."""
         ...
 
-    async def store_directory(self, centre: str, message_id: str, created: datetime,
-                              entries: list[dict[str, Any]], now: datetime) -> bool:
-        """Keep a centre's contact points if newer than what is held."""
+
+class AuditStore(Protocol):
+    """The hash-chained audit log and its signed checkpoints."""
+
+    async def record(self, actor: str, action: str, target: str, detail: str,
+                     at: datetime) -> None:
+        """Append an operator, peer or key action (``action`` is ``noun.verb``)."""
         ...
 
-    async def directories(self) -> dict[str, dict[str, Any]]:
-        """Every peer's latest contact points."""
-        ...
-
-    async def audit(self, actor: str, action: str, target: str, detail: str,
-                    at: datetime) -> None:
-        """Append an operator, peer or key action to the hash-chained audit log."""
-        ...
-
-    async def audit_entries(self, limit: int = 100, kind: str | None = None,
-                            subject: str | None = None) -> list[dict[str, Any]]:
-        """The most recent audit-log entries, newest first (optionally one kind/subject)."""
+    async def entries(self, limit: int = 100, kind: str | None = None,
+                      subject: str | None = None) -> list[AuditEntry]:
+        """The most recent entries, newest first (optionally one kind or subject)."""
         ...
 
     async def checkpoint(self, sign: Callable[[int, str], bytes], *,
                          force: bool = False) -> bytes | None:
-        """Sign the audit chain's head with ``sign(seq, head)`` and keep it."""
+        """Sign the chain's head with ``sign(seq, head)`` and keep it."""
         ...
 
     async def latest_checkpoint(self) -> bytes | None:
-        """The most recent signed checkpoint of the audit chain, if any."""
+        """The most recent signed checkpoint, if any."""
         ...
 
-    async def security_events(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The most recent security events, newest first (without payloads)."""
+
+class DirectoryStore(Protocol):
+    """Every peer's latest contact points."""
+
+    async def store(self, centre: str, message_id: str, created: datetime,
+                    entries: Sequence[ContactPoint], now: datetime) -> bool:
+        """Keep a centre's contact points if newer than what is held; True if kept."""
         ...
 
-    async def suppressed_security_events(self) -> list[dict[str, Any]]:
-        """Security events counted, not stored one by one, per publisher, day and reason."""
+    async def all(self) -> dict[str, StoredDirectory]:
+        """Every centre's latest contact points, by centre."""
         ...
 
-    async def message(self, message_id: str) -> dict[str, Any] | None:
-        """An outgoing message with its recipients' states, for the API."""
+
+class SecurityStore(Protocol):
+    """Inputs refused without a receipt, bounded per publisher and day."""
+
+    async def record(self, event: SecurityEvent) -> None:
+        """Keep a refused input for the operators (or count it, over the quota)."""
         ...
 
-    async def messages(self, filters: dict[str, str], limit: int) -> list[dict[str, Any]]:
-        """Outgoing messages, newest first, filtered by type, incident, state or peer."""
+    async def recent(self, limit: int = 100) -> list[SecurityEventView]:
+        """The most recent events, newest first (without payloads)."""
         ...
 
-    async def inbox(self, filters: dict[str, str], limit: int) -> list[InboxEntry]:
-        """Incoming messages, newest first."""
+    async def suppressed(self) -> list[SuppressedCount]:
+        """Events counted, not stored one by one, per publisher, day and reason."""
         ...
 
-    async def receipts_for(self, message_id: str) -> list[dict[str, Any]]:
-        """Signed receipts received for one of our messages (evidence)."""
+
+class SessionStore(Protocol):
+    """Console sessions that outlive a restart (kept under their token's digest)."""
+
+    async def save(self, digest: str, session: SessionRecord) -> None:
+        """Keep one session."""
         ...
 
-    async def stats(self) -> dict[str, Any]:
+    async def drop(self, digest: str) -> None:
+        """Forget one session."""
+        ...
+
+    async def load(self, now: float) -> dict[str, SessionRecord]:
+        """Every session not expired at ``now`` (epoch seconds), by digest."""
+        ...
+
+
+class IncidentStore(Protocol):
+    """The messages that make up incident threads."""
+
+    async def thread_items(self, incident: str | None) -> list[ThreadItem]:
+        """Every non-receipt message on ``incident`` (None: on any incident)."""
+        ...
+
+
+class Ledger(Protocol):
+    """Durable state of a node, one store per concern. Every store method is atomic."""
+
+    @property
+    def outbox(self) -> OutboxStore:
+        """Our messages and deliveries."""
+        ...
+
+    @property
+    def inbox(self) -> InboxStore:
+        """Messages peers sent us."""
+        ...
+
+    @property
+    def receipts(self) -> ReceiptStore:
+        """Receipts about our messages."""
+        ...
+
+    @property
+    def audit(self) -> AuditStore:
+        """The audit log."""
+        ...
+
+    @property
+    def directory(self) -> DirectoryStore:
+        """Peers' contact points."""
+        ...
+
+    @property
+    def security(self) -> SecurityStore:
+        """Security events."""
+        ...
+
+    @property
+    def sessions(self) -> SessionStore:
+        """Console sessions."""
+        ...
+
+    @property
+    def incidents(self) -> IncidentStore:
+        """Incident threads."""
+        ...
+
+    async def stats(self) -> LedgerStats:
         """Counters for /metrics and /readyz: backlog per peer, security events."""
-        ...
-
-    async def close(self) -> None:
-        """Flush and close."""
         ...
 
 
@@ -282,5 +290,3 @@ class LocalFanout(Protocol):
         """Best effort with confirms; failures are logged, never block ingestion."""
         ...
 
-
-PeerIds = Sequence[str]

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from gateway import failpoints
 from gateway.config import PolicySection
-from gateway.errors import SubmissionError
+from gateway.errors import PolicyRefused
 from gateway.protocol.alert import (
     Alert,
     alert_json,
@@ -33,6 +33,7 @@ from gateway.protocol.types import (
     Priority,
     Tlp,
     UtcTime,
+    parse_time,
 )
 from gateway.service.directory import Directory
 from gateway.service.policy import check_outgoing
@@ -88,7 +89,7 @@ def outgoing(envelope: dict[str, Any], key: SigningKey, recipients: tuple[str, .
     sealed = seal(envelope, key)
     return OutgoingMessage(
         id=envelope["id"], type=envelope["type"],
-        created=_parse(envelope["created"]), expires=_parse(envelope["expires"]),
+        created=parse_time(envelope["created"]), expires=parse_time(envelope["expires"]),
         priority=envelope["priority"], mode=envelope["mode"], tlp=envelope["tlp"],
         incident=envelope.get("incident"), digest=sealed.digest, wire=sealed.wire,
         recipients=recipients, answers=answers,
@@ -97,10 +98,6 @@ def outgoing(envelope: dict[str, Any], key: SigningKey, recipients: tuple[str, .
 
 def _to_ms(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
-
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class Submitter:
@@ -127,7 +124,7 @@ class Submitter:
     ) -> tuple[str, bool]:
         """Store the sitrep for every recipient; returns (id, created).
 
-        Raises :class:`SubmissionError` (422) for unknown recipients or a bad expiry.
+        Raises :class:`PolicyRefused` for unknown recipients or a bad expiry.
         The message is durable when this returns.
         """
         return await self.submit_body(
@@ -141,17 +138,16 @@ class Submitter:
     ) -> tuple[str, bool]:
         """Store a CAP alert for every recipient; see :meth:`submit_sitrep`.
 
-        Raises :class:`SubmissionError` (422) for a Draft alert, or a ``mode`` that
+        Raises :class:`PolicyRefused` for a Draft alert, or a ``mode`` that
         contradicts the alert's status.
         """
         try:
             mode = mode_for_status(sub.alert.status)
         except ValueError as exc:
-            raise SubmissionError(422, "Draft alert", str(exc),
+            raise PolicyRefused("Draft alert", str(exc),
                                   [{"loc": ["alert", "status"], "msg": str(exc)}]) from exc
         if sub.mode is not None and sub.mode != mode:
-            raise SubmissionError(
-                422, "Mode contradicts status",
+            raise PolicyRefused("Mode contradicts status",
                 f"CAP status {sub.alert.status} means mode {mode}, not {sub.mode}",
                 [{"loc": ["mode"], "msg": "contradicts alert.status"}])
         return await self.submit_body(
@@ -169,7 +165,7 @@ class Submitter:
     ) -> tuple[str, bool]:
         """Address, seal and store any message type; see :meth:`submit_sitrep`.
 
-        Raises :class:`SubmissionError` (422) naming the rule when the release policy
+        Raises :class:`PolicyRefused` naming the rule when the release policy
         refuses a recipient.
         """
         routes = self._directory.resolve_routes(to)
@@ -177,16 +173,15 @@ class Submitter:
                                     tlp=Tlp(tlp).value, mode=Mode(mode).value,
                                     releasable=releasable)
         if violations:
-            raise SubmissionError(
-                422, "Release policy", "; ".join(f"{v.rule}: {v.detail}" for v in violations),
+            raise PolicyRefused(
+                "Release policy", "; ".join(f"{v.rule}: {v.detail}" for v in violations),
                 [{"loc": ["to"], "msg": f"{v.rule}: {v.detail}", "rule": v.rule,
                   "peer": v.peer} for v in violations])
         recipients = tuple(routes)
         now = _to_ms(self._clock.now())  # the wire carries milliseconds: decide on what is sent
         expiry = _to_ms(expires or now + self._ttl)
         if expiry <= now or expiry - now > MAX_LIFETIME:
-            raise SubmissionError(
-                422, "Invalid expiry", f"expires must be in the future and within "
+            raise PolicyRefused("Invalid expiry", f"expires must be in the future and within "
                 f"{MAX_LIFETIME.days} days", [{"loc": ["expires"], "msg": "out of range"}])
         # Validate the whole envelope as a receiver will: never sign what peers refuse.
         envelope = model.model_validate({
@@ -200,6 +195,6 @@ class Submitter:
         wire_env["body"] = body_json
         message = outgoing(wire_env, self._key, recipients)
         failpoints.hit("submit.before_commit")
-        result = await self._ledger.submit(message, idempotency, now)
+        result = await self._ledger.outbox.submit(message, idempotency, now)
         self._on_submitted()
         return result

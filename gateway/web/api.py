@@ -9,35 +9,48 @@ import hmac
 import json
 import re
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.adapters.sqlite_incidents import load_thread_items
-from gateway.errors import ConfigError, SubmissionError
+from gateway.errors import ConfigError, InvalidBody, InvalidRequest, NotFound
+from gateway.formats.cap import parse_cap
 from gateway.protocol import ijson
-from gateway.protocol.canonical import canonical_bytes
+from gateway.protocol.keys import fingerprint, public_key_from_text
 from gateway.protocol.sitrep import PLAIN_TEXT
 from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN, format_time
 from gateway.service import contacts
 from gateway.service.commcheck import history_csv, history_html
 from gateway.service.commcheck import report as commcheck_report
 from gateway.service.incidents import build_thread, summarise_incidents, timeline_csv
-from gateway.service.ports import IdempotencyKey, InboxEntry
+from gateway.service.node import NodeApi
+from gateway.service.ports import IdempotencyKey
 from gateway.service.submit import AlertSubmission, SitrepSubmission
 from gateway.web.console import setup_console
 from gateway.web.console.views import console_middleware, overdue_counts
 from gateway.web.exports import render
 from gateway.web.limits import read_deadline
 from gateway.web.openapi import openapi_document
-from gateway.web.problems import problem, problem_middleware
+from gateway.web.problems import (
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    problem,
+    problem_middleware,
+)
+from gateway.web.shapes import (
+    audit_json,
+    directory_json,
+    inbox_view,
+    message_json,
+    receipt_json,
+    security_json,
+    stored_message,
+)
 
-if TYPE_CHECKING:
-    from gateway.app import Node
-
-NODE: web.AppKey[Node] = web.AppKey("node")
+NODE: web.AppKey[NodeApi] = web.AppKey("node")
 log = structlog.get_logger("crisisgw.api")
 CLIENT: web.RequestKey[str] = web.RequestKey("client", str)
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/v1/openapi.json"})
@@ -45,7 +58,7 @@ MAX_IDEMPOTENCY_KEY = 200
 MAX_LIMIT = 1000
 
 
-def _token_client(node: Node, header: str | None) -> tuple[str, frozenset[str]] | None:
+def _token_client(node: NodeApi, header: str | None) -> tuple[str, frozenset[str]] | None:
     """The client a bearer token belongs to, and its scopes (constant-time comparison)."""
     if not header or not header.startswith("Bearer "):
         return None
@@ -98,7 +111,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
 async def _read_json(request: web.Request) -> tuple[Any, bytes]:
     ctype = request.content_type
     if ctype != "application/json":
-        raise SubmissionError(415, "Unsupported media type",
+        raise UnsupportedMediaType("Unsupported media type",
                               f"send application/json, not {ctype or 'nothing'}")
     raw = await _read_body(request)
     return ijson.loads(raw), raw
@@ -108,17 +121,17 @@ async def _read_body(request: web.Request) -> bytes:
     node = request.app[NODE]
     limit = node.settings.api.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise SubmissionError(413, "Payload too large", f"the limit is {limit} bytes")
+        raise PayloadTooLarge("Payload too large", f"the limit is {limit} bytes")
     body = bytearray()
     try:
         async with read_deadline(node.settings.api.body_seconds):
             async for chunk in request.content.iter_chunked(64 * 1024):
                 body.extend(chunk)
                 if len(body) > limit:
-                    raise SubmissionError(413, "Payload too large",
+                    raise PayloadTooLarge("Payload too large",
                                           f"the limit is {limit} bytes")
     except TimeoutError as exc:
-        raise SubmissionError(408, "Request timeout",
+        raise RequestTimeout("Request timeout",
                               f"the body did not arrive within "
                               f"{node.settings.api.body_seconds:g} s") from exc
     return bytes(body)
@@ -129,7 +142,7 @@ def _idempotency(request: web.Request, raw: bytes) -> IdempotencyKey | None:
     if key is None:
         return None
     if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-        raise SubmissionError(400, "Bad Idempotency-Key", f"1 to {MAX_IDEMPOTENCY_KEY} characters")
+        raise InvalidRequest("Bad Idempotency-Key", f"1 to {MAX_IDEMPOTENCY_KEY} characters")
     return IdempotencyKey(client=request[CLIENT], key=key,
                           request_sha256=request_digest(request, raw))
 
@@ -144,7 +157,7 @@ def request_digest(request: web.Request, raw: bytes) -> str:
     return hashlib.sha256(head + b"\n" + raw).hexdigest()
 
 
-def _accepted(node: Node, msg_type: str, message_id: str, created: bool) -> web.Response:
+def _accepted(node: NodeApi, msg_type: str, message_id: str, created: bool) -> web.Response:
     if created:
         node.metrics.submitted.labels(msg_type).inc()
     headers = {"Location": f"/v1/messages/{message_id}"}
@@ -174,7 +187,6 @@ async def post_alert(request: web.Request) -> web.Response:
     """
     node = request.app[NODE]
     if request.content_type in CAP_MEDIA_TYPES:
-        from gateway.formats.cap import parse_cap  # noqa: PLC0415 - lxml only when needed
 
         raw = await _read_body(request)
         alert = parse_cap(raw)
@@ -189,41 +201,11 @@ async def post_alert(request: web.Request) -> web.Response:
     return _accepted(node, "alert", message_id, created)
 
 
-def inbox_view(entry: InboxEntry) -> dict[str, Any]:
-    """An incoming message as the API shows it."""
-    signed = json.loads(entry.wire)
-    envelope = signed.get("envelope", {})
-    return {
-        "id": entry.id, "from": entry.sender, "type": entry.type, "priority": entry.priority,
-        "mode": entry.mode, "tlp": entry.tlp, "incident": entry.incident,
-        "created": envelope.get("created"), "expires": envelope.get("expires"),
-        "received_at": format_time(entry.received_at), "state": entry.state,
-        "reason": entry.reason, "detail": entry.detail,
-        "acknowledged_at": entry.acknowledged_at and format_time(entry.acknowledged_at),
-        "acknowledged_by": entry.acknowledged_by, "sha256": entry.digest,
-        "body": envelope.get("body"), "envelope": envelope, "signature": signed.get("signature"),
-    }
-
-
 def _message_id(request: web.Request) -> str:
     value = request.match_info["id"]
     if not re.fullmatch(UUID_PATTERN, value):
-        raise SubmissionError(404, "Not found", "message ids are lower-case UUIDs")
+        raise NotFound("Not found", "message ids are lower-case UUIDs")
     return value
-
-
-async def stored_message(node: Node, message_id: str) -> tuple[
-        str, dict[str, Any], bytes, list[dict[str, Any]]] | None:
-    """(direction, view, signed wire bytes, receipts) of one of our messages or of an
-    incoming one; None when there is no such message."""
-    view = await node.ledger.message(message_id)
-    if view is not None:
-        wire = canonical_bytes({"envelope": view["envelope"], "signature": view["signature"]})
-        return "out", view, wire, await node.ledger.receipts_for(message_id)
-    entries = [e for e in await node.ledger.find_inbox(message_id) if e.type != "receipt"]
-    if not entries:
-        return None
-    return "in", inbox_view(entries[0]), entries[0].wire, []
 
 
 async def get_message(request: web.Request) -> web.Response:
@@ -232,7 +214,7 @@ async def get_message(request: web.Request) -> web.Response:
     message_id = _message_id(request)
     found = await stored_message(node, message_id)
     if found is None:
-        raise SubmissionError(404, "Not found", f"no message {message_id}")
+        raise NotFound("Not found", f"no message {message_id}")
     direction, view, wire, receipts = found
     fmt = request.query.get("format", "json")
     if fmt != "json":
@@ -246,20 +228,20 @@ def _filters(request: web.Request, allowed: tuple[str, ...]) -> tuple[dict[str, 
     filters = {k: v for k, v in request.query.items() if k in allowed}
     unknown = sorted(set(request.query) - set(allowed) - {"limit"})
     if unknown:
-        raise SubmissionError(400, "Unknown filter", f"unknown query parameters: {unknown}",
+        raise InvalidRequest("Unknown filter", f"unknown query parameters: {unknown}",
                               [{"loc": ["query", u], "msg": "unknown parameter"} for u in unknown])
     try:
         limit = int(request.query.get("limit", "100"))
     except ValueError as exc:
-        raise SubmissionError(400, "Bad limit", "limit must be an integer") from exc
+        raise InvalidRequest("Bad limit", "limit must be an integer") from exc
     return filters, max(1, min(limit, MAX_LIMIT))
 
 
 async def list_messages(request: web.Request) -> web.Response:
     """GET /v1/messages?type=&incident=&state=&peer=&since=&limit="""
     filters, limit = _filters(request, ("type", "incident", "state", "peer", "since"))
-    items = await request.app[NODE].ledger.messages(filters, limit)
-    return web.json_response({"items": items})
+    items = await request.app[NODE].ledger.outbox.list(filters, limit)
+    return web.json_response({"items": [message_json(m) for m in items]})
 
 
 async def get_inbox(request: web.Request) -> web.Response:
@@ -267,7 +249,7 @@ async def get_inbox(request: web.Request) -> web.Response:
     filters, limit = _filters(request, ("from", "type", "incident", "state", "priority"))
     if "from" in filters:
         filters["sender"] = filters.pop("from")
-    entries = await request.app[NODE].ledger.inbox(filters, limit)
+    entries = await request.app[NODE].ledger.inbox.list(filters, limit)
     return web.json_response({"items": [inbox_view(e) for e in entries]})
 
 
@@ -287,14 +269,13 @@ async def post_ack(request: web.Request) -> web.Response:
 
 async def get_peers(request: web.Request) -> web.Response:
     """GET /v1/peers: configured peers, their keys and link state."""
-    from gateway.protocol.keys import fingerprint, public_key_from_text  # noqa: PLC0415
 
     node = request.app[NODE]
     stats = await node.ledger.stats()
     peers = []
     for p in node.settings.peers:
-        link = node.publisher.links.get(p.id)
-        backlog = stats["backlog"]
+        link = node.peer_links().get(p.id)
+        backlog = stats.backlog
         peers.append({
             "id": p.id, "name": p.name, "country": p.country, "groups": list(p.groups),
             "suspended": p.suspended, "link_up": bool(link and link.connected),
@@ -304,7 +285,7 @@ async def get_peers(request: web.Request) -> web.Response:
             "keys": [{"kid": k.kid, "fingerprint": fingerprint(public_key_from_text(k.public_key)),
                       "not_after": k.not_after and format_time(k.not_after), "revoked": k.revoked}
                      for k in p.keys],
-            "backlog": backlog.get(p.id, {}).get("count", 0),
+            "backlog": backlog[p.id].count if p.id in backlog else 0,
         })
     return web.json_response({"me": node.me, "peers": peers})
 
@@ -313,31 +294,32 @@ async def get_security_events(request: web.Request) -> web.Response:
     """GET /v1/security-events: refused unauthenticated, forged or malformed input."""
     _, limit = _filters(request, ())
     ledger = request.app[NODE].ledger
-    events = await ledger.security_events(limit)
-    return web.json_response({"items": events,
-                              "suppressed": await ledger.suppressed_security_events()})
+    events = await ledger.security.recent(limit)
+    return web.json_response({"items": [security_json(e) for e in events],
+                              "suppressed": [security_json(c) for c in
+                                             await ledger.security.suppressed()]})
 
 
 def _incident_id(request: web.Request) -> str:
     value = request.match_info["id"]
     if not re.fullmatch(INCIDENT_ID_PATTERN, value):
-        raise SubmissionError(404, "Not found", "not an incident id")
+        raise NotFound("Not found", "not an incident id")
     return value
 
 
 async def _thread(request: web.Request) -> dict[str, Any]:
     node = request.app[NODE]
     incident = _incident_id(request)
-    items = await load_thread_items(node.ledger.db, incident)
+    items = await node.ledger.incidents.thread_items(incident)
     if not items:
-        raise SubmissionError(404, "Not found", f"no message on incident {incident}")
+        raise NotFound("Not found", f"no message on incident {incident}")
     return build_thread(incident, items, node.me)
 
 
 async def list_incidents(request: web.Request) -> web.Response:
     """GET /v1/incidents: one row per incident with its centres, activity and warnings."""
     node = request.app[NODE]
-    items = await load_thread_items(node.ledger.db, None)
+    items = await node.ledger.incidents.thread_items(None)
     return web.json_response({"items": summarise_incidents(items, node.me)})
 
 
@@ -365,9 +347,9 @@ async def get_timeline_csv(request: web.Request) -> web.Response:
 async def get_audit(request: web.Request) -> web.Response:
     """GET /v1/audit?kind=&subject=&limit=: the hash-chained audit log, newest first."""
     filters, limit = _filters(request, ("kind", "subject"))
-    items = await request.app[NODE].ledger.audit_entries(
+    items = await request.app[NODE].ledger.audit.entries(
         limit, kind=filters.get("kind"), subject=filters.get("subject"))
-    return web.json_response({"items": items})
+    return web.json_response({"items": [audit_json(e) for e in items]})
 
 
 async def get_checkpoint(request: web.Request) -> web.Response:
@@ -377,18 +359,20 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     return web.Response(body=wire, content_type="application/json")
 
 
-async def _check_report(node: Node, check_id: str, wait: float | None = None) -> dict[str, Any]:
-    view = await node.ledger.message(check_id)
-    if view is None or view["type"] != "commcheck":
-        raise SubmissionError(404, "Not found", f"no communication test {check_id}")
-    view["receipts"] = await node.ledger.receipts_for(check_id)
+async def _check_report(node: NodeApi, check_id: str, wait: float | None = None) -> dict[str, Any]:
+    stored = await node.ledger.outbox.get(check_id)
+    if stored is None or stored.type != "commcheck":
+        raise NotFound("Not found", f"no communication test {check_id}")
+    view = message_json(stored)
+    view["receipts"] = [receipt_json(r) for r in
+                        await node.ledger.receipts.for_message(check_id)]
     seconds = node.settings.commcheck.wait_seconds if wait is None else wait
     return commcheck_report(view, node.clock.now(), wait=timedelta(seconds=seconds))
 
 
-async def _check_history(node: Node, limit: int) -> list[dict[str, Any]]:
-    return [await _check_report(node, m["id"])
-            for m in await node.ledger.messages({"type": "commcheck"}, limit)]
+async def _check_history(node: NodeApi, limit: int) -> list[dict[str, Any]]:
+    return [await _check_report(node, m.id)
+            for m in await node.ledger.outbox.list({"type": "commcheck"}, limit)]
 
 
 async def post_commcheck(request: web.Request) -> web.Response:
@@ -405,7 +389,7 @@ async def get_commcheck(request: web.Request) -> web.Response:
     try:
         wait = float(request.query["wait"]) if "wait" in request.query else None
     except ValueError as exc:
-        raise SubmissionError(400, "Bad wait", "wait is a number of seconds") from exc
+        raise InvalidRequest("Bad wait", "wait is a number of seconds") from exc
     return web.json_response(await _check_report(node, _message_id(request), wait))
 
 
@@ -434,14 +418,15 @@ async def rotate_key(request: web.Request) -> web.Response:
     node = request.app[NODE]
     data, _ = await _read_json(request) if request.can_read_body else ({}, b"")
     if not isinstance(data, dict) or set(data) - {"overlap_days"}:
-        raise SubmissionError(422, "Bad request body", 'expected {"overlap_days": <0 to 90>}',
+        raise InvalidBody("Bad request body", 'expected {"overlap_days": <0 to 90>}',
                               [{"loc": ["body"], "msg": "only overlap_days is allowed"}])
     days = data.get("overlap_days", 7)
     if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days <= 90:
-        raise SubmissionError(422, "Bad overlap", "overlap_days is a number from 0 to 90",
+        raise InvalidBody("Bad overlap", "overlap_days is a number from 0 to 90",
                               [{"loc": ["overlap_days"], "msg": "0 to 90"}])
     result = await node.rotate_key(timedelta(days=days))
-    await node.ledger.audit(request[CLIENT], "key_rotate", result["kid"], "",
+    await node.ledger.audit.record(request[CLIENT], "key.rotation_requested", result["kid"],
+                                   "",
                             node.clock.now())
     return web.json_response(result)
 
@@ -453,15 +438,17 @@ async def revoke_key(request: web.Request) -> web.Response:
     try:
         await node.revoke_peer_key(peer, kid)
     except ConfigError as exc:
-        raise SubmissionError(404, "Not found", str(exc)) from exc
-    await node.ledger.audit(request[CLIENT], "key_revoke", f"{peer}/{kid}", "",
+        raise NotFound("Not found", str(exc)) from exc
+    await node.ledger.audit.record(request[CLIENT], "key.revocation_requested",
+                                   f"{peer}/{kid}", "",
                             node.clock.now())
     return web.json_response({"peer": peer, "kid": kid, "revoked": True})
 
 
-async def _contact_rows(node: Node) -> list[dict[str, Any]]:
+async def _contact_rows(node: NodeApi) -> list[dict[str, Any]]:
     own = [e.model_dump(mode="json") for e in node.settings.directory]
-    return contacts.overview(node.me, own, await node.ledger.directories(),
+    return contacts.overview(node.me, own, {c: directory_json(d) for c, d in
+                                            (await node.ledger.directory.all()).items()},
                              node.clock.now().date())
 
 
@@ -502,7 +489,7 @@ async def healthz(_request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: the ledger answers and our inbox consumer is connected."""
     node = request.app[NODE]
-    checks = {"ledger": True, "inbox": node.consumer.connected}
+    checks = {"ledger": True, "inbox": node.inbox_link.connected}
     try:
         await node.ledger.stats()
     except Exception:  # noqa: BLE001 - any ledger failure means not ready
@@ -512,12 +499,12 @@ async def readyz(request: web.Request) -> web.Response:
                              status=200 if ok else 503)
 
 
-def _tls_metrics(node: Node) -> None:
+def _tls_metrics(node: NodeApi) -> None:
     """Which links run over TLS, and which have a TLS problem now (with its reason)."""
     node.metrics.tls_problem.clear()
     links: list[tuple[str, bool, str | None]] = [
-        ("inbox", node.consumer.secure, node.consumer.tls_problem)]
-    links += [(peer, link.secure, link.tls_problem) for peer, link in node.publisher.links.items()]
+        ("inbox", node.inbox_link.secure, node.inbox_link.tls_problem)]
+    links += [(peer, link.secure, link.tls_problem) for peer, link in node.peer_links().items()]
     for name, secure, reason in links:
         node.metrics.link_tls.labels(name).set(1 if secure else 0)
         if reason is not None:
@@ -529,19 +516,20 @@ METRICS_REFRESH = 5.0
 METRICS_TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("metrics_task")
 
 
-async def refresh_metrics(node: Node) -> None:
+async def refresh_metrics(node: NodeApi) -> None:
     """Recompute the gauges that need the ledger (delivery states, backlog, overdue)."""
     stats = await node.ledger.stats()
-    for state, n in stats["deliveries"].items():
+    for state, n in stats.deliveries.items():
         node.metrics.deliveries.labels(state).set(n)
     for p in node.settings.peers:
-        node.metrics.backlog.labels(p.id).set(stats["backlog"].get(p.id, {}).get("count", 0))
+        backlog = stats.backlog.get(p.id)
+        node.metrics.backlog.labels(p.id).set(backlog.count if backlog else 0)
     incoming, outgoing = await overdue_counts(node)
     node.metrics.overdue.labels("incoming").set(incoming)
     node.metrics.overdue.labels("outgoing").set(outgoing)
 
 
-async def _metrics_loop(node: Node) -> None:
+async def _metrics_loop(node: NodeApi) -> None:
     while True:
         try:
             await refresh_metrics(node)
@@ -567,11 +555,11 @@ async def metrics(request: web.Request) -> web.Response:
     a scrape (or a flood of them) never touches the ledger."""
     node = request.app[NODE]
     for p in node.settings.peers:
-        link = node.publisher.links.get(p.id)
+        link = node.peer_links().get(p.id)
         node.metrics.peer_up.labels(p.id).set(1 if link and link.connected else 0)
     _tls_metrics(node)
-    node.metrics.inbox_up.set(1 if node.consumer.connected else 0)
-    node.metrics.dead_letters.set(node.consumer.dead_letters)
+    node.metrics.inbox_up.set(1 if node.inbox_link.connected else 0)
+    node.metrics.dead_letters.set(node.inbox_link.dead_letters)
     body = generate_latest(node.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -631,7 +619,7 @@ async def hsts_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     return response
 
 
-def build_app(node: Node) -> web.Application:
+def build_app(node: NodeApi) -> web.Application:
     """The aiohttp application of a node."""
     https = [hsts_middleware] if node.settings.api.https else []
     app = web.Application(middlewares=[*https, problem_middleware, auth_middleware,

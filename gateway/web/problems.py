@@ -1,4 +1,8 @@
-"""RFC 9457 problem details and the middleware that turns every error into one."""
+"""RFC 9457 problem details and the middleware that turns every error into one.
+
+The one place where errors get HTTP statuses: services raise errors named after what
+happened (:mod:`gateway.errors`), and :data:`STATUS` says what each means over HTTP.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,49 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.errors import LedgerError, MalformedInput, SubmissionError, XmlError
+from gateway.errors import (
+    Ambiguous,
+    IdempotencyConflict,
+    InvalidBody,
+    InvalidRequest,
+    LedgerError,
+    MalformedInput,
+    NoSuchForm,
+    NotFound,
+    PolicyRefused,
+    RequestRefused,
+    StateConflict,
+    XmlError,
+)
 
 log = structlog.get_logger("crisisgw.web")
 PROBLEM_TYPE = "application/problem+json"
 TYPE_BASE = "https://crisisgw.eu/problems/"
+
+
+class UnsupportedMediaType(RequestRefused):
+    """The body is not of a media type the route takes."""
+
+
+class PayloadTooLarge(RequestRefused):
+    """The body is larger than the route's limit."""
+
+
+class RequestTimeout(RequestRefused):
+    """The body did not arrive in time."""
+
+
+#: The HTTP status of each refusal (the most specific class listed wins).
+STATUS: dict[type[RequestRefused], int] = {
+    InvalidRequest: 400, Ambiguous: 400, NotFound: 404, RequestTimeout: 408,
+    StateConflict: 409, PayloadTooLarge: 413, UnsupportedMediaType: 415, InvalidBody: 422,
+    PolicyRefused: 422, IdempotencyConflict: 422, NoSuchForm: 422,
+}
+
+
+def status_of(exc: RequestRefused) -> int:
+    """The HTTP status for a refusal (400 for one not listed)."""
+    return next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 400)
 
 
 def problem(status: int, title: str, detail: str, *, slug: str | None = None,
@@ -57,8 +99,8 @@ async def problem_middleware(  # noqa: PLR0911 - one return per error family, fl
         return problem(exc.status, exc.reason, exc.text or exc.reason,
                        headers={k: v for k, v in exc.headers.items()
                                 if k in ("WWW-Authenticate", "Allow", "Retry-After")})
-    except SubmissionError as exc:
-        return problem(exc.status, exc.title, exc.detail, errors=exc.errors or None)
+    except RequestRefused as exc:
+        return problem(status_of(exc), exc.title, exc.detail, errors=exc.errors or None)
     except ValidationError as exc:
         errors = validation_errors(exc)
         fields = ", ".join(e["field"] for e in errors[:10])

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.adapters import sqlite_audit
+from gateway.adapters.sqlite import audit as sqlite_audit
 from gateway.protocol.auditlog import verify_chain
 from tests.faults.load import sitrep, states, tally
 from tests.faults.report import record

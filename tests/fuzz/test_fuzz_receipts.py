@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.adapters.sqlite_ledger import SqliteLedger
+from gateway.adapters.sqlite.ledger import SqliteLedger
 from gateway.errors import MalformedInput
 from gateway.protocol import reasons
 from gateway.protocol.canonical import canonical_bytes
@@ -82,7 +82,7 @@ def sender(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sender]:
             "created": format_time(NOW), "expires": format_time(NOW + timedelta(days=1)),
             "mode": "actual", "tlp": "GREEN", "priority": "routine", "body": SITREP_BODY,
         }, KEYS[ME], (BE, LU))
-        runner.run(ledger.submit(ours, None, NOW))
+        runner.run(ledger.outbox.submit(ours, None, NOW))
         try:
             yield Sender(runner, ledger, receiver, ours)
         finally:
@@ -176,8 +176,8 @@ def test_every_receipt_gets_an_outcome_and_only_genuine_ones_apply(
         assert label in ("receipt_applied", "receipt_duplicate"), label
     if kind == "message-context":
         assert label == "security_bad_signature", label
-    view = sender.runner.run(sender.ledger.message(sender.ours.id))
+    view = sender.runner.run(sender.ledger.outbox.get(sender.ours.id))
     assert view is not None
-    for recipient in view["recipients"]:
-        assert recipient["state"] in RECEIPT_STATES | {"queued"}, recipient
+    for recipient in view.recipients:
+        assert recipient.state in RECEIPT_STATES | {"queued"}, recipient
     record("receipts", f"{kind}:{label}")

@@ -180,14 +180,14 @@ def test_operators_set_password_writes_an_argon2_hash_that_logs_in(
     assert short.returncode == 2
 
 
-async def test_commscheck_reports_every_peer_and_a_stopped_one_as_unreachable(
+async def test_commcheck_reports_every_peer_and_a_stopped_one_as_unreachable(
         federation: Federation) -> None:
-    """`crisisgw commscheck --json` lists every peer; DE-NW, stopped, is unreachable."""
+    """`crisisgw commcheck --json` lists every peer; DE-NW, stopped, is unreachable."""
     await federation.wait_ready()
     config = str(federation.nodes["BE-NCCN"].config)
     federation.stop("DE-NW")
     try:
-        done = await asyncio.to_thread(_cli, "commscheck", "-c", config, "--json", "--wait", "6")
+        done = await asyncio.to_thread(_cli, "commcheck", "-c", config, "--json", "--wait", "6")
     finally:
         federation.start("DE-NW")
     assert done.returncode == 3, done.stderr

@@ -89,5 +89,5 @@ async def test_post_without_or_with_wrong_csrf_token_is_refused(federation: Fede
     status, audit = await federation.api("DE-NW", "GET", "/v1/audit")
     assert status == 200
     actions = [(e["actor"], e["action"]) for e in audit["items"]]
-    assert ("operator", "login") in actions
-    assert ("operator", "logout") in actions
+    assert ("operator", "session.login") in actions
+    assert ("operator", "session.logout") in actions

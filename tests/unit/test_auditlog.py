@@ -10,8 +10,8 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.adapters import sqlite_audit
-from gateway.adapters.sqlite_ledger import SqliteLedger
+from gateway.adapters.sqlite import audit as sqlite_audit
+from gateway.adapters.sqlite.ledger import SqliteLedger
 from gateway.errors import MalformedInput, VerificationError
 from gateway.protocol import ijson
 from gateway.protocol.auditlog import (
@@ -156,16 +156,16 @@ async def test_ledger_records_every_effect_in_one_chain(tmp_path: Path) -> None:
     ledger = SqliteLedger(tmp_path / "l.db", clock=lambda: NOW)
     await ledger.open()
     try:
-        await ledger.audit("duty", "login", "127.0.0.1", "", NOW)
-        await ledger.audit("config", "peer.added", "FR-COGIC", "keys: FR-COGIC.k1", NOW)
+        await ledger.audit.record("duty", "login", "127.0.0.1", "", NOW)
+        await ledger.audit.record("config", "peer.added", "FR-COGIC", "keys: FR-COGIC.k1", NOW)
         k = key()
-        wire = await ledger.checkpoint(lambda seq, head: sign_checkpoint(
+        wire = await ledger.audit.checkpoint(lambda seq, head: sign_checkpoint(
             "BE-NCCN", seq, head, NOW, k))
         assert wire is not None
-        assert await ledger.checkpoint(lambda seq, head: b"") is None  # nothing new
-        entries = await ledger.audit_entries(10)
-        assert [e["kind"] for e in entries] == ["peer.added", "login"]
-        assert entries[0]["data"] == {"detail": "keys: FR-COGIC.k1"}
+        assert await ledger.audit.checkpoint(lambda seq, head: b"") is None  # nothing new
+        entries = await ledger.audit.entries(10)
+        assert [e.kind for e in entries] == ["peer.added", "login"]
+        assert entries[0].data == {"detail": "keys: FR-COGIC.k1"}
     finally:
         await ledger.close()
     conn = sqlite_audit.connect_existing(tmp_path / "l.db")

@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from gateway.config import OperatorEntry
+from gateway.service.records import SessionRecord
 from gateway.web.console.auth import (
     CONCURRENT_CHECKS,
     PER_ADDRESS,
@@ -63,16 +64,16 @@ class _Store:
     """A session store in memory (the ledger's are tested with the ledger)."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, dict[str, object]] = {}
+        self.rows: dict[str, SessionRecord] = {}
 
-    async def save_session(self, digest: str, row: dict[str, object]) -> None:
-        self.rows[digest] = row
+    async def save(self, digest: str, session: SessionRecord) -> None:
+        self.rows[digest] = session
 
-    async def drop_session(self, digest: str) -> None:
+    async def drop(self, digest: str) -> None:
         self.rows.pop(digest, None)
 
-    async def load_sessions(self, now: float) -> dict[str, dict[str, object]]:
-        return {d: r for d, r in self.rows.items() if float(str(r["expires"])) >= now}
+    async def load(self, now: float) -> dict[str, SessionRecord]:
+        return {d: r for d, r in self.rows.items() if r.expires >= now}
 
 
 async def test_sessions_are_stored_hashed_and_come_back_after_a_restart() -> None:

@@ -16,10 +16,12 @@ from gateway.protocol.delivery import (
     DeliveryState,
     RetryPolicy,
     new_delivery,
+    on_claimed,
     on_confirmed,
     on_expiry,
     on_failed,
     on_receipt,
+    on_resend_requested,
 )
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -331,3 +333,26 @@ def test_any_event_sequence_is_monotonic(events: list[tuple[object, ...]]) -> No
         if d.state in FINAL:
             assert after == d
         d = after
+
+
+@pytest.mark.parametrize("state", list(S))
+def test_a_claim_only_moves_the_next_attempt_of_a_queued_delivery(state: DeliveryState) -> None:
+    """on_claimed leases a queued delivery until the given time and leaves others alone."""
+    d = make_delivery()(state)
+    after = on_claimed(d, LATER)
+    if state is S.QUEUED:
+        assert after == replace(d, next_attempt_at=LATER)
+    else:
+        assert after == d
+
+
+@pytest.mark.parametrize("state", list(S))
+def test_a_resend_request_queues_a_queued_or_sent_receipt_again(state: DeliveryState) -> None:
+    """on_resend_requested makes a queued or sent delivery due now; final and delivered
+    ones do not move."""
+    d = make_delivery()(state, next_attempt_at=None, attempts=2)
+    after = on_resend_requested(d, LATER)
+    if state in (S.QUEUED, S.SENT):
+        assert (after.state, after.next_attempt_at, after.attempts) == (S.QUEUED, LATER, 2)
+    else:
+        assert after == d

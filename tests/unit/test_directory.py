@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.config import KeyEntry, PeerSection, TlsSection
-from gateway.errors import SubmissionError
+from gateway.errors import PolicyRefused
 from gateway.protocol.keys import public_key_text
 from gateway.service.directory import Directory
 
@@ -95,10 +95,10 @@ def test_unknown_or_own_recipient_is_422_naming_each(
     make_directory: Callable[..., Directory], names: list[str], messages: list[str]
 ) -> None:
     """Every unknown centre/group and our own centre is named in one 422 error."""
-    with pytest.raises(SubmissionError) as info:
+    with pytest.raises(PolicyRefused) as info:
         make_directory().resolve(names)
     err = info.value
-    assert err.status == 422
+    assert isinstance(err, PolicyRefused)
     assert err.detail == ", ".join(messages)
     assert [e["msg"] for e in err.errors] == messages
     for e in err.errors:
@@ -122,9 +122,8 @@ def test_suspended_peer_refused(
     messages: list[str],
 ) -> None:
     """A suspended peer, named or reached through a group, makes resolution fail with 422."""
-    with pytest.raises(SubmissionError) as info:
+    with pytest.raises(PolicyRefused) as info:
         make_directory(suspended=suspended).resolve(names)
-    assert info.value.status == 422
     assert [e["msg"] for e in info.value.errors] == messages
 
 
@@ -138,9 +137,8 @@ def test_suspension_does_not_affect_other_recipients(
 
 def test_empty_recipient_list_is_422(make_directory: Callable[..., Directory]) -> None:
     """An empty list resolves to no recipient: 422 'No recipient'."""
-    with pytest.raises(SubmissionError) as info:
+    with pytest.raises(PolicyRefused) as info:
         make_directory().resolve([])
-    assert info.value.status == 422
     assert info.value.title == "No recipient"
     assert info.value.errors == [{"loc": ["to"], "msg": "no recipient"}]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.adapters.sqlite_ledger import SqliteLedger
+from gateway.adapters.sqlite.ledger import SqliteLedger
 from gateway.config import KeyEntry, PeerSection, TlsSection
 from gateway.protocol import reasons
 from gateway.protocol.delivery import on_confirmed
@@ -142,7 +142,7 @@ def _open(wire: bytes) -> Verified:
 async def _receipts(node: Node) -> list[ReceiptEnvelope]:
     """Every receipt queued in the outbox, opened with NL-NCC's pinned key."""
     out = []
-    for due in await node.ledger.due(node.clock.at + timedelta(seconds=1), 100, set()):
+    for due in await node.ledger.outbox.due(node.clock.at + timedelta(seconds=1), 100, set()):
         assert due.type == "receipt"
         assert due.recipient == BE
         verified = open_signed(due.wire, RING)
@@ -152,7 +152,7 @@ async def _receipts(node: Node) -> list[ReceiptEnvelope]:
 
 
 async def _security_reasons(node: Node) -> list[str]:
-    return [e["reason"] for e in await node.ledger.security_events()]
+    return [e.reason for e in await node.ledger.security.recent()]
 
 
 async def test_valid_sitrep_is_delivered(
@@ -163,7 +163,7 @@ async def test_valid_sitrep_is_delivered(
     wire = make_sitrep()
     verified = _open(wire)
     assert await node.receiver.handle(wire, BE_USER) == "new_delivered"
-    inbox = await node.ledger.inbox({}, 10)
+    inbox = await node.ledger.inbox.list({}, 10)
     assert len(inbox) == 1
     entry = inbox[0]
     assert (entry.sender, entry.id, entry.type, entry.state) == (
@@ -184,7 +184,7 @@ async def test_valid_sitrep_is_delivered(
         {"wire": wire, "sender": BE, "msg_type": "sitrep", "priority": "urgent"}]
     assert len(node.queued) == 1
     assert node.outcomes == [("sitrep", "new_delivered")]
-    assert await node.ledger.security_events() == []
+    assert await node.ledger.security.recent() == []
 
 
 async def test_same_bytes_again_is_duplicate(
@@ -194,13 +194,13 @@ async def test_same_bytes_again_is_duplicate(
     node = await make_node()
     wire = make_sitrep()
     await node.receiver.handle(wire, BE_USER)
-    [due] = await node.ledger.due(NOW, 10, set())
-    await node.ledger.transition(due.message_id, BE, partial(on_confirmed, now=NOW))
-    assert await node.ledger.due(NOW + timedelta(seconds=1), 10, set()) == []
+    [due] = await node.ledger.outbox.due(NOW, 10, set())
+    await node.ledger.outbox.transition(due.message_id, BE, partial(on_confirmed, now=NOW))
+    assert await node.ledger.outbox.due(NOW + timedelta(seconds=1), 10, set()) == []
     node.clock.at = NOW + timedelta(minutes=1)
     assert await node.receiver.handle(wire, BE_USER) == "duplicate_delivered"
-    assert len(await node.ledger.inbox({}, 10)) == 1
-    again = await node.ledger.due(node.clock.at, 10, set())
+    assert len(await node.ledger.inbox.list({}, 10)) == 1
+    again = await node.ledger.outbox.due(node.clock.at, 10, set())
     assert [(d.message_id, d.wire) for d in again] == [(due.message_id, due.wire)]
     assert node.outcomes[-1] == ("sitrep", "duplicate_delivered")
 
@@ -215,7 +215,7 @@ async def test_same_id_other_content_is_id_conflict(
     await node.receiver.handle(first, BE_USER)
     other = make_sitrep(id=message_id, priority="flash")
     assert await node.receiver.handle(other, BE_USER) == f"security_{reasons.ID_CONFLICT}"
-    [entry] = await node.ledger.inbox({}, 10)
+    [entry] = await node.ledger.inbox.list({}, 10)
     assert entry.wire == first
     assert len(await _receipts(node)) == 1
     assert await _security_reasons(node) == [reasons.ID_CONFLICT]
@@ -230,14 +230,14 @@ async def test_wrong_amqp_user_is_sender_mismatch(
     node = await make_node()
     wire = make_sitrep()
     assert await node.receiver.handle(wire, user) == "security_sender_mismatch"
-    assert await node.ledger.inbox({}, 10) == []
+    assert await node.ledger.inbox.list({}, 10) == []
     assert await _receipts(node) == []
-    [event] = await node.ledger.security_events()
-    assert event["reason"] == reasons.SENDER_MISMATCH
-    assert event["amqp_user"] == user
-    assert event["claimed_sender"] == BE
-    assert event["claimed_id"] == _open(wire).envelope["id"]
-    assert event["payload_sha256"] == hashlib.sha256(wire).hexdigest()
+    [event] = await node.ledger.security.recent()
+    assert event.reason == reasons.SENDER_MISMATCH
+    assert event.amqp_user == user
+    assert event.claimed_sender == BE
+    assert event.claimed_id == _open(wire).envelope["id"]
+    assert event.payload_sha256 == hashlib.sha256(wire).hexdigest()
     assert node.fanout.calls == []
     assert node.queued == []
 
@@ -255,7 +255,7 @@ async def test_tampered_payload_is_bad_signature(
     assert old in wire
     tampered = wire.replace(old, new, 1)
     assert await node.receiver.handle(tampered, BE_USER) == "security_bad_signature"
-    assert await node.ledger.inbox({}, 10) == []
+    assert await node.ledger.inbox.list({}, 10) == []
     assert await _receipts(node) == []
     assert await _security_reasons(node) == [reasons.BAD_SIGNATURE]
     assert node.fanout.calls == []
@@ -269,10 +269,10 @@ async def test_garbage_is_not_ijson(make_node: Callable[..., Any], garbage: byte
     """Bytes that are not I-JSON are a not_ijson security event with no claimed sender."""
     node = await make_node()
     assert await node.receiver.handle(garbage, BE_USER) == "security_not_ijson"
-    [event] = await node.ledger.security_events()
-    assert event["reason"] == reasons.NOT_IJSON
-    assert event["claimed_sender"] is None
-    assert event["claimed_id"] is None
+    [event] = await node.ledger.security.recent()
+    assert event.reason == reasons.NOT_IJSON
+    assert event.claimed_sender is None
+    assert event.claimed_id is None
     assert node.outcomes == [("security", reasons.NOT_IJSON)]
 
 
@@ -284,7 +284,7 @@ async def test_expired_message_is_rejected_with_receipt(
     wire = make_sitrep(created_at=NOW - timedelta(days=2), lifetime=timedelta(days=1))
     verified = _open(wire)
     assert await node.receiver.handle(wire, BE_USER) == "new_rejected"
-    [entry] = await node.ledger.inbox({}, 10)
+    [entry] = await node.ledger.inbox.list({}, 10)
     assert (entry.state, entry.reason) == ("rejected", reasons.EXPIRED)
     [receipt] = await _receipts(node)
     assert receipt.body.state is ReceiptState.REJECTED
@@ -326,7 +326,7 @@ async def test_non_uuid_id_is_malformed(
     node = await make_node()
     wire = make_sitrep(id="not-a-uuid")
     assert await node.receiver.handle(wire, BE_USER) == "security_malformed"
-    assert await node.ledger.inbox({}, 10) == []
+    assert await node.ledger.inbox.list({}, 10) == []
     assert await _receipts(node) == []
 
 
@@ -339,7 +339,7 @@ async def test_sender_not_an_active_peer(
     node = await make_node(peers=directory_peers)
     wire = make_sitrep(sender=LU)
     assert await node.receiver.handle(wire, f"{LU}@{ME}") == "security_unknown_sender"
-    assert await node.ledger.inbox({}, 10) == []
+    assert await node.ledger.inbox.list({}, 10) == []
     assert await _security_reasons(node) == [reasons.UNKNOWN_SENDER]
 
 
@@ -352,10 +352,10 @@ async def test_receipt_for_unsent_message_is_unexpected(make_node: Callable[...,
         priority=Priority.ROUTINE)
     wire = seal(env, KEYS[BE]).wire
     assert await node.receiver.handle(wire, BE_USER) == "security_unexpected_receipt"
-    [event] = await node.ledger.security_events()
-    assert event["reason"] == reasons.UNEXPECTED_RECEIPT
-    assert event["claimed_sender"] == BE
-    assert await node.ledger.inbox({}, 10) == []
+    [event] = await node.ledger.security.recent()
+    assert event.reason == reasons.UNEXPECTED_RECEIPT
+    assert event.claimed_sender == BE
+    assert await node.ledger.inbox.list({}, 10) == []
     assert node.fanout.calls == []
 
 
@@ -374,16 +374,16 @@ async def test_receipt_for_our_message_is_applied(
         "created": format_time(NOW), "expires": format_time(NOW + timedelta(days=1)),
         "mode": "actual", "tlp": "GREEN", "priority": "routine", "body": BODY,
     }, KEYS[ME], (BE,))
-    await node.ledger.submit(ours, None, NOW)
+    await node.ledger.outbox.submit(ours, None, NOW)
     env = receipt_envelope(
         receipt_id=uuid.uuid4(), issuer=BE, sender=ME, message_id=ours.id, digest=ours.digest,
         state=state, now=NOW, mode=Mode.ACTUAL, priority=Priority.ROUTINE, reason=reason)
     wire = seal(env, KEYS[BE]).wire
     assert await node.receiver.handle(wire, BE_USER) == "receipt_applied"
     assert await node.receiver.handle(wire, BE_USER) == "receipt_duplicate"
-    view = await node.ledger.message(ours.id)
+    view = await node.ledger.outbox.get(ours.id)
     assert view is not None
-    assert view["recipients"][0]["state"] == state.value
+    assert view.recipients[0].state == state.value
     assert node.fanout.calls == []
     assert node.queued == []
 
@@ -406,7 +406,7 @@ async def test_duplicate_keeps_first_verdict(
     await node.receiver.handle(wire, BE_USER)
     node.clock.at = NOW + later
     assert await node.receiver.handle(wire, BE_USER) == label
-    [entry] = await node.ledger.inbox({}, 10)
+    [entry] = await node.ledger.inbox.list({}, 10)
     assert entry.state == label.removeprefix("duplicate_")
     assert len(await _receipts(node)) == 1
     assert len(node.fanout.calls) == fanouts
@@ -419,7 +419,7 @@ async def test_exercise_message_from_a_non_participant_is_rejected_by_policy(
     node = await make_node(peers=(quiet,))
     wire = make_sitrep(mode="exercise")
     assert await node.receiver.handle(wire, f"{BE}@{ME}") == "new_rejected"
-    entry = await node.ledger.inbox_entry(BE, _open(wire).envelope["id"])
+    entry = await node.ledger.inbox.get(BE, _open(wire).envelope["id"])
     assert entry is not None
     assert entry.reason == "policy"
     assert entry.detail is not None

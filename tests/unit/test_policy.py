@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr
 
 from gateway.config import KeyEntry, PeerSection, PolicySection
-from gateway.errors import SubmissionError
+from gateway.errors import PolicyRefused
 from gateway.protocol.keys import public_key_text
 from gateway.service.directory import Directory
 from gateway.service.policy import (
@@ -89,6 +89,6 @@ def test_reception_applies_the_exercise_and_release_rules() -> None:
 
 def test_unknown_recipients_are_still_named_before_policy() -> None:
     """resolve_routes refuses unknown names exactly like resolve."""
-    with pytest.raises(SubmissionError) as info:
+    with pytest.raises(PolicyRefused) as info:
         DIRECTORY.resolve_routes(["XX-NONE", "benelux"])
     assert "XX-NONE" in info.value.detail

@@ -16,15 +16,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.adapters.sqlite_incidents import (
-    _DELIVERIES,
-    _INBOX,
-    _OUTBOX,
-    INCIDENT_INDEXES,
-    ensure_indexes,
-    load_thread_items,
-)
-from gateway.adapters.sqlite_ledger import SCHEMA, SqliteLedger
+from gateway.adapters.sqlite.incidents import _DELIVERIES, _INBOX, _OUTBOX
+from gateway.adapters.sqlite.ledger import SqliteLedger
+from gateway.adapters.sqlite.schema import migrate
 from gateway.protocol.delivery import DeliveryState, on_confirmed, on_receipt
 from gateway.protocol.keys import SigningKey, default_key_id
 from gateway.protocol.receipts import ReceiptState, receipt_envelope
@@ -125,13 +119,13 @@ async def _store(ledger: SqliteLedger) -> dict[str, str]:
     no_incident = ours(T0, sitrep(1), incident=None)
     fake_receipt = ours(T0, {"note": "receipts never join a thread"}, msg_type="receipt")
     for m in (nl1, nl2, alert, elsewhere, no_incident, fake_receipt):
-        await ledger.submit(m, None, m.created)
-    await ledger.transition(nl1.id, BE, partial(on_confirmed, now=T0 + MIN))
-    await ledger.transition(nl1.id, BE, partial(
+        await ledger.outbox.submit(m, None, m.created)
+    await ledger.outbox.transition(nl1.id, BE, partial(on_confirmed, now=T0 + MIN))
+    await ledger.outbox.transition(nl1.id, BE, partial(
         on_receipt, state=DeliveryState.DELIVERED, at=T0 + 2 * MIN))
-    await ledger.transition(nl1.id, BE, partial(
+    await ledger.outbox.transition(nl1.id, BE, partial(
         on_receipt, state=DeliveryState.ACKNOWLEDGED, at=T0 + 9 * MIN))
-    await ledger.transition(nl1.id, DE, partial(on_confirmed, now=T0 + MIN))
+    await ledger.outbox.transition(nl1.id, DE, partial(on_confirmed, now=T0 + MIN))
 
     be = [received(BE, T0 + 10 * MIN, sitrep(1, purpose="initial")),
           received(BE, T0 + 20 * MIN, sitrep(2, title="Storm surge Scheldt")),
@@ -141,9 +135,9 @@ async def _store(ledger: SqliteLedger) -> dict[str, str]:
     for entry in [*be, de]:
         receipt = None if entry.state == "rejected" else receipt_for(
             entry, ReceiptState.DELIVERED, entry.received_at)
-        await ledger.ingest(entry, receipt, entry.received_at)
+        await ledger.inbox.ingest(entry, receipt, entry.received_at)
     ack = receipt_for(be[0], ReceiptState.ACKNOWLEDGED, T0 + 15 * MIN)
-    assert await ledger.acknowledge(BE, be[0].id, "Officer A", ack, T0 + 15 * MIN)
+    assert await ledger.inbox.acknowledge(BE, be[0].id, "Officer A", ack, T0 + 15 * MIN)
     return {"nl1": nl1.id, "nl2": nl2.id, "alert": alert.id, "be1": be[0].id,
             "be2": be[1].id, "be4": be[2].id, "de": de.id}
 
@@ -151,7 +145,7 @@ async def _store(ledger: SqliteLedger) -> dict[str, str]:
 async def test_thread_from_the_ledger(ledger: SqliteLedger) -> None:
     """Outbox with deliveries and inbox make the right centres, timeline and warnings."""
     ids = await _store(ledger)
-    items = await load_thread_items(ledger.db, INC)
+    items = await ledger.incidents.thread_items(INC)
     assert {i.type for i in items} == {"sitrep", "alert"}
     thread = build_thread(INC, items, ME)
 
@@ -200,7 +194,7 @@ async def test_thread_from_the_ledger(ledger: SqliteLedger) -> None:
 async def test_index_of_all_incidents(ledger: SqliteLedger) -> None:
     """incident=None loads every message with an incident; the index has one row each."""
     await _store(ledger)
-    rows = summarise_incidents(await load_thread_items(ledger.db, None), ME)
+    rows = summarise_incidents(await ledger.incidents.thread_items(None), ME)
     assert [(r["incident"], r["messages"], r["rejected"], r["warnings"], r["centres"])
             for r in rows] == [(INC, 6, 1, 2, [BE, ME]), (OTHER, 1, 0, 0, [ME])]
     assert rows[0]["last_activity"] == "2026-11-27T08:51:00.000Z"
@@ -210,12 +204,12 @@ async def test_index_of_all_incidents(ledger: SqliteLedger) -> None:
 async def test_unknown_incident_loads_nothing(ledger: SqliteLedger) -> None:
     """An incident nobody wrote about gives no items (the API answers 404)."""
     await _store(ledger)
-    assert await load_thread_items(ledger.db, "NOPE-1") == []
+    assert await ledger.incidents.thread_items("NOPE-1") == []
 
 
 async def test_queries_use_the_incident_indexes(ledger: SqliteLedger) -> None:
     """After a load the indexes exist and the per-incident queries search them."""
-    await load_thread_items(ledger.db, INC)
+    await ledger.incidents.thread_items(INC)
 
     def plans(conn: sqlite3.Connection) -> list[str]:
         return [" ".join(str(r[3]) for r in conn.execute(f"EXPLAIN QUERY PLAN {q[True]}", (INC,)))
@@ -228,11 +222,10 @@ async def test_queries_use_the_incident_indexes(ledger: SqliteLedger) -> None:
     assert "sqlite_autoindex_deliveries_1" in deliveries  # (message_id, recipient) key
 
 
-def test_incident_indexes_append_to_the_ledger_schema() -> None:
-    """SCHEMA + INCIDENT_INDEXES is a valid script, and ensure_indexes is idempotent."""
-    conn = sqlite3.connect(":memory:")
-    conn.executescript(SCHEMA + INCIDENT_INDEXES)
-    ensure_indexes(conn)
+def test_incident_indexes_are_in_the_schema() -> None:
+    """The incident indexes come with the schema's migrations, on any new ledger."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn)
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"outbox_incident", "inbox_incident"} <= names
     conn.close()

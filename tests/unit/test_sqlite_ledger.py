@@ -1,4 +1,4 @@
-"""The SQLite ledger: gateway.adapters.sqlite_ledger.SqliteLedger (and its Database)."""
+"""The SQLite ledger: gateway.adapters.sqlite.ledger.SqliteLedger (and its Database)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.adapters.sqlite_ledger import SqliteLedger
-from gateway.errors import LedgerError, SubmissionError
+from gateway.adapters.sqlite.ledger import SqliteLedger
+from gateway.errors import IdempotencyConflict, LedgerError
 from gateway.protocol.delivery import (
     DeliveryState,
     RetryPolicy,
@@ -38,7 +39,9 @@ from gateway.service.ports import (
     ReceiptOutcome,
     SecurityEvent,
 )
+from gateway.service.records import signed_parts
 from gateway.service.submit import outgoing
+from gateway.web.shapes import message_json
 
 ME, BE, LU, DE = "NL-NCC", "BE-NCCN", "LU-HCPN", "DE-NW"
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -155,9 +158,9 @@ def make_incoming() -> Callable[..., IncomingReceipt]:
 
 
 async def _states(ledger: SqliteLedger, message_id: str) -> dict[str, str]:
-    view = await ledger.message(message_id)
+    view = await ledger.outbox.get(message_id)
     assert view is not None
-    return {r["centre"]: r["state"] for r in view["recipients"]}
+    return {r.centre: r.state for r in view.recipients}
 
 
 # ---------------------------------------------------------------------------------------
@@ -173,9 +176,9 @@ async def test_submit_creates_one_queued_delivery_per_recipient(
     """submit stores the message and one queued delivery, due now, per recipient."""
     ledger = await open_ledger()
     m = make_message(recipients)
-    assert await ledger.submit(m, None, NOW) == (m.id, True)
+    assert await ledger.outbox.submit(m, None, NOW) == (m.id, True)
     assert await _states(ledger, m.id) == dict.fromkeys(recipients, "queued")
-    due = await ledger.due(NOW, 100, set())
+    due = await ledger.outbox.due(NOW, 100, set())
     assert sorted(d.recipient for d in due) == sorted(recipients)
     assert {(d.message_id, d.type, d.wire, d.attempts) for d in due} == {
         (m.id, "sitrep", m.wire, 0)}
@@ -190,10 +193,10 @@ async def test_idempotency_key_returns_same_id(
     ledger = await open_ledger()
     key = IdempotencyKey(client="ops", key="k-1", request_sha256="11" * 32)
     first, second = make_message(), make_message()
-    assert await ledger.submit(first, key, NOW) == (first.id, True)
-    assert await ledger.submit(second, key, NOW + SEC) == (first.id, False)
-    assert await ledger.message(second.id) is None
-    assert len(await ledger.due(NOW + SEC, 100, set())) == 2
+    assert await ledger.outbox.submit(first, key, NOW) == (first.id, True)
+    assert await ledger.outbox.submit(second, key, NOW + SEC) == (first.id, False)
+    assert await ledger.outbox.get(second.id) is None
+    assert len(await ledger.outbox.due(NOW + SEC, 100, set())) == 2
 
 
 @pytest.mark.parametrize(
@@ -207,17 +210,16 @@ async def test_idempotency_key_scope_and_conflict(
     make_message: Callable[..., OutgoingMessage], client: str, key: str, sha: str,
     created: bool | None,
 ) -> None:
-    """Keys are per client; the same key with another request hash is a 422 and stores nothing."""
+    """Keys are per client; the same key with another request is a conflict; nothing stored."""
     ledger = await open_ledger()
-    await ledger.submit(make_message(), IdempotencyKey("ops", "k-1", "11" * 32), NOW)
+    await ledger.outbox.submit(make_message(), IdempotencyKey("ops", "k-1", "11" * 32), NOW)
     second = make_message()
     if created is None:
-        with pytest.raises(SubmissionError) as info:
-            await ledger.submit(second, IdempotencyKey(client, key, sha), NOW)
-        assert info.value.status == 422
-        assert await ledger.message(second.id) is None
+        with pytest.raises(IdempotencyConflict):
+            await ledger.outbox.submit(second, IdempotencyKey(client, key, sha), NOW)
+        assert await ledger.outbox.get(second.id) is None
     else:
-        assert await ledger.submit(second, IdempotencyKey(client, key, sha), NOW) == (
+        assert await ledger.outbox.submit(second, IdempotencyKey(client, key, sha), NOW) == (
             second.id, created)
 
 
@@ -228,9 +230,9 @@ async def test_duplicate_message_id_is_a_ledger_error(
     """Submitting the same message id twice without a key fails with LedgerError."""
     ledger = await open_ledger()
     m = make_message()
-    await ledger.submit(m, None, NOW)
+    await ledger.outbox.submit(m, None, NOW)
     with pytest.raises(LedgerError):
-        await ledger.submit(m, None, NOW)
+        await ledger.outbox.submit(m, None, NOW)
 
 
 async def test_due_honours_next_attempt_at_and_exclude(
@@ -240,19 +242,19 @@ async def test_due_honours_next_attempt_at_and_exclude(
     """A failed delivery is not due before its next attempt; excluded pairs are left out."""
     ledger = await open_ledger()
     m = make_message((BE, LU))
-    await ledger.submit(m, None, NOW)
+    await ledger.outbox.submit(m, None, NOW)
     step = partial(on_failed, now=NOW, error="timeout", retryable=True, policy=POLICY,
                    jitter=0.0)
-    after = await ledger.transition(m.id, BE, step)
+    after = await ledger.outbox.transition(m.id, BE, step)
     assert after is not None
     assert after.next_attempt_at == NOW + timedelta(milliseconds=500)
-    assert [d.recipient for d in await ledger.due(NOW, 10, set())] == [LU]
-    assert [d.recipient for d in await ledger.due(NOW, 10, {(m.id, LU)})] == []
+    assert [d.recipient for d in await ledger.outbox.due(NOW, 10, set())] == [LU]
+    assert [d.recipient for d in await ledger.outbox.due(NOW, 10, {(m.id, LU)})] == []
     later = NOW + timedelta(milliseconds=500)
-    due = await ledger.due(later, 10, set())
+    due = await ledger.outbox.due(later, 10, set())
     assert [d.recipient for d in due] == [LU, BE]
     assert due[1].attempts == 1
-    assert [d.recipient for d in await ledger.due(later, 10, {(m.id, LU)})] == [BE]
+    assert [d.recipient for d in await ledger.outbox.due(later, 10, {(m.id, LU)})] == [BE]
 
 
 async def test_due_is_oldest_first_and_limited(
@@ -263,13 +265,14 @@ async def test_due_is_oldest_first_and_limited(
     ledger = await open_ledger()
     messages = [make_message((BE,)) for _ in range(5)]
     for i, m in enumerate(messages):
-        await ledger.submit(m, None, NOW + i * SEC)
+        await ledger.outbox.submit(m, None, NOW + i * SEC)
     at = NOW + 10 * SEC
-    assert [d.message_id for d in await ledger.due(at, 3, set())] == [m.id for m in messages[:3]]
+    due = await ledger.outbox.due(at, 3, set())
+    assert [d.message_id for d in due] == [m.id for m in messages[:3]]
     excluded = {(messages[0].id, BE), (messages[2].id, BE)}
-    assert [d.message_id for d in await ledger.due(at, 2, excluded)] == [
+    assert [d.message_id for d in await ledger.outbox.due(at, 2, excluded)] == [
         messages[1].id, messages[3].id]
-    assert await ledger.due(NOW - SEC, 10, set()) == []
+    assert await ledger.outbox.due(NOW - SEC, 10, set()) == []
 
 
 async def test_due_skips_peers(
@@ -278,8 +281,8 @@ async def test_due_skips_peers(
 ) -> None:
     """Recipients in skip_peers (suspended) are not returned."""
     ledger = await open_ledger()
-    await ledger.submit(make_message((BE, LU, DE)), None, NOW)
-    due = await ledger.due(NOW, 10, set(), frozenset({LU, DE}))
+    await ledger.outbox.submit(make_message((BE, LU, DE)), None, NOW)
+    due = await ledger.outbox.due(NOW, 10, set(), frozenset({LU, DE}))
     assert [d.recipient for d in due] == [BE]
 
 
@@ -304,16 +307,16 @@ async def test_transition_applies_pure_steps(
     """transition applies a pure step to the stored row and persists the result."""
     ledger = await open_ledger()
     m = make_message((BE, LU))
-    await ledger.submit(m, None, NOW)
+    await ledger.outbox.submit(m, None, NOW)
     result = None
     for step in steps:
-        result = await ledger.transition(m.id, BE, step)
+        result = await ledger.outbox.transition(m.id, BE, step)
     assert result is not None
     assert (result.state, result.attempts) == (state, attempts)
-    view = await ledger.message(m.id)
+    view = await ledger.outbox.get(m.id)
     assert view is not None
-    row = next(r for r in view["recipients"] if r["centre"] == BE)
-    assert (row["state"], row["attempts"]) == (state.value, attempts)
+    row = next(r for r in view.recipients if r.centre == BE)
+    assert (row.state, row.attempts) == (state.value, attempts)
     assert await _states(ledger, m.id) == {BE: state.value, LU: "queued"}
 
 
@@ -324,10 +327,10 @@ async def test_transition_round_trips_all_fields(
     """Times, error and attempts written by transition are read back identically."""
     ledger = await open_ledger()
     m = make_message((BE,))
-    await ledger.submit(m, None, NOW)
-    failed = await ledger.transition(m.id, BE, partial(
+    await ledger.outbox.submit(m, None, NOW)
+    failed = await ledger.outbox.transition(m.id, BE, partial(
         on_failed, now=NOW, error="refused", retryable=False, policy=POLICY, jitter=0.0))
-    again = await ledger.transition(m.id, BE, lambda d: d)
+    again = await ledger.outbox.transition(m.id, BE, lambda d: d)
     assert failed == again
     assert again is not None
     assert again.last_error == "refused"
@@ -341,9 +344,10 @@ async def test_transition_unknown_row_is_none(
     """transition on an unknown message or recipient returns None."""
     ledger = await open_ledger()
     m = make_message((BE,))
-    await ledger.submit(m, None, NOW)
-    assert await ledger.transition(m.id, LU, partial(on_confirmed, now=NOW)) is None
-    assert await ledger.transition(str(uuid.uuid4()), BE, partial(on_confirmed, now=NOW)) is None
+    await ledger.outbox.submit(m, None, NOW)
+    assert await ledger.outbox.transition(m.id, LU, partial(on_confirmed, now=NOW)) is None
+    unknown = str(uuid.uuid4())
+    assert await ledger.outbox.transition(unknown, BE, partial(on_confirmed, now=NOW)) is None
 
 
 async def test_expire_only_queued_rows_past_expiry(
@@ -354,21 +358,21 @@ async def test_expire_only_queued_rows_past_expiry(
     ledger = await open_ledger()
     short = make_message((BE, LU), lifetime=timedelta(hours=1))
     long = make_message((BE,), lifetime=timedelta(hours=3))
-    await ledger.submit(short, None, NOW)
-    await ledger.submit(long, None, NOW)
-    await ledger.transition(short.id, LU, partial(on_confirmed, now=NOW))
-    assert await ledger.expire(NOW + timedelta(minutes=59)) == []
-    assert await ledger.expire(NOW + timedelta(hours=1)) == [(short.id, BE)]
+    await ledger.outbox.submit(short, None, NOW)
+    await ledger.outbox.submit(long, None, NOW)
+    await ledger.outbox.transition(short.id, LU, partial(on_confirmed, now=NOW))
+    assert await ledger.outbox.expire(NOW + timedelta(minutes=59)) == []
+    assert await ledger.outbox.expire(NOW + timedelta(hours=1)) == [(short.id, BE)]
     assert await _states(ledger, short.id) == {BE: "expired", LU: "sent"}
     assert await _states(ledger, long.id) == {BE: "queued"}
-    view = await ledger.message(short.id)
+    view = await ledger.outbox.get(short.id)
     assert view is not None
-    be_row = next(r for r in view["recipients"] if r["centre"] == BE)
-    assert be_row["reason"] == "expired"
-    assert be_row["expired_at"] == format_time(NOW + timedelta(hours=1))
-    assert be_row["next_attempt_at"] is None
-    assert await ledger.expire(NOW + timedelta(hours=2)) == []
-    assert [d.message_id for d in await ledger.due(NOW + timedelta(hours=2), 10, set())] == [
+    be_row = next(r for r in view.recipients if r.centre == BE)
+    assert be_row.reason == "expired"
+    assert be_row.expired_at == format_time(NOW + timedelta(hours=1))
+    assert be_row.next_attempt_at is None
+    assert await ledger.outbox.expire(NOW + timedelta(hours=2)) == []
+    assert [d.message_id for d in await ledger.outbox.due(NOW + timedelta(hours=2), 10, set())] == [
         long.id]
 
 
@@ -385,18 +389,19 @@ async def test_ingest_new_then_duplicate_requeues_receipt(
     ledger = await open_ledger()
     entry = make_entry()
     receipt = make_receipt(entry)
-    assert await ledger.ingest(entry, receipt, NOW) == (IngestOutcome.NEW, "delivered")
-    assert await ledger.inbox_entry(BE, entry.id) == entry
-    due = await ledger.due(NOW, 10, set())
+    assert await ledger.inbox.ingest(entry, receipt, NOW) == (IngestOutcome.NEW, "delivered")
+    assert await ledger.inbox.get(BE, entry.id) == entry
+    due = await ledger.outbox.due(NOW, 10, set())
     assert [(d.message_id, d.recipient, d.type) for d in due] == [(receipt.id, BE, "receipt")]
-    await ledger.transition(receipt.id, BE, partial(on_confirmed, now=NOW))
-    assert await ledger.due(NOW + SEC, 10, set()) == []
+    await ledger.outbox.transition(receipt.id, BE, partial(on_confirmed, now=NOW))
+    assert await ledger.outbox.due(NOW + SEC, 10, set()) == []
     repeat = make_entry(message_id=entry.id, received_at=NOW + SEC)
-    assert await ledger.ingest(repeat, None, NOW + SEC) == (IngestOutcome.DUPLICATE, "delivered")
+    assert await ledger.inbox.ingest(repeat, None, NOW + SEC) == (
+        IngestOutcome.DUPLICATE, "delivered")
     assert await _states(ledger, receipt.id) == {BE: "queued"}
-    due = await ledger.due(NOW + SEC, 10, set())
+    due = await ledger.outbox.due(NOW + SEC, 10, set())
     assert [(d.message_id, d.wire) for d in due] == [(receipt.id, receipt.wire)]
-    assert await ledger.inbox_entry(BE, entry.id) == entry
+    assert await ledger.inbox.get(BE, entry.id) == entry
 
 
 async def test_ingest_conflict_changes_nothing(
@@ -407,14 +412,14 @@ async def test_ingest_conflict_changes_nothing(
     ledger = await open_ledger()
     entry = make_entry()
     receipt = make_receipt(entry)
-    await ledger.ingest(entry, receipt, NOW)
-    await ledger.transition(receipt.id, BE, partial(on_confirmed, now=NOW))
+    await ledger.inbox.ingest(entry, receipt, NOW)
+    await ledger.outbox.transition(receipt.id, BE, partial(on_confirmed, now=NOW))
     other = make_entry(message_id=entry.id, digest="bb" * 32)
-    outcome = await ledger.ingest(other, make_receipt(other), NOW + SEC)
+    outcome = await ledger.inbox.ingest(other, make_receipt(other), NOW + SEC)
     assert outcome == (IngestOutcome.CONFLICT, "delivered")
-    assert await ledger.inbox_entry(BE, entry.id) == entry
+    assert await ledger.inbox.get(BE, entry.id) == entry
     assert await _states(ledger, receipt.id) == {BE: "sent"}
-    assert await ledger.due(NOW + SEC, 10, set()) == []
+    assert await ledger.outbox.due(NOW + SEC, 10, set()) == []
 
 
 async def test_same_id_from_two_senders_are_distinct(
@@ -425,9 +430,9 @@ async def test_same_id_from_two_senders_are_distinct(
     ledger = await open_ledger()
     a = make_entry(BE)
     b = make_entry(LU, a.id, digest="cc" * 32)
-    assert await ledger.ingest(a, None, NOW) == (IngestOutcome.NEW, "delivered")
-    assert await ledger.ingest(b, None, NOW) == (IngestOutcome.NEW, "delivered")
-    assert {e.sender for e in await ledger.find_inbox(a.id)} == {BE, LU}
+    assert await ledger.inbox.ingest(a, None, NOW) == (IngestOutcome.NEW, "delivered")
+    assert await ledger.inbox.ingest(b, None, NOW) == (IngestOutcome.NEW, "delivered")
+    assert {e.sender for e in await ledger.inbox.find(a.id)} == {BE, LU}
 
 
 async def test_acknowledge_only_once_and_queues_receipt(
@@ -437,19 +442,19 @@ async def test_acknowledge_only_once_and_queues_receipt(
     """acknowledge marks a delivered entry once and queues its acknowledged receipt."""
     ledger = await open_ledger()
     entry = make_entry()
-    await ledger.ingest(entry, None, NOW)
+    await ledger.inbox.ingest(entry, None, NOW)
     ack = make_receipt(entry, ReceiptState.ACKNOWLEDGED, NOW + SEC, by="Officer A")
-    assert await ledger.acknowledge(BE, entry.id, "Officer A", ack, NOW + SEC) is True
-    stored = await ledger.inbox_entry(BE, entry.id)
+    assert await ledger.inbox.acknowledge(BE, entry.id, "Officer A", ack, NOW + SEC) is True
+    stored = await ledger.inbox.get(BE, entry.id)
     assert stored is not None
     assert stored.state == "acknowledged"
     assert stored.acknowledged_by == "Officer A"
     assert stored.acknowledged_at == NOW + SEC
-    assert [d.message_id for d in await ledger.due(NOW + SEC, 10, set())] == [ack.id]
+    assert [d.message_id for d in await ledger.outbox.due(NOW + SEC, 10, set())] == [ack.id]
     again = make_receipt(entry, ReceiptState.ACKNOWLEDGED, NOW + 2 * SEC, by="Officer B")
-    assert await ledger.acknowledge(BE, entry.id, "Officer B", again, NOW + 2 * SEC) is False
-    assert await ledger.message(again.id) is None
-    stored = await ledger.inbox_entry(BE, entry.id)
+    assert await ledger.inbox.acknowledge(BE, entry.id, "Officer B", again, NOW + 2 * SEC) is False
+    assert await ledger.outbox.get(again.id) is None
+    stored = await ledger.inbox.get(BE, entry.id)
     assert stored is not None
     assert stored.acknowledged_by == "Officer A"
 
@@ -464,10 +469,10 @@ async def test_acknowledge_refuses_non_delivered(
     ledger = await open_ledger()
     entry = make_entry(state="rejected", reason="expired")
     if state == "rejected":
-        assert await ledger.ingest(entry, None, NOW) == (IngestOutcome.NEW, "rejected")
+        assert await ledger.inbox.ingest(entry, None, NOW) == (IngestOutcome.NEW, "rejected")
     ack = make_receipt(entry, ReceiptState.ACKNOWLEDGED)
-    assert await ledger.acknowledge(BE, entry.id, "Officer", ack, NOW) is False
-    assert await ledger.due(NOW, 10, set()) == []
+    assert await ledger.inbox.acknowledge(BE, entry.id, "Officer", ack, NOW) is False
+    assert await ledger.outbox.due(NOW, 10, set()) == []
 
 
 async def test_duplicate_after_ack_requeues_both_receipts(
@@ -478,14 +483,14 @@ async def test_duplicate_after_ack_requeues_both_receipts(
     ledger = await open_ledger()
     entry = make_entry()
     delivered = make_receipt(entry)
-    await ledger.ingest(entry, delivered, NOW)
+    await ledger.inbox.ingest(entry, delivered, NOW)
     ack = make_receipt(entry, ReceiptState.ACKNOWLEDGED, by="Officer")
-    await ledger.acknowledge(BE, entry.id, "Officer", ack, NOW)
+    await ledger.inbox.acknowledge(BE, entry.id, "Officer", ack, NOW)
     for r in (delivered, ack):
-        await ledger.transition(r.id, BE, partial(on_confirmed, now=NOW))
-    assert await ledger.ingest(entry, None, NOW + SEC) == (
+        await ledger.outbox.transition(r.id, BE, partial(on_confirmed, now=NOW))
+    assert await ledger.inbox.ingest(entry, None, NOW + SEC) == (
         IngestOutcome.DUPLICATE, "acknowledged")
-    assert {d.message_id for d in await ledger.due(NOW + SEC, 10, set())} == {
+    assert {d.message_id for d in await ledger.outbox.due(NOW + SEC, 10, set())} == {
         delivered.id, ack.id}
 
 
@@ -514,10 +519,10 @@ async def test_inbox_filters_newest_first(
         "e4": make_entry(BE, incident="X-1", priority="flash", received_at=NOW + 3 * SEC),
     }
     for e in entries.values():
-        await ledger.ingest(e, None, NOW)
+        await ledger.inbox.ingest(e, None, NOW)
     names = {e.id: name for name, e in entries.items()}
-    assert [names[e.id] for e in await ledger.inbox(filters, 100)] == expected
-    assert len(await ledger.inbox({}, 2)) == 2
+    assert [names[e.id] for e in await ledger.inbox.list(filters, 100)] == expected
+    assert len(await ledger.inbox.list({}, 2)) == 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -539,19 +544,19 @@ async def test_apply_receipt_then_duplicate(
     """A matching receipt is APPLIED (moving the delivery, kept as evidence); again: DUPLICATE."""
     ledger = await open_ledger()
     m = make_message((BE, LU))
-    await ledger.submit(m, None, NOW)
-    await ledger.transition(m.id, BE, partial(on_confirmed, now=NOW))
+    await ledger.outbox.submit(m, None, NOW)
+    await ledger.outbox.transition(m.id, BE, partial(on_confirmed, now=NOW))
     r = make_incoming(BE, m.id, m.digest, state, reason, NOW + SEC)
-    assert await ledger.apply_receipt(r, NOW + 2 * SEC) is ReceiptOutcome.APPLIED
+    assert await ledger.receipts.apply(r, NOW + 2 * SEC) is ReceiptOutcome.APPLIED
     assert await _states(ledger, m.id) == {BE: expected, LU: "queued"}
-    assert await ledger.apply_receipt(r, NOW + 3 * SEC) is ReceiptOutcome.DUPLICATE
-    evidence = await ledger.receipts_for(m.id)
+    assert await ledger.receipts.apply(r, NOW + 3 * SEC) is ReceiptOutcome.DUPLICATE
+    evidence = await ledger.receipts.for_message(m.id)
     assert len(evidence) == 1
-    assert evidence[0]["issuer"] == BE
-    assert evidence[0]["id"] == r.id
-    assert evidence[0]["state"] == state.value
-    assert evidence[0]["reason"] == reason
-    assert evidence[0]["signed"]["envelope"]["body"]["message_sha256"] == m.digest
+    assert evidence[0].issuer == BE
+    assert evidence[0].id == r.id
+    assert evidence[0].state == state.value
+    assert evidence[0].reason == reason
+    assert signed_parts(evidence[0].wire)[0]["body"]["message_sha256"] == m.digest
 
 
 async def test_late_receipt_stored_but_state_kept(
@@ -561,13 +566,13 @@ async def test_late_receipt_stored_but_state_kept(
     """A delivered receipt after acknowledged is applied as evidence but does not move back."""
     ledger = await open_ledger()
     m = make_message((BE,))
-    await ledger.submit(m, None, NOW)
+    await ledger.outbox.submit(m, None, NOW)
     ack = make_incoming(BE, m.id, m.digest, ReceiptState.ACKNOWLEDGED)
     late = make_incoming(BE, m.id, m.digest, ReceiptState.DELIVERED)
-    assert await ledger.apply_receipt(ack, NOW) is ReceiptOutcome.APPLIED
-    assert await ledger.apply_receipt(late, NOW) is ReceiptOutcome.APPLIED
+    assert await ledger.receipts.apply(ack, NOW) is ReceiptOutcome.APPLIED
+    assert await ledger.receipts.apply(late, NOW) is ReceiptOutcome.APPLIED
     assert await _states(ledger, m.id) == {BE: "acknowledged"}
-    assert len(await ledger.receipts_for(m.id)) == 2
+    assert len(await ledger.receipts.for_message(m.id)) == 2
 
 
 @pytest.mark.parametrize("case", ["wrong-digest", "unknown-message", "not-a-recipient",
@@ -581,20 +586,20 @@ async def test_apply_receipt_unexpected(
     """Wrong digest, unknown message, non-recipient or a receipt about a receipt: UNEXPECTED."""
     ledger = await open_ledger()
     m = make_message((BE,))
-    await ledger.submit(m, None, NOW)
+    await ledger.outbox.submit(m, None, NOW)
     entry = make_entry(BE)
     ours = make_receipt(entry)
-    await ledger.ingest(entry, ours, NOW)
+    await ledger.inbox.ingest(entry, ours, NOW)
     incoming = {
         "wrong-digest": lambda: make_incoming(BE, m.id, "ee" * 32),
         "unknown-message": lambda: make_incoming(BE, str(uuid.uuid4()), m.digest),
         "not-a-recipient": lambda: make_incoming(LU, m.id, m.digest),
         "about-a-receipt": lambda: make_incoming(BE, ours.id, ours.digest),
     }[case]()
-    assert await ledger.apply_receipt(incoming, NOW) is ReceiptOutcome.UNEXPECTED
+    assert await ledger.receipts.apply(incoming, NOW) is ReceiptOutcome.UNEXPECTED
     assert await _states(ledger, m.id) == {BE: "queued"}
     assert await _states(ledger, ours.id) == {BE: "queued"}
-    assert await ledger.receipts_for(incoming.message_id) == []
+    assert await ledger.receipts.for_message(incoming.message_id) == []
 
 
 # ---------------------------------------------------------------------------------------
@@ -609,10 +614,11 @@ async def test_message_view_shape(
     """message() shows the outbox row, the signed envelope and each recipient's state."""
     ledger = await open_ledger()
     m = make_message((LU, BE), priority="urgent")
-    await ledger.submit(m, None, NOW)
-    await ledger.transition(m.id, LU, partial(on_confirmed, now=NOW + SEC))
-    view = await ledger.message(m.id)
-    assert view is not None
+    await ledger.outbox.submit(m, None, NOW)
+    await ledger.outbox.transition(m.id, LU, partial(on_confirmed, now=NOW + SEC))
+    stored = await ledger.outbox.get(m.id)
+    assert stored is not None
+    view = message_json(stored)
     assert {k: view[k] for k in ("id", "type", "incident", "priority", "mode", "tlp", "created",
                                  "expires", "submitted_at", "sha256")} == {
         "id": m.id, "type": "sitrep", "incident": "NL-2026-0007", "priority": "urgent",
@@ -632,7 +638,7 @@ async def test_message_view_shape(
         "queued", 0, format_time(NOW))
     assert (lu_row["state"], lu_row["attempts"], lu_row["sent_at"]) == (
         "sent", 1, format_time(NOW + SEC))
-    assert await ledger.message(str(uuid.uuid4())) is None
+    assert await ledger.outbox.get(str(uuid.uuid4())) is None
 
 
 @pytest.mark.parametrize(
@@ -663,12 +669,12 @@ async def test_messages_filters(
         "m3": make_message((LU,), incident="INC-B"),
     }
     for i, m in enumerate(ms.values()):
-        await ledger.submit(m, None, NOW + i * SEC)
-    await ledger.transition(ms["m2"].id, LU, partial(on_confirmed, now=NOW))
+        await ledger.outbox.submit(m, None, NOW + i * SEC)
+    await ledger.outbox.transition(ms["m2"].id, LU, partial(on_confirmed, now=NOW))
     entry = make_entry(LU)
-    await ledger.ingest(entry, make_receipt(entry), NOW + 5 * SEC)
+    await ledger.inbox.ingest(entry, make_receipt(entry), NOW + 5 * SEC)
     names = {m.id: n for n, m in ms.items()}
-    assert [names[v["id"]] for v in await ledger.messages(filters, 100)] == expected
+    assert [names[v.id] for v in await ledger.outbox.list(filters, 100)] == expected
 
 
 # ---------------------------------------------------------------------------------------
@@ -683,11 +689,11 @@ async def test_security_events_newest_first(
     ledger = await open_ledger()
     payloads = [b"first", b"second", b"x" * 100_000]
     for i, p in enumerate(payloads):
-        await ledger.record_security_event(SecurityEvent(
+        await ledger.security.record(SecurityEvent(
             at=NOW + i * SEC, reason="bad_signature", detail=f"event {i}" + "d" * 2000,
             claimed_sender=BE if i else None, claimed_id=None, amqp_user="mallory",
             payload=p))
-    events = await ledger.security_events()
+    events = [asdict(e) for e in await ledger.security.recent()]
     assert [e["detail"][:7] for e in events] == ["event 2", "event 1", "event 0"]
     assert [e["payload_sha256"] for e in events] == [
         hashlib.sha256(p).hexdigest() for p in reversed(payloads)]
@@ -695,9 +701,9 @@ async def test_security_events_newest_first(
     assert all(len(e["detail"]) == 1000 for e in events)
     assert events[0]["at"] == format_time(NOW + 2 * SEC)
     assert events[2]["claimed_sender"] is None
-    assert [e["seq"] for e in await ledger.security_events(limit=2)] == [
+    assert [e.seq for e in await ledger.security.recent(limit=2)] == [
         events[0]["seq"], events[1]["seq"]]
-    assert (await ledger.stats())["security_events"] == 3
+    assert (await ledger.stats()).security_events == 3
 
 
 async def test_stats_backlog_counts_queued_and_sent(
@@ -708,12 +714,12 @@ async def test_stats_backlog_counts_queued_and_sent(
     ledger = await open_ledger()
     messages = [make_message((BE,)) for _ in range(5)]
     for m in messages:
-        await ledger.submit(m, None, NOW)
+        await ledger.outbox.submit(m, None, NOW)
     for m in messages[:3]:
-        await ledger.transition(m.id, BE, partial(on_confirmed, now=NOW))
+        await ledger.outbox.transition(m.id, BE, partial(on_confirmed, now=NOW))
     stats = await ledger.stats()
-    assert stats["deliveries"] == {"queued": 2, "sent": 3}
-    assert stats["backlog"][BE]["count"] == 5
+    assert stats.deliveries == {"queued": 2, "sent": 3}
+    assert stats.backlog[BE].count == 5
 
 
 async def test_stats_backlog_excludes_sent_receipts(
@@ -724,9 +730,9 @@ async def test_stats_backlog_excludes_sent_receipts(
     ledger = await open_ledger()
     entry = make_entry()
     receipt = make_receipt(entry)
-    await ledger.ingest(entry, receipt, NOW)
-    await ledger.transition(receipt.id, BE, partial(on_confirmed, now=NOW))
-    assert (await ledger.stats())["backlog"].get(BE, {}).get("count", 0) == 0
+    await ledger.inbox.ingest(entry, receipt, NOW)
+    await ledger.outbox.transition(receipt.id, BE, partial(on_confirmed, now=NOW))
+    assert BE not in (await ledger.stats()).backlog
 
 
 async def test_stats_counts(
@@ -736,14 +742,14 @@ async def test_stats_counts(
     """stats() counts deliveries per state, inbox entries and the backlog of a peer."""
     ledger = await open_ledger()
     for _ in range(2):
-        await ledger.submit(make_message((BE, LU)), None, NOW)
-    await ledger.ingest(make_entry(), None, NOW)
+        await ledger.outbox.submit(make_message((BE, LU)), None, NOW)
+    await ledger.inbox.ingest(make_entry(), None, NOW)
     stats = await ledger.stats()
-    assert stats["deliveries"] == {"queued": 4}
-    assert stats["inbox"] == 1
-    assert stats["backlog"][BE]["count"] == 2
-    assert stats["backlog"][LU]["count"] == 2
-    assert stats["backlog"][LU]["oldest"] is not None
+    assert stats.deliveries == {"queued": 4}
+    assert stats.inbox == 1
+    assert stats.backlog[BE].count == 2
+    assert stats.backlog[LU].count == 2
+    assert stats.backlog[LU].oldest is not None
 
 
 # ---------------------------------------------------------------------------------------
@@ -759,10 +765,10 @@ async def test_group_commit_batches_concurrent_submits(
     ledger = await open_ledger()
     messages = [make_message((BE,)) for _ in range(200)]
     before = ledger.db.batches
-    results = await asyncio.gather(*(ledger.submit(m, None, NOW) for m in messages))
+    results = await asyncio.gather(*(ledger.outbox.submit(m, None, NOW) for m in messages))
     assert results == [(m.id, True) for m in messages]
     assert ledger.db.batches - before < 200
-    assert len(await ledger.messages({}, 1000)) == 200
+    assert len(await ledger.outbox.list({}, 1000)) == 200
 
 
 def _insert_event(reason: str, conn: sqlite3.Connection) -> int:
@@ -798,7 +804,7 @@ async def test_failing_write_does_not_undo_its_batch(
     assert isinstance(results[0], int)
     assert isinstance(results[1], raised)
     assert isinstance(results[2], int)
-    reasons = sorted(e["reason"] for e in await ledger.security_events())
+    reasons = sorted(e.reason for e in await ledger.security.recent())
     assert reasons == ["a", "b"]
 
 
@@ -811,14 +817,14 @@ async def test_data_survives_close_and_reopen(
     ledger = await open_ledger(path)
     m = make_message((BE, LU))
     entry = make_entry()
-    await ledger.submit(m, None, NOW)
-    await ledger.transition(m.id, BE, partial(on_confirmed, now=NOW))
-    await ledger.ingest(entry, None, NOW)
+    await ledger.outbox.submit(m, None, NOW)
+    await ledger.outbox.transition(m.id, BE, partial(on_confirmed, now=NOW))
+    await ledger.inbox.ingest(entry, None, NOW)
     await ledger.close()
     reopened = await open_ledger(path)
     assert await _states(reopened, m.id) == {BE: "sent", LU: "queued"}
-    assert await reopened.inbox_entry(BE, entry.id) == entry
-    assert [d.recipient for d in await reopened.due(NOW, 10, set())] == [LU]
+    assert await reopened.inbox.get(BE, entry.id) == entry
+    assert [d.recipient for d in await reopened.outbox.due(NOW, 10, set())] == [LU]
 
 
 async def test_write_after_close_refused(
@@ -829,7 +835,7 @@ async def test_write_after_close_refused(
     ledger = await open_ledger()
     await ledger.close()
     with pytest.raises(LedgerError, match="closing"):
-        await ledger.submit(make_message(), None, NOW)
+        await ledger.outbox.submit(make_message(), None, NOW)
 
 
 async def test_reader_reads_while_write_transaction_is_open(
@@ -839,7 +845,7 @@ async def test_reader_reads_while_write_transaction_is_open(
     """A read completes while the writer holds an open transaction (WAL, no 'locked')."""
     ledger = await open_ledger()
     committed = make_message((BE,))
-    await ledger.submit(committed, None, NOW)
+    await ledger.outbox.submit(committed, None, NOW)
     started, release = threading.Event(), threading.Event()
 
     def slow_write(conn: sqlite3.Connection) -> int:
@@ -851,15 +857,15 @@ async def test_reader_reads_while_write_transaction_is_open(
     writing = asyncio.ensure_future(ledger.db.write(slow_write))
     try:
         assert await asyncio.to_thread(started.wait, 10)
-        view = await asyncio.wait_for(ledger.message(committed.id), timeout=5)
-        events = await asyncio.wait_for(ledger.security_events(), timeout=5)
+        view = await asyncio.wait_for(ledger.outbox.get(committed.id), timeout=5)
+        events = await asyncio.wait_for(ledger.security.recent(), timeout=5)
         assert view is not None
         assert events == []
         assert not writing.done()
     finally:
         release.set()
     assert await writing > 0
-    assert [e["reason"] for e in await ledger.security_events()] == ["slow"]
+    assert [e.reason for e in await ledger.security.recent()] == ["slow"]
 
 
 async def test_reads_interleaved_with_many_writes(
@@ -871,8 +877,73 @@ async def test_reads_interleaved_with_many_writes(
     messages = [make_message((BE, LU)) for _ in range(100)]
     tasks: list[Awaitable[Any]] = []
     for m in messages:
-        tasks.append(ledger.submit(m, None, NOW))
-        tasks.append(ledger.due(NOW, 500, set()))
+        tasks.append(ledger.outbox.submit(m, None, NOW))
+        tasks.append(ledger.outbox.due(NOW, 500, set()))
     results = await asyncio.gather(*tasks)
     assert all(isinstance(r, list) for r in results[1::2])
-    assert len(await ledger.due(NOW, 500, set())) == 200
+    assert len(await ledger.outbox.due(NOW, 500, set())) == 200
+
+
+# ---------------------------------------------------------------------------------------
+# Every delivery change goes through a pure step, and each change of state is audited
+# ---------------------------------------------------------------------------------------
+
+
+async def _delivery_audit(ledger: SqliteLedger, message_id: str) -> list[tuple[Any, Any]]:
+    entries = await ledger.audit.entries(1000, kind="delivery.state", subject=message_id)
+    return [(e.data["from"], e.data["state"]) for e in reversed(entries)]
+
+
+async def test_duplicate_ingest_requeues_the_sent_receipt_with_an_audit_entry(
+    open_ledger: Callable[..., Awaitable[SqliteLedger]],
+    make_entry: Callable[..., InboxEntry], make_receipt: Callable[..., OutgoingMessage],
+) -> None:
+    """A peer resending a message puts our sent receipt back in the queue through the
+    on_resend_requested step, and the audit log records sent -> queued."""
+    ledger = await open_ledger()
+    entry = make_entry()
+    receipt = make_receipt(entry)
+    await ledger.inbox.ingest(entry, receipt, NOW)
+    await ledger.outbox.transition(receipt.id, BE, partial(on_confirmed, now=NOW))
+    assert await _delivery_audit(ledger, receipt.id) == [(None, "queued"), ("queued", "sent")]
+    repeat = make_entry(message_id=entry.id, received_at=NOW + SEC)
+    assert (await ledger.inbox.ingest(repeat, None, NOW + SEC))[0] is IngestOutcome.DUPLICATE
+    assert await _states(ledger, receipt.id) == {BE: "queued"}
+    assert await _delivery_audit(ledger, receipt.id) == [
+        (None, "queued"), ("queued", "sent"), ("sent", "queued")]
+
+
+async def test_expiry_goes_through_the_step_and_is_audited(
+    open_ledger: Callable[..., Awaitable[SqliteLedger]],
+    make_message: Callable[..., OutgoingMessage],
+) -> None:
+    """The expiry sweep applies on_expiry (queued only) and audits queued -> expired."""
+    ledger = await open_ledger()
+    m = make_message((BE, LU), lifetime=SEC)
+    await ledger.outbox.submit(m, None, NOW)
+    await ledger.outbox.transition(m.id, LU, partial(on_confirmed, now=NOW))
+    assert await ledger.outbox.expire(NOW + 2 * SEC, frozenset()) == [(m.id, BE)]
+    trail = await _delivery_audit(ledger, m.id)
+    assert trail.count(("queued", "expired")) == 1
+    assert await _states(ledger, m.id) == {BE: "expired", LU: "sent"}
+
+
+async def test_expiry_leaves_out_deliveries_in_flight(
+    open_ledger: Callable[..., Awaitable[SqliteLedger]],
+    make_message: Callable[..., OutgoingMessage],
+) -> None:
+    """A delivery whose publish is under way is not expired: its confirm may still come."""
+    ledger = await open_ledger()
+    m = make_message((BE,), lifetime=SEC)
+    await ledger.outbox.submit(m, None, NOW)
+    assert await ledger.outbox.expire(NOW + 2 * SEC, frozenset({(m.id, BE)})) == []
+    assert await _states(ledger, m.id) == {BE: "queued"}
+
+
+def test_only_the_delivery_module_writes_delivery_rows() -> None:
+    """No SQL outside adapters/sqlite/deliveries.py inserts, updates or deletes deliveries."""
+    root = Path(__file__).resolve().parents[2] / "gateway"
+    writers = [str(p.relative_to(root)) for p in root.rglob("*.py")
+               if any(w in p.read_text(encoding="utf-8").upper()
+                      for w in ("INTO DELIVERIES", "UPDATE DELIVERIES", "DELETE FROM DELIVERIES"))]
+    assert writers == ["adapters/sqlite/deliveries.py"]

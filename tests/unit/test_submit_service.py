@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.adapters.sqlite_ledger import SqliteLedger
+from gateway.adapters.sqlite.ledger import SqliteLedger
 from gateway.config import KeyEntry, PeerSection, TlsSection
-from gateway.errors import SubmissionError
+from gateway.errors import PolicyRefused
 from gateway.protocol.envelope import MAX_LIFETIME
 from gateway.protocol.keys import KeyRing, PinnedKey, SigningKey, default_key_id, public_key_text
 from gateway.protocol.messages import admit
@@ -113,7 +113,7 @@ def make_submission() -> Callable[..., SitrepSubmission]:
 
 
 async def _wire_envelope(node: Node, message_id: str) -> dict[str, Any]:
-    [due, *_] = [d for d in await node.ledger.due(node.clock.at, 100, set())
+    [due, *_] = [d for d in await node.ledger.outbox.due(node.clock.at, 100, set())
                  if d.message_id == message_id]
     verified = open_signed(due.wire, ME_RING)
     assert verified.sender == ME
@@ -136,10 +136,10 @@ async def test_submit_sitrep_stores_signed_message(
     }
     assert env["body"]["summary"] == SITREP["summary"]
     assert node.submitted == [None]
-    view = await node.ledger.message(message_id)
+    view = await node.ledger.outbox.get(message_id)
     assert view is not None
-    assert [r["centre"] for r in view["recipients"]] == [LU, NL]
-    assert {r["state"] for r in view["recipients"]} == {"queued"}
+    assert [r.centre for r in view.recipients] == [LU, NL]
+    assert {r.state for r in view.recipients} == {"queued"}
 
 
 async def test_submitted_message_is_admitted_by_recipient(
@@ -148,7 +148,7 @@ async def test_submitted_message_is_admitted_by_recipient(
     """The stored wire passes the receiver's admission checks at each recipient."""
     node = await make_node()
     message_id, _ = await node.submitter.submit_sitrep(make_submission(to=["benelux", DE]))
-    for d in await node.ledger.due(NOW, 100, set()):
+    for d in await node.ledger.outbox.due(NOW, 100, set()):
         assert admit(open_signed(d.wire, ME_RING), d.recipient, NOW).envelope.id == message_id
 
 
@@ -191,12 +191,11 @@ async def test_bad_expiry_is_422(
 ) -> None:
     """An expiry not in the future, or more than 7 days ahead, is refused; nothing stored."""
     node = await make_node()
-    with pytest.raises(SubmissionError) as info:
+    with pytest.raises(PolicyRefused) as info:
         await node.submitter.submit_sitrep(make_submission(expires=format_time(expires)))
-    assert info.value.status == 422
     assert info.value.errors == [{"loc": ["expires"], "msg": "out of range"}]
     assert node.submitted == []
-    assert await node.ledger.messages({}, 10) == []
+    assert await node.ledger.outbox.list({}, 10) == []
 
 
 @pytest.mark.parametrize("ttl", [timedelta(0), MAX_LIFETIME + timedelta(seconds=1)])
@@ -210,9 +209,8 @@ async def test_bad_default_ttl_is_422(
         submitter = Submitter(me=ME, key=KEYS[ME], directory=Directory(ME, [_peer(NL, ())]),
                               ledger=ledger, clock=FixedClock(), default_ttl=ttl,
                               on_submitted=lambda: None)
-        with pytest.raises(SubmissionError) as info:
+        with pytest.raises(PolicyRefused):
             await submitter.submit_sitrep(make_submission(to=[NL]))
-        assert info.value.status == 422
     finally:
         await ledger.close()
 
@@ -225,14 +223,13 @@ async def test_unknown_recipient_is_422(
     make_node: Callable[..., Any], make_submission: Callable[..., SitrepSubmission],
     to: list[str], named: str,
 ) -> None:
-    """An unknown centre or group, or our own centre, is a 422 naming it; nothing stored."""
+    """An unknown centre or group, or our own centre, is refused naming it; nothing stored."""
     node = await make_node()
-    with pytest.raises(SubmissionError) as info:
+    with pytest.raises(PolicyRefused) as info:
         await node.submitter.submit_sitrep(make_submission(to=to))
-    assert info.value.status == 422
     assert named in info.value.detail
     assert node.submitted == []
-    assert await node.ledger.messages({}, 10) == []
+    assert await node.ledger.outbox.list({}, 10) == []
 
 
 async def test_idempotent_resubmission_returns_same_id(
@@ -245,7 +242,7 @@ async def test_idempotent_resubmission_returns_same_id(
     node.clock.at = NOW + timedelta(seconds=5)
     second = await node.submitter.submit_sitrep(make_submission(), key)
     assert second == (first[0], False)
-    assert len(await node.ledger.messages({}, 10)) == 1
+    assert len(await node.ledger.outbox.list({}, 10)) == 1
 
 
 async def test_sub_millisecond_expiry_never_produces_unadmittable_wire(
@@ -257,8 +254,8 @@ async def test_sub_millisecond_expiry_never_produces_unadmittable_wire(
     expires = "2026-11-27T10:00:00.000900Z"
     try:
         message_id, _ = await node.submitter.submit_sitrep(make_submission(expires=expires))
-    except SubmissionError:
+    except PolicyRefused:
         return
-    [due, *_] = await node.ledger.due(now, 10, set())
+    [due, *_] = await node.ledger.outbox.due(now, 10, set())
     assert due.message_id == message_id
     admit(open_signed(due.wire, ME_RING), due.recipient, now)

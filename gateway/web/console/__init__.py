@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from gateway.config import Settings
+from gateway.service.node import NodeApi
 from gateway.web.console import i18n
 from gateway.web.console.auth import LoginLimiter, Operators, Sessions
 from gateway.web.console.compose import compose_form, compose_send
@@ -31,18 +32,14 @@ from gateway.web.console.views import (
     set_language,
 )
 
-if TYPE_CHECKING:
-    from gateway.app import Node
-    from gateway.config import Settings
-
 STATES = ("queued", "sent", "delivered", "acknowledged", "rejected", "expired")
 
 
-def setup_console(app: web.Application, node: Node) -> None:
+def setup_console(app: web.Application, node: NodeApi) -> None:
     """Mount the console (pages, static files, live events) on ``app``."""
     console = node.settings.console
     app[NODE_KEY] = node
-    app[SESSIONS] = Sessions(lifetime=console.session_hours * 3600, store=node.ledger)
+    app[SESSIONS] = Sessions(lifetime=console.session_hours * 3600, store=node.ledger.sessions)
     app[OPERATORS] = Operators(console.operators)
 
     def reload_accounts(new: Settings) -> None:
@@ -53,7 +50,7 @@ def setup_console(app: web.Application, node: Node) -> None:
 
     app.on_startup.append(load_sessions)
 
-    node.on_reload = reload_accounts  # type: ignore[method-assign]  # the web layer's hook
+    node.subscribe_reload(reload_accounts)
     app[LIMITER] = LoginLimiter(per_minute=console.login_attempts_per_minute)
     env = aiohttp_jinja2.setup(
         app, loader=jinja2.PackageLoader("gateway.web.console", "templates"),
@@ -80,6 +77,6 @@ def setup_console(app: web.Application, node: Node) -> None:
     app.router.add_get(r"/console/incidents/{id:.+}", incident)
     app.router.add_get("/console/messages/{id}", message)
     app.router.add_get("/console/messages/{id}/evidence.json", evidence)
-    app.router.add_post("/console/commscheck", run_commcheck)
+    app.router.add_post("/console/commcheck", run_commcheck)
     app.router.add_get("/console/compose", compose_form)
     app.router.add_post("/console/compose", compose_send)

@@ -21,12 +21,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from gateway.config import OperatorEntry
+from gateway.service.ports import SessionStore
+from gateway.service.records import SessionRecord
 
 ROLES = ("viewer", "operator", "admin")
 SESSION_COOKIE = "crisisgw_session"
@@ -68,19 +69,6 @@ def password_tag(entry: OperatorEntry) -> str:
     return hashlib.sha256(entry.password_hash.get_secret_value().encode()).hexdigest()[:16]
 
 
-class SessionStore(Protocol):
-    """Where sessions outlive the process (the ledger)."""
-
-    async def save_session(self, digest: str, row: dict[str, Any]) -> None:
-        """Keep a session under the digest of its token."""
-
-    async def drop_session(self, digest: str) -> None:
-        """Forget one session."""
-
-    async def load_sessions(self, now: float) -> dict[str, dict[str, Any]]:
-        """Every session that has not expired at ``now`` (epoch seconds), by digest."""
-
-
 @dataclass
 class Sessions:
     """Server-side sessions keyed by the digest of an unguessable token, in memory and in
@@ -94,8 +82,8 @@ class Sessions:
         """Bring back the sessions of before a restart."""
         if self.store is None:
             return
-        for digest, row in (await self.store.load_sessions(time.time())).items():
-            self._items[digest] = Session(**row)
+        for digest, row in (await self.store.load(time.time())).items():
+            self._items[digest] = Session(**asdict(row))
 
     async def create(self, name: str, role: str, lang: str, tag: str = "") -> tuple[str, Session]:
         """Start a session; returns (cookie token, session)."""
@@ -104,7 +92,7 @@ class Sessions:
                           expires=time.time() + self.lifetime, lang=lang, tag=tag)
         self._items[token_digest(token)] = session
         if self.store is not None:
-            await self.store.save_session(token_digest(token), asdict(session))
+            await self.store.save(token_digest(token), SessionRecord(**asdict(session)))
         return token, session
 
     def get(self, token: str | None) -> Session | None:
@@ -124,7 +112,7 @@ class Sessions:
             digest = token_digest(token)
             self._items.pop(digest, None)
             if self.store is not None:
-                await self.store.drop_session(digest)
+                await self.store.drop(digest)
 
     async def check(self, token: str | None, operators: Operators) -> Session | None:
         """The session for ``token`` if its account still exists with the same password;

@@ -8,7 +8,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.errors import SubmissionError
+from gateway.errors import RequestRefused
 from gateway.protocol.sitrep import PLAIN_TEXT
 from gateway.service.submit import SitrepSubmission
 from gateway.web.console.views import NODE_KEY, _audit, _ctx, _require
@@ -92,12 +92,13 @@ async def compose_send(request: web.Request) -> web.StreamResponse:
         for err in exc.errors(include_url=False, include_input=False):
             errors.setdefault(_field(tuple(err["loc"])), []).append(err["msg"])
         return _render(request, values, errors, chosen, status=422)
-    except SubmissionError as exc:
+    except RequestRefused as exc:
         problems: list[dict[str, object]] = exc.errors or [{"loc": ["form"], "msg": exc.detail}]
         for problem in problems:
             loc = problem.get("loc")
             errors.setdefault(_field(tuple(loc) if isinstance(loc, list) else ("form",)),
                               []).append(str(problem.get("msg", exc.detail)))
         return _render(request, values, errors, chosen, status=422)
-    await _audit(request, "compose", message_id, f"to={','.join(chosen)} by {session.name}")
+    await _audit(request, "message.composed", message_id,
+                 f"to={','.join(chosen)} by {session.name}")
     raise web.HTTPSeeOther(f"/console/outbox#m-{message_id}")

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
 
-from gateway.adapters.evidence_export import EvidenceNotFound, export_bundle
-from gateway.adapters.sqlite_incidents import load_thread_items
-from gateway.errors import MalformedInput, RejectedMessage, VerificationError
+from gateway.errors import MalformedInput, NotFound, RejectedMessage, VerificationError
 from gateway.keyfiles import own_public_keys
 from gateway.protocol.canonical import canonical_bytes
 from gateway.protocol.keys import KeyRing, PinnedKey, fingerprint
@@ -20,10 +17,9 @@ from gateway.protocol.signing import verify_signed
 from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN
 from gateway.service import contacts
 from gateway.service.incidents import build_thread, summarise_incidents
+from gateway.service.node import NodeApi
 from gateway.web.console.views import NODE_KEY, _ctx, _require, overdue_outgoing
-
-if TYPE_CHECKING:
-    from gateway.app import Node
+from gateway.web.shapes import directory_json, stored_message
 
 
 @aiohttp_jinja2.template("directory.html")
@@ -32,7 +28,8 @@ async def directory(request: web.Request) -> dict[str, Any]:
     _require(request, "viewer")
     node = request.app[NODE_KEY]
     own = [e.model_dump(mode="json") for e in node.settings.directory]
-    rows = contacts.overview(node.me, own, await node.ledger.directories(),
+    rows = contacts.overview(node.me, own, {c: directory_json(d) for c, d in
+                                            (await node.ledger.directory.all()).items()},
                              node.clock.now().date())
     return _ctx(request, "directory", rows=rows)
 
@@ -42,7 +39,7 @@ async def incidents(request: web.Request) -> dict[str, Any]:
     """GET /console/incidents: every incident with its centres and warnings."""
     _require(request, "viewer")
     node = request.app[NODE_KEY]
-    rows = summarise_incidents(await load_thread_items(node.ledger.db, None), node.me)
+    rows = summarise_incidents(await node.ledger.incidents.thread_items(None), node.me)
     return _ctx(request, "incidents", incidents=rows)
 
 
@@ -54,13 +51,13 @@ async def incident(request: web.Request) -> dict[str, Any]:
     incident_id = request.match_info["id"]
     if not re.fullmatch(INCIDENT_ID_PATTERN, incident_id):
         raise web.HTTPNotFound(text="not an incident id")
-    items = await load_thread_items(node.ledger.db, incident_id)
+    items = await node.ledger.incidents.thread_items(incident_id)
     if not items:
         raise web.HTTPNotFound(text="no message on this incident")
     return _ctx(request, "incidents", thread=build_thread(incident_id, items, node.me))
 
 
-def _ring(node: Node) -> KeyRing:
+def _ring(node: NodeApi) -> KeyRing:
     """Every key we know: the peers' pinned keys, and our own current and earlier ones."""
     own = {node.key.kid: node.key.public()}
     own |= {kid: key for kid, key in own_public_keys(node.settings.node.signing_key_file,
@@ -71,7 +68,7 @@ def _ring(node: Node) -> KeyRing:
                                       for kid, key in own.items())])
 
 
-def verify(node: Node, wire: bytes) -> dict[str, Any]:
+def verify(node: NodeApi, wire: bytes) -> dict[str, Any]:
     """Verification of signed bytes against the keys pinned now (never keys in a message),
     the same as admission and evidence: a valid signature by a key that was valid, and is
     not revoked, at the message's creation."""
@@ -83,9 +80,8 @@ def verify(node: Node, wire: bytes) -> dict[str, Any]:
             "fingerprint": fingerprint(verified.key.key), "sha256": verified.digest}
 
 
-async def _record(node: Node, message_id: str) -> tuple[str, dict[str, Any], bytes,
+async def _record(node: NodeApi, message_id: str) -> tuple[str, dict[str, Any], bytes,
                                                         list[dict[str, Any]]]:
-    from gateway.web.api import stored_message  # noqa: PLC0415 - the API owns the lookup
 
     found = await stored_message(node, message_id)
     if found is None:
@@ -108,7 +104,8 @@ async def message(request: web.Request) -> dict[str, Any]:
     direction, view, wire, receipts = await _record(node, _valid_id(request))
     for r in receipts:
         r["verification"] = verify(node, canonical_bytes(r["signed"]))
-    overdue = overdue_outgoing(node, view, node.clock.now()) if direction == "out" else set()
+    stored = await node.ledger.outbox.get(view["id"]) if direction == "out" else None
+    overdue = overdue_outgoing(node, stored, node.clock.now()) if stored else set()
     return _ctx(request, "message", direction=direction, view=view,
                 verification=verify(node, wire), receipts=receipts, overdue=sorted(overdue),
                 envelope_json=json.dumps(view["envelope"], indent=2, ensure_ascii=False))
@@ -122,9 +119,8 @@ async def evidence(request: web.Request) -> web.Response:
     message_id = _valid_id(request)
     await _record(node, message_id)  # 404 unless the message is ours to show
     try:
-        bundle = await asyncio.to_thread(export_bundle, node.settings, message_id,
-                                         node.clock.now())
-    except EvidenceNotFound as exc:
+        bundle = await node.evidence(message_id)
+    except NotFound as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
     return web.Response(
         body=bundle, content_type="application/json",

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp_jinja2
 import structlog
 from aiohttp import web
 
-from gateway.errors import GatewayError, SubmissionError
+from gateway.errors import GatewayError, RequestRefused
 from gateway.protocol.reasons import KEY_UPDATE_REFUSED
-from gateway.protocol.types import format_time
+from gateway.protocol.types import format_time, parse_optional_time
+from gateway.service.commcheck import report
+from gateway.service.node import NodeApi
+from gateway.service.records import OutgoingView
 from gateway.web.console import i18n
 from gateway.web.console.auth import (
     SESSION_COOKIE,
@@ -30,12 +34,10 @@ from gateway.web.console.auth import (
 )
 from gateway.web.console.readable import preview
 from gateway.web.limits import read_deadline
-
-if TYPE_CHECKING:
-    from gateway.app import Node
+from gateway.web.shapes import inbox_view, message_json, receipt_json
 
 log = structlog.get_logger("crisisgw.console")
-NODE_KEY: web.AppKey[Node] = web.AppKey("console_node")
+NODE_KEY: web.AppKey[NodeApi] = web.AppKey("console_node")
 SESSIONS: web.AppKey[Sessions] = web.AppKey("console_sessions")
 SESSION: web.RequestKey[Session] = web.RequestKey("console_session", Session)
 LOGIN_CSRF: web.RequestKey[str] = web.RequestKey("login_csrf", str)
@@ -118,7 +120,7 @@ async def _audit(request: web.Request, action: str, target: str, detail: str = "
     node = request.app[NODE_KEY]
     session: Session | None = request.get(SESSION)
     actor = session.name if session else "-"
-    await node.ledger.audit(actor, action, target, detail, node.clock.now())
+    await node.ledger.audit.record(actor, action, target, detail, node.clock.now())
     log.info("console_action", operator=actor, action=action, target=target)
 
 
@@ -137,7 +139,6 @@ def _ctx(request: web.Request, page: str, **values: Any) -> dict[str, Any]:
 
 async def login_form(request: web.Request) -> web.Response:
     """GET /console/login."""
-    import secrets  # noqa: PLC0415
 
     token = request.cookies.get("crisisgw_csrf") or secrets.token_urlsafe(32)
     request[LOGIN_CSRF] = token
@@ -169,7 +170,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     if entry is None:
         request.app[LIMITER].failed(remote, name)
         log.warning("console_login_failed", operator=name, remote=remote)
-        await node.ledger.audit(name or "-", "login_failed", remote, "", node.clock.now())
+        await node.ledger.audit.record(name or "-", "session.login_failed", remote, "",
+                                       node.clock.now())
         request[LOGIN_CSRF] = request.cookies.get("crisisgw_csrf", "")
         return aiohttp_jinja2.render_template(
             "login.html", request, _ctx(request, "login", error=True), status=401)
@@ -177,7 +179,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     token, session = await request.app[SESSIONS].create(entry.name, entry.role, i18n.current(),
                                                         password_tag(entry))
     request[SESSION] = session
-    await _audit(request, "login", remote)
+    await _audit(request, "session.login", remote)
     response = web.HTTPSeeOther("/console")
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict",
                         path="/console", secure=_https(request))
@@ -186,7 +188,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 async def logout(request: web.Request) -> web.StreamResponse:
     """POST /console/logout."""
-    await _audit(request, "logout", "")
+    await _audit(request, "session.logout", "")
     await request.app[SESSIONS].drop(request.cookies.get(SESSION_COOKIE))
     response = web.HTTPSeeOther("/console/login")
     response.del_cookie(SESSION_COOKIE, path="/console")
@@ -201,7 +203,7 @@ async def set_language(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text="unknown language")
     session = _require(request, "viewer")
     session.lang = lang
-    await _audit(request, "language", lang)
+    await _audit(request, "session.language", lang)
     back = str(form.get("next", "/console"))
     response = web.HTTPSeeOther(back if back.startswith("/console") else "/console")
     response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="Strict",
@@ -212,62 +214,60 @@ async def set_language(request: web.Request) -> web.StreamResponse:
 # -- data ------------------------------------------------------------------------------
 
 
-def _deadline(node: Node, priority: str) -> timedelta:
+def _deadline(node: NodeApi, priority: str) -> timedelta:
     return timedelta(seconds=node.settings.console.deadlines.get(priority, 14400.0))
 
 
-def _parse(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
 
-
-def overdue_outgoing(node: Node, message: dict[str, Any], now: datetime) -> set[str]:
+def overdue_outgoing(node: NodeApi, message: OutgoingView, now: datetime) -> set[str]:
     """Recipients that have not acknowledged ``message`` by its priority's deadline."""
-    created = _parse(message["created"])
-    if created is None or now < created + _deadline(node, message["priority"]):
+    created = parse_optional_time(message.created)
+    if created is None or now < created + _deadline(node, message.priority):
         return set()
-    return {r["centre"] for r in message["recipients"]
-            if r["state"] in ("queued", "sent", "delivered")}
+    return {r.centre for r in message.recipients
+            if r.state in ("queued", "sent", "delivered")}
 
 
-def overdue_incoming(node: Node, item: dict[str, Any], now: datetime) -> bool:
+def overdue_incoming(node: NodeApi, item: dict[str, Any], now: datetime) -> bool:
     """An incoming message still unacknowledged at its priority's deadline."""
-    received = _parse(item["received_at"])
+    received = parse_optional_time(item["received_at"])
     return (item["state"] == "delivered" and received is not None
             and now >= received + _deadline(node, item["priority"]))
 
 
-async def overdue_counts(node: Node) -> tuple[int, int]:
+async def overdue_counts(node: NodeApi) -> tuple[int, int]:
     """(incoming messages, outgoing recipients) past their acknowledgement deadline."""
     now = node.clock.now()
-    incoming = sum(1 for e in await node.ledger.inbox({"state": "delivered"}, 1000)
+    incoming = sum(1 for e in await node.ledger.inbox.list({"state": "delivered"}, 1000)
                    if overdue_incoming(node, _inbox_row(e), now))
     outgoing = sum(len(overdue_outgoing(node, m, now))
-                   for m in await node.ledger.messages({}, 500))
+                   for m in await node.ledger.outbox.list({}, 500))
     return incoming, outgoing
 
 
-async def overview_data(node: Node) -> dict[str, Any]:
+async def overview_data(node: NodeApi) -> dict[str, Any]:
     """Per-peer rows and the problems to show on top."""
     stats = await node.ledger.stats()
-    recent = await node.ledger.messages({}, 200)
+    recent = await node.ledger.outbox.list({}, 200)
     now = node.clock.now()
     rows: list[dict[str, Any]] = []
     problems: list[dict[str, Any]] = []
     for p in node.settings.peers:
-        link = node.publisher.links.get(p.id)
-        sent_to = [m for m in recent if any(r["centre"] == p.id for r in m["recipients"])]
-        last_receipt = max((r.get("delivered_at") or "" for m in sent_to for r in m["recipients"]
-                            if r["centre"] == p.id), default="") or None
-        backlog = stats["backlog"].get(p.id, {})
-        row = {"id": p.id, "name": p.name, "country": p.country, "groups": p.groups,
+        link = node.peer_links().get(p.id)
+        sent_to = [m for m in recent if any(r.centre == p.id for r in m.recipients)]
+        last_receipt = max((r.delivered_at or "" for m in sent_to for r in m.recipients
+                            if r.centre == p.id), default="") or None
+        backlog = stats.backlog.get(p.id)
+        row: dict[str, Any] = {
+               "id": p.id, "name": p.name, "country": p.country, "groups": p.groups,
                "suspended": p.suspended, "up": bool(link and link.connected),
                "tried": link is not None and (link.connected or link.failed),
                "tls": bool(link and link.secure),
                "tls_problem": link.tls_problem if link else None,
                "error": link.last_error if link else None,
-               "last_message": sent_to[0]["created"] if sent_to else None,
-               "last_receipt": last_receipt, "backlog": backlog.get("count", 0),
-               "oldest": backlog.get("oldest"), "last_test": None,
+               "last_message": sent_to[0].created if sent_to else None,
+               "last_receipt": last_receipt, "backlog": backlog.count if backlog else 0,
+               "oldest": backlog.oldest if backlog else None, "last_test": None,
                "keys": [{"kid": k.kid, "not_after": k.not_after and format_time(k.not_after),
                          "revoked": k.revoked,
                          "expiring": bool(k.not_after and not k.revoked
@@ -286,60 +286,59 @@ async def overview_data(node: Node) -> dict[str, Any]:
     last_test = await _last_commcheck(node)
     for row in rows:
         row["last_test"] = last_test.get(row["id"])
-    overdue_in = [e for e in await node.ledger.inbox({"state": "delivered"}, 500)
+    overdue_in = [e for e in await node.ledger.inbox.list({"state": "delivered"}, 500)
                   if overdue_incoming(node, _inbox_row(e), now)]
     if overdue_in:
         problems.append({"kind": "overdue_incoming", "count": len(overdue_in)})
     overdue_out = sum(len(overdue_outgoing(node, m, now)) for m in recent)
     if overdue_out:
         problems.append({"kind": "overdue_outgoing", "count": overdue_out})
-    if not node.consumer.connected:
-        problems.append({"kind": "inbox_down", "tls": node.consumer.tls_problem,
-                         "error": node.consumer.last_error})
-    if node.consumer.dead_letters:
-        problems.append({"kind": "dead_letters", "count": node.consumer.dead_letters})
-    if stats["security_events"]:
-        problems.append({"kind": "security_events", "count": stats["security_events"]})
+    if not node.inbox_link.connected:
+        problems.append({"kind": "inbox_down", "tls": node.inbox_link.tls_problem,
+                         "error": node.inbox_link.last_error})
+    if node.inbox_link.dead_letters:
+        problems.append({"kind": "dead_letters", "count": node.inbox_link.dead_letters})
+    if stats.security_events:
+        problems.append({"kind": "security_events", "count": stats.security_events})
         problems += await _refused_key_updates(node, now)
     rows.sort(key=lambda r: (r["up"] or not r["tried"], -r["backlog"], r["id"]))
     return {"peers": rows, "problems": problems}
 
 
-async def _refused_key_updates(node: Node, now: datetime) -> list[dict[str, Any]]:
+async def _refused_key_updates(node: NodeApi, now: datetime) -> list[dict[str, Any]]:
     """Key-updates refused by the rotation rule in the last week: what a stolen,
     phased-out key trying to take over a peer's identity looks like."""
     since = format_time(now - REFUSAL_SHOWN)
-    return [{"kind": "key_update_refused", "peer": e["claimed_sender"], "at": e["at"],
-             "detail": e["detail"]}
-            for e in await node.ledger.security_events(50)
-            if e["reason"] == KEY_UPDATE_REFUSED and e["at"] >= since]
+    return [{"kind": "key_update_refused", "peer": e.claimed_sender, "at": e.at,
+             "detail": e.detail}
+            for e in await node.ledger.security.recent(50)
+            if e.reason == KEY_UPDATE_REFUSED and e.at >= since]
 
 
-async def _last_commcheck(node: Node) -> dict[str, dict[str, Any]]:
+async def _last_commcheck(node: NodeApi) -> dict[str, dict[str, Any]]:
     """Per peer, the outcome of the most recent communication test."""
-    from gateway.service.commcheck import report  # noqa: PLC0415 - keeps imports one-way
 
-    last = await node.ledger.messages({"type": "commcheck"}, 1)
+    last = await node.ledger.outbox.list({"type": "commcheck"}, 1)
     if not last:
         return {}
-    view = last[0]
-    view["receipts"] = await node.ledger.receipts_for(view["id"])
+    view = message_json(last[0])
+    view["receipts"] = [receipt_json(r) for r in
+                        await node.ledger.receipts.for_message(last[0].id)]
     rep = report(view, node.clock.now(),
                  wait=timedelta(seconds=node.settings.commcheck.wait_seconds))
     return {p["peer"]: {**p, "started": rep["started"]} for p in rep["peers"]}
 
 
 async def run_commcheck(request: web.Request) -> web.StreamResponse:
-    """POST /console/commscheck: an operator starts a communication test."""
+    """POST /console/commcheck: an operator starts a communication test."""
     session = _require(request, "operator")
     node = request.app[NODE_KEY]
     check_id = await node.commchecks.start(session.name)
-    await _audit(request, "commcheck", check_id)
+    await _audit(request, "commcheck.started", check_id)
     raise web.HTTPSeeOther("/console")
 
 
 def _inbox_row(entry: Any) -> dict[str, Any]:
-    from gateway.web.api import inbox_view  # noqa: PLC0415 - shared view of an entry
 
     return inbox_view(entry)
 
@@ -362,10 +361,12 @@ async def outbox(request: web.Request) -> dict[str, Any]:
     node = request.app[NODE_KEY]
     filters = {k: v for k, v in request.query.items()
                if k in ("incident", "state", "peer") and v}
-    messages = await node.ledger.messages(filters, 200)
     now = node.clock.now()
-    for m in messages:
-        m["overdue"] = sorted(overdue_outgoing(node, m, now))
+    messages = []
+    for stored in await node.ledger.outbox.list(filters, 200):
+        m = message_json(stored)
+        messages.append(m)
+        m["overdue"] = sorted(overdue_outgoing(node, stored, now))
         for r in m["recipients"]:
             r["to_delivered"] = _elapsed(m["created"], r["delivered_at"])
             r["to_acknowledged"] = _elapsed(m["created"], r["acknowledged_at"])
@@ -375,7 +376,7 @@ async def outbox(request: web.Request) -> dict[str, Any]:
 
 
 def _elapsed(start: str | None, end: str | None) -> str | None:
-    a, b = _parse(start), _parse(end)
+    a, b = parse_optional_time(start), parse_optional_time(end)
     if a is None or b is None:
         return None
     seconds = max(0.0, (b - a).total_seconds())
@@ -392,7 +393,7 @@ async def inbox(request: web.Request) -> dict[str, Any]:
     _require(request, "viewer")
     node = request.app[NODE_KEY]
     filters = {k: v for k, v in request.query.items() if k in ("incident", "priority") and v}
-    entries = [_inbox_row(e) for e in await node.ledger.inbox(filters, 300)]
+    entries = [_inbox_row(e) for e in await node.ledger.inbox.list(filters, 300)]
     now = node.clock.now()
     for item in entries:
         item["overdue"] = overdue_incoming(node, item, now)
@@ -409,9 +410,9 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
     sender, message_id = request.match_info["sender"], request.match_info["id"]
     try:
         await node.acknowledger.acknowledge(message_id, session.name, sender)
-    except SubmissionError as exc:
+    except RequestRefused as exc:
         raise web.HTTPConflict(text=exc.detail) from exc
-    await _audit(request, "acknowledge", f"{sender}/{message_id}")
+    await _audit(request, "message.acknowledge_requested", f"{sender}/{message_id}")
     raise web.HTTPSeeOther("/console/inbox")
 
 
@@ -443,15 +444,15 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _snapshot(node: Node) -> dict[str, Any]:
-    messages = await node.ledger.messages({}, 100)
+async def _snapshot(node: NodeApi) -> dict[str, Any]:
+    messages = await node.ledger.outbox.list({}, 100)
     now = node.clock.now()
-    states = {m["id"]: {r["centre"]: {"state": r["state"], "reason": r["reason"],
-                                      "delivered_at": r["delivered_at"],
-                                      "acknowledged_at": r["acknowledged_at"]}
-                        for r in m["recipients"]} for m in messages}
-    overdue_out = {m["id"]: sorted(overdue_outgoing(node, m, now)) for m in messages}
-    unacked = [_inbox_row(e) for e in await node.ledger.inbox({"state": "delivered"}, 500)]
+    states = {m.id: {r.centre: {"state": r.state, "reason": r.reason,
+                                "delivered_at": r.delivered_at,
+                                "acknowledged_at": r.acknowledged_at}
+                     for r in m.recipients} for m in messages}
+    overdue_out = {m.id: sorted(overdue_outgoing(node, m, now)) for m in messages}
+    unacked = [_inbox_row(e) for e in await node.ledger.inbox.list({"state": "delivered"}, 500)]
     return {"states": states, "overdue_out": {k: v for k, v in overdue_out.items() if v},
             "unacknowledged": len(unacked),
             "overdue_in": [e["id"] for e in unacked if overdue_incoming(node, e, now)],

@@ -14,21 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.adapters.sqlite.db import Database
+from gateway.adapters.sqlite.schema import LEGACY_KINDS
 from gateway.errors import LedgerError
 from gateway.protocol.auditlog import GENESIS, StoredEntry, content_bytes, link, sha256_hex
 from gateway.protocol.types import format_time
-
-AUDIT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_log (
-  seq INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,
-  subject TEXT NOT NULL, content BLOB NOT NULL, content_sha256 TEXT NOT NULL,
-  prev TEXT NOT NULL, hash TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_log_subject ON audit_log(subject);
-CREATE TABLE IF NOT EXISTS audit_checkpoints (
-  seq INTEGER PRIMARY KEY, at TEXT NOT NULL, head TEXT NOT NULL, wire BLOB NOT NULL
-);
-"""
+from gateway.service.records import AuditEntry
 
 #: Longest ``actor``, ``subject`` and string value in ``data`` kept in an entry.
 MAX_FIELD = 500
@@ -80,14 +71,13 @@ def rows(conn: sqlite3.Connection, first: int = 1, last: int | None = None
         yield stored(row)
 
 
-def view(row: sqlite3.Row) -> dict[str, Any]:
-    """An entry as the API shows it."""
+def entry(row: sqlite3.Row) -> AuditEntry:
+    """A stored entry as a record (``kind`` as searched: see schema.LEGACY_KINDS)."""
     content = json.loads(bytes(row["content"]))
-    data = content.get("data", {})
-    return {"seq": row["seq"], "at": row["at"], "kind": row["kind"], "actor": row["actor"],
-            "subject": row["subject"], "data": data, "hash": row["hash"],
-            # The names of the operator-action log this log replaced:
-            "action": row["kind"], "target": row["subject"], "detail": data.get("detail", "")}
+    data = content.get("data", {}) if isinstance(content, dict) else {}
+    return AuditEntry(seq=row["seq"], at=row["at"], kind=row["kind"], actor=row["actor"],
+                      subject=row["subject"], data=data if isinstance(data, dict) else {},
+                      hash=row["hash"])
 
 
 def store_checkpoint(conn: sqlite3.Connection, seq: int, at: datetime, head_hash: str,
@@ -130,3 +120,65 @@ def connect_existing(path: Path, *, write: bool = False) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise LedgerError(f"{path}: not a ledger with an audit log ({exc})") from exc
     return conn
+
+
+class SqliteAudit:
+    """The audit log as a store (:class:`gateway.service.ports.AuditStore`)."""
+
+    def __init__(self, db: Database, clock: Callable[[], datetime]) -> None:
+        self._db, self._now = db, clock
+
+    async def record(self, actor: str, action: str, target: str, detail: str,
+                     at: datetime) -> None:
+        """See :meth:`gateway.service.ports.AuditStore.record`."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            append(conn, at, action[:50], actor[:100], target[:200], {"detail": detail[:1000]})
+
+        await self._db.write(run)
+
+    async def entries(self, limit: int = 100, kind: str | None = None,
+                      subject: str | None = None) -> list[AuditEntry]:
+        """See :meth:`gateway.service.ports.AuditStore.entries` (an old kind name finds
+        the entries of its new name)."""
+        where, args = ["1=1"], []
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(LEGACY_KINDS.get(kind, kind))
+        if subject is not None:
+            where.append("subject = ?")
+            args.append(subject)
+
+        def run(conn: sqlite3.Connection) -> list[AuditEntry]:
+            rows = conn.execute(
+                f"SELECT * FROM audit_log WHERE {' AND '.join(where)} "  # noqa: S608 - fixed clauses
+                "ORDER BY seq DESC LIMIT ?", [*args, limit])
+            return [entry(r) for r in rows]
+
+        return await self._db.read(run)
+
+    async def checkpoint(self, sign: Callable[[int, str], bytes], *,
+                         force: bool = False) -> bytes | None:
+        """See :meth:`gateway.service.ports.AuditStore.checkpoint`: None when nothing was
+        appended since the last checkpoint (unless ``force``)."""
+        at = self._now()
+
+        def run(conn: sqlite3.Connection) -> bytes | None:
+            seq, _ = head(conn)
+            latest = conn.execute("SELECT wire FROM audit_checkpoints WHERE seq=?",
+                                  (seq,)).fetchone()
+            if latest is not None:
+                return bytes(latest[0]) if force else None
+            return checkpoint_now(conn, at, sign)[2]
+
+        return await self._db.write(run)
+
+    async def latest_checkpoint(self) -> bytes | None:
+        """See :meth:`gateway.service.ports.AuditStore.latest_checkpoint`."""
+
+        def run(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT wire FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self._db.read(run)

@@ -62,9 +62,10 @@ def translate(exc: sqlite3.Error) -> LedgerError:
 class Database:
     """An SQLite file with one writer thread (group commit) and a few reader threads."""
 
-    def __init__(self, path: Path, schema: str, readers: int = 2) -> None:
+    def __init__(self, path: Path, migrate: Callable[[sqlite3.Connection], None],
+                 readers: int = 2) -> None:
         self._path = path
-        self._schema = schema
+        self._migrate = migrate
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="ledger-reader")
         self._local = threading.local()
@@ -78,18 +79,29 @@ class Database:
         self.writes = 0
 
     async def open(self) -> None:
-        """Create the file and schema, start the commit loop."""
+        """Create the file, bring its schema to this release's version (``migrate``, on
+        the writer's connection, before any other write), start the commit loop."""
         loop = asyncio.get_running_loop()
         private_files(self._path)
         try:
             self._wconn = await loop.run_in_executor(self._writer, self._open_writer)
         except sqlite3.Error as exc:
+            self._writer.shutdown(wait=False)
+            self._readers.shutdown(wait=False)
             raise translate(exc) from exc
+        except LedgerError:
+            self._writer.shutdown(wait=False)
+            self._readers.shutdown(wait=False)
+            raise
         self._task = asyncio.create_task(self._commit_loop(), name="ledger-commit-loop")
 
     def _open_writer(self) -> sqlite3.Connection:
         conn = _connect(self._path)
-        conn.executescript(self._schema)
+        try:
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -1,29 +1,22 @@
-"""Loads incident threads from the SQLite ledger: outbox with deliveries, and inbox.
+"""Loads incident threads from the SQLite ledger: outbox with deliveries, and inbox
+(:class:`gateway.service.ports.IncidentStore`).
 
-Receipts are never part of a thread. Reads run on a reader connection (one snapshot);
-the incident indexes are created once per :class:`Database` through the writer until
-the ledger schema carries :data:`INCIDENT_INDEXES` itself.
+Receipts are never part of a thread. Reads run on a reader connection (one snapshot),
+on the incident indexes of schema step 1.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
-import weakref
 from collections import defaultdict
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from gateway.adapters.sqlite_db import Database
-from gateway.errors import LedgerError
+from gateway.adapters.sqlite.db import Database
+from gateway.protocol.types import parse_optional_time
 from gateway.service.incidents import DeliveryRecord, ThreadItem, body_fields
-
-INCIDENT_INDEXES = """
-CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident);
-CREATE INDEX IF NOT EXISTS inbox_incident ON inbox(incident);
-"""
 
 _OUTBOX = {
     True: "SELECT id, type, created, priority, mode, tlp, incident, wire, submitted_at"
@@ -51,19 +44,6 @@ _INBOX = {
 }
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_indexed: weakref.WeakSet[Database] = weakref.WeakSet()
-
-
-def ensure_indexes(conn: sqlite3.Connection) -> None:
-    """Create the incident indexes if missing (idempotent)."""
-    # Statement by statement: executescript would commit the caller's transaction.
-    for statement in INCIDENT_INDEXES.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
-def _time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _envelope(wire: bytes) -> dict[str, Any]:
@@ -82,10 +62,12 @@ def _recipients(envelope: dict[str, Any]) -> tuple[str, ...]:
 
 def _delivery(row: sqlite3.Row) -> DeliveryRecord:
     return DeliveryRecord(
-        recipient=row["recipient"], state=row["state"], sent_at=_time(row["sent_at"]),
-        delivered_at=_time(row["delivered_at"]), acknowledged_at=_time(row["acknowledged_at"]),
-        rejected_at=_time(row["rejected_at"]), expired_at=_time(row["expired_at"]),
-        reason=row["reason"])
+        recipient=row["recipient"], state=row["state"],
+        sent_at=parse_optional_time(row["sent_at"]),
+        delivered_at=parse_optional_time(row["delivered_at"]),
+        acknowledged_at=parse_optional_time(row["acknowledged_at"]),
+        rejected_at=parse_optional_time(row["rejected_at"]),
+        expired_at=parse_optional_time(row["expired_at"]), reason=row["reason"])
 
 
 def _sent(row: sqlite3.Row, deliveries: list[DeliveryRecord]) -> ThreadItem:
@@ -93,8 +75,8 @@ def _sent(row: sqlite3.Row, deliveries: list[DeliveryRecord]) -> ThreadItem:
     sender = envelope.get("from")
     return ThreadItem(
         direction="out", id=row["id"], sender=sender if isinstance(sender, str) else "",
-        incident=row["incident"], type=row["type"], created=_time(row["created"]),
-        recorded_at=_time(row["submitted_at"]) or _EPOCH, to=_recipients(envelope),
+        incident=row["incident"], type=row["type"], created=parse_optional_time(row["created"]),
+        recorded_at=parse_optional_time(row["submitted_at"]) or _EPOCH, to=_recipients(envelope),
         priority=row["priority"], tlp=row["tlp"], mode=row["mode"],
         deliveries=tuple(deliveries), **body_fields(row["type"], envelope.get("body")))
 
@@ -103,10 +85,10 @@ def _received(row: sqlite3.Row) -> ThreadItem:
     envelope = _envelope(bytes(row["wire"]))
     return ThreadItem(
         direction="in", id=row["id"], sender=row["sender"], incident=row["incident"],
-        type=row["type"], created=_time(row["created"]),
-        recorded_at=_time(row["received_at"]) or _EPOCH, to=_recipients(envelope),
+        type=row["type"], created=parse_optional_time(row["created"]),
+        recorded_at=parse_optional_time(row["received_at"]) or _EPOCH, to=_recipients(envelope),
         priority=row["priority"], tlp=row["tlp"], mode=row["mode"], state=row["state"],
-        reason=row["reason"], acknowledged_at=_time(row["acknowledged_at"]),
+        reason=row["reason"], acknowledged_at=parse_optional_time(row["acknowledged_at"]),
         acknowledged_by=row["acknowledged_by"],
         **body_fields(row["type"], envelope.get("body")))
 
@@ -122,15 +104,14 @@ def _load(conn: sqlite3.Connection, incident: str | None) -> list[ThreadItem]:
     return items
 
 
-async def load_thread_items(db: Database, incident: str | None) -> list[ThreadItem]:
-    """Every non-receipt message on ``incident`` (None: on any incident), sent and received.
+class SqliteIncidents:
+    """Incident threads, read from the outbox, deliveries and inbox."""
 
-    Rejected inbox messages are included (the thread counts them); a message's body is
-    read from its signed wire envelope.
-    """
-    if db not in _indexed:
-        # If this fails (e.g. disk full), reading without the indexes still works, slower.
-        with contextlib.suppress(LedgerError):
-            await db.write(ensure_indexes)
-            _indexed.add(db)
-    return await db.read(partial(_load, incident=incident))
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def thread_items(self, incident: str | None) -> list[ThreadItem]:
+        """Every non-receipt message on ``incident`` (None: on any incident), sent and
+        received. Rejected inbox messages are included (the thread counts them); a
+        message's body is read from its signed wire envelope."""
+        return await self._db.read(partial(_load, incident=incident))

@@ -1,0 +1,162 @@
+"""Assemble an evidence bundle for one message from a node's ledger.
+
+In the node (the console's download), the bundle's reads and its one write (the audit
+checkpoint its proof ends at) run as one write of the node's single writer. From
+another process (``crisisgw evidence export``) they run in one ``BEGIN IMMEDIATE``
+transaction on a connection of its own: SQLite's file lock orders it with the node's
+writer, whose batches wait for it (``busy_timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from gateway.adapters.sqlite import audit as sqlite_audit
+from gateway.adapters.sqlite.db import Database
+from gateway.config import Settings
+from gateway.errors import LedgerError, NotFound
+from gateway.keyfiles import load_signing_key, own_public_keys
+from gateway.protocol.auditlog import GENESIS, sign_checkpoint
+from gateway.protocol.evidence import seal_bundle
+from gateway.protocol.keys import SigningKey, b64url_encode, public_key_text
+from gateway.protocol.types import format_time
+
+
+class EvidenceNotFound(NotFound):
+    """No message with that id in this node's ledger, or no audit entry for it."""
+
+
+def _signed_by(wire: bytes) -> tuple[str, str]:
+    signed = json.loads(wire)
+    return str(signed["envelope"]["from"]), str(signed["signature"]["kid"])
+
+
+def _wires(conn: sqlite3.Connection, message_id: str) -> tuple[bytes, list[bytes]]:
+    """The message's signed bytes and every signed receipt about it we hold."""
+    row = conn.execute("SELECT wire FROM outbox WHERE id=? AND type != 'receipt'",
+                       (message_id,)).fetchone()
+    if row is not None:  # we sent it: the receipts came from the recipients
+        receipts = [bytes(r[0]) for r in conn.execute(
+            "SELECT wire FROM receipts_in WHERE message_id=? ORDER BY at, issuer",
+            (message_id,))]
+        return bytes(row[0]), receipts
+    row = conn.execute("SELECT sender, wire FROM inbox WHERE id=? AND type != 'receipt'",
+                       (message_id,)).fetchone()
+    if row is None:
+        raise EvidenceNotFound("Not found", f"no message {message_id} in this ledger")
+    receipts = [bytes(r[0]) for r in conn.execute(  # we received it: the receipts are ours
+        "SELECT wire FROM outbox WHERE type='receipt' AND answers_sender=? AND answers_id=?"
+        " ORDER BY submitted_at", (row[0], message_id))]
+    return bytes(row[1]), receipts
+
+
+def _entries(conn: sqlite3.Connection, message_id: str) -> list[sqlite3.Row]:
+    entries = conn.execute("SELECT seq, content FROM audit_log WHERE subject=? ORDER BY seq",
+                           (message_id,)).fetchall()
+    if not entries:
+        raise EvidenceNotFound("Not found", f"the audit log has no entry for {message_id}")
+    return list(entries)
+
+
+@dataclass(frozen=True, slots=True)
+class _Collected:
+    """What the ledger holds for one bundle, read in one transaction."""
+
+    message: bytes
+    receipts: list[bytes]
+    entries: list[bytes]
+    first: int
+    prev: str
+    links: list[str]
+    checkpoint: bytes
+
+
+def _collect(conn: sqlite3.Connection, message_id: str, now: datetime, me: str,
+             current: SigningKey) -> _Collected:
+    """Read the bundle's parts and keep the checkpoint they end at (caller's transaction)."""
+    message, receipts = _wires(conn, message_id)
+    entries = _entries(conn, message_id)
+    seq, _, checkpoint = sqlite_audit.checkpoint_now(
+        conn, now, lambda n, h: sign_checkpoint(me, n, h, now, current))
+    first = int(entries[0][0])
+    links = [str(r[0]) for r in conn.execute(
+        "SELECT content_sha256 FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq",
+        (first, seq))]
+    prev = GENESIS if first == 1 else str(conn.execute(
+        "SELECT hash FROM audit_log WHERE seq=?", (first - 1,)).fetchone()[0])
+    return _Collected(message=message, receipts=receipts,
+                      entries=[bytes(r[1]) for r in entries], first=first, prev=prev,
+                      links=links, checkpoint=checkpoint)
+
+
+def _signing_keys(settings: Settings) -> tuple[SigningKey, dict[str, Ed25519PublicKey]]:
+    own = own_public_keys(settings.node.signing_key_file, settings.node.signing_key_id)
+    return load_signing_key(settings.node.signing_key_file, settings.node.signing_key_id), own
+
+
+def export_bundle(settings: Settings, message_id: str, now: datetime) -> bytes:
+    """The signed bundle for ``message_id``, from another process than the node's;
+    raises :class:`EvidenceNotFound` or :class:`LedgerError`."""
+    current, own = _signing_keys(settings)
+    path = settings.node.data_dir / "ledger.sqlite3"
+    conn = sqlite_audit.connect_existing(path, write=True)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            collected = _collect(conn, message_id, now, settings.node.centre, current)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{path}: {exc}") from exc
+    finally:
+        conn.close()
+    return _assemble(settings, collected, now, current, own)
+
+
+async def export_in_node(db: Database, settings: Settings, message_id: str,
+                         now: datetime) -> bytes:
+    """The signed bundle for ``message_id``, through the running node's one writer."""
+    current, own = await asyncio.to_thread(_signing_keys, settings)
+    collected = await db.write(partial(_collect, message_id=message_id, now=now,
+                                       me=settings.node.centre, current=current))
+    return _assemble(settings, collected, now, current, own)
+
+
+def _assemble(settings: Settings, c: _Collected, now: datetime, current: SigningKey,
+              own: dict[str, Ed25519PublicKey]) -> bytes:
+    me = settings.node.centre
+    needed = {_signed_by(w) for w in (c.message, *c.receipts)} | {(me, current.kid)}
+    keys: list[dict[str, Any]] = []
+    for centre, kid in sorted(needed):
+        if centre == me:
+            if kid not in own:
+                raise LedgerError(f"our key {kid} is no longer on disk; cannot prove its use")
+            keys.append({"centre": me, "kid": kid,
+                         "public_key": public_key_text(own[kid])})
+            continue
+        peer = settings.peer(centre)
+        entry = next((k for k in (peer.keys if peer else ()) if k.kid == kid), None)
+        if entry is None:
+            raise LedgerError(f"key {kid} of {centre} is not pinned here any more")
+        keys.append(entry.model_dump(mode="json", include={"kid", "public_key", "not_before",
+                                                           "not_after"}, exclude_none=True)
+                    | {"centre": centre})
+    bundle = {
+        "v": 1, "type": "evidence-bundle", "exported_by": me, "exported_at": format_time(now),
+        "message": b64url_encode(c.message), "receipts": [b64url_encode(r) for r in c.receipts],
+        "keys": keys,
+        "audit": {"entries": [e.decode("ascii") for e in c.entries],
+                  "first_seq": c.first, "prev": c.prev, "links": c.links,
+                  "checkpoint": json.loads(c.checkpoint)},
+    }
+    return seal_bundle(bundle, current)

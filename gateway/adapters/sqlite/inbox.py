@@ -1,0 +1,125 @@
+"""Messages peers sent us (:class:`gateway.service.ports.InboxStore`)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Mapping
+from datetime import datetime
+from functools import partial
+
+from gateway.adapters.sqlite.audit import append
+from gateway.adapters.sqlite.db import Database
+from gateway.adapters.sqlite.deliveries import apply, inbox_entry, insert_outgoing, t
+from gateway.protocol.delivery import on_resend_requested
+from gateway.service.records import InboxEntry, IngestOutcome, OutgoingMessage
+
+_FILTERS = ("sender", "type", "incident", "state", "priority")
+
+
+def _resend_receipts(conn: sqlite3.Connection, sender: str, message_id: str,
+                     now: datetime) -> None:
+    """The peer sent ``message_id`` again: the receipts we issued for it are due again."""
+    rows = conn.execute(
+        "SELECT * FROM deliveries WHERE state IN ('queued', 'sent') AND message_id IN"
+        " (SELECT id FROM outbox WHERE answers_sender=? AND answers_id=?)",
+        (sender, message_id)).fetchall()
+    for row in rows:
+        apply(conn, row, partial(on_resend_requested, now=now), now)
+
+
+class SqliteInbox:
+    """The inbox table."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def ingest(
+        self, entry: InboxEntry, receipt: OutgoingMessage | None, now: datetime
+    ) -> tuple[IngestOutcome, str]:
+        """See :meth:`gateway.service.ports.InboxStore.ingest`."""
+
+        def run(conn: sqlite3.Connection) -> tuple[IngestOutcome, str]:
+            row = conn.execute("SELECT digest, state FROM inbox WHERE sender=? AND id=?",
+                               (entry.sender, entry.id)).fetchone()
+            if row is not None:
+                if row["digest"] != entry.digest:
+                    return IngestOutcome.CONFLICT, str(row["state"])
+                append(conn, now, "message.duplicate", entry.sender, entry.id,
+                       {"from": entry.sender, "sha256": entry.digest})
+                _resend_receipts(conn, entry.sender, entry.id, now)
+                return IngestOutcome.DUPLICATE, str(row["state"])
+            conn.execute(
+                "INSERT INTO inbox VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (entry.sender, entry.id, entry.type, entry.priority, entry.mode, entry.tlp,
+                 entry.incident, t(entry.created), t(entry.expires), entry.digest, entry.wire,
+                 t(entry.received_at), entry.state, entry.reason, entry.detail,
+                 t(entry.acknowledged_at), entry.acknowledged_by),
+            )
+            append(conn, now, "message.received", entry.sender, entry.id,
+                   {"from": entry.sender, "type": entry.type, "sha256": entry.digest,
+                    "state": entry.state, "reason": entry.reason,
+                    "wire_sha256": hashlib.sha256(entry.wire).hexdigest()})
+            if receipt is not None:
+                insert_outgoing(conn, receipt, now, "ledger")
+            return IngestOutcome.NEW, entry.state
+
+        return await self._db.write(run)
+
+    async def get(self, sender: str, message_id: str) -> InboxEntry | None:
+        """See :meth:`gateway.service.ports.InboxStore.get`."""
+
+        def run(conn: sqlite3.Connection) -> InboxEntry | None:
+            row = conn.execute("SELECT * FROM inbox WHERE sender=? AND id=?",
+                               (sender, message_id)).fetchone()
+            return None if row is None else inbox_entry(row)
+
+        return await self._db.read(run)
+
+    async def find(self, message_id: str) -> list[InboxEntry]:
+        """See :meth:`gateway.service.ports.InboxStore.find`."""
+
+        def run(conn: sqlite3.Connection) -> list[InboxEntry]:
+            rows = conn.execute("SELECT * FROM inbox WHERE id=?", (message_id,)).fetchall()
+            return [inbox_entry(r) for r in rows]
+
+        return await self._db.read(run)
+
+    async def acknowledge(
+        self, sender: str, message_id: str, by: str, receipt: OutgoingMessage, now: datetime,
+        *, actor: str | None = None,
+    ) -> bool:
+        """See :meth:`gateway.service.ports.InboxStore.acknowledge`."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE inbox SET state='acknowledged', acknowledged_at=?, acknowledged_by=?"
+                " WHERE sender=? AND id=? AND state='delivered'",
+                (t(now), by, sender, message_id),
+            )
+            if cur.rowcount == 0:
+                return False
+            who = actor or by
+            append(conn, now, "message.acknowledged", who, message_id,
+                   {"from": sender, "by": by})
+            insert_outgoing(conn, receipt, now, who)
+            return True
+
+        return await self._db.write(run)
+
+    async def list(self, filters: Mapping[str, str], limit: int) -> list[InboxEntry]:
+        """See :meth:`gateway.service.ports.InboxStore.list`."""
+        where, args = ["type != 'receipt'"], []
+        for column in _FILTERS:
+            if column in filters:
+                where.append(f"{column} = ?")
+                args.append(filters[column])
+
+        def run(conn: sqlite3.Connection) -> list[InboxEntry]:
+            rows = conn.execute(
+                f"SELECT * FROM inbox WHERE {' AND '.join(where)} "  # noqa: S608 - fixed column names
+                "ORDER BY received_at DESC LIMIT ?", [*args, limit],
+            ).fetchall()
+            return [inbox_entry(r) for r in rows]
+
+        return await self._db.read(run)

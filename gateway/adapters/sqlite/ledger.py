@@ -1,0 +1,87 @@
+"""The embedded ledger: one SQLite file in WAL mode, one store per concern
+(:class:`gateway.service.ports.Ledger`).
+
+Every store writes through the one :class:`Database` writer (group commit); its schema
+is brought to this release's version when the file is opened (:mod:`.schema`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from gateway.adapters.sqlite.audit import SqliteAudit
+from gateway.adapters.sqlite.db import Database
+from gateway.adapters.sqlite.directory import SqliteDirectory
+from gateway.adapters.sqlite.evidence import export_in_node
+from gateway.adapters.sqlite.inbox import SqliteInbox
+from gateway.adapters.sqlite.incidents import SqliteIncidents
+from gateway.adapters.sqlite.outbox import SqliteOutbox
+from gateway.adapters.sqlite.receipts import SqliteReceipts
+from gateway.adapters.sqlite.schema import migrate
+from gateway.adapters.sqlite.security import SqliteSecurity
+from gateway.adapters.sqlite.sessions import SqliteSessions
+from gateway.config import Settings
+from gateway.service.records import Backlog, LedgerStats
+
+
+def _stats(conn: sqlite3.Connection) -> LedgerStats:
+    # Backlog: not yet delivered. A sent receipt is done (receipts get no receipts).
+    backlog = {
+        r["recipient"]: Backlog(count=r["n"], oldest=r["oldest"])
+        for r in conn.execute(
+            "SELECT d.recipient, COUNT(*) n, MIN(o.submitted_at) oldest"
+            " FROM deliveries d JOIN outbox o ON o.id = d.message_id"
+            " WHERE d.state = 'queued' OR (d.state = 'sent' AND o.type != 'receipt')"
+            " GROUP BY d.recipient")
+    }
+    states = {str(r[0]): int(r[1]) for r in conn.execute(
+        "SELECT state, COUNT(*) FROM deliveries GROUP BY state")}
+    events = conn.execute("SELECT COUNT(*) FROM security_events").fetchone()[0]
+    events += conn.execute(
+        "SELECT COALESCE(SUM(count), 0) FROM security_suppressed").fetchone()[0]
+    inbox = conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+    return LedgerStats(deliveries=states, backlog=backlog, security_events=int(events),
+                       inbox=int(inbox))
+
+
+class SqliteLedger:
+    """The SQLite ledger. Use :meth:`open` before anything else."""
+
+    def __init__(self, path: Path, clock: Callable[[], datetime] | None = None) -> None:
+        self.path = path
+        now = clock or (lambda: datetime.now(UTC))
+        self.db = Database(path, partial(self._migrate, path=path))
+        #: The schema version the file had when opened (before migrating).
+        self.found_version: int | None = None
+        self.outbox = SqliteOutbox(self.db, now)
+        self.inbox = SqliteInbox(self.db)
+        self.receipts = SqliteReceipts(self.db)
+        self.audit = SqliteAudit(self.db, now)
+        self.directory = SqliteDirectory(self.db)
+        self.security = SqliteSecurity(self.db)
+        self.sessions = SqliteSessions(self.db)
+        self.incidents = SqliteIncidents(self.db)
+
+    def _migrate(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.found_version = migrate(conn, path)
+
+    async def open(self) -> None:
+        """Create or open the ledger file, migrating its schema to this release's."""
+        await self.db.open()
+
+    async def close(self) -> None:
+        """Commit pending writes and close."""
+        await self.db.close()
+
+    async def stats(self) -> LedgerStats:
+        """See :meth:`gateway.service.ports.Ledger.stats`."""
+        return await self.db.read(_stats)
+
+    async def evidence(self, settings: Settings, message_id: str, now: datetime) -> bytes:
+        """The signed evidence bundle of one message (through the one writer: it keeps
+        the checkpoint its proof ends at)."""
+        return await export_in_node(self.db, settings, message_id, now)

@@ -1,0 +1,188 @@
+"""The ledger's schema, versioned: ``PRAGMA user_version`` and ordered migration steps.
+
+A ledger file says which version its schema has; opening it runs the steps from there
+to :data:`LATEST`, in one transaction on the writer's connection, before anything else
+is written. A file written by an earlier release is first copied next to itself
+(``ledger.sqlite3.v<N>.bak``, with SQLite's backup API): an upgrade can always be undone
+by stopping the node and putting the copy back. A file from a later release is refused:
+this release cannot know what its rows mean.
+
+Steps are history: once released, a step never changes. A new table, column or
+index is a new step at the end. Version 0 is "no version yet": a new, empty file, or
+a ledger written before versions existed, whose tables step 1 finds in place.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from gateway.adapters.sqlite.db import private_files
+from gateway.errors import LedgerError
+
+log = structlog.get_logger("crisisgw.ledger")
+
+#: The tables of every release up to the first versioned one (step 1).
+_V1 = """
+CREATE TABLE IF NOT EXISTS outbox (
+  id TEXT PRIMARY KEY, type TEXT NOT NULL, created TEXT NOT NULL, expires TEXT NOT NULL,
+  priority TEXT NOT NULL, mode TEXT NOT NULL, tlp TEXT NOT NULL, incident TEXT,
+  digest TEXT NOT NULL, wire BLOB NOT NULL, submitted_at TEXT NOT NULL,
+  answers_sender TEXT, answers_id TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_answers ON outbox(answers_sender, answers_id);
+CREATE INDEX IF NOT EXISTS outbox_type_time ON outbox(type, submitted_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+  message_id TEXT NOT NULL REFERENCES outbox(id), recipient TEXT NOT NULL,
+  state TEXT NOT NULL, attempts INTEGER NOT NULL, next_attempt_at TEXT, last_error TEXT,
+  sent_at TEXT, delivered_at TEXT, acknowledged_at TEXT, rejected_at TEXT, expired_at TEXT,
+  reason TEXT, PRIMARY KEY (message_id, recipient)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_attempt_at) WHERE state = 'queued';
+CREATE TABLE IF NOT EXISTS idempotency (
+  client TEXT NOT NULL, key TEXT NOT NULL, request_sha256 TEXT NOT NULL,
+  message_id TEXT NOT NULL, created TEXT NOT NULL, PRIMARY KEY (client, key)
+);
+CREATE TABLE IF NOT EXISTS inbox (
+  sender TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, priority TEXT NOT NULL,
+  mode TEXT NOT NULL, tlp TEXT NOT NULL, incident TEXT, created TEXT, expires TEXT,
+  digest TEXT NOT NULL, wire BLOB NOT NULL, received_at TEXT NOT NULL, state TEXT NOT NULL,
+  reason TEXT, detail TEXT, acknowledged_at TEXT, acknowledged_by TEXT,
+  PRIMARY KEY (sender, id)
+);
+CREATE INDEX IF NOT EXISTS inbox_received ON inbox(received_at);
+CREATE INDEX IF NOT EXISTS inbox_id ON inbox(id);
+CREATE TABLE IF NOT EXISTS receipts_in (
+  issuer TEXT NOT NULL, id TEXT NOT NULL, message_id TEXT NOT NULL, state TEXT NOT NULL,
+  reason TEXT, at TEXT NOT NULL, message_sha256 TEXT NOT NULL, wire BLOB NOT NULL,
+  received_at TEXT NOT NULL, PRIMARY KEY (issuer, id)
+);
+CREATE INDEX IF NOT EXISTS receipts_in_message ON receipts_in(message_id);
+CREATE TABLE IF NOT EXISTS directory (
+  centre TEXT PRIMARY KEY, created TEXT NOT NULL, message_id TEXT NOT NULL,
+  entries TEXT NOT NULL, received_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS security_events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, reason TEXT NOT NULL,
+  detail TEXT NOT NULL, claimed_sender TEXT, claimed_id TEXT, amqp_user TEXT,
+  payload_sha256 TEXT NOT NULL,
+  payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS security_by_publisher ON security_events(amqp_user, at);
+CREATE TABLE IF NOT EXISTS security_suppressed (
+  publisher TEXT NOT NULL, day TEXT NOT NULL, reason TEXT NOT NULL,
+  count INTEGER NOT NULL, bytes INTEGER NOT NULL, last_at TEXT NOT NULL,
+  last_sha256 TEXT NOT NULL, PRIMARY KEY (publisher, day, reason)
+);
+CREATE TABLE IF NOT EXISTS console_sessions (
+  token_sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, csrf TEXT NOT NULL,
+  expires REAL NOT NULL, lang TEXT NOT NULL, tag TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_log (
+  seq INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,
+  subject TEXT NOT NULL, content BLOB NOT NULL, content_sha256 TEXT NOT NULL,
+  prev TEXT NOT NULL, hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_subject ON audit_log(subject);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+  seq INTEGER PRIMARY KEY, at TEXT NOT NULL, head TEXT NOT NULL, wire BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident);
+CREATE INDEX IF NOT EXISTS inbox_incident ON inbox(incident);
+"""
+
+#: Audit kinds of earlier releases (``verb_noun`` and bare verbs) and their ``noun.verb``
+#: names. Step 2 renames the searchable ``kind`` column; each entry's hashed content
+#: keeps the name it was written with, so the chain still verifies.
+LEGACY_KINDS = {
+    "login": "session.login", "logout": "session.logout",
+    "login_failed": "session.login_failed", "language": "session.language",
+    "acknowledge": "message.acknowledge_requested", "compose": "message.composed",
+    "commcheck": "commcheck.started", "key_rotate": "key.rotation_requested",
+    "key_revoke": "key.revocation_requested",
+}
+
+
+def _statements(script: str) -> list[str]:
+    return [s for s in (part.strip() for part in script.split(";")) if s]
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    for statement in _statements(_V1):  # not executescript: it would commit
+        conn.execute(statement)
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE INDEX IF NOT EXISTS audit_log_kind ON audit_log(kind, seq)")
+    conn.executemany("UPDATE audit_log SET kind = ? WHERE kind = ?",
+                     [(new, old) for old, new in LEGACY_KINDS.items()])
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One migration: from ``version - 1`` to ``version``."""
+
+    version: int
+    summary: str
+    run: Callable[[sqlite3.Connection], None]
+
+
+STEPS = (
+    Step(1, "the tables of the releases before versions", _v1),
+    Step(2, "audit kinds named noun.verb; an index on kind", _v2),
+)
+LATEST = STEPS[-1].version
+
+
+def version_of(conn: sqlite3.Connection) -> int:
+    """The schema version a ledger file says it has."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _has_tables(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
+                        "'sqlite_%' LIMIT 1").fetchone() is not None
+
+
+def _backup(conn: sqlite3.Connection, path: Path, version: int) -> Path:
+    target = path.with_name(f"{path.name}.v{version}.bak")
+    private_files(target)
+    copy = sqlite3.connect(target)
+    try:
+        conn.backup(copy)
+    finally:
+        copy.close()
+    return target
+
+
+def migrate(conn: sqlite3.Connection, path: Path | None = None) -> int:
+    """Bring the ledger on ``conn`` to :data:`LATEST`; returns the version it had.
+
+    With ``path`` (the file), a ledger that held data is first copied beside it. Raises
+    :class:`LedgerError` for a ledger from a later release; a failing step leaves the
+    file as it was.
+    """
+    found = version_of(conn)
+    if found > LATEST:
+        raise LedgerError(f"ledger {path or ''} has schema version {found}; this release "
+                          f"knows versions up to {LATEST}: run the release that wrote it")
+    if found == LATEST:
+        return found
+    if path is not None and _has_tables(conn):
+        copy = _backup(conn, path, found)
+        log.warning("ledger_backed_up", version=found, copy=str(copy))
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for step in STEPS[found:]:
+            step.run(conn)
+            log.info("ledger_migrated", version=step.version, summary=step.summary)
+        conn.execute(f"PRAGMA user_version = {LATEST}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return found

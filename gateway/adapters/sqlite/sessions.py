@@ -1,0 +1,46 @@
+"""Console sessions that outlive a restart (:class:`gateway.service.ports.SessionStore`)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from gateway.adapters.sqlite.db import Database
+from gateway.service.records import SessionRecord
+
+
+class SqliteSessions:
+    """The console_sessions table, keyed by the SHA-256 of the cookie token."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def save(self, digest: str, session: SessionRecord) -> None:
+        """See :meth:`gateway.service.ports.SessionStore.save` (drops expired ones)."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM console_sessions WHERE expires < ?", (time.time(),))
+            conn.execute("INSERT OR REPLACE INTO console_sessions VALUES (?,?,?,?,?,?,?)",
+                         (digest, session.name, session.role, session.csrf, session.expires,
+                          session.lang, session.tag))
+
+        await self._db.write(run)
+
+    async def drop(self, digest: str) -> None:
+        """See :meth:`gateway.service.ports.SessionStore.drop`."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM console_sessions WHERE token_sha256=?", (digest,))
+
+        await self._db.write(run)
+
+    async def load(self, now: float) -> dict[str, SessionRecord]:
+        """See :meth:`gateway.service.ports.SessionStore.load`."""
+
+        def run(conn: sqlite3.Connection) -> dict[str, SessionRecord]:
+            rows = conn.execute("SELECT * FROM console_sessions WHERE expires >= ?", (now,))
+            return {r["token_sha256"]: SessionRecord(
+                name=r["name"], role=r["role"], csrf=r["csrf"], expires=r["expires"],
+                lang=r["lang"], tag=r["tag"]) for r in rows}
+
+        return await self._db.read(run)
