@@ -9,58 +9,33 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import structlog
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.adapters.amqp import TLS_RETRY, AmqpPublisher, InboxConsumer
+from gateway.adapters.sqlite.keys import current_signing_key
 from gateway.adapters.sqlite.ledger import SqliteLedger
 from gateway.adapters.tls import ServerCertificate
-from gateway.config import KeyEntry, Settings, load_settings, update_config
+from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError, GatewayError
-from gateway.keyfiles import (
-    keep_public_key,
-    load_signing_key,
-    retire_private_key,
-    write_private_key,
-)
 from gateway.metrics import Metrics
 from gateway.protocol.auditlog import sign_checkpoint
 from gateway.protocol.delivery import RetryPolicy
-from gateway.protocol.directory import DIRECTORY_TYPE, DirectoryUpdate
 from gateway.protocol.keys import (
     KeyRing,
-    PinnedKey,
     SigningKey,
-    b64url_decode,
-    default_key_id,
-    fingerprint,
-    public_key_from_text,
-    public_key_text,
 )
-from gateway.protocol.keyupdate import (
-    KEY_UPDATE_TYPE,
-    KeyUpdate,
-    KeyUpdatePlan,
-    NewKey,
-    plan_key_update,
-)
-from gateway.protocol.messages import DirectoryEnvelope, KeyUpdateEnvelope
-from gateway.protocol.types import Mode, Priority, Tlp, format_time, parse_time
+from gateway.protocol.types import parse_time
 from gateway.service.acknowledge import Acknowledger
 from gateway.service.audit import config_changes
 from gateway.service.commcheck import CommChecks
+from gateway.service.contact_sync import ContactSync
 from gateway.service.directory import Directory
 from gateway.service.dispatch import Dispatcher
 from gateway.service.ingest import Receiver
+from gateway.service.keys import Keys
 from gateway.service.node import InboxState, PeerLinkState
-from gateway.service.records import signed_parts
 from gateway.service.submit import Submitter
 from gateway.web.api import build_app
 from gateway.web.limits import CappedRunner
@@ -68,25 +43,6 @@ from gateway.web.limits import CappedRunner
 log = structlog.get_logger("crisisgw.node")
 #: How often the API's certificate files are checked for a renewal (seconds).
 API_CERT_CHECK = 2.0
-
-
-def _pinned(raw: dict[str, Any]) -> PinnedKey:
-    """A pinned key from its raw configuration entry."""
-    entry = KeyEntry.model_validate(raw)
-    return PinnedKey(kid=entry.kid, key=public_key_from_text(entry.public_key),
-                     not_before=entry.not_before, not_after=entry.not_after,
-                     revoked=entry.revoked)
-
-
-def _raw_key(text: str) -> bytes:
-    try:
-        return b64url_decode(text)
-    except ValueError:
-        return b""
-
-
-def _raw_public(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 class SystemClock:
@@ -109,8 +65,9 @@ class Node:
     def __post_init__(self) -> None:
         s = self.settings
         self.me = s.node.centre
-        self.key: SigningKey = load_signing_key(s.node.signing_key_file, s.node.signing_key_id)
-        self.ring: KeyRing = s.key_ring()
+        key, key_file = current_signing_key(s)
+        if key.kid != s.node.signing_key_id:
+            log.info("signing_key_from_ledger", kid=key.kid, configured=s.node.signing_key_id)
         self.directory = Directory(self.me, s.peers)
         self.metrics = Metrics()
         self.ledger = SqliteLedger(s.node.data_dir / "ledger.sqlite3", clock=self.clock.now)
@@ -131,21 +88,26 @@ class Node:
             delivery_limit=s.broker.delivery_limit, handler=self._handle, tls=s.broker.tls,
             on_tls_failure=self._count_tls_failure,
             tls_retry=min(TLS_RETRY, s.delivery.refused_delay_seconds))
+        self.keys = Keys(me=self.me, settings=s, key=key, key_file=key_file, ledger=self.ledger,
+                         clock=self.clock, submitter=lambda: self.submitter,
+                         on_key=self._use_key, on_announced=self.dispatcher.wake)
+        self.contacts = ContactSync(ledger=self.ledger, clock=self.clock,
+                                    submitter=lambda: self.submitter,
+                                    settings=lambda: self.settings, on_fields=self._use_fields)
         self.receiver = Receiver(
-            me=self.me, key=self.key, ring=lambda: self.ring, directory=lambda: self.directory,
+            me=self.me, key=key, ring=lambda: self.keys.ring, directory=lambda: self.directory,
             ledger=self.ledger, clock=self.clock, fanout=self.consumer, policy=s.policy,
             on_receipt_queued=self.dispatcher.wake, on_outcome=self._count_ingest,
-            on_key_update=self._pin_peer_key, on_directory=self._store_directory)
+            on_key_update=self.keys.pin_peer_key, on_directory=self.contacts.store)
         self.submitter = Submitter(
-            me=self.me, key=self.key, directory=self.directory, ledger=self.ledger,
+            me=self.me, key=key, directory=self.directory, ledger=self.ledger,
             clock=self.clock, default_ttl=timedelta(hours=s.delivery.default_ttl_hours),
             on_submitted=self.dispatcher.wake, policy=s.policy)
-        self.acknowledger = Acknowledger(me=self.me, key=self.key, ledger=self.ledger,
+        self.acknowledger = Acknowledger(me=self.me, key=key, ledger=self.ledger,
                                          clock=self.clock, on_receipt_queued=self.dispatcher.wake)
         self.commchecks = CommChecks(submitter=self.submitter, peers=lambda: self.settings.peers)
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_subscribers: list[Callable[[Settings], None]] = []
-        self._config_lock = asyncio.Lock()
         self._runner: CappedRunner | None = None
         self.started_at = self.clock.now()
 
@@ -177,13 +139,40 @@ class Node:
 
     async def evidence(self, message_id: str) -> bytes:
         """The signed evidence bundle of one message."""
-        return await self.ledger.evidence(self.settings, message_id, self.clock.now())
+        return await self.ledger.evidence(self.settings, message_id, self.clock.now(),
+                                          self.key, self.ring)
+
+    @property
+    def key(self) -> SigningKey:
+        """The key we sign with now."""
+        return self.keys.key
+
+    @property
+    def ring(self) -> KeyRing:
+        """The peers' keys in force: the operator's file and what the ledger learned."""
+        return self.keys.ring
+
+    def _use_key(self, key: SigningKey) -> None:
+        """Sign with ``key`` from now on (after a rotation)."""
+        self.submitter.reconfigure(directory=self.directory, policy=self.settings.policy,
+                                   key=key)
+        self.receiver.reconfigure(policy=self.settings.policy, key=key)
+        self.acknowledger.use_key(key)
+
+    async def rotate_key(self, overlap: timedelta) -> dict[str, str]:
+        """See :meth:`gateway.service.keys.Keys.rotate`."""
+        return (await self.keys.rotate(overlap)).as_dict()
+
+    async def revoke_peer_key(self, peer: str, kid: str) -> None:
+        """See :meth:`gateway.service.keys.Keys.revoke_peer_key`."""
+        await self.keys.revoke_peer_key(peer, kid)
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the ledger, start links, consumer, dispatcher and the HTTP API."""
         await self.ledger.open()
+        await self.keys.load()
         self.publisher.configure({p.id: (p.inbox_url.get_secret_value(), p.tls)
                                   for p in self.settings.peers})
         self._tasks = [
@@ -195,7 +184,8 @@ class Node:
         if self.config_path is not None:
             self._tasks.append(asyncio.create_task(self._watch_config(self.config_path),
                                                    name="config-watch"))
-        self._tasks.append(asyncio.create_task(self._after_reload(), name="directory-start"))
+        self._tasks.append(asyncio.create_task(self.contacts.after_reload(),
+                                               name="directory-start"))
         app = build_app(self)
         self._runner = CappedRunner(app, access_log=None,
                                     max_connections=self.settings.api.max_connections,
@@ -257,9 +247,9 @@ class Node:
                 old.node, old.broker, old.api.host, old.api.port):
             log.warning("config_change_needs_restart", sections="node, broker, api address")
         new = new.model_copy(update={"node": old.node, "broker": old.broker})
-        ring = new.key_ring()
+        new.key_ring()  # refuses an unsafe key before anything changes
         self.settings = new
-        self.ring = ring
+        self.keys.reconfigure(new)
         self.directory = Directory(self.me, new.peers)
         self.submitter.reconfigure(directory=self.directory, policy=new.policy)
         self.receiver.reconfigure(policy=new.policy)
@@ -270,7 +260,7 @@ class Node:
         log.info("config_reloaded", peers=[p.id for p in new.peers])
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._audit_changes(config_changes(old, new))))
-        self._tasks.append(loop.create_task(self._after_reload()))
+        self._tasks.append(loop.create_task(self.contacts.after_reload()))
 
     async def _audit_changes(self, changes: list[tuple[str, str, str]]) -> None:
         """Record peer and key changes of a reload in the audit log."""
@@ -301,146 +291,14 @@ class Node:
             except GatewayError as exc:
                 log.error("audit_checkpoint_failed", error=str(exc))
 
-    async def _after_reload(self) -> None:
-        try:
-            await self.refresh_fields()
-            await self.publish_directory(only_if_changed=True)
-        except GatewayError as exc:
-            log.error("directory_publish_failed", error=str(exc))
-
-    async def _store_directory(self, sender: str, envelope: DirectoryEnvelope) -> None:
-        """Keep a peer's contact points (it is authoritative for its own only)."""
-        entries = envelope.body.entries
-        if await self.ledger.directory.store(sender, envelope.id, envelope.created, entries,
-                                             self.clock.now()):
-            await self.refresh_fields()
-            log.info("directory_updated", peer=sender, entries=len(entries))
-
-    async def refresh_fields(self) -> None:
-        """Rebuild "field:<field>" addressing from the stored directories."""
-        fields: dict[str, list[str]] = {}
-        for centre, stored in sorted((await self.ledger.directory.all()).items()):
-            for entry in stored.entries:
-                members = fields.setdefault(entry.field.value, [])
-                if centre not in members:
-                    members.append(centre)
+    def _use_fields(self, fields: dict[str, list[str]]) -> None:
+        """Address "field:<field>" groups as the peers' contact lists say."""
         self.directory = Directory(self.me, self.settings.peers, fields)
         self.submitter.reconfigure(directory=self.directory, policy=self.settings.policy)
 
     async def publish_directory(self, *, only_if_changed: bool = False) -> str | None:
-        """Send our contact points to every active peer; returns the message id."""
-        update = DirectoryUpdate(entries=self.settings.directory)
-        body = update.model_dump(mode="json")
-        if only_if_changed:
-            last = await self.ledger.outbox.list({"type": "directory"}, 1)
-            if (last and signed_parts(last[0].wire)[0]["body"] == body) or \
-                    (not last and not update.entries):
-                return None
-        to = tuple(p.id for p in self.settings.peers if not p.suspended)
-        if not to:
-            return None
-        message_id, _ = await self.submitter.submit_body(
-            msg_type=DIRECTORY_TYPE, model=DirectoryEnvelope, body=update, body_json=body,
-            to=to, tlp=Tlp.AMBER, priority=Priority.ROUTINE, mode=Mode.ACTUAL, incident=None,
-            expires=None, idempotency=None,
-            releasable=tuple(self.settings.policy.release_groups))
-        log.info("directory_published", message_id=message_id, entries=len(update.entries))
-        return message_id
-
-    async def _pin_peer_key(self, peer: str, update: KeyUpdate, signed_by: str,
-                            created: datetime) -> None:
-        """Apply a peer's verified key-update under the rotation rule (see
-        :func:`plan_key_update`): pin the new key, end the signing key after the overlap,
-        unpin long-dead keys. Raises :class:`KeyUpdateRefused`, changing nothing."""
-        now = self.clock.now()
-        plans: list[KeyUpdatePlan] = []
-
-        def change(raw: dict[str, Any]) -> None:
-            entry = next((p for p in raw.get("peers", []) if p.get("id") == peer), None)
-            if entry is None:
-                raise ConfigError(f"no peer {peer}")
-            keys = entry.setdefault("keys", [])
-            pinned = [_pinned(k) for k in keys]
-            elsewhere = frozenset(
-                _raw_key(k["public_key"]) for p in raw.get("peers", []) if p.get("id") != peer
-                for k in p.get("keys", [])) | {_raw_public(self.key.public())}
-            plan = plan_key_update(pinned, signed_by=signed_by, update=update,
-                                   created=created, now=now, elsewhere=elsewhere)
-            plans.append(plan)
-            if plan.applied:
-                return
-            keys[:] = [k for k in keys if k.get("kid") not in plan.dropped]
-            for k in keys:
-                if k.get("kid") == plan.previous_kid:
-                    k["not_after"] = format_time(plan.previous_not_after)
-            keys.append({"kid": plan.new.kid, "public_key": plan.new.public_key,
-                         "not_before": format_time(plan.not_before)})
-
-        await self._change_config(change)  # the reload audits key.pinned and key.validity
-        if plans and plans[-1].applied:
-            log.info("key_update_already_applied", peer=peer, kid=update.new_key.kid)
-
-    async def _change_config(self, change: Callable[[dict[str, Any]], None]) -> None:
-        if self.config_path is None:
-            raise ConfigError("this node runs without a configuration file to update")
-        async with self._config_lock:  # read-modify-write of one file: one at a time
-            new = await asyncio.to_thread(update_config, self.config_path, change)
-            self.apply_settings(new)
-
-    async def rotate_key(self, overlap: timedelta) -> dict[str, str]:
-        """Make a new signing key, announce it to every peer in a ``key-update`` signed
-        with the current key, then sign with the new one. The previous key stays valid
-        at the peers for ``overlap``."""
-        private = Ed25519PrivateKey.generate()
-        kid = default_key_id(self.me, private.public_key())
-        path = self.settings.node.signing_key_file.with_name(f"signing-{kid}.key")
-        await asyncio.to_thread(write_private_key, path, private)
-        now = self.clock.now()
-        update = KeyUpdate(new_key=NewKey(kid=kid, public_key=public_key_text(
-            private.public_key()), not_before=now), previous_kid=self.key.kid,
-            previous_not_after=now + overlap)
-        to = tuple(p.id for p in self.settings.peers if not p.suspended)
-        message_id, _ = await self.submitter.submit_body(
-            msg_type=KEY_UPDATE_TYPE, model=KeyUpdateEnvelope, body=update,
-            body_json=update.model_dump(mode="json", exclude_none=True), to=to,
-            tlp=Tlp.CLEAR, priority=Priority.URGENT, mode=Mode.ACTUAL, incident=None,
-            expires=None, idempotency=None)
-        old_key, old_path = self.key, self.settings.node.signing_key_file
-        self.key = SigningKey(kid=kid, private=private)
-        self.submitter.reconfigure(directory=self.directory, policy=self.settings.policy,
-                                   key=self.key)
-        self.receiver.reconfigure(policy=self.settings.policy, key=self.key)
-        self.acknowledger.use_key(self.key)
-        retired = "kept (the node runs without a configuration file)"
-        if self.config_path is not None:
-            def change(raw: dict[str, Any]) -> None:
-                raw["node"]["signing_key_file"] = str(path)
-                raw["node"]["signing_key_id"] = kid
-            self.settings = await asyncio.to_thread(update_config, self.config_path, change)
-            await asyncio.to_thread(keep_public_key, old_path.parent, old_key.kid,
-                                    old_key.public())
-            retired = await asyncio.to_thread(retire_private_key, old_path, old_key.kid,
-                                              self.settings.node.retired_keys)
-        await self.ledger.audit.record("node", "key.rotated", f"{self.me}/{kid}",
-                                f"announced in {message_id}; previous key {old_key.kid} "
-                                f"{retired}", now)
-        log.warning("signing_key_rotated", kid=kid, announced_in=message_id,
-                    previous_kid=old_key.kid, previous_key=retired)
-        return {"kid": kid, "fingerprint": fingerprint(private.public_key()),
-                "message_id": message_id, "previous_kid": old_key.kid,
-                "previous_private_key": retired}
-
-    async def revoke_peer_key(self, peer: str, kid: str) -> None:
-        """Stop accepting ``kid`` from ``peer`` at once (compromised key)."""
-        def change(raw: dict[str, Any]) -> None:
-            entry = next((p for p in raw.get("peers", []) if p.get("id") == peer), None)
-            key = next((k for k in (entry or {}).get("keys", []) if k.get("kid") == kid), None)
-            if key is None:
-                raise ConfigError(f"{peer} has no key {kid}")
-            key["revoked"] = True
-
-        await self._change_config(change)
-        log.warning("peer_key_revoked", peer=peer, kid=kid)
+        """See :meth:`gateway.service.contact_sync.ContactSync.publish`."""
+        return await self.contacts.publish(only_if_changed=only_if_changed)
 
     async def _commcheck_schedule(self) -> None:
         """Run a communication test when the last one (or, before the first, the start

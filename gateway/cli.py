@@ -19,7 +19,7 @@ from gateway import __version__
 from gateway.cli_evidence import add_evidence
 from gateway.config import Settings, failpoints_from_env, load_settings
 from gateway.errors import GatewayError, RequestRefused
-from gateway.keyfiles import load_signing_key, write_private_key
+from gateway.keyfiles import write_private_key
 from gateway.logging import configure_logging
 from gateway.protocol.keys import default_key_id, fingerprint, public_key_text
 
@@ -133,8 +133,10 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_show(args: argparse.Namespace) -> int:
+    from gateway.adapters.sqlite.keys import current_signing_key  # noqa: PLC0415 - fast --help
+
     settings = load_settings(Path(args.config))
-    key = load_signing_key(settings.node.signing_key_file, settings.node.signing_key_id)
+    key, _ = current_signing_key(settings)
     print(json.dumps({"centre": settings.node.centre, "kid": key.kid,
                       "public_key": public_key_text(key.public()),
                       "fingerprint": fingerprint(key.public())}, indent=2))

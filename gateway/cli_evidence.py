@@ -14,16 +14,22 @@ from typing import Any
 
 from gateway.config import Settings, load_settings
 from gateway.errors import GatewayError
-from gateway.keyfiles import load_signing_key, own_public_keys
 from gateway.protocol.keys import KeyRing, PinnedKey
 
 
 def _own_ring(settings: Settings) -> KeyRing:
     """Our own public keys (current and earlier ones on disk) plus every pinned peer key."""
-    own = [(settings.node.centre, PinnedKey(kid=kid, key=key)) for kid, key in
-           own_public_keys(settings.node.signing_key_file,
-                           settings.node.signing_key_id).items()]
-    peers = [(c, k) for c, per in settings.key_ring().keys.items() for k in per.values()]
+    from gateway.adapters.sqlite.keys import (  # noqa: PLC0415 - fast --help
+        ledger_path,
+        own_public_keys_all,
+        read_learned_keys,
+    )
+    from gateway.service.keyring import effective_ring  # noqa: PLC0415 - fast --help
+
+    own = [(settings.node.centre, PinnedKey(kid=kid, key=key))
+           for kid, key in own_public_keys_all(settings).items()]
+    ring = effective_ring(settings, read_learned_keys(ledger_path(settings)))
+    peers = [(c, k) for c, per in ring.keys.items() for k in per.values()]
     return KeyRing.build([*own, *peers])
 
 
@@ -63,10 +69,11 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     from gateway.adapters.sqlite import audit as sqlite_audit  # noqa: PLC0415
+    from gateway.adapters.sqlite.keys import current_signing_key  # noqa: PLC0415
     from gateway.protocol.auditlog import sign_checkpoint  # noqa: PLC0415
 
     settings = load_settings(Path(args.config))
-    key = load_signing_key(settings.node.signing_key_file, settings.node.signing_key_id)
+    key, _ = current_signing_key(settings)
     conn = sqlite_audit.connect_existing(settings.node.data_dir / "ledger.sqlite3", write=True)
     try:
         now = datetime.now(UTC)

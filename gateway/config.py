@@ -7,8 +7,10 @@ appear in a repr or a log line.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
+import tempfile
 import tomllib
 from collections.abc import Callable
 from datetime import timedelta
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+import tomli_w
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -377,27 +380,40 @@ def redact_url(url: str) -> str:
 
 
 def update_config(path: Path, change: Callable[[dict[str, Any]], None]) -> Settings:
-    """Apply ``change`` to the raw TOML of ``path`` and write it back atomically (0600),
-    only if the result is a valid configuration; returns the new settings.
+    """Apply ``change`` to the raw TOML of ``path`` and write it back; returns the new
+    settings. For explicit operator commands only (the running node never writes the
+    file). One writer at a time (an exclusive lock on ``.<name>.lock``); the new text
+    goes to a fresh temporary file, is checked as a configuration, fsynced, and then
+    replaces the file atomically (0600).
 
-    Raises :class:`ConfigError` (and leaves the file untouched) when it is not.
+    Raises :class:`ConfigError` (and leaves the file untouched) when it is not valid.
     """
-    import tomli_w  # noqa: PLC0415 - writing is rare
-
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    change(raw)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(tomli_w.dumps(raw), encoding="utf-8")
-    tmp.chmod(0o600)
-    try:
-        settings = load_settings(tmp)
-    except ConfigError:
-        tmp.unlink()
-        raise
-    tmp.replace(path)
+    lock_path = path.with_name(f".{path.name}.lock")
+    with open(lock_path, "a", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        change(raw)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(tomli_w.dumps(raw))
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.chmod(0o600)
+            settings = load_settings(tmp)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     return settings
 
 

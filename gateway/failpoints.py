@@ -16,6 +16,9 @@ Known names (each placed where a crash is most instructive):
                              write of the batch, before COMMIT (counts writes)
 - ``db.after_commit``        a batch is committed; no caller has been answered (counts
                              batches)
+- ``rotate.after_key_file``  a rotation wrote the new private key file; nothing names it
+- ``rotate.after_commit``    the ledger made the new key current and queued its
+                             announcement; the node still signs with the old key
 """
 
 from __future__ import annotations

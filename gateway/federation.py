@@ -25,6 +25,7 @@ from gateway.adapters.provision import (
     PEER_CONNECTIONS,
     Definitions,
 )
+from gateway.adapters.sqlite.keys import current_signing_key
 from gateway.config import SCOPES, Settings, load_settings, update_config
 from gateway.errors import ConfigError, MalformedInput
 from gateway.keyfiles import load_signing_key, write_private_key
@@ -119,7 +120,7 @@ def _advertised(settings: Settings) -> tuple[str, int, str]:
 
 def identity_card(settings: Settings) -> bytes:
     """This node's identity card, signed by itself, with our broker's TLS trust anchor."""
-    key = load_signing_key(settings.node.signing_key_file, settings.node.signing_key_id)
+    key, _ = current_signing_key(settings)
     host, port, vhost = _advertised(settings)
     anchor = settings.broker.tls.anchor() if settings.broker.tls is not None else None
     card = Card(

@@ -25,6 +25,13 @@ def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
+        fh.flush()
+        os.fsync(fh.fileno())  # on disk before anything names it (a rotation's ledger row)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def load_signing_key(path: Path, kid: str) -> SigningKey:
@@ -68,9 +75,10 @@ def retire_private_key(path: Path, kid: str, action: str) -> str:
 
 
 def own_public_keys(key_file: Path, kid: str) -> dict[str, Ed25519PublicKey]:
-    """Our current public key and every earlier one kept in ``public-keys/`` (and, for
-    nodes rotated before keys were archived, ``signing-<kid>.key`` files)."""
-    keys = {kid: load_signing_key(key_file, kid).public()}
+    """The public key of ``key_file`` (if it is still there) and of every key kept in
+    ``public-keys/`` or as a ``signing-<kid>.key`` file beside it: our current key and
+    the earlier ones."""
+    keys = {kid: load_signing_key(key_file, kid).public()} if key_file.exists() else {}
     folder = key_file.parent
     for path in sorted((folder / PUBLIC_DIR).glob("*.pub")):
         old = path.name.removesuffix(".pub")

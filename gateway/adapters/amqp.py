@@ -463,7 +463,8 @@ class InboxConsumer:
         so that the next connection presents the new ones."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(closed.wait(), RENEWAL_CHECK)
+                async with asyncio.timeout(RENEWAL_CHECK):  # not wait_for: see dispatch.run
+                    await closed.wait()
                 return
             if self._tls is not None and tls_files_stamp(self._tls) != stamp:
                 log.info("inbox_certificates_renewed")
@@ -482,7 +483,8 @@ class InboxConsumer:
                 log.error("dead_letters_present", count=count, queue=DEAD_QUEUE)
             self.dead_letters = count
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._recheck.wait(), DEAD_LETTER_CHECK)
+                async with asyncio.timeout(DEAD_LETTER_CHECK):  # not wait_for: see dispatch.run
+                    await self._recheck.wait()
             if self._recheck.is_set():  # a delivery hit its limit: it is being dead-lettered
                 self._recheck.clear()
                 await asyncio.sleep(DEAD_LETTER_SETTLE)

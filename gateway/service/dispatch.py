@@ -77,7 +77,10 @@ class Dispatcher:
                 idle = 1.0
             if idle > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=idle)
+                    # asyncio.timeout, not wait_for: on 3.11, wait_for swallows a
+                    # cancel that lands as the event is set (stop() would then hang).
+                    async with asyncio.timeout(idle):
+                        await self._wake.wait()
 
     async def _tick(self) -> float:
         now = self._clock.now()

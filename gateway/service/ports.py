@@ -14,6 +14,8 @@ from typing import Protocol
 
 from gateway.protocol.delivery import Delivery
 from gateway.protocol.directory import ContactPoint
+from gateway.protocol.keys import PinnedKey
+from gateway.protocol.keyupdate import KeyUpdatePlan
 from gateway.service.incidents import ThreadItem
 from gateway.service.records import (
     AuditEntry,
@@ -22,9 +24,11 @@ from gateway.service.records import (
     InboxEntry,
     IncomingReceipt,
     IngestOutcome,
+    LearnedKey,
     LedgerStats,
     OutgoingMessage,
     OutgoingView,
+    OwnKey,
     ReceiptOutcome,
     SecurityEvent,
     SecurityEventView,
@@ -224,6 +228,35 @@ class IncidentStore(Protocol):
         ...
 
 
+class KeyStore(Protocol):
+    """Keys learned or made at run time: never written to the operator's file."""
+
+    async def learned(self) -> list[LearnedKey]:
+        """Every change made to peers' pinned keys, in the order made."""
+        ...
+
+    async def apply_update(self, peer: str, plan: KeyUpdatePlan, pinned: Sequence[PinnedKey],
+                           source: str, now: datetime) -> None:
+        """Apply an accepted key-update plan (``pinned``: the peer's keys in force), with
+        its audit entries, in one transaction."""
+        ...
+
+    async def revoke(self, peer: str, pinned: PinnedKey, actor: str, now: datetime) -> None:
+        """Stop accepting one of a peer's keys, audited."""
+        ...
+
+    async def own(self) -> list[OwnKey]:
+        """Our signing keys, oldest first; at most one is current."""
+        ...
+
+    async def rotate(self, centre: str, announcement: OutgoingMessage, new: OwnKey,
+                     previous: OwnKey, now: datetime) -> None:
+        """Make ``new`` our current key and queue the key-update announcing it, in one
+        transaction: after a crash the node signs with the old key (and nothing was
+        announced) or with the new one (and the announcement goes out)."""
+        ...
+
+
 class Ledger(Protocol):
     """Durable state of a node, one store per concern. Every store method is atomic."""
 
@@ -255,6 +288,11 @@ class Ledger(Protocol):
     @property
     def security(self) -> SecurityStore:
         """Security events."""
+        ...
+
+    @property
+    def keys(self) -> KeyStore:
+        """Learned peer keys and our rotation history."""
         ...
 
     @property

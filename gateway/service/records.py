@@ -262,3 +262,33 @@ class SessionRecord:
     expires: float
     lang: str
     tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedKey:
+    """A change to a peer's pinned keys that the node made itself, kept in the ledger
+    (never in the operator's file): a key pinned by the peer's key-update, a validity
+    it ended, a key it unpinned, or a revocation. Times as datetimes; ``public_key`` in
+    base64url."""
+
+    peer: str
+    kid: str
+    public_key: str
+    not_before: datetime | None
+    not_after: datetime | None
+    revoked: bool
+    unpinned: bool
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class OwnKey:
+    """One of our signing keys, as the ledger records the rotation history: its private
+    key file, its public key (base64url), and whether it is the one we sign with now."""
+
+    kid: str
+    file: str
+    public_key: str
+    current: bool
+    created: datetime
+    announced_in: str | None = None

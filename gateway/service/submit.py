@@ -168,6 +168,24 @@ class Submitter:
         Raises :class:`PolicyRefused` naming the rule when the release policy
         refuses a recipient.
         """
+        message, now = self.seal_body(
+            msg_type=msg_type, model=model, body=body, body_json=body_json, to=to, tlp=tlp,
+            priority=priority, mode=mode, incident=incident, expires=expires,
+            releasable=releasable)
+        failpoints.hit("submit.before_commit")
+        result = await self._ledger.outbox.submit(message, idempotency, now)
+        self._on_submitted()
+        return result
+
+    def seal_body(
+        self, *, msg_type: str, model: type[EnvelopeHeader], body: BaseModel,
+        body_json: dict[str, Any], to: tuple[str, ...], tlp: Tlp, priority: Priority,
+        mode: Mode, incident: str | None, expires: datetime | None,
+        releasable: tuple[str, ...] = (),
+    ) -> tuple[OutgoingMessage, datetime]:
+        """Address and seal a message without storing it; returns it with the time it
+        was made. For a caller that stores it with other changes, in one transaction
+        (a key rotation). Raises :class:`PolicyRefused` like :meth:`submit_body`."""
         routes = self._directory.resolve_routes(to)
         violations = check_outgoing(self._policy, self._directory.peers, routes,
                                     tlp=Tlp(tlp).value, mode=Mode(mode).value,
@@ -193,8 +211,4 @@ class Submitter:
         wire_env = envelope.model_dump(mode="json", by_alias=True, exclude={"body"},
                                        exclude_none=True)
         wire_env["body"] = body_json
-        message = outgoing(wire_env, self._key, recipients)
-        failpoints.hit("submit.before_commit")
-        result = await self._ledger.outbox.submit(message, idempotency, now)
-        self._on_submitted()
-        return result
+        return outgoing(wire_env, self._key, recipients), now

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.errors import ConfigError, InvalidBody, InvalidRequest, NotFound
 from gateway.formats.cap import parse_cap
 from gateway.protocol import ijson
-from gateway.protocol.keys import fingerprint, public_key_from_text
+from gateway.protocol.keys import fingerprint
 from gateway.protocol.sitrep import PLAIN_TEXT
 from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN, format_time
 from gateway.service import contacts
@@ -282,9 +282,9 @@ async def get_peers(request: web.Request) -> web.Response:
             "link_tls": bool(link and link.secure),
             "link_problem": None if link is None or link.last_error is None else {
                 "tls": link.tls_problem, "detail": link.last_error},
-            "keys": [{"kid": k.kid, "fingerprint": fingerprint(public_key_from_text(k.public_key)),
+            "keys": [{"kid": k.kid, "fingerprint": fingerprint(k.key),
                       "not_after": k.not_after and format_time(k.not_after), "revoked": k.revoked}
-                     for k in p.keys],
+                     for k in node.ring.keys.get(p.id, {}).values()],
             "backlog": backlog[p.id].count if p.id in backlog else 0,
         })
     return web.json_response({"me": node.me, "peers": peers})

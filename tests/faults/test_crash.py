@@ -11,6 +11,8 @@ import asyncio
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -286,3 +288,49 @@ def test_failpoint_names_are_documented() -> None:
     for name in ("submit.before_commit", "dispatch.after_publish", "db.in_commit",
                  "db.after_commit"):
         assert f"``{name}``" in doc
+
+
+def _kid(fed: Federation, centre: str) -> str:
+    """The key ``crisisgw keys show`` says the node signs with."""
+    done = subprocess.run([sys.executable, "-m", "gateway", "keys", "show", "-c",
+                           str(fed.nodes[centre].config)], capture_output=True, text=True,
+                          timeout=60, check=True)
+    return str(json.loads(done.stdout)["kid"])
+
+
+@pytest.mark.parametrize(("failpoint", "rotated"), [("rotate.after_key_file", False),
+                                                     ("rotate.after_commit", True)])
+async def test_killed_in_the_middle_of_a_rotation_the_node_restarts_on_a_consistent_key(
+        crashfed: Federation, failpoint: str, rotated: bool) -> None:
+    """kill -9 during a key rotation: killed once the new key file is written, BE-NCCN
+    restarts on its old key and announced nothing; killed once the ledger made the new
+    key current (before the node used it), it restarts on the new key and its key-update
+    reaches NL-NCC. Either way its next sitrep verifies at NL-NCC and is delivered, and
+    gateway.toml was never written."""
+    fed = crashfed
+    await restart_armed(fed, SENDER, failpoint)
+    before = _kid(fed, SENDER)
+    toml = fed.nodes[SENDER].config.read_bytes()
+    status, _ = await fed.api(SENDER, "POST", "/v1/keys/rotate", {"overlap_days": 1})
+    assert status == 0  # no answer: the node died at its failpoint
+    await wait_killed(fed, SENDER)
+    await start(fed, SENDER)
+    after = _kid(fed, SENDER)
+    assert (after != before) is rotated
+    assert fed.nodes[SENDER].config.read_bytes() == toml
+    if rotated:
+        async def pinned() -> bool:
+            _, peers = await fed.api(RECIPIENT, "GET", "/v1/peers")
+            keys = {k["kid"] for p in peers["peers"] if p["id"] == SENDER for k in p["keys"]}
+            return after in keys
+        await wait_until(pinned, 30, "NL-NCC pinning the key announced before the crash")
+    status, answer = await fed.api(SENDER, "POST", "/v1/sitreps",
+                                   sitrep(f"ROT-{failpoint}", 1, [RECIPIENT]))
+    assert status == 202, answer
+
+    async def delivered() -> bool:
+        _, view = await fed.api(SENDER, "GET", f"/v1/messages/{answer['id']}")
+        return bool(view["recipients"][0]["state"] == "delivered")
+    await wait_until(delivered, 30, "the next sitrep delivered, signed with the key in use")
+    _, view = await fed.api(SENDER, "GET", f"/v1/messages/{answer['id']}")
+    assert view["signature"]["kid"] == after

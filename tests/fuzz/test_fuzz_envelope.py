@@ -185,35 +185,56 @@ def test_key_reordering_alone_still_verifies(
 
 
 @dataclass
-class MemoryLedger:
-    """The three ledger calls the receiver makes, kept in memory."""
+class MemoryInbox:
+    """The inbox store's ingest, kept in memory."""
 
-    inbox: dict[tuple[str, str], InboxEntry] = field(default_factory=dict)
+    entries: dict[tuple[str, str], InboxEntry] = field(default_factory=dict)
     receipts: list[OutgoingMessage] = field(default_factory=list)
-    events: list[SecurityEvent] = field(default_factory=list)
-    applied: list[IncomingReceipt] = field(default_factory=list)
 
     async def ingest(self, entry: InboxEntry, receipt: OutgoingMessage | None,
                      now: datetime) -> tuple[IngestOutcome, str]:
         """Keep the first (sender, id); a repeat is a duplicate or a conflict."""
-        old = self.inbox.get((entry.sender, entry.id))
+        old = self.entries.get((entry.sender, entry.id))
         if old is not None:
             outcome = (IngestOutcome.DUPLICATE if old.digest == entry.digest
                        else IngestOutcome.CONFLICT)
             return outcome, old.state
-        self.inbox[(entry.sender, entry.id)] = entry
+        self.entries[(entry.sender, entry.id)] = entry
         if receipt is not None:
             self.receipts.append(receipt)
         return IngestOutcome.NEW, entry.state
 
-    async def apply_receipt(self, receipt: IncomingReceipt, now: datetime) -> ReceiptOutcome:
-        """No message was sent: every receipt is unexpected."""
+
+@dataclass
+class MemoryReceipts:
+    """No message was sent: every receipt is unexpected."""
+
+    applied: list[IncomingReceipt] = field(default_factory=list)
+
+    async def apply(self, receipt: IncomingReceipt, now: datetime) -> ReceiptOutcome:
+        """Keep it, and call it unexpected."""
         self.applied.append(receipt)
         return ReceiptOutcome.UNEXPECTED
 
-    async def record_security_event(self, event: SecurityEvent) -> None:
+
+@dataclass
+class MemorySecurity:
+    """The security store's record, kept in memory."""
+
+    events: list[SecurityEvent] = field(default_factory=list)
+
+    async def record(self, event: SecurityEvent) -> None:
         """Keep the event."""
         self.events.append(event)
+
+
+@dataclass
+class MemoryLedger:
+    """The three stores the receiver writes to, kept in memory."""
+
+    inbox: MemoryInbox = field(default_factory=MemoryInbox)
+    receipts: MemoryReceipts = field(default_factory=MemoryReceipts)
+    security: MemorySecurity = field(default_factory=MemorySecurity)
 
 
 @dataclass
@@ -260,15 +281,15 @@ def test_receiver_handles_every_payload_with_a_labelled_outcome(
                         ledger=cast(Ledger, ledger), clock=_Clock(), fanout=None,
                         on_receipt_queued=lambda: None)
     label = runner.run(receiver.handle(body, amqp_user))
-    for event in ledger.events:
+    for event in ledger.security.events:
         assert event.reason in reasons.SECURITY | reasons.RECEIPTED
         assert event.detail.strip()
-    for entry in ledger.inbox.values():
+    for entry in ledger.inbox.entries.values():
         if entry.state == "rejected":
             assert entry.reason in reasons.RECEIPTED
             assert entry.detail
         assert UUID_RE.fullmatch(entry.id), "a receipt was stored for a non-UUID id"
-    for receipt in ledger.receipts:
+    for receipt in ledger.inbox.receipts:
         assert open_signed(receipt.wire, RING).sender == ME
     assert label.startswith(("new_", "security_", "receipt_")), label
     record("envelope.receiver", label)

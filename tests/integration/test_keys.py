@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.config import load_settings
+from gateway.config import load_settings, update_config
 from gateway.keyfiles import load_signing_key
 from gateway.protocol.keys import SigningKey, public_key_text
 from gateway.protocol.types import format_time
@@ -32,6 +33,18 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60, check=False)
 
 
+async def _pins(fed: Federation, centre: str, peer: str) -> dict[str, dict[str, Any]]:
+    """``peer``'s keys in force at ``centre`` (its file's and what it learned), by kid."""
+    _, answer = await fed.api(centre, "GET", "/v1/peers")
+    entry = next(p for p in answer["peers"] if p["id"] == peer)
+    return {k["kid"]: k for k in entry["keys"]}
+
+
+def _digests(fed: Federation) -> dict[str, str]:
+    """The SHA-256 of every node's gateway.toml."""
+    return {c: hashlib.sha256(n.config.read_bytes()).hexdigest() for c, n in fed.nodes.items()}
+
+
 async def _states(fed: Federation, message_id: str) -> dict[str, tuple[str, str | None]]:
     _, view = await fed.api("LU-HCPN", "GET", f"/v1/messages/{message_id}")
     return {r["centre"]: (r["state"], r["reason"]) for r in view["recipients"]}
@@ -43,7 +56,8 @@ async def test_rotation_keeps_traffic_flowing_and_revocation_is_immediate(
     sitrep is delivered; NL-NCC then revokes that key and refuses the next one at once."""
     await federation.wait_ready()
     lu = federation.nodes["LU-HCPN"]
-    old_kid = lu.settings.node.signing_key_id
+    old_kid = json.loads(_cli("keys", "show", "-c", str(lu.config)).stdout)["kid"]
+    files = _digests(federation)
     done = _cli("keys", "rotate", "-c", str(lu.config), "--overlap-days", "7")
     assert done.returncode == 0, done.stdout + done.stderr
     rotated = json.loads(done.stdout)
@@ -52,10 +66,8 @@ async def test_rotation_keeps_traffic_flowing_and_revocation_is_immediate(
 
     async def pinned_everywhere() -> bool:
         for centre in ("BE-NCCN", "NL-NCC", "DE-NW"):
-            peer = load_settings(federation.nodes[centre].config).peer("LU-HCPN")
-            assert peer is not None
-            kids = {k.kid: k for k in peer.keys}
-            if new_kid not in kids or kids[old_kid].not_after is None:
+            kids = await _pins(federation, centre, "LU-HCPN")
+            if new_kid not in kids or kids[old_kid]["not_after"] is None:
                 return False
         return True
 
@@ -71,6 +83,7 @@ async def test_rotation_keeps_traffic_flowing_and_revocation_is_immediate(
     await wait_until(delivered, 15, "delivery of a sitrep signed with the new key")
     _, view = await federation.api("LU-HCPN", "GET", f"/v1/messages/{answer['id']}")
     assert view["signature"]["kid"] == new_kid
+    assert json.loads(_cli("keys", "show", "-c", str(lu.config)).stdout)["kid"] == new_kid
 
     revoked = _cli("keys", "revoke", "LU-HCPN", new_kid, "-c",
                    str(federation.nodes["NL-NCC"].config))
@@ -85,17 +98,25 @@ async def test_rotation_keeps_traffic_flowing_and_revocation_is_immediate(
                 states["BE-NCCN"][0] == "delivered"
 
         await wait_until(refused_by_nl, 15, "NL-NCC refusing the revoked key")
+        assert (await _pins(federation, "NL-NCC", "LU-HCPN"))[new_kid]["revoked"]
+        # Rotating, pinning from a key-update and revoking wrote no node's gateway.toml.
+        assert _digests(federation) == files
     finally:
-        # give NL-NCC the key back so that later tests see a healthy federation
-        from gateway.config import update_config  # noqa: PLC0415
+        # As after a real compromise: LU-HCPN makes a new key (NL-NCC refuses its
+        # key-update, signed with the revoked key), and NL-NCC's operator pins it by hand.
+        again = json.loads(_cli("keys", "rotate", "-c", str(lu.config)).stdout)
 
-        def unrevoke(raw: dict[str, object]) -> None:
-            for peer in raw["peers"]:  # type: ignore[attr-defined]
+        def repin(raw: dict[str, Any]) -> None:
+            for peer in raw["peers"]:
                 if peer["id"] == "LU-HCPN":
-                    for key in peer["keys"]:
-                        key["revoked"] = False
+                    peer["keys"].append({"kid": again["kid"], "public_key": json.loads(
+                        _cli("keys", "show", "-c", str(lu.config)).stdout)["public_key"]})
 
-        update_config(federation.nodes["NL-NCC"].config, unrevoke)
+        update_config(federation.nodes["NL-NCC"].config, repin)
+
+        async def healthy() -> bool:
+            return again["kid"] in await _pins(federation, "NL-NCC", "LU-HCPN")
+        await wait_until(healthy, 15, "NL-NCC pinning LU-HCPN's re-issued key")
 
 
 async def test_a_stolen_phased_out_key_cannot_take_over_the_centre(
@@ -109,6 +130,7 @@ async def test_a_stolen_phased_out_key_cannot_take_over_the_centre(
     de = federation.nodes["DE-NW"]
     old_kid = load_settings(de.config).node.signing_key_id
     old_file = load_settings(de.config).node.signing_key_file
+    toml = de.config.read_bytes()
     done = _cli("keys", "rotate", "-c", str(de.config), "--overlap-days", "7")
     assert done.returncode == 0, done.stdout + done.stderr
     rotated = json.loads(done.stdout)
@@ -119,16 +141,14 @@ async def test_a_stolen_phased_out_key_cannot_take_over_the_centre(
     assert archived.stat().st_mode & 0o777 == 0o600
     assert archived.parent.stat().st_mode & 0o777 == 0o700
     assert (old_file.parent / "public-keys" / f"{old_kid}.pub").exists()
-    assert load_settings(de.config).node.signing_key_file != old_file
+    assert de.config.read_bytes() == toml  # the rotation is in the ledger, not the file
 
-    def be_keys() -> dict[str, Any]:
-        peer = load_settings(federation.nodes["BE-NCCN"].config).peer("DE-NW")
-        assert peer is not None
-        return {k.kid: k for k in peer.keys}
+    async def be_keys() -> dict[str, Any]:
+        return await _pins(federation, "BE-NCCN", "DE-NW")
 
     async def pinned() -> bool:
-        keys = be_keys()
-        return new_kid in keys and keys[old_kid].not_after is not None
+        keys = await be_keys()
+        return new_kid in keys and keys[old_kid]["not_after"] is not None
     await wait_until(pinned, 20, "BE-NCCN pinning DE-NW's new key")
 
     # The thief reads the archived key (as if stolen) and announces a key of their own.
@@ -154,10 +174,10 @@ async def test_a_stolen_phased_out_key_cannot_take_over_the_centre(
     _, inbox = await federation.api("BE-NCCN", "GET", "/v1/inbox?from=DE-NW&type=key-update")
     stored = next(i for i in inbox["items"] if i["id"] == takeover["id"])
     assert (stored["state"], stored["reason"]) == ("rejected", "key_not_valid")
-    keys = be_keys()
+    keys = await be_keys()
     assert thief.kid not in keys
-    assert keys[new_kid].not_after is None
-    assert not keys[new_kid].revoked
+    assert keys[new_kid]["not_after"] is None
+    assert not keys[new_kid]["revoked"]
     page = await console_page(federation, "BE-NCCN", "/console")
     assert "Key update refused" in page
     assert "signer-not-current" in page

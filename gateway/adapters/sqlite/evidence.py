@@ -21,13 +21,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.adapters.sqlite import audit as sqlite_audit
 from gateway.adapters.sqlite.db import Database
+from gateway.adapters.sqlite.keys import (
+    current_signing_key,
+    ledger_path,
+    own_public_keys_all,
+    read_learned_keys,
+)
 from gateway.config import Settings
 from gateway.errors import LedgerError, NotFound
-from gateway.keyfiles import load_signing_key, own_public_keys
 from gateway.protocol.auditlog import GENESIS, sign_checkpoint
 from gateway.protocol.evidence import seal_bundle
-from gateway.protocol.keys import SigningKey, b64url_encode, public_key_text
+from gateway.protocol.keys import KeyRing, SigningKey, b64url_encode, public_key_text
 from gateway.protocol.types import format_time
+from gateway.service.keyring import effective_ring
 
 
 class EvidenceNotFound(NotFound):
@@ -97,16 +103,13 @@ def _collect(conn: sqlite3.Connection, message_id: str, now: datetime, me: str,
                       links=links, checkpoint=checkpoint)
 
 
-def _signing_keys(settings: Settings) -> tuple[SigningKey, dict[str, Ed25519PublicKey]]:
-    own = own_public_keys(settings.node.signing_key_file, settings.node.signing_key_id)
-    return load_signing_key(settings.node.signing_key_file, settings.node.signing_key_id), own
-
-
 def export_bundle(settings: Settings, message_id: str, now: datetime) -> bytes:
     """The signed bundle for ``message_id``, from another process than the node's;
     raises :class:`EvidenceNotFound` or :class:`LedgerError`."""
-    current, own = _signing_keys(settings)
-    path = settings.node.data_dir / "ledger.sqlite3"
+    current, _ = current_signing_key(settings)
+    own = own_public_keys_all(settings)
+    path = ledger_path(settings)
+    ring = effective_ring(settings, read_learned_keys(path))
     conn = sqlite_audit.connect_existing(path, write=True)
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -120,21 +123,22 @@ def export_bundle(settings: Settings, message_id: str, now: datetime) -> bytes:
         raise LedgerError(f"{path}: {exc}") from exc
     finally:
         conn.close()
-    return _assemble(settings, collected, now, current, own)
+    return _assemble(settings.node.centre, collected, now, current, own, ring)
 
 
-async def export_in_node(db: Database, settings: Settings, message_id: str,
-                         now: datetime) -> bytes:
-    """The signed bundle for ``message_id``, through the running node's one writer."""
-    current, own = await asyncio.to_thread(_signing_keys, settings)
+async def export_in_node(db: Database, settings: Settings, message_id: str,  # noqa: PLR0917 - what a bundle needs
+                         now: datetime, current: SigningKey, ring: KeyRing) -> bytes:
+    """The signed bundle for ``message_id``, through the running node's one writer,
+    signed with its ``current`` key and naming the peers' keys of its ``ring``."""
+    own = await asyncio.to_thread(own_public_keys_all, settings)
+    own[current.kid] = current.public()
     collected = await db.write(partial(_collect, message_id=message_id, now=now,
                                        me=settings.node.centre, current=current))
-    return _assemble(settings, collected, now, current, own)
+    return _assemble(settings.node.centre, collected, now, current, own, ring)
 
 
-def _assemble(settings: Settings, c: _Collected, now: datetime, current: SigningKey,
-              own: dict[str, Ed25519PublicKey]) -> bytes:
-    me = settings.node.centre
+def _assemble(me: str, c: _Collected, now: datetime, current: SigningKey,  # noqa: PLR0917 - what a bundle needs
+              own: dict[str, Ed25519PublicKey], ring: KeyRing) -> bytes:
     needed = {_signed_by(w) for w in (c.message, *c.receipts)} | {(me, current.kid)}
     keys: list[dict[str, Any]] = []
     for centre, kid in sorted(needed):
@@ -144,13 +148,16 @@ def _assemble(settings: Settings, c: _Collected, now: datetime, current: Signing
             keys.append({"centre": me, "kid": kid,
                          "public_key": public_key_text(own[kid])})
             continue
-        peer = settings.peer(centre)
-        entry = next((k for k in (peer.keys if peer else ()) if k.kid == kid), None)
-        if entry is None:
+        pinned = ring.lookup(centre, kid)
+        if pinned is None:
             raise LedgerError(f"key {kid} of {centre} is not pinned here any more")
-        keys.append(entry.model_dump(mode="json", include={"kid", "public_key", "not_before",
-                                                           "not_after"}, exclude_none=True)
-                    | {"centre": centre})
+        entry: dict[str, Any] = {"centre": centre, "kid": kid,
+                                 "public_key": public_key_text(pinned.key)}
+        if pinned.not_before is not None:
+            entry["not_before"] = format_time(pinned.not_before)
+        if pinned.not_after is not None:
+            entry["not_after"] = format_time(pinned.not_after)
+        keys.append(entry)
     bundle = {
         "v": 1, "type": "evidence-bundle", "exported_by": me, "exported_at": format_time(now),
         "message": b64url_encode(c.message), "receipts": [b64url_encode(r) for r in c.receipts],

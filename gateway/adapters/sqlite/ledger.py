@@ -19,12 +19,14 @@ from gateway.adapters.sqlite.directory import SqliteDirectory
 from gateway.adapters.sqlite.evidence import export_in_node
 from gateway.adapters.sqlite.inbox import SqliteInbox
 from gateway.adapters.sqlite.incidents import SqliteIncidents
+from gateway.adapters.sqlite.keys import SqliteKeys
 from gateway.adapters.sqlite.outbox import SqliteOutbox
 from gateway.adapters.sqlite.receipts import SqliteReceipts
 from gateway.adapters.sqlite.schema import migrate
 from gateway.adapters.sqlite.security import SqliteSecurity
 from gateway.adapters.sqlite.sessions import SqliteSessions
 from gateway.config import Settings
+from gateway.protocol.keys import KeyRing, SigningKey
 from gateway.service.records import Backlog, LedgerStats
 
 
@@ -64,6 +66,7 @@ class SqliteLedger:
         self.directory = SqliteDirectory(self.db)
         self.security = SqliteSecurity(self.db)
         self.sessions = SqliteSessions(self.db)
+        self.keys = SqliteKeys(self.db)
         self.incidents = SqliteIncidents(self.db)
 
     def _migrate(self, conn: sqlite3.Connection, path: Path) -> None:
@@ -81,7 +84,8 @@ class SqliteLedger:
         """See :meth:`gateway.service.ports.Ledger.stats`."""
         return await self.db.read(_stats)
 
-    async def evidence(self, settings: Settings, message_id: str, now: datetime) -> bytes:
+    async def evidence(self, settings: Settings, message_id: str, now: datetime,
+                       current: SigningKey, ring: KeyRing) -> bytes:
         """The signed evidence bundle of one message (through the one writer: it keeps
         the checkpoint its proof ends at)."""
-        return await export_in_node(self.db, settings, message_id, now)
+        return await export_in_node(self.db, settings, message_id, now, current, ring)

@@ -122,6 +122,26 @@ def _v2(conn: sqlite3.Connection) -> None:
                      [(new, old) for old, new in LEGACY_KINDS.items()])
 
 
+_V3 = """
+CREATE TABLE IF NOT EXISTS peer_keys (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, peer TEXT NOT NULL, kid TEXT NOT NULL,
+  public_key TEXT NOT NULL, not_before TEXT, not_after TEXT,
+  revoked INTEGER NOT NULL DEFAULT 0, unpinned INTEGER NOT NULL DEFAULT 0,
+  source TEXT NOT NULL, changed_at TEXT NOT NULL, UNIQUE (peer, kid)
+);
+CREATE TABLE IF NOT EXISTS own_keys (
+  kid TEXT PRIMARY KEY, file TEXT NOT NULL, public_key TEXT NOT NULL,
+  current INTEGER NOT NULL, created TEXT NOT NULL, announced_in TEXT, retired_at TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS own_keys_one_current ON own_keys(current) WHERE current = 1;
+"""
+
+
+def _v3(conn: sqlite3.Connection) -> None:
+    for statement in _statements(_V3):
+        conn.execute(statement)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One migration: from ``version - 1`` to ``version``."""
@@ -134,6 +154,7 @@ class Step:
 STEPS = (
     Step(1, "the tables of the releases before versions", _v1),
     Step(2, "audit kinds named noun.verb; an index on kind", _v2),
+    Step(3, "learned peer keys and our own rotation history, out of gateway.toml", _v3),
 )
 LATEST = STEPS[-1].version
 

@@ -43,7 +43,7 @@ def setup_console(app: web.Application, node: NodeApi) -> None:
     app[OPERATORS] = Operators(console.operators)
 
     def reload_accounts(new: Settings) -> None:
-        app[OPERATORS] = app[OPERATORS].with_entries(new.console.operators)
+        app[OPERATORS].replace(new.console.operators)
 
     async def load_sessions(app: web.Application) -> None:
         await app[SESSIONS].load()

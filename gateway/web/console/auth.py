@@ -216,11 +216,9 @@ class Operators:
         self._running = asyncio.Semaphore(CONCURRENT_CHECKS)
         self._waiting = 0
 
-    def with_entries(self, entries: tuple[OperatorEntry, ...]) -> Operators:
-        """The accounts of a reloaded configuration, sharing this one's check limit."""
-        new = Operators(entries)
-        new._running = self._running
-        return new
+    def replace(self, entries: tuple[OperatorEntry, ...]) -> None:
+        """Take the accounts of a reloaded configuration (the check limit stays)."""
+        self._entries = {e.name: e for e in entries}
 
     def entry(self, name: str) -> OperatorEntry | None:
         """The account called ``name``, if it exists."""

@@ -94,12 +94,20 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise web.HTTPForbidden(text="CSRF token missing or wrong")
     if session is not None:
         request[SESSION] = session
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPRedirection as exc:  # raised redirects (login, logout) get them too
+        _harden(exc)
+        raise
+    _harden(response)
+    return response
+
+
+def _harden(response: web.StreamResponse) -> None:
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Cache-Control", "no-store")
-    return response
 
 
 def _https(request: web.Request) -> bool:
@@ -183,7 +191,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther("/console")
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict",
                         path="/console", secure=_https(request))
-    return response
+    raise response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
@@ -192,7 +200,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     await request.app[SESSIONS].drop(request.cookies.get(SESSION_COOKIE))
     response = web.HTTPSeeOther("/console/login")
     response.del_cookie(SESSION_COOKIE, path="/console")
-    return response
+    raise response
 
 
 async def set_language(request: web.Request) -> web.StreamResponse:
@@ -208,7 +216,7 @@ async def set_language(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther(back if back.startswith("/console") else "/console")
     response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="Strict",
                         path="/console", secure=_https(request))
-    return response
+    raise response
 
 
 # -- data ------------------------------------------------------------------------------
@@ -272,7 +280,7 @@ async def overview_data(node: NodeApi) -> dict[str, Any]:
                          "revoked": k.revoked,
                          "expiring": bool(k.not_after and not k.revoked
                                           and k.not_after - now < KEY_WARNING)}
-                        for k in p.keys]}
+                        for k in node.ring.keys.get(p.id, {}).values()]}
         rows.append(row)
         for k in row["keys"]:
             if k["expiring"]:
