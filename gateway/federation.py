@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
@@ -90,8 +91,6 @@ def init(*, centre: str, name: str, country: str, amqp_url: str, directory: Path
         defs.grant(vhost, user, OWN_RESOURCES, OWN_RESOURCES, OWN_RESOURCES)
         defs.limit(user, OWN_CONNECTIONS, OWN_CHANNELS)
         defs.apply(rabbitmq_node)
-    import tomli_w  # noqa: PLC0415
-
     broker: dict[str, Any] = {"url": amqp_url}
     if broker_ca is not None:
         broker["tls"] = {"ca_file": str(broker_ca.resolve())}

@@ -154,6 +154,20 @@ def test_no_import_cycle() -> None:
     assert cycles == []
 
 
+def test_no_library_is_imported_inside_a_function_outside_the_cli() -> None:
+    """Not a third-party or standard module either: only the CLI defers imports."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if module.partition(".")[2].split(".")[0] in LAZY_ALLOWED:
+            continue
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                found += [f"{module}:{n.lineno}" for n in ast.walk(fn)
+                          if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert found == []
+
+
 @pytest.mark.parametrize("layer", ["protocol"])
 def test_the_protocol_core_needs_no_io_library(layer: str) -> None:
     """gateway.protocol imports no asyncio, aio_pika, aiohttp, sqlite3, socket or os."""

@@ -29,10 +29,10 @@ import aio_pika.abc
 import aiohttp
 
 from gateway.adapters.provision import delete
+from gateway.adapters.sqlite.keys import current_signing_key
 from gateway.config import Settings, load_settings
 from gateway.demo import CENTRES, BrokerTls, local_tls, peer_user, prepare
 from gateway.errors import ConfigError
-from gateway.keyfiles import load_signing_key
 from gateway.protocol.keys import SigningKey
 from gateway.protocol.signing import seal
 from gateway.protocol.types import format_time
@@ -105,10 +105,9 @@ class NodeHandle:
         return self.config.parent / "node.log"
 
     def key(self) -> SigningKey:
-        """The node's current signing key, from its file as it is now (a rotation moves the
-        previous key away); tests use it to forge or replay on the node's behalf."""
-        node = load_settings(self.config).node
-        return load_signing_key(node.signing_key_file, node.signing_key_id)
+        """The node's current signing key (after a rotation, the one its ledger names);
+        tests use it to forge or replay on the node's behalf."""
+        return current_signing_key(load_settings(self.config))[0]
 
 
 @dataclass

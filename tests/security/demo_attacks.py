@@ -27,8 +27,8 @@ from urllib.parse import unquote
 import aio_pika
 import aiohttp
 
+from gateway.adapters.sqlite.keys import current_signing_key
 from gateway.config import load_settings
-from gateway.keyfiles import load_signing_key
 from gateway.protocol.signing import seal
 from gateway.protocol.types import format_time
 
@@ -91,8 +91,8 @@ class Demo:
             await conn.close()
 
     def signed_by_lu(self, env: dict[str, Any]) -> bytes:
-        lu = load_settings(self.root / "LU-HCPN" / "gateway.toml").node
-        return seal(env, load_signing_key(lu.signing_key_file, lu.signing_key_id)).wire
+        lu = load_settings(self.root / "LU-HCPN" / "gateway.toml")
+        return seal(env, current_signing_key(lu)[0]).wire
 
     async def login(self, http: aiohttp.ClientSession, centre: str, name: str,
                     password: str) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from gateway.adapters.sqlite.keys import current_signing_key
 from gateway.app import Node
 from gateway.config import BrokerSection, load_settings, update_config
 from tests.integration.harness import EXAMPLE, Federation, wait_until
@@ -115,7 +116,9 @@ async def test_metrics_never_touch_the_ledger_and_can_need_a_token(
     settings = settings.model_copy(update={
         "api": settings.api.model_copy(update={"port": source.port + 1000,
                                                "metrics_token": True}),
-        "node": settings.node.model_copy(update={"data_dir": tmp_path / "data"}),
+        "node": settings.node.model_copy(update={  # its key in use (it may have rotated)
+            "data_dir": tmp_path / "data", "signing_key_file": current_signing_key(settings)[1],
+            "signing_key_id": current_signing_key(settings)[0].kid}),
         "broker": BrokerSection(url=SecretStr("amqp://x:y@127.0.0.1:1/none")),
         "peers": ()})
     node = Node(settings)

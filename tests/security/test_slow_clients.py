@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from gateway.adapters.sqlite.keys import current_signing_key
 from gateway.app import Node
 from gateway.config import BrokerSection, load_settings
 from tests.integration.harness import Federation
@@ -29,7 +30,9 @@ async def _node(fed: Federation, tmp_path: Path) -> AsyncIterator[tuple[int, str
         "api": settings.api.model_copy(update={
             "port": source.port + 1100, "header_seconds": HEADER, "body_seconds": BODY,
             "max_connections": CAP}),
-        "node": settings.node.model_copy(update={"data_dir": tmp_path / "data"}),
+        "node": settings.node.model_copy(update={  # its key in use (it may have rotated)
+            "data_dir": tmp_path / "data", "signing_key_file": current_signing_key(settings)[1],
+            "signing_key_id": current_signing_key(settings)[0].kid}),
         "broker": BrokerSection(url=SecretStr("amqp://x:y@127.0.0.1:1/none")), "peers": ()})
     node = Node(settings)
     await node.start()
