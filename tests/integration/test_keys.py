@@ -163,10 +163,14 @@ async def test_a_stolen_phased_out_key_cannot_take_over_the_centre(
     await federation.inject("BE-NCCN", "DE-NW", sealed(takeover, stolen))
 
     async def refused() -> bool:
+        # The security event is written before the rejection is stored: wait for both.
         _, events = await federation.api("BE-NCCN", "GET", "/v1/security-events")
+        _, inbox = await federation.api("BE-NCCN", "GET",
+                                        "/v1/inbox?from=DE-NW&type=key-update")
         return any(e["reason"] == "key_update_refused" and e["claimed_id"] == takeover["id"]
-                   for e in events["items"])
-    await wait_until(refused, 20, "BE-NCCN recording the refused key-update")
+                   for e in events["items"]) and any(
+                       i["id"] == takeover["id"] for i in inbox["items"])
+    await wait_until(refused, 20, "BE-NCCN recording and storing the refused key-update")
     _, events = await federation.api("BE-NCCN", "GET", "/v1/security-events")
     event = next(e for e in events["items"] if e["claimed_id"] == takeover["id"])
     assert "signer-not-current" in event["detail"]
