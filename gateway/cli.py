@@ -407,6 +407,17 @@ def _cmd_bench_federation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_scale(args: argparse.Namespace) -> int:
+    from gateway.bench.scale import run, table  # noqa: PLC0415
+
+    configure_logging("console", "warning")
+    sizes = [int(n.replace("_", "")) for n in args.scale_messages.split(",")]
+    result = asyncio.run(run(sizes, amqp=args.amqp_url, base_port=args.base_port,
+                             idle_seconds=args.idle_seconds, keep=args.keep))
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench is not None:
         return int(args.func_bench(args))
@@ -502,6 +513,18 @@ def _add_bench(sub: Any) -> None:
     fed.add_argument("--base-port", type=int, default=18400)
     fed.add_argument("--json", action="store_true")
     fed.set_defaults(func_bench=_cmd_bench_federation)
+    scale = bench.add_parser("scale", help="one node's ledger grown to each size; every "
+                             "endpoint, periodic job, start-up, RSS and idle CPU timed")
+    scale.add_argument("--messages", dest="scale_messages", default="1000,10000",
+                       help="sizes, messages in each direction, comma-separated")
+    scale.add_argument("--idle-seconds", type=float, default=20.0,
+                       help="how long idle CPU is sampled at each size")
+    scale.add_argument("--keep", type=Path, default=None,
+                       help="keep the node's files (config, ledger, log) in this folder")
+    scale.add_argument("--amqp-url", default="amqp://127.0.0.1:5672/")
+    scale.add_argument("--base-port", type=int, default=18600)
+    scale.add_argument("--json", action="store_true")
+    scale.set_defaults(func_bench=_cmd_bench_scale)
 
 
 def _add_demo(sub: Any) -> None:

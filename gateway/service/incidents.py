@@ -108,6 +108,33 @@ class ThreadItem:
         return self.type == SITREP and self.report_number is not None
 
 
+@dataclass(frozen=True, slots=True)
+class IncidentSummary:
+    """One row of the incident index (what :func:`summarise_incidents` gives per
+    incident, kept by the ledger as messages are stored)."""
+
+    incident: str
+    title: str | None
+    centres: tuple[str, ...]
+    messages: int
+    rejected: int
+    last_activity: str
+    warnings: int
+    highest_severity: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The row as the API and the console show it."""
+        return {"incident": self.incident, "title": self.title, "centres": list(self.centres),
+                "messages": self.messages, "rejected": self.rejected,
+                "last_activity": self.last_activity, "warnings": self.warnings,
+                "highest_severity": self.highest_severity}
+
+    @property
+    def cursor(self) -> tuple[str, str]:
+        """Its place in the index's order (see :mod:`gateway.service.paging`)."""
+        return self.last_activity, self.incident
+
+
 # ---------------------------------------------------------------------------------------
 # Body extraction (input may be a peer's arbitrary JSON)
 # ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from gateway.protocol.delivery import Delivery
 from gateway.protocol.directory import ContactPoint
 from gateway.protocol.keys import PinnedKey
 from gateway.protocol.keyupdate import KeyUpdatePlan
-from gateway.service.incidents import ThreadItem
+from gateway.service.incidents import IncidentSummary, ThreadItem
 from gateway.service.records import (
     AuditEntry,
     DueDelivery,
@@ -97,9 +97,18 @@ class OutboxStore(Protocol):
         """One of our messages (receipts too) with its recipients' states."""
         ...
 
-    async def list(self, filters: Mapping[str, str], limit: int) -> list[OutgoingView]:
-        """Our messages (not receipts), newest first, filtered by type, incident, state,
-        peer or ``since``."""
+    async def list(self, filters: Mapping[str, str], limit: int,
+                   after: tuple[str, ...] | None = None) -> list[OutgoingView]:
+        """Our messages (not receipts), newest first (by submission time, then id),
+        filtered by type, incident, state, peer or ``since``; ``after`` is the
+        :attr:`~gateway.service.records.OutgoingView.cursor` of the previous page's last
+        message."""
+        ...
+
+    async def overdue(self, cutoffs: Mapping[str, str]) -> int:
+        """How many (message, recipient) pairs are not acknowledged although their
+        message was created at or before the cutoff time of its priority (``cutoffs``:
+        priority -> stored time)."""
         ...
 
 
@@ -135,8 +144,17 @@ class InboxStore(Protocol):
         audit entry's actor; ``by`` (the name the receipt carries) is data."""
         ...
 
-    async def list(self, filters: Mapping[str, str], limit: int) -> list[InboxEntry]:
-        """Incoming messages, newest first."""
+    async def list(self, filters: Mapping[str, str], limit: int,
+                   after: tuple[str, ...] | None = None) -> list[InboxEntry]:
+        """Incoming messages, newest first (by reception time, sender, id), filtered by
+        sender, type, incident, state or priority; ``after`` is the
+        :attr:`~gateway.service.records.InboxEntry.cursor` of the previous page's last
+        message."""
+        ...
+
+    async def overdue(self, cutoffs: Mapping[str, str]) -> int:
+        """How many delivered (not acknowledged) messages were received at or before the
+        cutoff time of their priority (``cutoffs``: priority -> stored time)."""
         ...
 
 
@@ -161,8 +179,10 @@ class AuditStore(Protocol):
         ...
 
     async def entries(self, limit: int = 100, kind: str | None = None,
-                      subject: str | None = None) -> list[AuditEntry]:
-        """The most recent entries, newest first (optionally one kind or subject)."""
+                      subject: str | None = None, before: int | None = None
+                      ) -> list[AuditEntry]:
+        """The most recent entries, newest first (optionally one kind or subject), with
+        a sequence number below ``before`` (the previous page's last) if given."""
         ...
 
     async def checkpoint(self, sign: Callable[[int, str], bytes], *,
@@ -195,8 +215,10 @@ class SecurityStore(Protocol):
         """Keep a refused input for the operators (or count it, over the quota)."""
         ...
 
-    async def recent(self, limit: int = 100) -> list[SecurityEventView]:
-        """The most recent events, newest first (without payloads)."""
+    async def recent(self, limit: int = 100, before: int | None = None
+                     ) -> list[SecurityEventView]:
+        """The most recent events, newest first (without payloads), below the sequence
+        number ``before`` (the previous page's last) if given."""
         ...
 
     async def suppressed(self) -> list[SuppressedCount]:
@@ -225,6 +247,12 @@ class IncidentStore(Protocol):
 
     async def thread_items(self, incident: str | None) -> list[ThreadItem]:
         """Every non-receipt message on ``incident`` (None: on any incident)."""
+        ...
+
+    async def index(self, after: tuple[str, ...] | None, limit: int) -> list[IncidentSummary]:
+        """One row per incident, most recent activity first (ties by id), from the index
+        kept as messages are stored; ``after`` is the previous page's last
+        :attr:`~gateway.service.incidents.IncidentSummary.cursor`."""
         ...
 
 
@@ -303,6 +331,10 @@ class Ledger(Protocol):
     @property
     def incidents(self) -> IncidentStore:
         """Incident threads."""
+        ...
+
+    async def ping(self) -> None:
+        """Answer if the ledger answers (readiness: reads no table); raise otherwise."""
         ...
 
     async def stats(self) -> LedgerStats:

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, TypeAlias
 
 from gateway.protocol.directory import ContactPoint
+from gateway.protocol.types import format_time
 
 #: A JSON value as stored in an audit entry's data.
 JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
@@ -88,6 +89,11 @@ class InboxEntry:
     detail: str | None = None
     acknowledged_at: datetime | None = None
     acknowledged_by: str | None = None
+
+    @property
+    def cursor(self) -> tuple[str, str, str]:
+        """Its place in the inbox's order (see :mod:`gateway.service.paging`)."""
+        return format_time(self.received_at), self.sender, self.id
 
 
 class IngestOutcome(StrEnum):
@@ -168,6 +174,11 @@ class OutgoingView:
     sha256: str
     wire: bytes
     recipients: tuple[RecipientState, ...]
+
+    @property
+    def cursor(self) -> tuple[str, str]:
+        """Its place in the outbox's order (see :mod:`gateway.service.paging`)."""
+        return self.submitted_at, self.id
 
 
 @dataclass(frozen=True, slots=True)

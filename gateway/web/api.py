@@ -24,8 +24,9 @@ from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN, format_tim
 from gateway.service import contacts
 from gateway.service.commcheck import history_csv, history_html
 from gateway.service.commcheck import report as commcheck_report
-from gateway.service.incidents import build_thread, summarise_incidents, timeline_csv
+from gateway.service.incidents import build_thread, timeline_csv
 from gateway.service.node import NodeApi
+from gateway.service.paging import decode_cursor, next_cursor
 from gateway.service.ports import IdempotencyKey
 from gateway.service.submit import AlertSubmission, SitrepSubmission
 from gateway.web.console import setup_console
@@ -224,9 +225,13 @@ async def get_message(request: web.Request) -> web.Response:
     return web.json_response({**view, "direction": direction})
 
 
-def _filters(request: web.Request, allowed: tuple[str, ...]) -> tuple[dict[str, str], int]:
+def _filters(request: web.Request, allowed: tuple[str, ...], *, paged: bool = False
+             ) -> tuple[dict[str, str], int]:
+    """The filters ``allowed`` and the clamped ``limit`` (and, for a ``paged`` list,
+    ``after``); any other query parameter is a 400."""
     filters = {k: v for k, v in request.query.items() if k in allowed}
-    unknown = sorted(set(request.query) - set(allowed) - {"limit"})
+    known = {*allowed, "limit", *(("after",) if paged else ())}
+    unknown = sorted(set(request.query) - known)
     if unknown:
         raise InvalidRequest("Unknown filter", f"unknown query parameters: {unknown}",
                               [{"loc": ["query", u], "msg": "unknown parameter"} for u in unknown])
@@ -237,20 +242,44 @@ def _filters(request: web.Request, allowed: tuple[str, ...]) -> tuple[dict[str, 
     return filters, max(1, min(limit, MAX_LIMIT))
 
 
+def _after(request: web.Request, arity: int) -> tuple[str, ...] | None:
+    """The ordering values of ``?after=`` (the ``next`` of an earlier page), if given."""
+    cursor = request.query.get("after")
+    return None if cursor is None else decode_cursor(cursor, arity)
+
+
+def _before_seq(request: web.Request) -> int | None:
+    """``?after=`` of a list ordered by sequence number, newest first."""
+    after = _after(request, 1)
+    if after is None:
+        return None
+    if not after[0].isdigit() or len(after[0]) > 18:
+        raise InvalidRequest("Bad cursor", "after= must be the 'next' value of an earlier page")
+    return int(after[0])
+
+
+def _page(items: list[dict[str, Any]], cursors: list[tuple[str, ...]],
+          limit: int) -> web.Response:
+    """A page of a list and the ``next`` cursor (null on the last page)."""
+    return web.json_response({"items": items, "next": next_cursor(cursors, limit)})
+
+
 async def list_messages(request: web.Request) -> web.Response:
-    """GET /v1/messages?type=&incident=&state=&peer=&since=&limit="""
-    filters, limit = _filters(request, ("type", "incident", "state", "peer", "since"))
-    items = await request.app[NODE].ledger.outbox.list(filters, limit)
-    return web.json_response({"items": [message_json(m) for m in items]})
+    """GET /v1/messages?type=&incident=&state=&peer=&since=&limit=&after="""
+    filters, limit = _filters(request, ("type", "incident", "state", "peer", "since"),
+                              paged=True)
+    items = await request.app[NODE].ledger.outbox.list(filters, limit, _after(request, 2))
+    return _page([message_json(m) for m in items], [m.cursor for m in items], limit)
 
 
 async def get_inbox(request: web.Request) -> web.Response:
-    """GET /v1/inbox?from=&type=&incident=&state=&priority=&limit="""
-    filters, limit = _filters(request, ("from", "type", "incident", "state", "priority"))
+    """GET /v1/inbox?from=&type=&incident=&state=&priority=&limit=&after="""
+    filters, limit = _filters(request, ("from", "type", "incident", "state", "priority"),
+                              paged=True)
     if "from" in filters:
         filters["sender"] = filters.pop("from")
-    entries = await request.app[NODE].ledger.inbox.list(filters, limit)
-    return web.json_response({"items": [inbox_view(e) for e in entries]})
+    entries = await request.app[NODE].ledger.inbox.list(filters, limit, _after(request, 3))
+    return _page([inbox_view(e) for e in entries], [e.cursor for e in entries], limit)
 
 
 async def post_ack(request: web.Request) -> web.Response:
@@ -291,11 +320,13 @@ async def get_peers(request: web.Request) -> web.Response:
 
 
 async def get_security_events(request: web.Request) -> web.Response:
-    """GET /v1/security-events: refused unauthenticated, forged or malformed input."""
-    _, limit = _filters(request, ())
+    """GET /v1/security-events?limit=&after=: refused unauthenticated, forged or
+    malformed input."""
+    _, limit = _filters(request, (), paged=True)
     ledger = request.app[NODE].ledger
-    events = await ledger.security.recent(limit)
+    events = await ledger.security.recent(limit, _before_seq(request))
     return web.json_response({"items": [security_json(e) for e in events],
+                              "next": next_cursor([(str(e.seq),) for e in events], limit),
                               "suppressed": [security_json(c) for c in
                                              await ledger.security.suppressed()]})
 
@@ -317,10 +348,11 @@ async def _thread(request: web.Request) -> dict[str, Any]:
 
 
 async def list_incidents(request: web.Request) -> web.Response:
-    """GET /v1/incidents: one row per incident with its centres, activity and warnings."""
-    node = request.app[NODE]
-    items = await node.ledger.incidents.thread_items(None)
-    return web.json_response({"items": summarise_incidents(items, node.me)})
+    """GET /v1/incidents?limit=&after=: one row per incident with its centres, activity
+    and warnings, most recent activity first (from the incident index)."""
+    _, limit = _filters(request, (), paged=True)
+    rows = await request.app[NODE].ledger.incidents.index(_after(request, 2), limit)
+    return _page([r.as_json() for r in rows], [r.cursor for r in rows], limit)
 
 
 async def get_incident(request: web.Request) -> web.Response:
@@ -345,11 +377,13 @@ async def get_timeline_csv(request: web.Request) -> web.Response:
 
 
 async def get_audit(request: web.Request) -> web.Response:
-    """GET /v1/audit?kind=&subject=&limit=: the hash-chained audit log, newest first."""
-    filters, limit = _filters(request, ("kind", "subject"))
+    """GET /v1/audit?kind=&subject=&limit=&after=: the hash-chained audit log, newest
+    first."""
+    filters, limit = _filters(request, ("kind", "subject"), paged=True)
     items = await request.app[NODE].ledger.audit.entries(
-        limit, kind=filters.get("kind"), subject=filters.get("subject"))
-    return web.json_response({"items": [audit_json(e) for e in items]})
+        limit, kind=filters.get("kind"), subject=filters.get("subject"),
+        before=_before_seq(request))
+    return _page([audit_json(e) for e in items], [(str(e.seq),) for e in items], limit)
 
 
 async def get_checkpoint(request: web.Request) -> web.Response:
@@ -370,9 +404,11 @@ async def _check_report(node: NodeApi, check_id: str, wait: float | None = None)
     return commcheck_report(view, node.clock.now(), wait=timedelta(seconds=seconds))
 
 
-async def _check_history(node: NodeApi, limit: int) -> list[dict[str, Any]]:
-    return [await _check_report(node, m.id)
-            for m in await node.ledger.outbox.list({"type": "commcheck"}, limit)]
+async def _check_history(node: NodeApi, limit: int, after: tuple[str, ...] | None = None
+                         ) -> tuple[list[dict[str, Any]], list[tuple[str, ...]]]:
+    """Reports of the latest communication tests, newest first, and their cursors."""
+    checks = await node.ledger.outbox.list({"type": "commcheck"}, limit, after)
+    return [await _check_report(node, m.id) for m in checks], [m.cursor for m in checks]
 
 
 async def post_commcheck(request: web.Request) -> web.Response:
@@ -394,21 +430,23 @@ async def get_commcheck(request: web.Request) -> web.Response:
 
 
 async def list_commchecks(request: web.Request) -> web.Response:
-    """GET /v1/commchecks: the history of communication tests, newest first."""
-    _, limit = _filters(request, ())
-    return web.json_response({"items": await _check_history(request.app[NODE], limit)})
+    """GET /v1/commchecks?limit=&after=: the history of communication tests, newest
+    first."""
+    _, limit = _filters(request, (), paged=True)
+    reports, cursors = await _check_history(request.app[NODE], limit, _after(request, 2))
+    return _page(reports, cursors, limit)
 
 
 async def commchecks_csv(request: web.Request) -> web.Response:
     """GET /v1/commchecks/history.csv."""
-    reports = await _check_history(request.app[NODE], MAX_LIMIT)
+    reports, _ = await _check_history(request.app[NODE], MAX_LIMIT)
     return web.Response(text=history_csv(reports), content_type="text/csv", charset="utf-8")
 
 
 async def commchecks_html(request: web.Request) -> web.Response:
     """GET /v1/commchecks/report.html: tables and a chart per peer over the quarters."""
     node = request.app[NODE]
-    reports = await _check_history(node, MAX_LIMIT)
+    reports, _ = await _check_history(node, MAX_LIMIT)
     return web.Response(text=history_html(reports, node.me), content_type="text/html",
                         charset="utf-8")
 
@@ -491,7 +529,7 @@ async def readyz(request: web.Request) -> web.Response:
     node = request.app[NODE]
     checks = {"ledger": True, "inbox": node.inbox_link.connected}
     try:
-        await node.ledger.stats()
+        await node.ledger.ping()
     except Exception:  # noqa: BLE001 - any ledger failure means not ready
         checks["ledger"] = False
     ok = all(checks.values())

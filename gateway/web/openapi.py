@@ -42,10 +42,15 @@ _INCIDENT_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"typ
 
 
 def _query(*names: str) -> list[dict[str, Any]]:
+    """Filters of a list, its ``limit`` and its ``after`` cursor (keyset pagination:
+    the ``next`` of the previous page)."""
     params = [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
               for n in names]
     params.append({"name": "limit", "in": "query", "required": False,
                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000}})
+    params.append({"name": "after", "in": "query", "required": False,
+                   "description": "the `next` cursor of the previous page",
+                   "schema": {"type": "string", "maxLength": 600}})
     return params
 
 
@@ -136,8 +141,8 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _json(obj, "peers"), **_problems(401)}}},
             "/v1/incidents": {"get": {
                 "summary": "Incidents with their centres, activity and warnings",
-                "operationId": "listIncidents",
-                "responses": {"200": _json(obj, "incidents"), **_problems(401)}}},
+                "operationId": "listIncidents", "parameters": _query(),
+                "responses": {"200": _json(obj, "incidents"), **_problems(400, 401)}}},
             "/v1/incidents/{id}": {"get": {
                 "summary": "An incident thread: latest report per centre, timeline, gap warnings",
                 "operationId": "getIncident", "parameters": [_INCIDENT_PARAM],

@@ -35,7 +35,7 @@ from gateway.protocol.keys import KeyRing, SigningKey, default_key_id, public_ke
 from gateway.protocol.types import format_time
 from gateway.service.acknowledge import Acknowledger
 from gateway.service.commcheck import CommChecks
-from gateway.service.incidents import ThreadItem
+from gateway.service.incidents import IncidentSummary, ThreadItem, summarise_incidents
 from gateway.service.node import NodeApi
 from gateway.service.ports import Clock
 from gateway.service.records import (
@@ -279,12 +279,22 @@ class FakeOutbox(_Store):
         self._call("get", message_id)
         return self.views.get(message_id)
 
-    async def list(self, filters: Mapping[str, str], limit: int) -> list[OutgoingView]:
-        """Held messages (not receipts), newest first, filtered by type and incident."""
-        self._call("list", dict(filters), limit)
+    async def list(self, filters: Mapping[str, str], limit: int,
+                   after: tuple[str, ...] | None = None) -> list[OutgoingView]:
+        """Held messages (not receipts), newest first, filtered by type and incident,
+        past the cursor ``after``."""
+        self._call("list", dict(filters), limit, *(() if after is None else (after,)))
         found = [v for v in self.views.values()
-                 if v.type != "receipt" and _matches(v, filters, ("type", "incident"))]
-        return sorted(found, key=lambda v: v.created, reverse=True)[:limit]
+                 if v.type != "receipt" and _matches(v, filters, ("type", "incident"))
+                 and (after is None or v.cursor < after)]
+        return sorted(found, key=lambda v: v.cursor, reverse=True)[:limit]
+
+    async def overdue(self, cutoffs: Mapping[str, str]) -> int:
+        """Unacknowledged recipients of held messages created by their cutoff."""
+        self._call("overdue", dict(cutoffs))
+        return sum(1 for v in self.views.values() if v.type != "receipt"
+                   and v.created <= cutoffs.get(v.priority, "")
+                   for r in v.recipients if r.state in ("queued", "sent", "delivered"))
 
 
 class FakeInbox(_Store):
@@ -330,13 +340,21 @@ class FakeInbox(_Store):
                                      acknowledged_by=by))
         return True
 
-    async def list(self, filters: Mapping[str, str], limit: int) -> list[InboxEntry]:
+    async def list(self, filters: Mapping[str, str], limit: int,
+                   after: tuple[str, ...] | None = None) -> list[InboxEntry]:
         """Held messages, newest first, filtered by sender, type, incident, state and
-        priority."""
-        self._call("list", dict(filters), limit)
+        priority, past the cursor ``after``."""
+        self._call("list", dict(filters), limit, *(() if after is None else (after,)))
         found = [e for e in self.entries.values()
-                 if _matches(e, filters, ("sender", "type", "incident", "state", "priority"))]
-        return sorted(found, key=lambda e: e.received_at, reverse=True)[:limit]
+                 if _matches(e, filters, ("sender", "type", "incident", "state", "priority"))
+                 and (after is None or e.cursor < after)]
+        return sorted(found, key=lambda e: e.cursor, reverse=True)[:limit]
+
+    async def overdue(self, cutoffs: Mapping[str, str]) -> int:
+        """Held delivered messages received by their priority's cutoff."""
+        self._call("overdue", dict(cutoffs))
+        return sum(1 for e in self.entries.values() if e.state == "delivered"
+                   and format_time(e.received_at) <= cutoffs.get(e.priority, ""))
 
 
 class FakeReceipts(_Store):
@@ -377,11 +395,13 @@ class FakeAudit(_Store):
         self.recorded.append((actor, action, target, detail, at))
 
     async def entries(self, limit: int = 100, kind: str | None = None,
-                      subject: str | None = None) -> list[AuditEntry]:
-        """The held entries of this kind and subject, newest first."""
-        self._call("entries", limit, kind, subject)
+                      subject: str | None = None, before: int | None = None
+                      ) -> list[AuditEntry]:
+        """The held entries of this kind and subject, newest first, below ``before``."""
+        self._call("entries", limit, kind, subject, *(() if before is None else (before,)))
         found = [e for e in self.items
-                 if kind in (None, e.kind) and subject in (None, e.subject)]
+                 if kind in (None, e.kind) and subject in (None, e.subject)
+                 and (before is None or e.seq < before)]
         return sorted(found, key=lambda e: e.seq, reverse=True)[:limit]
 
     async def checkpoint(self, sign: Callable[[int, str], bytes], *,
@@ -439,10 +459,11 @@ class FakeSecurity(_Store):
             claimed_id=event.claimed_id, amqp_user=event.amqp_user,
             payload_sha256=hashlib.sha256(event.payload).hexdigest()))
 
-    async def recent(self, limit: int = 100) -> list[SecurityEventView]:
-        """The held events, newest first."""
-        self._call("recent", limit)
-        return self.events[:limit]
+    async def recent(self, limit: int = 100, before: int | None = None
+                     ) -> list[SecurityEventView]:
+        """The held events, newest first, below ``before``."""
+        self._call("recent", limit, *(() if before is None else (before,)))
+        return [e for e in self.events if before is None or e.seq < before][:limit]
 
     async def suppressed(self) -> list[SuppressedCount]:
         """The held counts."""
@@ -488,6 +509,16 @@ class FakeIncidents(_Store):
         """The held items on ``incident`` (None: all)."""
         self._call("thread_items", incident)
         return [i for i in self.items if incident is None or i.incident == incident]
+
+    async def index(self, after: tuple[str, ...] | None, limit: int) -> list[IncidentSummary]:
+        """The held items summarised (the pure computation the ledger's index keeps)."""
+        self._call("index", after, limit)
+        rows = [IncidentSummary(**{**r, "centres": tuple(r["centres"])})
+                for r in summarise_incidents(self.items, ME)]
+        if after is not None:
+            rows = [r for r in rows if r.last_activity < after[0]
+                    or (r.last_activity == after[0] and r.incident > after[1])]
+        return rows[:limit]
 
 
 class FakeLedger:
@@ -548,6 +579,12 @@ class FakeLedger:
         backlog = {peer.replace("_", "-"): Backlog(count=n, oldest=format_time(NOW))
                    for peer, n in per_peer.items()}
         self.stats_value = dataclasses.replace(self.stats_value, backlog=backlog)
+
+    async def ping(self) -> None:
+        """Nothing, unless a ``"ping"`` fault is set."""
+        fault = self.faults.get("ping")
+        if fault is not None:
+            raise fault
 
     async def stats(self) -> LedgerStats:
         """:attr:`stats_value`, unless a ``"stats"`` fault is set."""

@@ -227,5 +227,6 @@ def test_incident_indexes_are_in_the_schema() -> None:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     migrate(conn)
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"outbox_incident", "inbox_incident"} <= names
+    assert {"outbox_incident_listed", "inbox_incident_listed", "incident_index_activity"} \
+        <= names
     conn.close()

@@ -28,6 +28,7 @@ from gateway.errors import (
 )
 from gateway.protocol.keys import fingerprint
 from gateway.protocol.sitrep import PLAIN_TEXT
+from gateway.protocol.types import format_time
 from gateway.service.records import AuditEntry, SecurityEventView, SuppressedCount
 from gateway.service.submit import AlertSubmission, SitrepSubmission
 from gateway.web.api import PUBLIC, ROUTES, build_app, required_scope
@@ -331,7 +332,8 @@ async def test_the_inbox_lists_entries_in_the_inbox_view_shape(
     response = await client.get("/v1/inbox", params={"from": NL, "limit": "5000"},
                                 headers=auth())
     assert response.status == 200
-    assert await response.json() == json.loads(json.dumps({"items": [inbox_view(nl)]}))
+    assert await response.json() == json.loads(json.dumps({"items": [inbox_view(nl)],
+                                                           "next": None}))
     assert ("list", ({"sender": NL}, 1000)) in node.ledger.inbox.calls
     all_items = await (await client.get("/v1/inbox", headers=auth())).json()
     assert {i["id"] for i in all_items["items"]} == {MESSAGE_ID, OTHER_ID}
@@ -423,7 +425,7 @@ async def test_readiness_follows_the_inbox_link_and_the_ledger(client: Client,
     assert await response.json() == {"status": "not ready",
                                      "checks": {"ledger": True, "inbox": False}}
     node.inbox.connected = True
-    node.ledger.faults["stats"] = LedgerError("database is locked")
+    node.ledger.faults["ping"] = LedgerError("database is locked")
     response = await client.get("/readyz")
     assert response.status == 503
     assert (await response.json())["checks"] == {"ledger": False, "inbox": True}
@@ -459,7 +461,8 @@ async def test_security_events_list_items_and_suppressed_counts(client: Client,
     response = await client.get("/v1/security-events", params={"limit": "10"},
                                 headers=auth())
     assert response.status == 200
-    assert await response.json() == {"items": [asdict(event)], "suppressed": [asdict(count)]}
+    assert await response.json() == {"items": [asdict(event)], "next": None,
+                                     "suppressed": [asdict(count)]}
     assert ("recent", (10,)) in node.ledger.security.calls
 
 
@@ -477,7 +480,7 @@ async def test_the_audit_log_passes_kind_and_subject_and_uses_the_audit_json_sha
         "kind": "key.rotated", "subject": f"{ME}/k2", "limit": "5"}, headers=auth())
     assert response.status == 200
     body = await response.json()
-    assert body == {"items": [audit_json(rotated)]}
+    assert body == {"items": [audit_json(rotated)], "next": None}
     assert body["items"][0] == {
         "seq": 2, "at": "2026-11-27T09:00:00.000Z", "kind": "key.rotated", "actor": "node",
         "subject": f"{ME}/k2", "data": {"detail": "announced", "n": 1}, "hash": "1" * 64,
@@ -486,6 +489,36 @@ async def test_the_audit_log_passes_kind_and_subject_and_uses_the_audit_json_sha
     everything = await (await client.get("/v1/audit", headers=auth())).json()
     assert [i["seq"] for i in everything["items"]] == [2, 1]
     assert ("entries", (100, None, None)) in node.ledger.audit.calls
+
+
+async def test_lists_page_with_the_next_cursor_until_the_last_page(
+        client: Client, node: FakeNode) -> None:
+    """Every list answers ``next`` while a page is full; ``after=next`` continues where
+    the page ended, with no row twice and none left out; a forged cursor is 400."""
+    node.ledger.inbox.add(*(inbox_entry(f"00000000-0000-4000-8000-{n:012d}",
+                                        received_at=NOW + timedelta(seconds=n))
+                            for n in range(7)))
+    node.ledger.audit.items = [
+        AuditEntry(seq=n, at=format_time(NOW), kind="session.login", actor="duty",
+                   subject="127.0.0.1", data={}, hash=f"{n:064d}") for n in range(1, 6)]
+    for path, key, total in (("/v1/inbox", "id", 7), ("/v1/audit", "seq", 5)):
+        seen: list[Any] = []
+        params = {"limit": "3"}
+        while True:
+            response = await client.get(path, params=params, headers=auth())
+            assert response.status == 200
+            body = await response.json()
+            seen += [i[key] for i in body["items"]]
+            if body["next"] is None:
+                break
+            assert len(body["items"]) == 3
+            params = {"limit": "3", "after": body["next"]}
+        assert len(seen) == total == len(set(seen))
+        assert seen == sorted(seen, reverse=True)
+    for bad in ("x", "W10", "WyJhIl0", "A" * 700):
+        response = await client.get("/v1/inbox", params={"after": bad}, headers=auth())
+        assert response.status == 400, bad
+        assert (await response.json())["title"] == "Bad cursor"
 
 
 async def test_the_checkpoint_is_signed_now(client: Client, node: FakeNode) -> None:

@@ -138,16 +138,20 @@ class SqliteAudit:
         await self._db.write(run)
 
     async def entries(self, limit: int = 100, kind: str | None = None,
-                      subject: str | None = None) -> list[AuditEntry]:
+                      subject: str | None = None, before: int | None = None
+                      ) -> list[AuditEntry]:
         """See :meth:`gateway.service.ports.AuditStore.entries` (an old kind name finds
         the entries of its new name)."""
-        where, args = ["1=1"], []
+        where, args = ["1=1"], list[Any]()
         if kind is not None:
             where.append("kind = ?")
             args.append(LEGACY_KINDS.get(kind, kind))
         if subject is not None:
             where.append("subject = ?")
             args.append(subject)
+        if before is not None:
+            where.append("seq < ?")
+            args.append(before)
 
         def run(conn: sqlite3.Connection) -> list[AuditEntry]:
             rows = conn.execute(

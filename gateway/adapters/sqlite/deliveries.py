@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.adapters.sqlite.audit import append
+from gateway.adapters.sqlite.incident_index import record_sent
 from gateway.protocol.delivery import Delivery, DeliveryState, new_delivery
 from gateway.protocol.types import format_time, parse_optional_time
 from gateway.service.records import InboxEntry, OutgoingMessage
@@ -25,12 +26,16 @@ _COLS = ("state", "attempts", "next_attempt_at", "last_error", "sent_at", "deliv
          "acknowledged_at", "rejected_at", "expired_at", "reason")
 _TIME_COLS = frozenset({"next_attempt_at", "sent_at", "delivered_at", "acknowledged_at",
                         "rejected_at", "expired_at"})
-_UPSERT = (
-    "INSERT INTO deliveries (message_id, recipient, " + ", ".join(_COLS) + ") "
-    "VALUES (?, ?, " + ", ".join("?" * len(_COLS)) + ") "
-    "ON CONFLICT (message_id, recipient) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _COLS)
-)
+_UPDATE = ("UPDATE deliveries SET " + ", ".join(f"{c} = ?" for c in _COLS)  # noqa: S608 - fixed names
+           + " WHERE message_id = ? AND recipient = ?")
+#: What a new row copies from its message, so that due-time, expiry, backlog and overdue
+#: queries run on the deliveries' own indexes (schema step 4).
+_META = ("receipt", "priority", "created", "expires", "submitted_at")
+_INSERT = ("INSERT INTO deliveries (message_id, recipient, "  # noqa: S608 - fixed names
+           + ", ".join(_COLS + _META) + ") VALUES (?, ?, "
+           + ", ".join("?" * (len(_COLS) + len(_META))) + ")")
+_COUNT = ("INSERT INTO delivery_counts VALUES (?, ?, ?, ?) ON CONFLICT (recipient, receipt,"
+          " state) DO UPDATE SET n = n + excluded.n")
 
 
 def t(value: datetime | None) -> str | None:
@@ -47,15 +52,65 @@ def delivery(row: sqlite3.Row) -> Delivery:
     return Delivery(**values)
 
 
+def bump(conn: sqlite3.Connection, name: str, by: int = 1) -> None:
+    """Add ``by`` to the counter ``name`` (table ``counters``), in the caller's transaction."""
+    conn.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET"
+                 " n = n + excluded.n", (name, by))
+
+
+#: States in which one of our messages still waits for its recipient's acknowledgement.
+UNACKNOWLEDGED = frozenset({DeliveryState.QUEUED, DeliveryState.SENT, DeliveryState.DELIVERED})
+
+
+def unacknowledged_out(priority: str) -> str:
+    """The counter of our (message, recipient) pairs not acknowledged, per priority."""
+    return f"unacknowledged_out:{priority}"
+
+
+def unacknowledged_in(priority: str) -> str:
+    """The counter of received messages delivered but not acknowledged, per priority."""
+    return f"unacknowledged_in:{priority}"
+
+
+def counter(conn: sqlite3.Connection, name: str) -> int:
+    """The value of the counter ``name`` (0 if never bumped)."""
+    row = conn.execute("SELECT n FROM counters WHERE name = ?", (name,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _count(conn: sqlite3.Connection, recipient: str, kind: tuple[int, str],
+           before: DeliveryState | None, after: DeliveryState) -> None:
+    """Keep ``delivery_counts`` (per recipient, receipt or not, state) and the
+    unacknowledged counters in step; ``kind`` is (receipt flag, priority)."""
+    receipt, priority = kind
+    if before is not None:
+        conn.execute(_COUNT, (recipient, receipt, before.value, -1))
+    conn.execute(_COUNT, (recipient, receipt, after.value, 1))
+    if not receipt:
+        change = (after in UNACKNOWLEDGED) - (before in UNACKNOWLEDGED)
+        if change:
+            bump(conn, unacknowledged_out(priority), change)
+
+
 def _store(conn: sqlite3.Connection, message_id: str, recipient: str,  # noqa: PLR0917 - private, one caller per case
-           d: Delivery, before: DeliveryState | None, at: datetime) -> None:
+           d: Delivery, before: DeliveryState | None, at: datetime,
+           meta: tuple[Any, ...] | sqlite3.Row) -> None:
+    """Write one delivery: a new row (``meta`` is its :data:`_META` values) or a change
+    of an existing one (``meta`` is its row)."""
     if d.state is not before:
         append(conn, at, "delivery.state", "ledger", message_id,
                {"recipient": recipient, "from": None if before is None else before.value,
                 "state": d.state.value, "attempts": d.attempts, "reason": d.reason})
     values = [t(v) if isinstance(v, datetime) else v for v in (getattr(d, c) for c in _COLS)]
     values[0] = d.state.value
-    conn.execute(_UPSERT, [message_id, recipient, *values])
+    if isinstance(meta, tuple):
+        conn.execute(_INSERT, [message_id, recipient, *values, *meta])
+        _count(conn, recipient, (int(meta[0]), str(meta[1])), None, d.state)
+        return
+    conn.execute(_UPDATE, [*values, message_id, recipient])
+    if d.state is not before:
+        _count(conn, recipient, (int(meta["receipt"]), str(meta["priority"])), before,
+               d.state)
 
 
 def apply(conn: sqlite3.Connection, row: sqlite3.Row, step: Callable[[Delivery], Delivery],
@@ -64,7 +119,7 @@ def apply(conn: sqlite3.Connection, row: sqlite3.Row, step: Callable[[Delivery],
     before = delivery(row)
     after = step(before)
     if after != before:
-        _store(conn, row["message_id"], row["recipient"], after, before.state, at)
+        _store(conn, row["message_id"], row["recipient"], after, before.state, at, row)
     return after
 
 
@@ -88,8 +143,11 @@ def insert_outgoing(conn: sqlite3.Connection, m: OutgoingMessage, now: datetime,
         (m.id, m.type, t(m.created), t(m.expires), m.priority, m.mode, m.tlp, m.incident,
          m.digest, m.wire, t(now), answers[0], answers[1]),
     )
+    meta = (int(m.type == "receipt"), m.priority, t(m.created), t(m.expires), t(now))
     for recipient in m.recipients:
-        _store(conn, m.id, recipient, new_delivery(now), None, now)
+        _store(conn, m.id, recipient, new_delivery(now), None, now, meta)
+    if m.answers is None and m.incident is not None:
+        record_sent(conn, m, now)
 
 
 def inbox_entry(row: sqlite3.Row) -> InboxEntry:

@@ -10,11 +10,22 @@ from functools import partial
 
 from gateway.adapters.sqlite.audit import append
 from gateway.adapters.sqlite.db import Database
-from gateway.adapters.sqlite.deliveries import apply, inbox_entry, insert_outgoing, t
+from gateway.adapters.sqlite.deliveries import (
+    apply,
+    bump,
+    counter,
+    inbox_entry,
+    insert_outgoing,
+    t,
+    unacknowledged_in,
+)
+from gateway.adapters.sqlite.incident_index import record_received
 from gateway.protocol.delivery import on_resend_requested
 from gateway.service.records import InboxEntry, IngestOutcome, OutgoingMessage
 
-_FILTERS = ("sender", "type", "incident", "state", "priority")
+#: Filters of the inbox list, the most selective first (each has an index that gives its
+#: rows in the list's order).
+_FILTERS = ("incident", "sender", "state", "type", "priority")
 
 
 def _resend_receipts(conn: sqlite3.Connection, sender: str, message_id: str,
@@ -60,6 +71,11 @@ class SqliteInbox:
                    {"from": entry.sender, "type": entry.type, "sha256": entry.digest,
                     "state": entry.state, "reason": entry.reason,
                     "wire_sha256": hashlib.sha256(entry.wire).hexdigest()})
+            bump(conn, "inbox")
+            if entry.state == "delivered":
+                bump(conn, unacknowledged_in(entry.priority))
+            if entry.incident is not None and entry.type != "receipt":
+                record_received(conn, entry)
             if receipt is not None:
                 insert_outgoing(conn, receipt, now, "ledger")
             return IngestOutcome.NEW, entry.state
@@ -92,13 +108,14 @@ class SqliteInbox:
         """See :meth:`gateway.service.ports.InboxStore.acknowledge`."""
 
         def run(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
+            changed = conn.execute(
                 "UPDATE inbox SET state='acknowledged', acknowledged_at=?, acknowledged_by=?"
-                " WHERE sender=? AND id=? AND state='delivered'",
+                " WHERE sender=? AND id=? AND state='delivered' RETURNING priority",
                 (t(now), by, sender, message_id),
-            )
-            if cur.rowcount == 0:
+            ).fetchone()
+            if changed is None:
                 return False
+            bump(conn, unacknowledged_in(changed[0]), -1)
             who = actor or by
             append(conn, now, "message.acknowledged", who, message_id,
                    {"from": sender, "by": by})
@@ -107,19 +124,43 @@ class SqliteInbox:
 
         return await self._db.write(run)
 
-    async def list(self, filters: Mapping[str, str], limit: int) -> list[InboxEntry]:
+    async def list(self, filters: Mapping[str, str], limit: int,
+                   after: tuple[str, ...] | None = None) -> list[InboxEntry]:
         """See :meth:`gateway.service.ports.InboxStore.list`."""
         where, args = ["type != 'receipt'"], []
-        for column in _FILTERS:
+        indexed = False
+        for column in _FILTERS:  # most selective first: only it may pick the index
             if column in filters:
-                where.append(f"{column} = ?")
+                # "+column" keeps SQLite off the other filters' (less selective) indexes
+                where.append(f"{'+' if indexed else ''}{column} = ?")
                 args.append(filters[column])
+                indexed = True
+        if after is not None:
+            where.append("(received_at, sender, id) < (?, ?, ?)")
+            args.extend(after)
 
         def run(conn: sqlite3.Connection) -> list[InboxEntry]:
             rows = conn.execute(
                 f"SELECT * FROM inbox WHERE {' AND '.join(where)} "  # noqa: S608 - fixed column names
-                "ORDER BY received_at DESC LIMIT ?", [*args, limit],
+                "ORDER BY received_at DESC, sender DESC, id DESC LIMIT ?", [*args, limit],
             ).fetchall()
             return [inbox_entry(r) for r in rows]
+
+        return await self._db.read(run)
+
+    async def overdue(self, cutoffs: Mapping[str, str]) -> int:
+        """See :meth:`gateway.service.ports.InboxStore.overdue`: per priority, the
+        counter of unacknowledged messages less those received after the cutoff (a range
+        of ``inbox_unacked`` as long as the deadline, however long the history)."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            total = 0
+            for priority, cutoff in cutoffs.items():
+                waiting = counter(conn, unacknowledged_in(priority))
+                recent = conn.execute(
+                    "SELECT COUNT(*) FROM inbox WHERE state = 'delivered' AND priority = ?"
+                    " AND received_at > ?", (priority, cutoff)).fetchone()[0]
+                total += waiting - recent
+            return total
 
         return await self._db.read(run)

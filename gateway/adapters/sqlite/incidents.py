@@ -2,7 +2,8 @@
 (:class:`gateway.service.ports.IncidentStore`).
 
 Receipts are never part of a thread. Reads run on a reader connection (one snapshot),
-on the incident indexes of schema step 1.
+on the incident indexes of schema step 4. The incident list is read from the incident
+index (:mod:`.incident_index`), never from the messages.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from gateway.adapters.sqlite.db import Database
 from gateway.protocol.types import parse_optional_time
-from gateway.service.incidents import DeliveryRecord, ThreadItem, body_fields
+from gateway.service.incidents import DeliveryRecord, IncidentSummary, ThreadItem, body_fields
 
 _OUTBOX = {
     True: "SELECT id, type, created, priority, mode, tlp, incident, wire, submitted_at"
@@ -70,7 +72,8 @@ def _delivery(row: sqlite3.Row) -> DeliveryRecord:
         expired_at=parse_optional_time(row["expired_at"]), reason=row["reason"])
 
 
-def _sent(row: sqlite3.Row, deliveries: list[DeliveryRecord]) -> ThreadItem:
+def sent_item(row: Mapping[str, Any], deliveries: list[DeliveryRecord]) -> ThreadItem:
+    """The thread item of one of our messages (an ``outbox`` row, or its values)."""
     envelope = _envelope(bytes(row["wire"]))
     sender = envelope.get("from")
     return ThreadItem(
@@ -81,7 +84,8 @@ def _sent(row: sqlite3.Row, deliveries: list[DeliveryRecord]) -> ThreadItem:
         deliveries=tuple(deliveries), **body_fields(row["type"], envelope.get("body")))
 
 
-def _received(row: sqlite3.Row) -> ThreadItem:
+def received_item(row: Mapping[str, Any]) -> ThreadItem:
+    """The thread item of a received message (an ``inbox`` row, or its values)."""
     envelope = _envelope(bytes(row["wire"]))
     return ThreadItem(
         direction="in", id=row["id"], sender=row["sender"], incident=row["incident"],
@@ -99,16 +103,44 @@ def _load(conn: sqlite3.Connection, incident: str | None) -> list[ThreadItem]:
     deliveries: dict[str, list[DeliveryRecord]] = defaultdict(list)
     for row in conn.execute(_DELIVERIES[one], args):
         deliveries[row["message_id"]].append(_delivery(row))
-    items = [_sent(row, deliveries[row["id"]]) for row in conn.execute(_OUTBOX[one], args)]
-    items.extend(_received(row) for row in conn.execute(_INBOX[one], args))
+    items = [sent_item(row, deliveries[row["id"]]) for row in conn.execute(_OUTBOX[one], args)]
+    items.extend(received_item(row) for row in conn.execute(_INBOX[one], args))
     return items
 
 
+def _summary(row: sqlite3.Row) -> IncidentSummary:
+    return IncidentSummary(
+        incident=row["incident"], title=row["sitrep_title"] or row["title"],
+        centres=tuple(json.loads(row["centres"])), messages=row["messages"],
+        rejected=row["rejected"], last_activity=row["last_activity"],
+        warnings=row["warnings"], highest_severity=row["highest_severity"])
+
+
+def summaries(conn: sqlite3.Connection, after: tuple[str, ...] | None,
+              limit: int) -> list[IncidentSummary]:
+    """Incident rows, most recent activity first (ties by incident id), past ``after``
+    (the (last_activity, incident) of the previous page's last row)."""
+    if after is None:
+        rows = conn.execute("SELECT * FROM incident_index ORDER BY last_activity DESC,"
+                            " incident LIMIT ?", (limit,))
+    else:
+        rows = conn.execute(
+            "SELECT * FROM incident_index WHERE last_activity <= ? AND (last_activity < ?"
+            " OR incident > ?) ORDER BY last_activity DESC, incident LIMIT ?",
+            (after[0], after[0], after[1], limit))
+    return [_summary(r) for r in rows]
+
+
 class SqliteIncidents:
-    """Incident threads, read from the outbox, deliveries and inbox."""
+    """Incident threads, read from the outbox, deliveries and inbox; the incident index."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    async def index(self, after: tuple[str, ...] | None, limit: int) -> list[IncidentSummary]:
+        """One row per incident, most recent activity first, from the incident index
+        (``after``: the cursor values of the previous page's last row)."""
+        return await self._db.read(partial(summaries, after=after, limit=limit))
 
     async def thread_items(self, incident: str | None) -> list[ThreadItem]:
         """Every non-receipt message on ``incident`` (None: on any incident), sent and

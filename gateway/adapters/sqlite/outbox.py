@@ -6,9 +6,16 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from gateway.adapters.sqlite.db import Database
-from gateway.adapters.sqlite.deliveries import apply, insert_outgoing, t
+from gateway.adapters.sqlite.deliveries import (
+    apply,
+    counter,
+    insert_outgoing,
+    t,
+    unacknowledged_out,
+)
 from gateway.errors import IdempotencyConflict
 from gateway.protocol.delivery import Delivery, DeliveryState, on_claimed, on_expiry
 from gateway.protocol.types import parse_optional_time
@@ -21,18 +28,26 @@ from gateway.service.records import (
 )
 
 
+def _queued_peers(conn: sqlite3.Connection, skip_peers: frozenset[str]) -> list[str]:
+    """Recipients with queued deliveries (from the counters), except ``skip_peers``."""
+    return [r[0] for r in conn.execute(
+        "SELECT DISTINCT recipient FROM delivery_counts WHERE state = 'queued' AND n > 0")
+        if r[0] not in skip_peers]
+
+
 def _due_rows(conn: sqlite3.Connection, now: datetime, limit: int,
               skip_peers: frozenset[str]) -> list[sqlite3.Row]:
-    """Queued deliveries due at ``now``, oldest first, except to ``skip_peers``."""
-    skip = sorted(skip_peers)
-    query = (
-        "SELECT d.*, o.type, o.wire, o.expires "  # noqa: S608 - placeholders only
-        "FROM deliveries d JOIN outbox o ON o.id = d.message_id "
-        "WHERE d.state = 'queued' AND d.next_attempt_at <= ? "
-        f"AND d.recipient NOT IN ({','.join('?' * len(skip))}) "
-        "ORDER BY d.next_attempt_at LIMIT ?"
-    )
-    return conn.execute(query, (t(now), *skip, limit)).fetchall()
+    """Queued deliveries due at ``now``, oldest first, except to ``skip_peers``: one
+    range on ``deliveries_peer_due`` per peer, so rows of a skipped peer (however many
+    wait for it) are never read."""
+    rows: list[sqlite3.Row] = []
+    for peer in _queued_peers(conn, skip_peers):
+        rows.extend(conn.execute(
+            "SELECT d.*, o.type, o.wire FROM deliveries d JOIN outbox o ON o.id = d.message_id"
+            " WHERE d.recipient = ? AND d.state = 'queued' AND d.next_attempt_at <= ?"
+            " ORDER BY d.next_attempt_at LIMIT ?", (peer, t(now), limit)))
+    rows.sort(key=lambda r: r["next_attempt_at"])
+    return rows[:limit]
 
 
 def _due(row: sqlite3.Row) -> DueDelivery:
@@ -42,20 +57,71 @@ def _due(row: sqlite3.Row) -> DueDelivery:
                        attempts=row["attempts"])
 
 
-def _view(conn: sqlite3.Connection, row: sqlite3.Row) -> OutgoingView:
-    recipients = tuple(
-        RecipientState(centre=d["recipient"], state=d["state"], attempts=d["attempts"],
-                       sent_at=d["sent_at"], delivered_at=d["delivered_at"],
-                       acknowledged_at=d["acknowledged_at"], rejected_at=d["rejected_at"],
-                       expired_at=d["expired_at"], reason=d["reason"],
-                       last_error=d["last_error"], next_attempt_at=d["next_attempt_at"])
-        for d in conn.execute("SELECT * FROM deliveries WHERE message_id=? ORDER BY recipient",
-                              (row["id"],)))
-    return OutgoingView(
+def _recipient(d: sqlite3.Row) -> RecipientState:
+    return RecipientState(
+        centre=d["recipient"], state=d["state"], attempts=d["attempts"], sent_at=d["sent_at"],
+        delivered_at=d["delivered_at"], acknowledged_at=d["acknowledged_at"],
+        rejected_at=d["rejected_at"], expired_at=d["expired_at"], reason=d["reason"],
+        last_error=d["last_error"], next_attempt_at=d["next_attempt_at"])
+
+
+def _views(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[OutgoingView]:
+    """The views of outbox ``rows``, their deliveries read in one statement."""
+    if not rows:
+        return []
+    ids = [r["id"] for r in rows]
+    recipients: dict[str, list[RecipientState]] = {i: [] for i in ids}
+    for d in conn.execute(
+            "SELECT * FROM deliveries WHERE message_id IN "  # noqa: S608 - placeholders only
+            f"({','.join('?' * len(ids))}) ORDER BY message_id, recipient", ids):
+        recipients[d["message_id"]].append(_recipient(d))
+    return [OutgoingView(
         id=row["id"], type=row["type"], incident=row["incident"], priority=row["priority"],
         mode=row["mode"], tlp=row["tlp"], created=row["created"], expires=row["expires"],
         submitted_at=row["submitted_at"], sha256=row["digest"], wire=bytes(row["wire"]),
-        recipients=recipients)
+        recipients=tuple(recipients[row["id"]])) for row in rows]
+
+
+def _listed(filters: Mapping[str, str], after: tuple[str, ...] | None, limit: int
+            ) -> tuple[str, list[Any]]:
+    """The query for one page of the outbox (newest first) and its arguments.
+
+    With a state or peer filter the page is found on a deliveries index (those rows are
+    few among many); otherwise on an outbox index. Either way the page costs one range
+    scan from the cursor on, however long the history.
+    """
+    where: list[str] = []
+    args: list[Any] = []
+    for key, column in (("incident", "o.incident"), ("type", "o.type")):  # most selective first
+        if key in filters:
+            # "+column": only the first filter may choose the index (see the inbox's list)
+            where.append(f"{'+' if where else ''}{column} = ?")
+            args.append(filters[key])
+    if "since" in filters:
+        where.append("o.submitted_at >= ?")
+        args.append(filters["since"])
+    if "state" in filters or "peer" in filters:
+        sub, sub_args = ["d.receipt = 0"], []
+        for key, column in (("peer", "d.recipient"), ("state", "d.state")):
+            if key in filters:
+                sub.append(f"{column} = ?")
+                sub_args.append(filters[key])
+        if after is not None:
+            sub.append("(d.submitted_at, d.message_id) < (?, ?)")
+            sub_args.extend(after)
+        clauses = " AND ".join(sub + where)
+        sql = ("SELECT o.* FROM (SELECT DISTINCT d.submitted_at s, d.message_id m "  # noqa: S608 - fixed clauses
+               f"FROM deliveries d JOIN outbox o ON o.id = d.message_id WHERE {clauses}"
+               " ORDER BY s DESC, m DESC LIMIT ?) p JOIN outbox o ON o.id = p.m"
+               " ORDER BY p.s DESC, p.m DESC")
+        return sql, [*sub_args, *args, limit]
+    where.append("o.type != 'receipt'")
+    if after is not None:
+        where.append("(o.submitted_at, o.id) < (?, ?)")
+        args.extend(after)
+    sql = (f"SELECT * FROM outbox o WHERE {' AND '.join(where)} "  # noqa: S608 - fixed clauses
+           "ORDER BY o.submitted_at DESC, o.id DESC LIMIT ?")
+    return sql, [*args, limit]
 
 
 class SqliteOutbox:
@@ -136,9 +202,9 @@ class SqliteOutbox:
         """See :meth:`gateway.service.ports.OutboxStore.expire`."""
 
         def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-            rows = conn.execute(
-                "SELECT d.*, o.expires FROM deliveries d JOIN outbox o ON o.id = d.message_id"
-                " WHERE d.state = 'queued' AND o.expires <= ?", (t(now),)).fetchall()
+            rows = conn.execute(  # the deliveries_expiry index: only what has expired
+                "SELECT * FROM deliveries WHERE state = 'queued' AND expires <= ?",
+                (t(now),)).fetchall()
             expired = []
             for r in rows:
                 if (r["message_id"], r["recipient"]) in exclude:
@@ -156,34 +222,34 @@ class SqliteOutbox:
 
         def run(conn: sqlite3.Connection) -> OutgoingView | None:
             row = conn.execute("SELECT * FROM outbox WHERE id=?", (message_id,)).fetchone()
-            return None if row is None else _view(conn, row)
+            return None if row is None else _views(conn, [row])[0]
 
         return await self._db.read(run)
 
-    async def list(self, filters: Mapping[str, str], limit: int) -> list[OutgoingView]:
+    async def list(self, filters: Mapping[str, str], limit: int,
+                   after: tuple[str, ...] | None = None) -> list[OutgoingView]:
         """See :meth:`gateway.service.ports.OutboxStore.list`."""
-        where, args = ["o.type != 'receipt'"], []
-        for key, column in (("type", "o.type"), ("incident", "o.incident")):
-            if key in filters:
-                where.append(f"{column} = ?")
-                args.append(filters[key])
-        if "state" in filters or "peer" in filters:
-            sub, sub_args = ["d.message_id = o.id"], []
-            for key, column in (("state", "d.state"), ("peer", "d.recipient")):
-                if key in filters:
-                    sub.append(f"{column} = ?")
-                    sub_args.append(filters[key])
-            where.append(f"EXISTS (SELECT 1 FROM deliveries d WHERE {' AND '.join(sub)})")  # noqa: S608 - fixed clauses
-            args.extend(sub_args)
-        if "since" in filters:
-            where.append("o.submitted_at >= ?")
-            args.append(filters["since"])
+        sql, args = _listed(filters, after, limit)
 
         def run(conn: sqlite3.Connection) -> list[OutgoingView]:
-            rows = conn.execute(
-                f"SELECT * FROM outbox o WHERE {' AND '.join(where)} "  # noqa: S608 - fixed clauses
-                "ORDER BY o.submitted_at DESC LIMIT ?", [*args, limit],
-            ).fetchall()
-            return [_view(conn, r) for r in rows]
+            return _views(conn, conn.execute(sql, args).fetchall())
+
+        return await self._db.read(run)
+
+    async def overdue(self, cutoffs: Mapping[str, str]) -> int:
+        """See :meth:`gateway.service.ports.OutboxStore.overdue`: per priority, the
+        counter of unacknowledged pairs less those created after the cutoff (a range of
+        ``deliveries_unacked`` as long as the deadline, however long the history)."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            total = 0
+            for priority, cutoff in cutoffs.items():
+                waiting = counter(conn, unacknowledged_out(priority))
+                recent = conn.execute(
+                    "SELECT COUNT(*) FROM deliveries WHERE receipt = 0 AND state IN"
+                    " ('queued', 'sent', 'delivered') AND priority = ? AND created > ?",
+                    (priority, cutoff)).fetchone()[0]
+                total += waiting - recent
+            return total
 
         return await self._db.read(run)

@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from gateway.adapters.sqlite.db import private_files
+from gateway.adapters.sqlite.incident_index import rebuild_incident_index
 from gateway.errors import LedgerError
 
 log = structlog.get_logger("crisisgw.ledger")
@@ -142,6 +143,88 @@ def _v3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+_V4 = """
+ALTER TABLE deliveries ADD COLUMN receipt INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE deliveries ADD COLUMN priority TEXT;
+ALTER TABLE deliveries ADD COLUMN created TEXT;
+ALTER TABLE deliveries ADD COLUMN expires TEXT;
+ALTER TABLE deliveries ADD COLUMN submitted_at TEXT;
+UPDATE deliveries SET (receipt, priority, created, expires, submitted_at) = (
+  SELECT o.type = 'receipt', o.priority, o.created, o.expires, o.submitted_at
+  FROM outbox o WHERE o.id = deliveries.message_id);
+DROP INDEX IF EXISTS deliveries_due;
+CREATE INDEX deliveries_peer_due ON deliveries(recipient, next_attempt_at)
+  WHERE state = 'queued';
+CREATE INDEX deliveries_expiry ON deliveries(expires) WHERE state = 'queued';
+CREATE INDEX deliveries_unacked ON deliveries(priority, created)
+  WHERE receipt = 0 AND state IN ('queued', 'sent', 'delivered');
+CREATE INDEX deliveries_state_time ON deliveries(receipt, state, submitted_at, message_id);
+CREATE INDEX deliveries_peer_state ON deliveries(receipt, recipient, state, submitted_at,
+  message_id);
+CREATE INDEX deliveries_peer_time ON deliveries(receipt, recipient, submitted_at, message_id);
+CREATE TABLE delivery_counts (
+  recipient TEXT NOT NULL, receipt INTEGER NOT NULL, state TEXT NOT NULL,
+  n INTEGER NOT NULL, PRIMARY KEY (recipient, receipt, state)
+) WITHOUT ROWID;
+INSERT INTO delivery_counts
+  SELECT recipient, receipt, state, COUNT(*) FROM deliveries GROUP BY 1, 2, 3;
+CREATE TABLE counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO counters VALUES ('inbox', (SELECT COUNT(*) FROM inbox));
+INSERT INTO counters SELECT 'unacknowledged_out:' || priority, COUNT(*) FROM deliveries
+  WHERE receipt = 0 AND state IN ('queued', 'sent', 'delivered') GROUP BY priority;
+INSERT INTO counters SELECT 'unacknowledged_in:' || priority, COUNT(*) FROM inbox
+  WHERE state = 'delivered' GROUP BY priority;
+INSERT INTO counters VALUES ('security_events', (SELECT COUNT(*) FROM security_events)
+  + (SELECT COALESCE(SUM(count), 0) FROM security_suppressed));
+DROP INDEX IF EXISTS outbox_type_time;
+DROP INDEX IF EXISTS outbox_incident;
+CREATE INDEX outbox_listed ON outbox(submitted_at, id) WHERE type != 'receipt';
+CREATE INDEX outbox_type_listed ON outbox(type, submitted_at, id);
+CREATE INDEX outbox_incident_listed ON outbox(incident, submitted_at, id);
+DROP INDEX IF EXISTS inbox_received;
+DROP INDEX IF EXISTS inbox_incident;
+CREATE INDEX inbox_listed ON inbox(received_at, sender, id);
+CREATE INDEX inbox_sender_listed ON inbox(sender, received_at, id);
+CREATE INDEX inbox_type_listed ON inbox(type, received_at, sender, id);
+CREATE INDEX inbox_incident_listed ON inbox(incident, received_at, sender, id);
+CREATE INDEX inbox_state_listed ON inbox(state, received_at, sender, id);
+CREATE INDEX inbox_priority_listed ON inbox(priority, received_at, sender, id);
+CREATE INDEX inbox_unacked ON inbox(priority, received_at) WHERE state = 'delivered';
+CREATE TABLE incident_index (
+  incident TEXT PRIMARY KEY, messages INTEGER NOT NULL, rejected INTEGER NOT NULL,
+  last_activity TEXT NOT NULL, title TEXT, title_key TEXT, sitrep_title TEXT,
+  sitrep_title_key TEXT, warnings INTEGER NOT NULL, centres TEXT NOT NULL,
+  highest_severity TEXT
+) WITHOUT ROWID;
+CREATE INDEX incident_index_activity ON incident_index(last_activity DESC, incident);
+CREATE TABLE incident_centres (
+  incident TEXT NOT NULL, centre TEXT NOT NULL, latest_key TEXT, severity TEXT,
+  highest INTEGER NOT NULL, numbers INTEGER NOT NULL, duplicates INTEGER NOT NULL,
+  superseded_unknown INTEGER NOT NULL, warnings INTEGER NOT NULL,
+  PRIMARY KEY (incident, centre)
+) WITHOUT ROWID;
+CREATE TABLE incident_reports (
+  incident TEXT NOT NULL, centre TEXT NOT NULL, message_id TEXT NOT NULL,
+  report_number INTEGER NOT NULL, purpose TEXT, supersedes INTEGER, at TEXT NOT NULL,
+  recorded_at TEXT NOT NULL, PRIMARY KEY (incident, centre, message_id)
+) WITHOUT ROWID;
+CREATE INDEX incident_reports_number ON incident_reports(incident, centre, report_number);
+CREATE INDEX incident_reports_supersedes ON incident_reports(incident, centre, supersedes)
+  WHERE supersedes IS NOT NULL;
+CREATE INDEX incident_reports_at ON incident_reports(incident, centre, at);
+DROP INDEX IF EXISTS audit_log_subject;
+CREATE INDEX audit_log_subject_seq ON audit_log(subject, seq);
+CREATE INDEX incident_reports_final ON incident_reports(incident, centre, report_number, at,
+  recorded_at, message_id) WHERE purpose = 'final'
+"""
+
+
+def _v4(conn: sqlite3.Connection) -> None:
+    for statement in _statements(_V4):
+        conn.execute(statement)
+    rebuild_incident_index(conn)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One migration: from ``version - 1`` to ``version``."""
@@ -155,6 +238,8 @@ STEPS = (
     Step(1, "the tables of the releases before versions", _v1),
     Step(2, "audit kinds named noun.verb; an index on kind", _v2),
     Step(3, "learned peer keys and our own rotation history, out of gateway.toml", _v3),
+    Step(4, "flat cost with history: counters, an incident index, list and due-time "
+            "indexes", _v4),
 )
 LATEST = STEPS[-1].version
 

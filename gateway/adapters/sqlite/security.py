@@ -14,7 +14,7 @@ import sqlite3
 
 from gateway.adapters.sqlite.audit import append
 from gateway.adapters.sqlite.db import Database
-from gateway.adapters.sqlite.deliveries import t
+from gateway.adapters.sqlite.deliveries import bump, t
 from gateway.protocol.types import format_time
 from gateway.service.records import SecurityEvent, SecurityEventView, SuppressedCount
 
@@ -54,6 +54,7 @@ class SqliteSecurity:
             rows, stored = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM security_events"
                 " WHERE amqp_user IS ? AND at >= ?", (event.amqp_user, day)).fetchone()
+            bump(conn, "security_events")
             if rows >= SECURITY_ROWS_PER_DAY:
                 _count(conn, event, publisher, day, digest)
                 return
@@ -71,13 +72,15 @@ class SqliteSecurity:
 
         await self._db.write(run)
 
-    async def recent(self, limit: int = 100) -> list[SecurityEventView]:
+    async def recent(self, limit: int = 100, before: int | None = None
+                     ) -> list[SecurityEventView]:
         """See :meth:`gateway.service.ports.SecurityStore.recent`."""
 
         def run(conn: sqlite3.Connection) -> list[SecurityEventView]:
             rows = conn.execute(
                 "SELECT seq, at, reason, detail, claimed_sender, claimed_id, amqp_user,"
-                " payload_sha256 FROM security_events ORDER BY seq DESC LIMIT ?", (limit,))
+                " payload_sha256 FROM security_events WHERE seq < ? ORDER BY seq DESC"
+                " LIMIT ?", (2**62 if before is None else before, limit))
             return [SecurityEventView(**dict(r)) for r in rows]
 
         return await self._db.read(run)

@@ -16,9 +16,17 @@ from gateway.protocol.keys import KeyRing, PinnedKey, fingerprint
 from gateway.protocol.signing import verify_signed
 from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN
 from gateway.service import contacts
-from gateway.service.incidents import build_thread, summarise_incidents
+from gateway.service.incidents import build_thread
 from gateway.service.node import NodeApi
-from gateway.web.console.views import NODE_KEY, _ctx, _require, overdue_outgoing
+from gateway.web.console.views import (
+    NODE_KEY,
+    PAGE,
+    _ctx,
+    _require,
+    console_after,
+    older_link,
+    overdue_outgoing,
+)
 from gateway.web.shapes import directory_json, stored_message
 
 
@@ -39,8 +47,9 @@ async def incidents(request: web.Request) -> dict[str, Any]:
     """GET /console/incidents: every incident with its centres and warnings."""
     _require(request, "viewer")
     node = request.app[NODE_KEY]
-    rows = summarise_incidents(await node.ledger.incidents.thread_items(None), node.me)
-    return _ctx(request, "incidents", incidents=rows)
+    page = await node.ledger.incidents.index(console_after(request, 2), PAGE)
+    return _ctx(request, "incidents", incidents=[r.as_json() for r in page],
+                older=older_link(request, {}, [r.cursor for r in page]))
 
 
 @aiohttp_jinja2.template("incidents.html")

@@ -16,9 +16,10 @@ from aiohttp import web
 
 from gateway.errors import GatewayError, RequestRefused
 from gateway.protocol.reasons import KEY_UPDATE_REFUSED
-from gateway.protocol.types import format_time, parse_optional_time
+from gateway.protocol.types import Priority, format_time, parse_optional_time
 from gateway.service.commcheck import report
 from gateway.service.node import NodeApi
+from gateway.service.paging import decode_cursor, next_cursor
 from gateway.service.records import OutgoingView
 from gateway.web.console import i18n
 from gateway.web.console.auth import (
@@ -49,6 +50,8 @@ PRIORITY_ORDER = {"flash": 0, "urgent": 1, "routine": 2}
 KEY_WARNING = timedelta(days=30)
 #: How long a refused key-update stays on the overview.
 REFUSAL_SHOWN = timedelta(days=7)
+#: Rows per page of the console's lists (older ones through the "Older" link).
+PAGE = 200
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -243,14 +246,17 @@ def overdue_incoming(node: NodeApi, item: dict[str, Any], now: datetime) -> bool
             and now >= received + _deadline(node, item["priority"]))
 
 
+def _cutoffs(node: NodeApi, now: datetime) -> dict[str, str]:
+    """Per priority, the latest creation (or reception) time that is overdue now."""
+    return {p.value: format_time(now - _deadline(node, p.value)) for p in Priority}
+
+
 async def overdue_counts(node: NodeApi) -> tuple[int, int]:
-    """(incoming messages, outgoing recipients) past their acknowledgement deadline."""
-    now = node.clock.now()
-    incoming = sum(1 for e in await node.ledger.inbox.list({"state": "delivered"}, 1000)
-                   if overdue_incoming(node, _inbox_row(e), now))
-    outgoing = sum(len(overdue_outgoing(node, m, now))
-                   for m in await node.ledger.outbox.list({}, 500))
-    return incoming, outgoing
+    """(incoming messages, outgoing recipients) past their acknowledgement deadline,
+    counted on the ledger's indexes of unacknowledged messages."""
+    cutoffs = _cutoffs(node, node.clock.now())
+    return (await node.ledger.inbox.overdue(cutoffs),
+            await node.ledger.outbox.overdue(cutoffs))
 
 
 async def overview_data(node: NodeApi) -> dict[str, Any]:
@@ -294,11 +300,9 @@ async def overview_data(node: NodeApi) -> dict[str, Any]:
     last_test = await _last_commcheck(node)
     for row in rows:
         row["last_test"] = last_test.get(row["id"])
-    overdue_in = [e for e in await node.ledger.inbox.list({"state": "delivered"}, 500)
-                  if overdue_incoming(node, _inbox_row(e), now)]
+    overdue_in, overdue_out = await overdue_counts(node)
     if overdue_in:
-        problems.append({"kind": "overdue_incoming", "count": len(overdue_in)})
-    overdue_out = sum(len(overdue_outgoing(node, m, now)) for m in recent)
+        problems.append({"kind": "overdue_incoming", "count": overdue_in})
     if overdue_out:
         problems.append({"kind": "overdue_outgoing", "count": overdue_out})
     if not node.inbox_link.connected:
@@ -371,7 +375,8 @@ async def outbox(request: web.Request) -> dict[str, Any]:
                if k in ("incident", "state", "peer") and v}
     now = node.clock.now()
     messages = []
-    for stored in await node.ledger.outbox.list(filters, 200):
+    page = await node.ledger.outbox.list(filters, PAGE, console_after(request, 2))
+    for stored in page:
         m = message_json(stored)
         messages.append(m)
         m["overdue"] = sorted(overdue_outgoing(node, stored, now))
@@ -379,8 +384,29 @@ async def outbox(request: web.Request) -> dict[str, Any]:
             r["to_delivered"] = _elapsed(m["created"], r["delivered_at"])
             r["to_acknowledged"] = _elapsed(m["created"], r["acknowledged_at"])
     return _ctx(request, "outbox", messages=messages, filters=filters,
+                older=older_link(request, filters, [m.cursor for m in page]),
                 peers=[p.id for p in node.settings.peers],
                 states=("queued", "sent", "delivered", "acknowledged", "rejected", "expired"))
+
+
+def console_after(request: web.Request, arity: int) -> tuple[str, ...] | None:
+    """``?after=`` of a console list page (400 if it is not a cursor of that list)."""
+    cursor = request.query.get("after")
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor, arity)
+    except RequestRefused as exc:
+        raise web.HTTPBadRequest(text=exc.detail) from exc
+
+
+def older_link(request: web.Request, filters: dict[str, str],
+               cursors: list[tuple[str, ...]]) -> str | None:
+    """The link to the next (older) page of a list, None on its last page."""
+    cursor = next_cursor(cursors, PAGE)
+    if cursor is None:
+        return None
+    return str(request.rel_url.with_query({**filters, "after": cursor}))
 
 
 def _elapsed(start: str | None, end: str | None) -> str | None:
@@ -401,14 +427,16 @@ async def inbox(request: web.Request) -> dict[str, Any]:
     _require(request, "viewer")
     node = request.app[NODE_KEY]
     filters = {k: v for k, v in request.query.items() if k in ("incident", "priority") and v}
-    entries = [_inbox_row(e) for e in await node.ledger.inbox.list(filters, 300)]
+    page = await node.ledger.inbox.list(filters, PAGE, console_after(request, 3))
+    entries = [_inbox_row(e) for e in page]
     now = node.clock.now()
     for item in entries:
         item["overdue"] = overdue_incoming(node, item, now)
         item["preview"] = preview(item["type"], item.get("body"), i18n.current())
     entries.sort(key=lambda e: (e["state"] != "delivered", PRIORITY_ORDER.get(e["priority"], 3),
                                 e["incident"] or "", e["received_at"]))
-    return _ctx(request, "inbox", items=entries, filters=filters)
+    return _ctx(request, "inbox", items=entries, filters=filters,
+                older=older_link(request, filters, [e.cursor for e in page]))
 
 
 async def acknowledge(request: web.Request) -> web.StreamResponse:
