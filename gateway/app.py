@@ -26,6 +26,7 @@ from gateway.protocol.keys import (
     KeyRing,
     SigningKey,
 )
+from gateway.protocol.peerhealth import ProbePolicy
 from gateway.protocol.types import parse_time
 from gateway.service.acknowledge import Acknowledger
 from gateway.service.audit import config_changes
@@ -81,7 +82,10 @@ class Node:
             window_per_peer=s.delivery.window_per_peer,
             lease=timedelta(seconds=4 * s.delivery.publish_timeout_seconds + 10),
             suspended=lambda: frozenset(p.id for p in self.settings.peers if p.suspended),
-            on_outcome=lambda peer, t, o: self.metrics.publishes.labels(peer, t, o).inc())
+            on_outcome=lambda peer, t, o: self.metrics.publishes.labels(peer, t, o).inc(),
+            probes=ProbePolicy(base=min(base, timedelta(seconds=s.delivery.probe_cap_seconds)),
+                               cap=timedelta(seconds=s.delivery.probe_cap_seconds),
+                               refused_delay=refused))
         self.consumer = InboxConsumer(
             centre=self.me, url=s.broker.url.get_secret_value(), heartbeat=s.broker.heartbeat,
             prefetch=s.broker.prefetch, declare=s.broker.declare_topology,

@@ -272,6 +272,9 @@ class DeliverySection(_Section):
     retry_base_seconds: float = 1.0
     retry_cap_seconds: float = 300.0
     refused_delay_seconds: float = 300.0
+    #: An unreachable peer is probed at most this long apart (one delivery per probe),
+    #: so its return is noticed within it.
+    probe_cap_seconds: Annotated[float, Field(gt=0, le=300)] = 1.0
     publish_timeout_seconds: float = 10.0
     window_per_peer: int = 256
     default_ttl_hours: float = 24.0

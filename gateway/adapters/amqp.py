@@ -59,6 +59,8 @@ DISK_FULL_RETRY_MAX = 30.0
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 10.0
 #: A certificate problem does not fix itself in seconds: retry our broker this often.
 TLS_RETRY = 30.0
+#: After a failed connect, publishes fail at once for this long (seconds).
+FAIL_FAST = 0.25
 #: How often a connected consumer checks whether its certificate files were renewed.
 RENEWAL_CHECK = 2.0
 #: Local republishes in flight at most; beyond it one is skipped, logged and counted.
@@ -214,8 +216,9 @@ class PeerLink:
             if self._exchange is not None and self._channel is not None \
                     and not self._channel.is_closed:
                 return self._exchange
-            # After a failure, fail fast for a moment instead of piling up connects.
-            if self._last_error is not None and time.monotonic() - self._failed_at < 1.0:
+            # After a failure, fail fast for a moment instead of piling up connects
+            # (publishes in flight when it failed; the dispatcher then probes one at a time).
+            if self._last_error is not None and time.monotonic() - self._failed_at < FAIL_FAST:
                 raise self._last_error
             await self._reset()
             try:

@@ -1,4 +1,5 @@
-"""``crisisgw bench``: ceiling, gateway throughput and latency, fan-out, cost; one run.
+"""``crisisgw bench``: ceiling, gateway throughput and latency, drain after a partition,
+fan-out, cost; one run.
 
 The ceiling and the gateway are measured in the same process, on the same broker,
 minutes apart, so their ratio is meaningful even on a busy machine. Every sitrep makes
@@ -46,7 +47,10 @@ async def run(*, messages: int = 2000, concurrency: int = 64, rate: float = 50.0
                                               payload_bytes=size)
         result["gateway"] = await throughput.throughput(p, messages, concurrency)
         result["latency"] = await throughput.latency(p, latency_messages, rate)
+        result["drain"] = await throughput.drain(p, messages, concurrency)
     result["ratio"] = round(result["gateway"]["msg_per_s"] / result["ceiling"]["msg_per_s"], 3)
+    result["drain_ratio"] = round(result["drain"]["msg_per_s"] / result["gateway"]["msg_per_s"],
+                                  2)
     if peers > 0:
         fed = await federation.run(peers + 1, (peers,), repeats, amqp, base_port + 10)
         row = fed["broadcasts"][0]
@@ -68,6 +72,12 @@ def table(r: dict[str, Any]) -> str:
         ("latency p50 submit -> delivered", f"{lat['p50_ms']:.1f} ms",
          f"{lat['messages']} sitreps at {lat['rate_per_s']:g}/s"),
         ("latency p99", f"{lat['p99_ms']:.1f} ms", f"max {lat['max_ms']:.1f} ms"),
+        ("drain after a partition", f"{r['drain']['msg_per_s']:.0f} sitreps/s",
+         f"{r['drain']['messages']} queued while B was cut off"),
+        ("ratio drain / steady", f"{r['drain_ratio']:.2f}", "0.8 is the aim"),
+        ("first delivered after the link returned", f"{r['drain']['first_delivered_s']:.2f} s",
+         f"all flash by {r['drain']['flash_done_by_s']:.2f} s, routine median "
+         f"{r['drain']['routine_median_s']:.2f} s"),
         ("CPU per 1,000 sitreps", f"{g['cpu_s_per_1000']:.2f} s", "both nodes + client"),
         ("peak RSS", f"{g['peak_rss_mb']:.0f} MB", "whole process"),
     ]

@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from gateway.adapters.provision import delete_many
 from gateway.bench.federation import centres
-from gateway.config import load_settings
+from gateway.bench.proxy import Relay
+from gateway.config import load_settings, update_config
 from gateway.demo import peer_user, prepare
 
 if TYPE_CHECKING:
@@ -80,6 +82,8 @@ class Pair:
     token: str
     b_broker_url: str
     tracker: Tracker
+    #: A's link to B's broker runs through it (to cut it).
+    relay: Relay
 
 
 @contextlib.asynccontextmanager
@@ -95,6 +99,17 @@ async def pair(amqp: str, base_port: int) -> AsyncIterator[Pair]:
             user_prefix=f"{prefix}.",
             overrides={"delivery": {"retry_cap_seconds": 5.0},
                        "commcheck": {"every_days": 3650.0}, "directory": []})
+        relay = Relay(urlsplit(amqp).port or 5672)
+        await relay.start()
+
+        def via_relay(raw: dict[str, Any]) -> None:
+            for peer in raw["peers"]:
+                if peer["id"] == group[1].id:
+                    parts = urlsplit(peer["inbox_url"])
+                    peer["inbox_url"] = parts._replace(
+                        netloc=parts.netloc.rsplit(":", 1)[0] + f":{relay.port}").geturl()
+
+        update_config(paths[group[0].id], via_relay)
         a_settings, b_settings = (load_settings(paths[c.id]) for c in group)
         nodes = [Node(a_settings), Node(b_settings)]
         try:
@@ -110,10 +125,11 @@ async def pair(amqp: str, base_port: int) -> AsyncIterator[Pair]:
             token = (paths[group[0].id].parent / "api-token").read_text().strip()
             yield Pair(a=nodes[0], b=nodes[1], api=f"http://127.0.0.1:{base_port}",
                        token=token, b_broker_url=b_settings.broker.url.get_secret_value(),
-                       tracker=tracker)
+                       tracker=tracker, relay=relay)
         finally:
             for node in nodes:
                 await node.stop()
+            await relay.close()
             users = [f"{prefix}.{c.id}" for c in group]
             users += [peer_user(x.id, y.id, f"{prefix}.") for x in group for y in group
                       if x.id != y.id]
@@ -129,9 +145,10 @@ class Client:
         self._session = session
         self._body = {"to": [p.b.me], "tlp": "GREEN", "releasable": ["eu"], "sitrep": SITREP}
 
-    async def submit(self) -> str:
+    async def submit(self, priority: str = "routine") -> str:
         """POST one sitrep; its message id once A has made it durable (202)."""
-        async with self._session.post(self._url, json=self._body,
+        body = {**self._body, "priority": priority}
+        async with self._session.post(self._url, json=body,
                                       headers=self._headers) as resp:
             data = await resp.json()
             if resp.status != 202:
@@ -203,3 +220,34 @@ async def latency(p: Pair, messages: int, rate: float) -> dict[str, Any]:
     cuts = statistics.quantiles(ms, n=100, method="inclusive")
     return {"messages": messages, "rate_per_s": rate, "p50_ms": round(cuts[49], 1),
             "p99_ms": round(cuts[98], 1), "max_ms": round(ms[-1], 1)}
+
+
+async def drain(p: Pair, messages: int, concurrency: int) -> dict[str, Any]:
+    """A cut off from B's broker while ``messages`` sitreps (one in ten flash, one in ten
+    urgent) are accepted; then the link is restored. Until every one is delivered:
+    how long after the restore the first went out, and the drain rate."""
+    before = len(p.tracker.delivered)
+    p.relay.cut()
+    priorities = ["flash" if n % 10 == 0 else "urgent" if n % 10 == 5 else "routine"
+                  for n in range(messages)]
+    async with _session(concurrency) as session:
+        client = Client(p, session)
+        ids = list(await asyncio.gather(*(client.submit(pr) for pr in priorities)))
+    deadline = time.monotonic() + 60
+    while p.a.dispatcher.health.get(p.b.me) is None or p.a.dispatcher.inflight(p.b.me):
+        if time.monotonic() > deadline:
+            raise TimeoutError("A did not notice that B was cut off")
+        await asyncio.sleep(0.05)
+    restored = time.perf_counter()
+    p.relay.restore()
+    await p.tracker.wait_for(before + messages, 120 + messages / 10)
+    done = [p.tracker.delivered[i] for i in ids]
+    flash = sorted(p.tracker.delivered[i] for i, pr in zip(ids, priorities, strict=True)
+                   if pr == "flash")
+    routine = sorted(p.tracker.delivered[i] for i, pr in zip(ids, priorities, strict=True)
+                     if pr == "routine")
+    return {"messages": messages, "first_delivered_s": round(min(done) - restored, 3),
+            "drain_s": round(max(done) - restored, 3),
+            "msg_per_s": round(messages / (max(done) - restored), 1),
+            "flash_done_by_s": round(flash[-1] - restored, 3),
+            "routine_median_s": round(routine[len(routine) // 2] - restored, 3)}

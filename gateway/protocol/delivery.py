@@ -1,6 +1,7 @@
 """The per-recipient delivery state machine (pure: time and randomness are arguments).
 
-    ┌─ publish failed or unknown: stay queued, next attempt later (identical bytes)
+    ┌─ publish failed or unknown: stay queued, next attempt later (identical bytes);
+    │  when the peer's link is down the peer is backed off, not each message
     ▼  │
   queued ──broker confirm──▶ sent ──"delivered"──▶ delivered ──"acknowledged"──▶ acknowledged
     │                          │                     │
@@ -121,6 +122,15 @@ def on_failed(
     attempts = d.attempts + 1
     delay = policy.delay(attempts, jitter) if retryable else policy.refused_delay
     return replace(d, attempts=attempts, next_attempt_at=now + delay, last_error=error[:500])
+
+
+def on_held(d: Delivery, now: datetime, error: str) -> Delivery:
+    """The publish failed because the peer's link is down: the peer is backed off as a
+    whole (:mod:`gateway.protocol.peerhealth`), so the delivery itself stays due and
+    goes as soon as the peer is reachable again, the identical bytes."""
+    if d.state is not DeliveryState.QUEUED:
+        return d
+    return replace(d, attempts=d.attempts + 1, next_attempt_at=now, last_error=error[:500])
 
 
 def on_receipt(

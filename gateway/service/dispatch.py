@@ -1,9 +1,15 @@
 """The dispatcher: sends due deliveries, records confirms, schedules retries.
 
-One loop claims due deliveries from the ledger (a lease: their next attempt moves
-into the future, so a crash before the outcome is recorded resends them later); each
-is published by its own task, bounded by a window of unconfirmed publishes per peer.
-A peer whose window is full is not claimed for. Retries resend the identical bytes.
+One loop claims due deliveries from the ledger, most urgent first (a lease: their next
+attempt moves into the future, so a crash before the outcome is recorded resends them
+later); each is published by its own task, bounded by a window of unconfirmed
+publishes per peer. A peer whose window is full is not claimed for. Retries resend the
+identical bytes.
+
+A peer whose link fails is backed off as a whole (:mod:`gateway.protocol.peerhealth`):
+nothing is claimed for it but one probe at a time, its deliveries stay due, and the
+first confirmed publish releases its whole backlog at once. While it is away the node
+does what an idle node does, and logs the change of state once each way.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from functools import partial
 import structlog
 
 from gateway import failpoints
-from gateway.errors import GatewayError, PublishRefused, PublishUnknown
+from gateway.errors import GatewayError, PublishRefused, PublishUnknown, TlsFailure
+from gateway.protocol import peerhealth
 from gateway.protocol.delivery import (
     Delivery,
     DeliveryState,
@@ -26,7 +33,9 @@ from gateway.protocol.delivery import (
     on_confirmed,
     on_expiry,
     on_failed,
+    on_held,
 )
+from gateway.protocol.peerhealth import REACHABLE, PeerHealth, ProbePolicy
 from gateway.service.ports import Clock, DueDelivery, Ledger, Publisher
 
 log = structlog.get_logger("crisisgw.dispatch")
@@ -42,9 +51,14 @@ class Dispatcher:
                  policy: RetryPolicy, window_per_peer: int, lease: timedelta,
                  suspended: Callable[[], frozenset[str]] = frozenset,
                  jitter: Callable[[], float] = random.random,
-                 on_outcome: Callable[[str, str, str], None] | None = None) -> None:
+                 on_outcome: Callable[[str, str, str], None] | None = None,
+                 probes: ProbePolicy | None = None) -> None:
         self._ledger, self._publisher, self._clock = ledger, publisher, clock
         self._policy, self._window, self._lease = policy, window_per_peer, lease
+        self._probes = probes or ProbePolicy(refused_delay=policy.refused_delay)
+        #: Per peer: reachable, or unreachable until its next probe.
+        self.health: dict[str, PeerHealth] = {}
+        self._probes_out: dict[str, tuple[str, str]] = {}
         self._jitter, self._suspended = jitter, suspended
         self._on_outcome = on_outcome or (lambda _peer, _type, _outcome: None)
         self._wake = asyncio.Event()
@@ -53,6 +67,10 @@ class Dispatcher:
         self._windows: dict[str, asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_sweep = clock.now() - EXPIRY_SWEEP
+
+    def inflight(self, peer: str) -> int:
+        """How many publishes to ``peer`` are under way."""
+        return self._per_peer.get(peer, 0)
 
     def wake(self) -> None:
         """Something new is due now (a submission, a receipt to send)."""
@@ -93,8 +111,18 @@ class Dispatcher:
                 log.warning("delivery_expired", message_id=message_id, peer=peer)
                 self._on_outcome(peer, "", "expired")
         full = frozenset(p for p, n in self._per_peer.items() if n >= self._window)
+        skip = self._suspended() | full
+        down = {p: peerhealth.allowance(h, now) for p, h in self.health.items()
+                if not h.reachable and p not in skip}
         due = await self._ledger.outbox.claim(now, BATCH, now + self._lease,
-                                              self._suspended() | full)
+                                              skip | frozenset(down))
+        for peer in sorted(p for p, n in down.items() if n):
+            # One delivery, the most urgent: the first to go when the peer is back.
+            for d in await self._ledger.outbox.claim(now, 1, now + self._lease,
+                                                     only=frozenset({peer})):
+                self.health[peer] = peerhealth.probe_taken(self.health[peer])
+                self._probes_out[peer] = (d.message_id, d.recipient)
+                due.append(d)
         for d in due:
             key = (d.message_id, d.recipient)
             if key in self._inflight:
@@ -107,7 +135,13 @@ class Dispatcher:
             task = asyncio.create_task(self._send(d))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return 0.0 if len(due) >= BATCH else IDLE_POLL
+        return 0.0 if len(due) >= BATCH else self._idle(now)
+
+    def _idle(self, now: datetime) -> float:
+        """How long to sleep: the idle poll, or less if a probe falls due sooner."""
+        waits = [(h.probe_at - now).total_seconds() for h in self.health.values()
+                 if not h.reachable and not h.probing and h.probe_at is not None]
+        return max(0.01, min([IDLE_POLL, *waits]))
 
     async def _expire_one(self, d: DueDelivery, now: datetime) -> None:
         after = await self._ledger.outbox.transition(
@@ -129,7 +163,33 @@ class Dispatcher:
         finally:
             self._inflight.discard(key)
             self._per_peer[d.recipient] -= 1
+            if self._probes_out.get(d.recipient) == key:
+                del self._probes_out[d.recipient]
+                health = self.health.get(d.recipient)
+                if health is not None and health.probing:  # the probe ended, no outcome
+                    self._link_failed(d.recipient, health.last_error or "probe ended",
+                                      refused=False)
             self._wake.set()
+
+    def _link_failed(self, peer: str, error: str, *, refused: bool) -> None:
+        """The peer's link failed: it is backed off as a whole (logged when it becomes
+        unreachable, and when a lost link turns into a refusal or back)."""
+        before = self.health.get(peer, REACHABLE)
+        self.health[peer] = peerhealth.on_link_failure(
+            before, self._clock.now(), error, refused=refused, policy=self._probes,
+            jitter=self._jitter())
+        if before.reachable or before.refused != refused:
+            log.warning("peer_unreachable", peer=peer, error=error[:300], refused=refused)
+            if refused:
+                log.error("publish_refused_permanently", error=error[:300])
+
+    def _link_works(self, peer: str) -> None:
+        before = self.health.pop(peer, REACHABLE)
+        if not before.reachable:
+            down = None if before.since is None else round(
+                (self._clock.now() - before.since).total_seconds(), 1)
+            log.info("peer_reachable", peer=peer, down_s=down, failures=before.failures)
+            self._wake.set()  # its backlog is due: release it now
 
     async def _publish(self, d: DueDelivery) -> Callable[[Delivery], Delivery]:
         now = self._clock.now
@@ -137,19 +197,27 @@ class Dispatcher:
             await self._publisher.publish(d.recipient, d.wire, message_id=d.message_id,
                                           msg_type=d.type)
         except PublishUnknown as exc:
-            log.warning("publish_unknown", error=str(exc), attempts=d.attempts + 1)
+            if self.health.get(d.recipient, REACHABLE).reachable:
+                log.warning("publish_unknown", error=str(exc), attempts=d.attempts + 1)
             self._on_outcome(d.recipient, d.type, "unknown")
-            return partial(on_failed, now=now(), error=str(exc), retryable=True,
-                           policy=self._policy, jitter=self._jitter())
+            self._link_failed(d.recipient, str(exc), refused=False)
+            return partial(on_held, now=now(), error=str(exc))
         except PublishRefused as exc:
-            event = "publish_refused" if exc.retryable else "publish_refused_permanently"
-            log.error(event, error=str(exc), attempts=d.attempts + 1)
             self._on_outcome(d.recipient, d.type, "refused")
-            return partial(on_failed, now=now(), error=str(exc), retryable=exc.retryable,
+            if not exc.retryable or isinstance(exc, TlsFailure):
+                # Access or TLS refused (the peer's operator must act), or no TLS link
+                # at all: the link, not this message.
+                self._link_failed(d.recipient, str(exc), refused=not exc.retryable)
+                return partial(on_held, now=now(), error=str(exc))
+            # The broker answered (unroutable, nack): the link works, this message waits.
+            log.error("publish_refused", error=str(exc), attempts=d.attempts + 1)
+            self._link_works(d.recipient)
+            return partial(on_failed, now=now(), error=str(exc), retryable=True,
                            policy=self._policy, jitter=self._jitter())
         failpoints.hit("dispatch.after_publish")  # confirmed by the broker, not yet recorded
         log.debug("published", attempts=d.attempts + 1, type=d.type)
         self._on_outcome(d.recipient, d.type, "confirmed")
+        self._link_works(d.recipient)
         return partial(on_confirmed, now=now())
 
     async def stop(self) -> None:

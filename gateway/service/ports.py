@@ -75,10 +75,13 @@ class OutboxStore(Protocol):
         ...
 
     async def claim(self, now: datetime, limit: int, lease_until: datetime,
-                    skip_peers: frozenset[str] = frozenset()) -> list[DueDelivery]:
-        """Take due deliveries for sending: their next attempt moves to ``lease_until``, so
-        they are not taken again while in flight, and become due again if the node dies
-        before recording the outcome (the receiver deduplicates the resend)."""
+                    skip_peers: frozenset[str] = frozenset(),
+                    only: frozenset[str] | None = None) -> list[DueDelivery]:
+        """Take due deliveries for sending, most urgent first (flash, urgent, routine),
+        then the longest due, leaving out ``skip_peers`` (and, given ``only``, any other
+        peer): their next attempt moves to ``lease_until``, so they are not taken again
+        while in flight, and become due again if the node dies before recording the
+        outcome (the receiver deduplicates the resend)."""
         ...
 
     async def transition(

@@ -57,10 +57,17 @@ async def states(fed: Federation, sender: str, ids: list[str]) -> dict[tuple[str
 
 
 async def inbox_counts(fed: Federation, recipient: str, incident: str) -> Counter[str]:
-    """How many inbox rows each message id has at ``recipient``."""
-    status, page = await fed.api(recipient, "GET", f"/v1/inbox?incident={incident}&limit=1000")
-    assert status == 200, page
-    return Counter(item["id"] for item in page["items"])
+    """How many inbox rows each message id has at ``recipient`` (every page)."""
+    counts: Counter[str] = Counter()
+    after = ""
+    while True:
+        status, page = await fed.api(recipient, "GET",
+                                     f"/v1/inbox?incident={incident}&limit=1000{after}")
+        assert status == 200, page
+        counts.update(item["id"] for item in page["items"])
+        if page["next"] is None:
+            return counts
+        after = f"&after={page['next']}"
 
 
 async def tally(fed: Federation, row: int, fault: str, sender: str, ids: list[str],

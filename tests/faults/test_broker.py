@@ -269,8 +269,9 @@ async def test_unroutable_inbox_is_never_counted_sent_and_is_retried(
 async def test_revoked_permission_is_surfaced_without_a_retry_loop(
         brokerfed: Federation) -> None:
     """Row 14: BE-NCCN's permissions on NL-NCC's broker cleared: the refusal is logged as
-    permanent and shown on the message, retried only after the refused delay (no tight
-    loop), and delivered once the permissions are back."""
+    permanent and shown on the messages it met, the peer is backed off as a whole and
+    probed again only after the refused delay (no tight loop, no lock-step retry of the
+    backlog), and everything is delivered once the permissions are back."""
     fed = brokerfed
     await fed.wait_ready()
     inc = incident(14)
@@ -290,14 +291,22 @@ async def test_revoked_permission_is_surfaced_without_a_retry_loop(
         await asyncio.sleep(REFUSED_DELAY * 0.7)
         found = await states(fed, BE, ids)
         assert {found[(i, NL)] for i in ids} == {"queued"}
-        attempts = []
+        attempts, errors = [], []
         for message_id in ids:
             _, view = await fed.api(BE, "GET", f"/v1/messages/{message_id}")
             nl = next(r for r in view["recipients"] if r["centre"] == NL)
             attempts.append(nl["attempts"])
-            assert re.search("access .*refused", nl["last_error"] or ""), nl
-        # the cut connection's error (repeated for 1 s without reconnecting), then one
-        # refusal each, then the refused delay: a handful of tries, never a tight loop
+            errors.append(nl["last_error"] or "")
+        # The messages tried met the cut connection or the refusal; the refusal then
+        # holds the whole peer, so the others were never tried (""): no lock-step retry.
+        assert any(re.search("access .*refused", e) for e in errors), errors
+        assert all(e == "" or re.search("access .*refused|closed|connection", e)
+                   for e in errors), errors
+        _, peers = await fed.api(BE, "GET", "/v1/peers")
+        link = next(p for p in peers["peers"] if p["id"] == NL)
+        assert not link["link_up"]
+        assert re.search("refused", link["link_problem"]["detail"]), link
+        # a handful of tries, never a tight loop
         assert max(attempts) <= 5, f"attempts {attempts} within {REFUSED_DELAY * 0.7}s"
         assert log_events(fed.nodes[BE].log, "publish_refused_permanently")
     finally:

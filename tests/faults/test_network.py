@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import time
 import uuid
@@ -294,3 +295,116 @@ async def test_withheld_confirms_lead_to_identical_republish_and_dedup(
     assert counts.delivered == len(ids)
     assert duplicates_taken(fed.nodes[NL].log, more) >= len(more), \
         "NL-NCC did not receive (and drop) the second copies"
+
+
+async def _delivered_count(fed: Federation, sender: str, inc: str, peer: str) -> int:
+    """How many of ``sender``'s messages on ``inc`` ``peer`` has receipted (paged)."""
+    count, after = 0, None
+    while True:
+        path = f"/v1/messages?incident={inc}&peer={peer}&state=delivered&limit=1000"
+        status, page = await fed.api(sender, "GET", path + (f"&after={after}" if after else ""))
+        assert status == 200, page
+        count += len(page["items"])
+        after = page["next"]
+        if after is None:
+            return count
+
+
+async def _views(fed: Federation, sender: str, inc: str) -> list[dict[str, Any]]:
+    views, after = [], None
+    while True:
+        path = f"/v1/messages?incident={inc}&limit=1000"
+        status, page = await fed.api(sender, "GET", path + (f"&after={after}" if after else ""))
+        assert status == 200, page
+        views += page["items"]
+        after = page["next"]
+        if after is None:
+            return views
+
+
+async def _submit_many(fed: Federation, inc: str, priorities: list[str], first: int = 1
+                       ) -> list[str]:
+    """Submit one sitrep per priority, 32 requests in flight; the ids, in order."""
+    gate = asyncio.Semaphore(32)
+
+    async def one(n: int, priority: str) -> str:
+        async with gate:
+            status, answer = await fed.api(BE, "POST", "/v1/sitreps",
+                                           sitrep(inc, n, [NL], priority=priority))
+            assert status == 202, answer
+            return str(answer["id"])
+
+    return list(await asyncio.gather(*(one(first + n, p) for n, p in enumerate(priorities))))
+
+
+async def _until_delivered(fed: Federation, inc: str, n: int, timeout: float) -> float:
+    """Seconds until ``n`` messages on ``inc`` are delivered at NL-NCC."""
+    started = time.monotonic()
+
+    async def done() -> bool:
+        return await _delivered_count(fed, BE, inc, NL) >= n
+    await wait_until(done, timeout, f"{n} messages delivered")
+    return time.monotonic() - started
+
+
+async def test_a_partition_backs_off_the_peer_and_drains_its_backlog_at_full_speed(
+        netfed: tuple[Federation, ProxyThread]) -> None:
+    """Issue 13, item 4: NL-NCC unreachable (blackholed by the proxy) while BE-NCCN
+    accepts 2,000 sitreps. While it is away BE-NCCN only probes (one publish at a time,
+    one log line); once the link is back the first message goes out within 2 s, and the
+    backlog drains within 2 s plus what steady throughput needs for it (at 0.8 of it),
+    flash before urgent before routine."""
+    fed, proxy = netfed
+    await fed.wait_ready()
+    inc = incident(33)
+    steady_n = 400
+    t = await _submit_and_time(fed, inc, steady_n)
+    steady = steady_n / t
+    backlog = ["flash"] * 200 + ["urgent"] * 200 + ["routine"] * 1600
+    random.Random(33).shuffle(backlog)
+    part = incident(34)
+    proxy.pause()
+    try:
+        ids = await _submit_many(fed, part, backlog)
+        await asyncio.sleep(PUBLISH_TIMEOUT + 2)  # the batch in flight has timed out
+        before = await metric(fed, BE, "crisisgw_publish_total", peer=NL, outcome="unknown")
+        await asyncio.sleep(5)
+        probes = await metric(fed, BE, "crisisgw_publish_total", peer=NL,
+                              outcome="unknown") - before
+        # one probe at a time, each at most a second apart or a connect timeout long
+        assert probes <= 12, f"{probes} publishes to an unreachable peer in 5 s"
+        assert len(log_events(fed.nodes[BE].log, "peer_unreachable", peer=NL)) >= 1
+    finally:
+        restored = datetime.now(UTC)
+        proxy.reset()
+        proxy.resume()
+    drain = await _until_delivered(fed, part, len(ids), 120)
+    views = await _views(fed, BE, part)
+    sent = {v["id"]: v["recipients"][0]["sent_at"] for v in views}
+    first = min(datetime.fromisoformat(s.replace("Z", "+00:00")) for s in sent.values())
+    first_s = (first - restored).total_seconds()
+    bound = 2.0 + len(ids) / (0.8 * steady)
+    print(f"steady {steady:.0f}/s; partition drain {len(ids)} in {drain:.1f} s "
+          f"({len(ids) / drain:.0f}/s), first after {first_s:.2f} s; bound {bound:.1f} s")
+    assert first_s <= 2.0, f"first message {first_s:.2f} s after the link came back"
+    assert drain <= bound, f"drained in {drain:.1f} s; steady needs {len(ids) / steady:.1f}"
+    by_priority: dict[str, list[str]] = {"flash": [], "urgent": [], "routine": []}
+    for message_id, priority in zip(ids, backlog, strict=True):
+        by_priority[priority].append(sent[message_id])
+    routine = sorted(by_priority["routine"])
+    assert max(by_priority["flash"]) <= routine[len(routine) // 2], "flash not sent first"
+    mean = {p: sum(sorted(sent.values()).index(s) for s in v) / len(v)
+            for p, v in by_priority.items()}
+    assert mean["flash"] < mean["urgent"] < mean["routine"], mean
+    counts = await tally(fed, 33, f"partition, 2,000 queued: drained in {drain:.1f} s",
+                         BE, ids, [NL], part)
+    record(counts)
+    assert counts.delivered == len(ids)
+
+
+async def _submit_and_time(fed: Federation, inc: str, n: int) -> float:
+    """Steady throughput: ``n`` sitreps submitted 32 at a time until all delivered."""
+    started = time.monotonic()
+    await _submit_many(fed, inc, ["routine"] * n)
+    await _until_delivered(fed, inc, n, 120)
+    return time.monotonic() - started

@@ -14,8 +14,9 @@ from tests.integration.harness import free_base_port
 pytestmark = pytest.mark.broker
 
 
-def test_bench_json_reports_ceiling_gateway_ratio_latency_fanout_and_cost() -> None:
-    """A small run prints every figure with sane values and leaves nothing on the broker."""
+def test_bench_json_reports_ceiling_gateway_ratio_latency_drain_fanout_and_cost() -> None:
+    """A small run prints every figure with sane values (the drain after a partition
+    next to the steady rate) and leaves nothing on the broker."""
     out = subprocess.run(
         [sys.executable, "-m", "gateway", "bench", "--json", "--messages", "60",
          "--concurrency", "8", "--rate", "40", "--latency-messages", "20", "--peers", "2",
@@ -38,6 +39,12 @@ def test_bench_json_reports_ceiling_gateway_ratio_latency_fanout_and_cost() -> N
     latency = result["latency"]
     assert latency["messages"] == 20
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    drain = result["drain"]
+    assert drain["messages"] == 60
+    assert 0 < drain["first_delivered_s"] <= drain["flash_done_by_s"] <= drain["drain_s"]
+    assert drain["msg_per_s"] > 0
+    assert result["drain_ratio"] == pytest.approx(
+        drain["msg_per_s"] / gateway["msg_per_s"], abs=0.01)
     assert result["fanout"]["peers"] == 2
     assert 0 < result["fanout"]["best_s"] <= result["fanout"]["median_s"]
     assert "bench" not in rabbitmqctl("list_vhosts", "--no-table-headers")

@@ -23,11 +23,21 @@ def _base(fed: Federation) -> str:
     return f"http://127.0.0.1:{fed.nodes[CENTRE].port}"
 
 
-def _set_password(fed: Federation, name: str, password: str, role: str) -> None:
+def _reloads(fed: Federation) -> int:
+    """How many times the node has reloaded its config so far (its log)."""
+    log = fed.nodes[CENTRE].log
+    return log.read_text(encoding="utf-8", errors="replace").count("config_reloaded") \
+        if log.exists() else 0
+
+
+def _set_password(fed: Federation, name: str, password: str, role: str) -> int:
+    """Set the account's password; returns the reload count before (see _wait_account)."""
+    before = _reloads(fed)
     subprocess.run([sys.executable, "-m", "gateway", "operators", "set-password", name,
                     "--role", role, "--password-stdin", "-c", str(fed.nodes[CENTRE].config)],
                    input=password + "\n", capture_output=True, text=True, timeout=60,
                    check=True)
+    return before
 
 
 async def _login(http: aiohttp.ClientSession, base: str, name: str, password: str) -> int:
@@ -48,11 +58,15 @@ def _jar() -> aiohttp.CookieJar:
     return aiohttp.CookieJar(unsafe=True)
 
 
-async def _wait_account(fed: Federation, name: str, password: str) -> None:
-    async def can_log_in() -> bool:
-        async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
-            return await _login(http, _base(fed), name, password) == 303
-    await wait_until(can_log_in, 15, f"the node picking up the account {name}")
+async def _wait_account(fed: Federation, name: str, password: str, reloads: int) -> None:
+    """Wait for the node to reload the config written after ``reloads`` reloads, then
+    log in once: guessing before the reload would count as failed logins, and the
+    account would back off (as it must)."""
+    async def reloaded() -> bool:
+        return _reloads(fed) > reloads
+    await wait_until(reloaded, 15, f"the node reloading its config for {name}")
+    async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
+        assert await _login(http, _base(fed), name, password) == 303
 
 
 async def test_a_session_ends_with_its_account_and_follows_its_role(
@@ -61,13 +75,13 @@ async def test_a_session_ends_with_its_account_and_follows_its_role(
     the rights at its next request, not at its expiry."""
     await federation.wait_ready()
     base = _base(federation)
-    _set_password(federation, "sec-admin", "first password 1", "admin")
-    await _wait_account(federation, "sec-admin", "first password 1")
+    reloads = _set_password(federation, "sec-admin", "first password 1", "admin")
+    await _wait_account(federation, "sec-admin", "first password 1", reloads)
     async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
         assert await _login(http, base, "sec-admin", "first password 1") == 303
         assert await _page(http, base, "/console/compose") == 200
-        _set_password(federation, "sec-admin", "second password 2", "admin")
-        await _wait_account(federation, "sec-admin", "second password 2")
+        reloads = _set_password(federation, "sec-admin", "second password 2", "admin")
+        await _wait_account(federation, "sec-admin", "second password 2", reloads)
         assert await _page(http, base) == 302  # back to the login page
 
     async with aiohttp.ClientSession(cookie_jar=_jar()) as http:
@@ -119,8 +133,8 @@ async def test_guesses_spread_over_ten_addresses_are_slowed(federation: Federati
     the account backs off, so almost all of them are refused (429) unchecked."""
     await federation.wait_ready()
     base = _base(federation)
-    _set_password(federation, "sec-target", "the real password", "viewer")
-    await _wait_account(federation, "sec-target", "the real password")
+    reloads = _set_password(federation, "sec-target", "the real password", "viewer")
+    await _wait_account(federation, "sec-target", "the real password", reloads)
     statuses = [await _guess(base, f"127.0.0.{10 + i % 10}", "sec-target") for i in range(40)]
     assert statuses.count(401) <= 7, statuses
     assert statuses.count(429) >= 33, statuses

@@ -257,7 +257,8 @@ class FakeOutbox(_Store):
         return []
 
     async def claim(self, now: datetime, limit: int, lease_until: datetime,
-                    skip_peers: frozenset[str] = frozenset()) -> list[DueDelivery]:
+                    skip_peers: frozenset[str] = frozenset(),
+                    only: frozenset[str] | None = None) -> list[DueDelivery]:
         """Nothing is ever due: the web layer does not deliver."""
         self._call("claim", now, limit, lease_until, skip_peers)
         return []

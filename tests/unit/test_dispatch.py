@@ -18,11 +18,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.adapters.sqlite.ledger import SqliteLedger
 from gateway.adapters.sqlite.outbox import SqliteOutbox
 from gateway.errors import LedgerError, PublishRefused, PublishUnknown, TlsFailure
 from gateway.protocol.delivery import Delivery, DeliveryState, RetryPolicy
+from gateway.protocol.peerhealth import ProbePolicy
 from gateway.service import dispatch
 from gateway.service.dispatch import Dispatcher
 from gateway.service.records import DueDelivery, OutgoingMessage
@@ -33,6 +35,7 @@ LEASE = timedelta(seconds=50)
 POLICY = RetryPolicy(base=timedelta(seconds=1), cap=timedelta(seconds=8),
                      refused_delay=timedelta(seconds=60))
 MS = timedelta(milliseconds=1)
+PROBES = ProbePolicy(refused_delay=POLICY.refused_delay)
 S = DeliveryState
 
 #: What the fake publisher does with one publish: succeed (None), raise, or wait for a
@@ -78,6 +81,16 @@ class FakePublisher:
     inflight: Counter[str] = field(default_factory=Counter)
     peak: Counter[str] = field(default_factory=Counter)
     cancelled: list[str] = field(default_factory=list)
+    #: Peers whose link is down: every publish to them raises this.
+    links_down: dict[str, BaseException] = field(default_factory=dict)
+
+    def down(self, peer: str, error: BaseException) -> None:
+        """Every publish to ``peer`` fails with ``error`` until :meth:`up`."""
+        self.links_down[peer] = error
+
+    def up(self, peer: str) -> None:
+        """The peer's link is back."""
+        self.links_down.pop(peer, None)
 
     def then(self, message_id: str, *steps: Step) -> None:
         """Script the next publishes of ``message_id``; unscripted publishes succeed."""
@@ -108,6 +121,8 @@ class FakePublisher:
                     self.cancelled.append(message_id)
                     raise
             self.clock.advance(self.takes)
+            if peer in self.links_down:
+                raise self.links_down[peer]
             if isinstance(step, BaseException):
                 raise step
         finally:
@@ -128,13 +143,14 @@ class HookedOutbox(SqliteOutbox):
         self.after_claim: Callable[[], Awaitable[None]] | None = None
 
     async def claim(self, now: datetime, limit: int, lease_until: datetime,
-                    skip_peers: frozenset[str] = frozenset()) -> list[DueDelivery]:
+                    skip_peers: frozenset[str] = frozenset(),
+                    only: frozenset[str] | None = None) -> list[DueDelivery]:
         """Count, maybe fail, maybe run the hook."""
         self.claims += 1
         if self.fail_claims:
             self.fail_claims -= 1
             raise LedgerError("ledger: disk I/O error (injected)")
-        rows = await super().claim(now, limit, lease_until, skip_peers)
+        rows = await super().claim(now, limit, lease_until, skip_peers, only)
         hook, self.after_claim = self.after_claim, None
         if hook is not None:
             await hook()
@@ -185,12 +201,13 @@ class Rig:
         return task
 
     async def submit(self, message_id: str, *recipients: str, msg_type: str = "sitrep",
-                     expires: datetime = T0 + timedelta(hours=24)) -> bytes:
+                     expires: datetime = T0 + timedelta(hours=24),
+                     priority: str = "urgent") -> bytes:
         """Put a message for ``recipients`` in the outbox now; returns its wire bytes."""
         wire = b"\x00signed " + message_id.encode() + b" \xff\xfe"
         message = OutgoingMessage(
             id=message_id, type=msg_type, created=self.clock.now(), expires=expires,
-            priority="urgent", mode="actual", tlp="GREEN", incident=None, digest="ab" * 32,
+            priority=priority, mode="actual", tlp="GREEN", incident=None, digest="ab" * 32,
             wire=wire, recipients=recipients)
         await self.outbox.submit(message, None, self.clock.now())
         return wire
@@ -325,12 +342,14 @@ async def test_full_batch_asks_for_an_immediate_next_tick(
 
 
 @pytest.mark.parametrize(("jitter", "delays"), [
-    (0.0, [0.5, 1.0, 2.0, 4.0, 4.0]),
-    (0.5, [0.75, 1.5, 3.0, 6.0, 6.0]),
+    (0.0, [0.25, 0.5, 0.5, 0.5, 0.5]),
+    (0.5, [0.375, 0.75, 0.75, 0.75, 0.75]),
 ])
-async def test_unknown_outcome_stays_queued_and_resends_same_bytes_after_backoff(
+async def test_unknown_outcome_backs_off_the_peer_and_probes_with_the_same_bytes(
         rig: Rig, jitter: float, delays: list[float]) -> None:
-    """PublishUnknown keeps it queued; identical bytes resent exactly RetryPolicy.delay later."""
+    """PublishUnknown keeps the delivery queued and due (held), and makes the peer
+    unreachable: nothing goes to it until its probe time, ProbePolicy.delay after each
+    failure in a row; then exactly one probe, the identical bytes."""
     d = rig.dispatcher(jitter=jitter)
     rig.publisher.takes = 100 * MS
     wire = await rig.submit("m1", NL)
@@ -344,11 +363,15 @@ async def test_unknown_outcome_stays_queued_and_resends_same_bytes_after_backoff
         assert row.state is S.QUEUED
         assert row.attempts == attempt
         assert row.last_error == "no confirm within 10 s"
-        assert POLICY.delay(attempt, jitter) == timedelta(seconds=seconds)
-        assert row.next_attempt_at == failed_at + timedelta(seconds=seconds)
+        assert row.next_attempt_at == failed_at  # due: the peer, not the message, waits
+        assert PROBES.delay(attempt, jitter) == timedelta(seconds=seconds)
+        health = d.health[NL]
+        assert not health.reachable
+        assert health.failures == attempt
+        assert health.probe_at == failed_at + timedelta(seconds=seconds)
 
         rig.clock.at = failed_at + timedelta(seconds=seconds) - MS
-        await step(d)
+        assert await step(d) <= seconds  # it sleeps no longer than until the probe
         assert len(rig.publisher.calls) == attempt  # not a millisecond early
         rig.clock.advance(MS)
 
@@ -359,19 +382,25 @@ async def test_unknown_outcome_stays_queued_and_resends_same_bytes_after_backoff
     assert row.state is S.SENT
     assert row.attempts == len(delays) + 1
     assert row.last_error is None
+    assert NL not in d.health  # reachable again
     assert rig.outcomes == [(NL, "sitrep", "unknown")] * len(delays) + [
         (NL, "sitrep", "confirmed")]
 
 
-@pytest.mark.parametrize(("error", "delay"), [
-    (PublishRefused("returned: no route to inbox", retryable=True), POLICY.delay(1, 0.5)),
-    (TlsFailure("handshake_timeout", "no ServerHello", retryable=True), POLICY.delay(1, 0.5)),
-    (PublishRefused("ACCESS_REFUSED", retryable=False), POLICY.refused_delay),
-    (TlsFailure("expired", "certificate expired"), POLICY.refused_delay),
+@pytest.mark.parametrize(("error", "wait", "held"), [
+    (PublishRefused("returned: no route to inbox", retryable=True), POLICY.delay(1, 0.5),
+     False),
+    (TlsFailure("handshake_timeout", "no ServerHello", retryable=True), PROBES.delay(1, 0.5),
+     True),
+    (PublishRefused("ACCESS_REFUSED", retryable=False), PROBES.refused_delay, True),
+    (TlsFailure("expired", "certificate expired"), PROBES.refused_delay, True),
 ], ids=["retryable", "tls-timeout", "permanent", "tls-expired"])
-async def test_refusal_stays_queued_with_backoff_or_refused_delay(
-        rig: Rig, error: PublishRefused, delay: timedelta) -> None:
-    """A refusal keeps it queued: retryable ones back off, others wait refused_delay."""
+async def test_refusal_backs_off_the_message_or_the_peer(
+        rig: Rig, error: PublishRefused, wait: timedelta, held: bool) -> None:
+    """A refusal keeps it queued. One the broker gave about this message (returned,
+    nacked) backs the message off and leaves the peer reachable; a TLS failure backs the
+    peer off as an unknown outcome does; an access or certificate refusal backs the peer
+    off for refused_delay."""
     d = rig.dispatcher(jitter=0.5)
     wire = await rig.submit("m1", NL)
     rig.publisher.then("m1", error)
@@ -382,18 +411,82 @@ async def test_refusal_stays_queued_with_backoff_or_refused_delay(
     assert row.state is S.QUEUED
     assert row.attempts == 1
     assert row.last_error == str(error)
-    assert row.next_attempt_at == T0 + delay
+    assert row.next_attempt_at == (T0 if held else T0 + wait)
+    assert (NL in d.health) is held
     assert rig.outcomes == [(NL, "sitrep", "refused")]
 
-    rig.clock.at = T0 + delay - MS
+    rig.clock.at = T0 + wait - MS
     await step(d)
     assert len(rig.publisher.calls) == 1
-    rig.clock.at = T0 + delay
+    rig.clock.at = T0 + wait
     await step(d)
     assert [c.wire for c in rig.publisher.calls] == [wire, wire]
     row = await rig.delivery("m1", NL)
     assert row.state is S.SENT
     assert row.attempts == 2
+
+
+async def test_an_unreachable_peer_costs_one_probe_and_gets_its_backlog_at_once(
+        rig: Rig) -> None:
+    """With 40 deliveries waiting for a peer whose link is down, each probe time sends
+    one delivery (the most urgent), and the others are never tried; the first confirmed
+    probe releases all of them in the next tick, flash before urgent before routine,
+    while another peer is served all along."""
+    d = rig.dispatcher(window=64, jitter=0.0)
+    priorities = ["routine", "urgent", "flash", "routine"] * 10
+    for n, priority in enumerate(priorities):
+        await rig.submit(f"m{n:02d}", NL, priority=priority)
+    rig.publisher.down(NL, PublishUnknown("cannot connect"))
+    await step(d)  # the first batch fails: the peer goes down
+    tried = len(rig.publisher.calls)
+    assert not d.health[NL].reachable
+    for _ in range(3):  # three probe times: one publish each, the flash ones first
+        rig.clock.at = d.health[NL].probe_at
+        await step(d)
+        assert len(rig.publisher.calls) == tried + 1
+        assert rig.publisher.calls[-1].message_id in {
+            f"m{n:02d}" for n, p in enumerate(priorities) if p == "flash"}
+        tried += 1
+    await rig.submit("other", LU)
+    await step(d)
+    assert rig.publisher.calls[-1].peer == LU  # not held back by NL
+
+    rig.publisher.up(NL)
+    rig.clock.at = d.health[NL].probe_at
+    await step(d)  # the probe goes through: NL is reachable
+    assert NL not in d.health
+    await step(d)  # and its whole backlog goes at once
+    released = [c for c in rig.publisher.calls[tried + 2:] if c.peer == NL]
+    assert len(released) == 39
+    ranks = [{"flash": 0, "urgent": 1, "routine": 2}[priorities[int(c.message_id[1:])]]
+             for c in released]
+    assert ranks == sorted(ranks)
+    stats = await rig.ledger.stats()
+    assert stats.deliveries == {"sent": 41}
+
+
+async def test_a_peer_going_down_and_coming_back_is_logged_once_each_way(
+        rig: Rig) -> None:
+    """Failures while the peer is down are not logged one by one: one line when it
+    becomes unreachable, one when it is reachable again."""
+    d = rig.dispatcher(window=64, jitter=0.0)
+    for n in range(20):
+        await rig.submit(f"m{n:02d}", NL)
+    rig.publisher.down(NL, PublishUnknown("cannot connect"))
+    with capture_logs() as logs:
+        await step(d)
+        for _ in range(5):
+            rig.clock.at = d.health[NL].probe_at
+            await step(d)
+        rig.publisher.up(NL)
+        rig.clock.at = d.health[NL].probe_at
+        await step(d)
+        await step(d)
+    events = [e["event"] for e in logs if e["log_level"] in ("warning", "error", "info")]
+    assert events.count("peer_unreachable") == 1
+    assert events.count("peer_reachable") == 1
+    assert events.count("publish_unknown") <= 1
+    assert (await rig.ledger.stats()).deliveries == {"sent": 20}
 
 
 async def test_one_peer_failing_does_not_hold_back_another(rig: Rig) -> None:
@@ -606,9 +699,9 @@ async def test_retry_scheduled_past_expiry_is_expired_not_resent(rig: Rig) -> No
     await rig.submit("m1", NL, expires=T0 + timedelta(seconds=30))
     rig.publisher.then("m1", PublishRefused("ACCESS_REFUSED", retryable=False))
     await step(d)
-    assert (await rig.delivery("m1", NL)).next_attempt_at == T0 + POLICY.refused_delay
+    assert d.health[NL].probe_at == T0 + PROBES.refused_delay
 
-    rig.clock.at = T0 + POLICY.refused_delay
+    rig.clock.at = T0 + PROBES.refused_delay
     await step(d)
 
     assert rig.publisher.ids() == ["m1"]
@@ -631,8 +724,8 @@ async def test_retry_falling_due_after_expiry_between_sweeps_is_not_published(
     """A retry falling due after expiry is not published, even between expiry sweeps."""
     d = rig.dispatcher(policy=RetryPolicy(base=timedelta(milliseconds=800)), jitter=0.5)
     await rig.submit("m1", NL, expires=T0 + timedelta(milliseconds=500))
-    rig.publisher.then("m1", PublishUnknown("connection lost"))
-    await step(d)  # sweeps at T0; the publish fails; retry at T0 + 600 ms
+    rig.publisher.then("m1", PublishRefused("returned: no route", retryable=True))
+    await step(d)  # sweeps at T0; the publish is returned; retry at T0 + 600 ms
     assert (await rig.delivery("m1", NL)).next_attempt_at == T0 + timedelta(milliseconds=600)
 
     rig.clock.at = T0 + timedelta(milliseconds=600)  # expired 100 ms ago; no sweep yet
@@ -850,8 +943,9 @@ async def test_dispatcher_works_without_on_outcome_or_suspension(rig: Rig) -> No
 
     row = await rig.delivery("m1", NL)
     assert row.state is S.QUEUED
-    assert row.next_attempt_at is not None
-    assert T0 + POLICY.delay(1, 0.0) <= row.next_attempt_at <= T0 + POLICY.delay(1, 1.0)
-    rig.clock.at = row.next_attempt_at
+    probe_at = d.health[NL].probe_at
+    assert probe_at is not None
+    assert T0 + PROBES.delay(1, 0.0) <= probe_at <= T0 + PROBES.delay(1, 1.0)
+    rig.clock.at = probe_at
     await step(d)
     assert (await rig.delivery("m1", NL)).state is S.SENT

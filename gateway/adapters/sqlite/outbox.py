@@ -27,26 +27,37 @@ from gateway.service.records import (
     RecipientState,
 )
 
+#: Most urgent first: the order in which due deliveries go, a backlog included.
+PRIORITY_ORDER = ("flash", "urgent", "routine")
+_RANK = {p: n for n, p in enumerate(PRIORITY_ORDER)}
 
-def _queued_peers(conn: sqlite3.Connection, skip_peers: frozenset[str]) -> list[str]:
-    """Recipients with queued deliveries (from the counters), except ``skip_peers``."""
+
+def _queued_peers(conn: sqlite3.Connection, skip_peers: frozenset[str],
+                  only: frozenset[str] | None) -> list[str]:
+    """Recipients with queued deliveries (from the counters), except ``skip_peers`` (and
+    only those in ``only``, if given)."""
     return [r[0] for r in conn.execute(
         "SELECT DISTINCT recipient FROM delivery_counts WHERE state = 'queued' AND n > 0")
-        if r[0] not in skip_peers]
+        if r[0] not in skip_peers and (only is None or r[0] in only)]
 
 
 def _due_rows(conn: sqlite3.Connection, now: datetime, limit: int,
-              skip_peers: frozenset[str]) -> list[sqlite3.Row]:
-    """Queued deliveries due at ``now``, oldest first, except to ``skip_peers``: one
-    range on ``deliveries_peer_due`` per peer, so rows of a skipped peer (however many
-    wait for it) are never read."""
+              skip_peers: frozenset[str], only: frozenset[str] | None = None
+              ) -> list[sqlite3.Row]:
+    """Queued deliveries due at ``now``, most urgent first, then oldest due, except to
+    ``skip_peers``: one range on ``deliveries_peer_due`` per peer and priority, so rows
+    of a skipped peer (however many wait for it) are never read."""
     rows: list[sqlite3.Row] = []
-    for peer in _queued_peers(conn, skip_peers):
-        rows.extend(conn.execute(
-            "SELECT d.*, o.type, o.wire FROM deliveries d JOIN outbox o ON o.id = d.message_id"
-            " WHERE d.recipient = ? AND d.state = 'queued' AND d.next_attempt_at <= ?"
-            " ORDER BY d.next_attempt_at LIMIT ?", (peer, t(now), limit)))
-    rows.sort(key=lambda r: r["next_attempt_at"])
+    for peer in _queued_peers(conn, skip_peers, only):
+        for priority in PRIORITY_ORDER:
+            taken = conn.execute(
+                "SELECT d.*, o.type, o.wire FROM deliveries d JOIN outbox o"
+                " ON o.id = d.message_id WHERE d.recipient = ? AND d.priority = ?"
+                " AND d.state = 'queued' AND d.next_attempt_at <= ?"
+                " ORDER BY d.next_attempt_at LIMIT ?", (peer, priority, t(now), limit)
+            ).fetchall()
+            rows.extend(taken)
+    rows.sort(key=lambda r: (_RANK.get(r["priority"], len(_RANK)), r["next_attempt_at"]))
     return rows[:limit]
 
 
@@ -171,11 +182,12 @@ class SqliteOutbox:
         return await self._db.read(run)
 
     async def claim(self, now: datetime, limit: int, lease_until: datetime,
-                    skip_peers: frozenset[str] = frozenset()) -> list[DueDelivery]:
+                    skip_peers: frozenset[str] = frozenset(),
+                    only: frozenset[str] | None = None) -> list[DueDelivery]:
         """See :meth:`gateway.service.ports.OutboxStore.claim`."""
 
         def run(conn: sqlite3.Connection) -> list[DueDelivery]:
-            rows = _due_rows(conn, now, limit, skip_peers)
+            rows = _due_rows(conn, now, limit, skip_peers, only)
             for r in rows:
                 apply(conn, r, partial(on_claimed, lease_until=lease_until), now)
             return [_due(r) for r in rows]

@@ -153,7 +153,7 @@ UPDATE deliveries SET (receipt, priority, created, expires, submitted_at) = (
   SELECT o.type = 'receipt', o.priority, o.created, o.expires, o.submitted_at
   FROM outbox o WHERE o.id = deliveries.message_id);
 DROP INDEX IF EXISTS deliveries_due;
-CREATE INDEX deliveries_peer_due ON deliveries(recipient, next_attempt_at)
+CREATE INDEX deliveries_peer_due ON deliveries(recipient, priority, next_attempt_at)
   WHERE state = 'queued';
 CREATE INDEX deliveries_expiry ON deliveries(expires) WHERE state = 'queued';
 CREATE INDEX deliveries_unacked ON deliveries(priority, created)
