@@ -26,7 +26,7 @@ from gateway.protocol.keys import (
     KeyRing,
     SigningKey,
 )
-from gateway.protocol.peerhealth import ProbePolicy
+from gateway.protocol.peerhealth import PeerHealth, ProbePolicy
 from gateway.protocol.types import parse_time
 from gateway.service.acknowledge import Acknowledger
 from gateway.service.audit import config_changes
@@ -131,6 +131,10 @@ class Node:
     def peer_links(self) -> Mapping[str, PeerLinkState]:
         """The link to every configured peer's broker."""
         return self.publisher.links
+
+    def unreachable(self) -> Mapping[str, PeerHealth]:
+        """The peers the dispatcher backs off now."""
+        return {p: h for p, h in self.dispatcher.health.items() if not h.reachable}
 
     @property
     def inbox_link(self) -> InboxState:

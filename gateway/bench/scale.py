@@ -232,7 +232,7 @@ async def _measure_size(a: Settings, b: Settings, config: Path, pairs: range, fi
     await ledger.open()
     try:
         t0 = time.perf_counter()
-        await grow(ledger, Pair(_side(a), _side(b)), pairs, first)
+        await grow(ledger, Pair(_side(a), _side(b)), pairs, first, now=datetime.now(UTC))
         fill_s = time.perf_counter() - t0
         jobs = await _jobs(ledger, b.node.centre)
         ids = await _samples(ledger, a.node.centre)

@@ -73,7 +73,7 @@ def incident_of(i: int) -> tuple[str, int]:
 def _envelope(sender: str, to: str, i: int, created: datetime, *, backlog: bool
               ) -> dict[str, Any]:
     incident, number = incident_of(i)
-    life = timedelta(days=30) if backlog else timedelta(days=2)
+    life = timedelta(days=7) if backlog else timedelta(days=2)
     env: dict[str, Any] = {
         "v": 1, "id": str(uuid.uuid4()), "from": sender, "to": [to],
         "created": format_time(created), "expires": format_time(created + life),
@@ -128,6 +128,8 @@ def _our_receipt(a: Side, answered: dict[str, Any], digest: str, state: ReceiptS
 
 async def _ours(ledger: SqliteLedger, p: Pair, i: int, created: datetime, *,
                 backlog: bool) -> None:
+    """Pair ``i``'s message to B; a backlog one is created ``created`` (the fill's
+    present: it is what is still waiting now)."""
     env = _envelope(p.a.id, p.b.id, i, created, backlog=backlog)
     m = outgoing(env, p.a.key, (p.b.id,))
     await ledger.outbox.submit(m, None, created)
@@ -198,7 +200,7 @@ def origin(pairs: int, now: datetime) -> datetime:
 
 
 async def grow(ledger: SqliteLedger, p: Pair, pairs: range, first: datetime, *,
-               concurrency: int = 256) -> None:
+               now: datetime, concurrency: int = 256) -> None:
     """Deliver the backlog left before, then write the pairs numbered ``pairs``; pair
     ``i`` is created at ``first + i * STEP`` (see :func:`origin`), ``concurrency`` pairs
     at a time (the writer groups them)."""
@@ -209,8 +211,11 @@ async def grow(ledger: SqliteLedger, p: Pair, pairs: range, first: datetime, *,
     async def worker() -> None:
         for i in queue:
             created = first + i * STEP
-            await _ours(ledger, p, i, created,
-                        backlog=i >= window and i % BACKLOG_EVERY == 0)
+            backlog = i >= window and i % BACKLOG_EVERY == 0
+            # The backlog is what waits now: created in the last minutes before ``now``,
+            # whatever the size (at a small size the history's end is long past).
+            await _ours(ledger, p, i, now - (pairs.stop - i) * timedelta(seconds=1)
+                        if backlog else created, backlog=backlog)
             await _theirs(ledger, p, i, created + STEP / 2)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -12,6 +12,7 @@ from typing import Protocol
 from gateway.config import Settings
 from gateway.metrics import Metrics
 from gateway.protocol.keys import KeyRing, SigningKey
+from gateway.protocol.peerhealth import PeerHealth
 from gateway.service.acknowledge import Acknowledger
 from gateway.service.commcheck import CommChecks
 from gateway.service.ports import Clock, Ledger
@@ -115,6 +116,10 @@ class NodeApi(Protocol):
 
     def peer_links(self) -> Mapping[str, PeerLinkState]:
         """The link to every configured peer's broker, by peer id."""
+        ...
+
+    def unreachable(self) -> Mapping[str, PeerHealth]:
+        """The peers the dispatcher backs off now (their link failed), by peer id."""
         ...
 
     @property

@@ -160,6 +160,10 @@ class InboxStore(Protocol):
         cutoff time of their priority (``cutoffs``: priority -> stored time)."""
         ...
 
+    async def waiting(self) -> int:
+        """How many delivered messages are not acknowledged yet (from the counters)."""
+        ...
+
 
 class ReceiptStore(Protocol):
     """Signed receipts peers sent about our messages."""

@@ -19,6 +19,7 @@ from gateway.errors import ConfigError, InvalidBody, InvalidRequest, NotFound
 from gateway.formats.cap import parse_cap
 from gateway.protocol import ijson
 from gateway.protocol.keys import fingerprint
+from gateway.protocol.peerhealth import PeerHealth
 from gateway.protocol.sitrep import PLAIN_TEXT
 from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN, format_time
 from gateway.service import contacts
@@ -301,6 +302,7 @@ async def get_peers(request: web.Request) -> web.Response:
 
     node = request.app[NODE]
     stats = await node.ledger.stats()
+    down = node.unreachable()
     peers = []
     for p in node.settings.peers:
         link = node.peer_links().get(p.id)
@@ -315,8 +317,16 @@ async def get_peers(request: web.Request) -> web.Response:
                       "not_after": k.not_after and format_time(k.not_after), "revoked": k.revoked}
                      for k in node.ring.keys.get(p.id, {}).values()],
             "backlog": backlog[p.id].count if p.id in backlog else 0,
+            "unreachable": None if p.id not in down else _backed_off(down[p.id]),
         })
     return web.json_response({"me": node.me, "peers": peers})
+
+
+def _backed_off(h: PeerHealth) -> dict[str, Any]:
+    """How the dispatcher backs off a peer whose link failed."""
+    return {"since": None if h.since is None else format_time(h.since),
+            "failures": h.failures, "refused": h.refused,
+            "next_probe": None if h.probe_at is None else format_time(h.probe_at)}
 
 
 async def get_security_events(request: web.Request) -> web.Response:

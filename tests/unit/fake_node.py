@@ -32,6 +32,7 @@ from gateway.metrics import Metrics
 from gateway.protocol.delivery import Delivery
 from gateway.protocol.directory import ContactPoint
 from gateway.protocol.keys import KeyRing, SigningKey, default_key_id, public_key_text
+from gateway.protocol.peerhealth import PeerHealth
 from gateway.protocol.types import format_time
 from gateway.service.acknowledge import Acknowledger
 from gateway.service.commcheck import CommChecks
@@ -350,6 +351,11 @@ class FakeInbox(_Store):
                  if _matches(e, filters, ("sender", "type", "incident", "state", "priority"))
                  and (after is None or e.cursor < after)]
         return sorted(found, key=lambda e: e.cursor, reverse=True)[:limit]
+
+    async def waiting(self) -> int:
+        """Held delivered messages."""
+        self._call("waiting")
+        return sum(1 for e in self.entries.values() if e.state == "delivered")
 
     async def overdue(self, cutoffs: Mapping[str, str]) -> int:
         """Held delivered messages received by their priority's cutoff."""
@@ -711,6 +717,8 @@ class FakeNode:
     fake_ledger: FakeLedger = field(default_factory=FakeLedger)
     fake_metrics: Metrics = field(default_factory=Metrics)
     links: dict[str, FakePeerLink] = field(default_factory=dict)
+    #: Peers the dispatcher would be backing off.
+    down: dict[str, PeerHealth] = field(default_factory=dict)
     inbox: FakeInboxLink = field(default_factory=FakeInboxLink)
     actions: list[tuple[str, object]] = field(default_factory=list)
     reload_subscribers: list[Callable[[Settings], None]] = field(default_factory=list)
@@ -777,6 +785,10 @@ class FakeNode:
     def peer_links(self) -> Mapping[str, FakePeerLink]:
         """The fake link of every peer that has one."""
         return self.links
+
+    def unreachable(self) -> Mapping[str, PeerHealth]:
+        """The peers set as backed off (:attr:`down`)."""
+        return self.down
 
     @property
     def inbox_link(self) -> FakeInboxLink:

@@ -133,6 +133,7 @@ async def test_overdue_counts_are_those_of_the_deadline_rule(ledger: SqliteLedge
         1 for v in views for r in v.recipients if r.state in ("queued", "sent", "delivered"))
     assert await ledger.inbox.overdue(late) == sum(1 for e in entries
                                                    if e.state == "delivered")
+    assert await ledger.inbox.waiting() == await ledger.inbox.overdue(late)
     assert any(e.state == "acknowledged" for e in entries)
 
 

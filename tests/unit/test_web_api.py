@@ -27,6 +27,7 @@ from gateway.errors import (
     StateConflict,
 )
 from gateway.protocol.keys import fingerprint
+from gateway.protocol.peerhealth import PeerHealth
 from gateway.protocol.sitrep import PLAIN_TEXT
 from gateway.protocol.types import format_time
 from gateway.service.records import AuditEntry, SecurityEventView, SuppressedCount
@@ -406,9 +407,25 @@ async def test_peers_reflect_the_link_states_and_the_backlog(client: Client,
         DE: (False, False, None, 0),
     }
     assert peers[DE]["suspended"] is True
+    assert peers[NL]["unreachable"] is None
     assert peers[NL]["keys"] == [{"kid": centre_key(NL).kid,
                                   "fingerprint": fingerprint(centre_key(NL).public()),
                                   "not_after": "2027-06-30T00:00:00.000Z", "revoked": False}]
+
+
+async def test_peers_show_a_peer_the_dispatcher_backs_off(client: Client,
+                                                           node: FakeNode) -> None:
+    """A peer whose link failed shows since when, how many failures, whether it was a
+    refusal, and the next probe."""
+    since = NOW - timedelta(minutes=3)
+    node.down[LU] = PeerHealth(reachable=False, failures=7, probe_at=NOW + timedelta(
+        seconds=1), since=since, refused=True, last_error="access refused")
+    body = await (await client.get("/v1/peers", headers=auth())).json()
+    peers = {p["id"]: p for p in body["peers"]}
+    assert peers[LU]["unreachable"] == {
+        "since": format_time(since), "failures": 7, "refused": True,
+        "next_probe": format_time(NOW + timedelta(seconds=1))}
+    assert peers[NL]["unreachable"] is None
 
 
 async def test_readiness_follows_the_inbox_link_and_the_ledger(client: Client,

@@ -25,6 +25,8 @@ from gateway.service.records import InboxEntry, IngestOutcome, OutgoingMessage
 
 #: Filters of the inbox list, the most selective first (each has an index that gives its
 #: rows in the list's order).
+#: Every priority a delivered message can have (admission checked it).
+PRIORITIES = ("flash", "urgent", "routine")
 _FILTERS = ("incident", "sender", "state", "type", "priority")
 
 
@@ -162,5 +164,13 @@ class SqliteInbox:
                     " AND received_at > ?", (priority, cutoff)).fetchone()[0]
                 total += waiting - recent
             return total
+
+        return await self._db.read(run)
+
+    async def waiting(self) -> int:
+        """See :meth:`gateway.service.ports.InboxStore.waiting`."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            return sum(counter(conn, unacknowledged_in(p)) for p in PRIORITIES)
 
         return await self._db.read(run)

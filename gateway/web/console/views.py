@@ -490,6 +490,6 @@ async def _snapshot(node: NodeApi) -> dict[str, Any]:
     overdue_out = {m.id: sorted(overdue_outgoing(node, m, now)) for m in messages}
     unacked = [_inbox_row(e) for e in await node.ledger.inbox.list({"state": "delivered"}, 500)]
     return {"states": states, "overdue_out": {k: v for k, v in overdue_out.items() if v},
-            "unacknowledged": len(unacked),
+            "unacknowledged": await node.ledger.inbox.waiting(),
             "overdue_in": [e["id"] for e in unacked if overdue_incoming(node, e, now)],
             "server_time": format_time(datetime.now(UTC))}
