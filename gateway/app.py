@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from gateway.adapters.amqp import TLS_RETRY, AmqpPublisher, InboxConsumer
+from gateway.adapters.sqlite.archive import run_retention
 from gateway.adapters.sqlite.keys import current_signing_key
 from gateway.adapters.sqlite.ledger import SqliteLedger
 from gateway.adapters.tls import ServerCertificate
@@ -188,6 +189,7 @@ class Node:
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self._commcheck_schedule(), name="commcheck-schedule"),
             asyncio.create_task(self._checkpoint_schedule(), name="audit-checkpoints"),
+            asyncio.create_task(self._retention_schedule(), name="retention"),
         ]
         if self.config_path is not None:
             self._tasks.append(asyncio.create_task(self._watch_config(self.config_path),
@@ -298,6 +300,24 @@ class Node:
                 await self.checkpoint()
             except GatewayError as exc:
                 log.error("audit_checkpoint_failed", error=str(exc))
+
+    async def _retention_schedule(self) -> None:
+        """Move settled months older than ``retention.keep_days`` into archive files, at
+        start and then every ``retention.check_seconds`` (its own connection and short
+        transactions: the writer waits at most one batch)."""
+        while True:
+            if self.settings.retention.keep_days is not None:
+                try:
+                    report = await asyncio.to_thread(run_retention, self.settings,
+                                                     self.clock.now())
+                    if report.files or report.freed_bytes:
+                        log.info("retention_pass", files=[f.name for f in report.files],
+                                 sent=report.sent, received=report.received,
+                                 audit=report.audit, kept=report.kept,
+                                 freed_bytes=report.freed_bytes)
+                except GatewayError as exc:
+                    log.error("retention_failed", error=str(exc))
+            await asyncio.sleep(self.settings.retention.check_seconds)
 
     def _use_fields(self, fields: dict[str, list[str]]) -> None:
         """Address "field:<field>" groups as the peers' contact lists say."""

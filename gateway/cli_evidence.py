@@ -1,6 +1,7 @@
-"""``crisisgw audit verify|checkpoint``, ``crisisgw evidence export`` and ``crisisgw verify``.
+"""``crisisgw audit verify|checkpoint``, ``crisisgw evidence export``, ``crisisgw archive
+run|list`` and ``crisisgw verify``.
 
-``verify`` works offline: it reads one bundle file and, optionally, a node's
+``verify`` works offline: it reads one bundle or archive file and, optionally, a node's
 configuration for its pinned keys; it never touches a broker or a ledger.
 """
 
@@ -35,25 +36,45 @@ def _own_ring(settings: Settings) -> KeyRing:
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from gateway.adapters.sqlite import audit as sqlite_audit  # noqa: PLC0415 - keeps `--help` fast
-    from gateway.service.audit import verify_log  # noqa: PLC0415
+    from gateway.adapters.sqlite.archive import (  # noqa: PLC0415
+        archive_dir,
+        read_lines,
+        registered,
+    )
+    from gateway.protocol.archive_verify import verify_archive  # noqa: PLC0415
+    from gateway.service.audit import verify_history  # noqa: PLC0415
 
     settings = load_settings(Path(args.config))
     ring = _own_ring(settings)
     path = settings.node.data_dir / "ledger.sqlite3"
     conn = sqlite_audit.connect_existing(path)
     try:
+        checkpoints = sqlite_audit.checkpoints(conn)
+        wanted = [seq for seq, _ in checkpoints]
+        folder = archive_dir(settings)
+
+        def archives() -> Any:
+            for row in registered(conn):
+                file = folder / row["file"]
+                yield row["file"], (int(row["first_seq"]), int(row["last_seq"])), (
+                    lambda f=file: verify_archive(read_lines(f), ring, hashes_at=wanted))
+
         def hash_at(seq: int) -> str | None:
             row = conn.execute("SELECT hash FROM audit_log WHERE seq=?", (seq,)).fetchone()
             return None if row is None else str(row[0])
 
-        report = verify_log(sqlite_audit.rows(conn), sqlite_audit.checkpoints(conn),
-                            lambda kid: ring.lookup(settings.node.centre, kid), hash_at)
+        report = verify_history(archives(), lambda first: sqlite_audit.rows(conn, first),
+                                checkpoints,
+                                lambda kid: ring.lookup(settings.node.centre, kid), hash_at)
     finally:
         conn.close()
+    for line in report.archive_lines:
+        print(line)
     chain = report.chain
     if chain.ok:
-        print(f"audit chain intact: {chain.entries} entries, head #{chain.head_seq} "
-              f"{chain.head}")
+        print(f"audit chain intact: {chain.entries} entries in the ledger"
+              + (f" after {report.archived} archived" if report.archived else "")
+              + f", head #{chain.head_seq} {chain.head}")
     else:
         print(f"audit chain BROKEN at entry #{chain.broken_at}: {chain.problem}")
         print(f"  the first {chain.entries} entries (up to #{chain.head_seq}) are intact")
@@ -106,19 +127,64 @@ def _cmd_evidence_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from gateway.protocol.archive_verify import ArchiveRefused, verify_archive  # noqa: PLC0415
     from gateway.protocol.evidence import BundleRefused, verify_bundle  # noqa: PLC0415
 
+    file = Path(args.bundle)
     try:
-        data = Path(args.bundle).read_bytes()
+        with file.open("rb") as f:
+            archive = f.read(2) == b"\x1f\x8b"  # gzip: an archive (PROTOCOL.md §18)
+        data = b"" if archive else file.read_bytes()
     except OSError as exc:
         raise GatewayError(f"{args.bundle}: {exc.strerror}") from exc
     pinned = _own_ring(load_settings(Path(args.config))) if args.config else None
     try:
-        verdict = verify_bundle(data, pinned)
-    except BundleRefused as exc:
+        if archive:
+            from gateway.adapters.sqlite.archive import read_lines  # noqa: PLC0415
+
+            try:
+                lines = verify_archive(read_lines(file), pinned).lines()
+            except (OSError, EOFError) as exc:
+                raise ArchiveRefused(f"the file is not a readable gzip stream ({exc})") from exc
+        else:
+            lines = verify_bundle(data, pinned).lines()
+    except (BundleRefused, ArchiveRefused) as exc:
         print(f"REFUSED: {exc}")
         return 1
-    print("\n".join(verdict.lines()))
+    print("\n".join(lines))
+    return 0
+
+
+def _cmd_archive_run(args: argparse.Namespace) -> int:
+    from gateway.adapters.sqlite.archive import run_retention  # noqa: PLC0415
+
+    settings = load_settings(Path(args.config))
+    if settings.retention.keep_days is None:
+        print("retention is off: set [retention] keep_days in the configuration")
+        return 2
+    report = run_retention(settings, datetime.now(UTC))
+    for file in report.files:
+        print(f"wrote {file}")
+    print(f"archived {report.sent} sent and {report.received} received messages and "
+          f"{report.audit} audit entries; {report.kept} changed since and stay; "
+          f"{report.freed_bytes} bytes handed back")
+    return 0
+
+
+def _cmd_archive_list(args: argparse.Namespace) -> int:
+    from gateway.adapters.sqlite import audit as sqlite_audit  # noqa: PLC0415
+    from gateway.adapters.sqlite.archive import archive_dir, registered  # noqa: PLC0415
+
+    settings = load_settings(Path(args.config))
+    conn = sqlite_audit.connect_existing(settings.node.data_dir / "ledger.sqlite3")
+    try:
+        rows = registered(conn)
+    finally:
+        conn.close()
+    folder = archive_dir(settings)
+    for r in rows:
+        print(f"{folder / r['file']}  {r['month']}  audit #{r['first_seq']}-#{r['last_seq']}"
+              f"  {r['bytes']} bytes  {r['state']}")
     return 0
 
 
@@ -143,7 +209,18 @@ def add_evidence(sub: Any) -> None:
     export.add_argument("-o", "--out", required=True)
     export.set_defaults(func=_cmd_evidence_export)
 
-    check = sub.add_parser("verify", help="check an evidence bundle offline")
+    archive = sub.add_parser("archive", help="retention: settled months in signed archive "
+                                            "files").add_subparsers(dest="archive",
+                                                                   required=True)
+    run = archive.add_parser("run", help="archive every month older than "
+                                         "[retention] keep_days now")
+    run.add_argument("-c", "--config", required=True)
+    run.set_defaults(func=_cmd_archive_run)
+    listing = archive.add_parser("list", help="the archive files the ledger knows of")
+    listing.add_argument("-c", "--config", required=True)
+    listing.set_defaults(func=_cmd_archive_list)
+
+    check = sub.add_parser("verify", help="check an evidence bundle or an archive offline")
     check.add_argument("bundle")
     check.add_argument("-c", "--config",
                        help="also require the bundle's keys to be the ones pinned here")

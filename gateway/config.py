@@ -321,6 +321,18 @@ class AuditSection(_Section):
     checkpoint_seconds: float = Field(default=300.0, gt=0)
 
 
+class RetentionSection(_Section):
+    """How long settled history stays in the hot ledger before it moves to signed
+    monthly archive files (gateway/adapters/sqlite/archive.py). Unset: kept forever."""
+
+    #: At least 8: longer than the dedup window (PROTOCOL.md §6).
+    keep_days: int | None = Field(default=None, ge=8)
+    #: How often the node looks for a month to archive.
+    check_seconds: float = Field(default=3600.0, gt=0)
+    #: Where the archive files go (default: ``archive/`` in the data directory).
+    directory: Path | None = None
+
+
 class Settings(_Section):
     """The whole configuration of one node."""
 
@@ -333,6 +345,7 @@ class Settings(_Section):
     policy: PolicySection = PolicySection()
     commcheck: CommCheckSection = CommCheckSection()
     audit: AuditSection = AuditSection()
+    retention: RetentionSection = RetentionSection()
     #: Our own contact points per field of work, distributed to every peer.
     directory: tuple[ContactPoint, ...] = ()
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")

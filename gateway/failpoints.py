@@ -16,6 +16,8 @@ Known names (each placed where a crash is most instructive):
                              write of the batch, before COMMIT (counts writes)
 - ``db.after_commit``        a batch is committed; no caller has been answered (counts
                              batches)
+- ``archive.before_delete`` retention wrote and registered an archive file; none of
+                             its rows is deleted yet (counts files)
 - ``rotate.after_key_file``  a rotation wrote the new private key file; nothing names it
 - ``rotate.after_commit``    the ledger made the new key current and queued its
                              announcement; the node still signs with the old key

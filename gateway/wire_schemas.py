@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from gateway.protocol import reasons
 from gateway.protocol.alert import Alert
+from gateway.protocol.archive import ArchiveRecord, Header, Trailer
 from gateway.protocol.auditlog import SignedCheckpoint
 from gateway.protocol.card import Credentials, SignedCard
 from gateway.protocol.commcheck import CommCheck
@@ -52,6 +53,9 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "api-alert-submission": AlertSubmission,
     "audit-checkpoint": SignedCheckpoint,
     "evidence-bundle": SignedBundle,
+    "archive-header": Header,
+    "archive-record": ArchiveRecord,
+    "archive-trailer": Trailer,
     "identity-card": SignedCard,
     "credentials": Credentials,
 }

@@ -200,9 +200,9 @@ def origin(pairs: int, now: datetime) -> datetime:
 
 
 async def grow(ledger: SqliteLedger, p: Pair, pairs: range, first: datetime, *,
-               now: datetime, concurrency: int = 256) -> None:
+               now: datetime, concurrency: int = 256, step: timedelta = STEP) -> None:
     """Deliver the backlog left before, then write the pairs numbered ``pairs``; pair
-    ``i`` is created at ``first + i * STEP`` (see :func:`origin`), ``concurrency`` pairs
+    ``i`` is created at ``first + i * step`` (see :func:`origin`), ``concurrency`` pairs
     at a time (the writer groups them)."""
     await _drain(ledger, p)
     queue = iter(pairs)
@@ -210,12 +210,12 @@ async def grow(ledger: SqliteLedger, p: Pair, pairs: range, first: datetime, *,
 
     async def worker() -> None:
         for i in queue:
-            created = first + i * STEP
+            created = first + i * step
             backlog = i >= window and i % BACKLOG_EVERY == 0
             # The backlog is what waits now: created in the last minutes before ``now``,
             # whatever the size (at a small size the history's end is long past).
             await _ours(ledger, p, i, now - (pairs.stop - i) * timedelta(seconds=1)
                         if backlog else created, backlog=backlog)
-            await _theirs(ledger, p, i, created + STEP / 2)
+            await _theirs(ledger, p, i, created + step / 2)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -15,7 +15,7 @@ the keys the verifier has pinned itself.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -214,18 +214,22 @@ def _parse(data: bytes) -> tuple[dict[str, Any], Bundle]:
     return raw, bundle
 
 
-def _keys(bundle: Bundle, pinned: KeyRing | None) -> dict[tuple[str, str], PinnedKey]:
+def listed_keys(listed: Iterable[BundleKey], pinned: KeyRing | None, refuse: type[GatewayError]
+                ) -> dict[tuple[str, str], PinnedKey]:
+    """The public keys a file lists, by (centre, kid); with ``pinned`` (the verifier's
+    own keys), each must be the key pinned there. Raises ``refuse(reason)`` otherwise.
+    Evidence bundles (§17) and archives (§18) list their keys this way."""
     keys: dict[tuple[str, str], PinnedKey] = {}
-    for k in bundle.keys:
+    for k in listed:
         try:
             public = public_key_from_text(k.public_key)
         except GatewayError as exc:
-            raise _refuse(f"key {k.kid} of {k.centre} is unusable: {exc}") from exc
+            raise refuse(f"key {k.kid} of {k.centre} is unusable: {exc}") from exc
         if pinned is not None:
             mine = pinned.lookup(k.centre, k.kid)
             if mine is None or mine.key.public_bytes_raw() != public.public_bytes_raw():
-                raise _refuse(f"key {k.kid} of {k.centre} is not a key pinned in your "
-                              "configuration")
+                raise refuse(f"key {k.kid} of {k.centre} is not a key pinned in your "
+                             "configuration")
         keys[(k.centre, k.kid)] = PinnedKey(kid=k.kid, key=public, not_before=k.not_before,
                                             not_after=k.not_after)
     return keys
@@ -276,7 +280,7 @@ def verify_bundle(data: bytes, pinned: KeyRing | None = None) -> Verdict:
     their fingerprints for an out-of-band check).
     """
     raw, bundle = _parse(data)
-    keys = _keys(bundle, pinned)
+    keys = listed_keys(bundle.keys, pinned, BundleRefused)
     _check_signature(raw, bundle, keys)
     ring = KeyRing.build((c, k) for (c, _), k in keys.items())
 

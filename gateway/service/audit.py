@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 from gateway.config import Settings
 from gateway.errors import GatewayError
+from gateway.protocol.archive_verify import ArchiveRefused, ArchiveVerdict
 from gateway.protocol.auditlog import (
+    GENESIS,
     ChainReport,
     StoredEntry,
     checkpoint_kid,
@@ -80,6 +82,13 @@ def verify_log(rows: Iterable[StoredEntry], checkpoints: Iterable[tuple[int, byt
     sequence number (``hash_at(seq)``; None when that entry does not exist).
     """
     report = LogReport(chain=verify_chain(rows))
+    _check_checkpoints(report, checkpoints, own_key, hash_at)
+    return report
+
+
+def _check_checkpoints(report: LogReport, checkpoints: Iterable[tuple[int, bytes]],
+                       own_key: Callable[[str], PinnedKey | None],
+                       hash_at: Callable[[int], str | None]) -> None:
     for seq, wire in checkpoints:
         try:
             raw = loads(wire)
@@ -105,4 +114,59 @@ def verify_log(rows: Iterable[StoredEntry], checkpoints: Iterable[tuple[int, byt
                 f"stored hash {actual[:16]}... (history rewritten)")
         report.checkpoints += 1
         report.latest_checkpoint = (cp.seq, format_time(cp.at))
+
+
+@dataclass
+class HistoryReport(LogReport):
+    """What ``crisisgw audit verify`` found across the archive files and the ledger."""
+
+    archived: int = 0
+    archive_lines: list[str] = field(default_factory=list)
+
+
+#: One archive as the ledger registered it: its file name, its (first, last) audit
+#: sequence numbers, and a call that verifies the file (raising when it cannot).
+ArchiveRef = tuple[str, tuple[int, int], Callable[[], ArchiveVerdict]]
+
+
+def verify_history(archives: Iterable[ArchiveRef],
+                   live_rows: Callable[[int], Iterable[StoredEntry]],
+                   checkpoints: Iterable[tuple[int, bytes]],
+                   own_key: Callable[[str], PinnedKey | None],
+                   hash_at: Callable[[int], str | None]) -> HistoryReport:
+    """Verify the whole chain: each archive file (signatures, links, and that it
+    continues where the previous one ended), then the ledger's entries from where the
+    last archive ended, then every checkpoint against whichever holds its entry."""
+    seq, prev = 1, GENESIS
+    archived: dict[int, str] = {}
+    lines: list[str] = []
+    for name, (first, last), verify in archives:
+        try:
+            verdict = verify()
+        except (ArchiveRefused, OSError, EOFError) as exc:
+            return _broken(seq, prev, lines, f"archive {name} (entries #{first} to #{last}) "
+                                             f"does not verify: {exc}")
+        if (verdict.first_seq, verdict.prev) != (seq, prev):
+            return _broken(seq, prev, lines, f"archive {name} starts at entry "
+                           f"#{verdict.first_seq}; the chain continues at #{seq} "
+                           "(an archive is missing or was replaced)")
+        if (verdict.first_seq, verdict.last_seq) != (first, last):
+            return _broken(seq, prev, lines, f"archive {name} holds entries "
+                           f"#{verdict.first_seq} to #{verdict.last_seq}, not the #{first} "
+                           f"to #{last} the ledger registered")
+        archived.update(verdict.hashes)
+        seq, prev = verdict.last_seq + 1, verdict.head
+        lines.append(f"archive {name}: intact, entries #{first} to #{last}, "
+                     f"{verdict.counts.get('sent', 0)} sent, "
+                     f"{verdict.counts.get('received', 0)} received")
+    report = HistoryReport(chain=verify_chain(live_rows(seq), start_seq=seq, start_prev=prev),
+                           archived=seq - 1, archive_lines=lines)
+    _check_checkpoints(report, checkpoints, own_key,
+                       lambda n: archived.get(n) if n < seq else hash_at(n))
     return report
+
+
+def _broken(seq: int, prev: str, lines: list[str], problem: str) -> HistoryReport:
+    return HistoryReport(chain=ChainReport(seq - 1, seq - 1, prev, broken_at=seq,
+                                           problem=problem),
+                         archived=seq - 1, archive_lines=lines)

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from gateway.formats.spreadsheet import to_csv
 from gateway.protocol.types import format_time
@@ -396,6 +396,31 @@ def summarise_incidents(items: Iterable[ThreadItem], me: str) -> list[dict[str, 
 # ---------------------------------------------------------------------------------------
 # CSV for after-action evaluation
 # ---------------------------------------------------------------------------------------
+
+
+class ThreadSource(Protocol):
+    """What :func:`incident_thread` reads (a part of ``ports.IncidentStore``)."""
+
+    async def thread_items(self, incident: str | None) -> list[ThreadItem]:
+        """Every non-receipt message on ``incident``."""
+        ...
+
+    async def summary(self, incident: str) -> IncidentSummary | None:
+        """The index row of ``incident``."""
+        ...
+
+
+async def incident_thread(store: ThreadSource, incident: str, me: str) -> dict[str, Any] | None:
+    """The thread of ``incident`` (:func:`build_thread`) with ``archived``: how many of
+    its messages the index counted that retention has moved to archive files. None when
+    the incident is unknown."""
+    items = await store.thread_items(incident)
+    summary = await store.summary(incident)
+    if not items and summary is None:
+        return None
+    thread = build_thread(incident, items, me)
+    thread["archived"] = max(0, summary.messages - len(items)) if summary is not None else 0
+    return thread
 
 
 def timeline_csv(thread: dict[str, Any]) -> str:

@@ -262,6 +262,10 @@ class IncidentStore(Protocol):
         :attr:`~gateway.service.incidents.IncidentSummary.cursor`."""
         ...
 
+    async def summary(self, incident: str) -> IncidentSummary | None:
+        """The index row of one incident (it keeps counting archived messages)."""
+        ...
+
 
 class KeyStore(Protocol):
     """Keys learned or made at run time: never written to the operator's file."""

@@ -25,7 +25,7 @@ from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN, format_tim
 from gateway.service import contacts
 from gateway.service.commcheck import history_csv, history_html
 from gateway.service.commcheck import report as commcheck_report
-from gateway.service.incidents import build_thread, timeline_csv
+from gateway.service.incidents import incident_thread, timeline_csv
 from gateway.service.node import NodeApi
 from gateway.service.paging import decode_cursor, next_cursor
 from gateway.service.ports import IdempotencyKey
@@ -351,10 +351,10 @@ def _incident_id(request: web.Request) -> str:
 async def _thread(request: web.Request) -> dict[str, Any]:
     node = request.app[NODE]
     incident = _incident_id(request)
-    items = await node.ledger.incidents.thread_items(incident)
-    if not items:
+    thread = await incident_thread(node.ledger.incidents, incident, node.me)
+    if thread is None:
         raise NotFound("Not found", f"no message on incident {incident}")
-    return build_thread(incident, items, node.me)
+    return thread
 
 
 async def list_incidents(request: web.Request) -> web.Response:

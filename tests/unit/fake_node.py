@@ -527,6 +527,13 @@ class FakeIncidents(_Store):
                     or (r.last_activity == after[0] and r.incident > after[1])]
         return rows[:limit]
 
+    async def summary(self, incident: str) -> IncidentSummary | None:
+        """The held items of ``incident`` summarised (None when it has none)."""
+        self._call("summary", incident)
+        rows = [IncidentSummary(**{**r, "centres": tuple(r["centres"])})
+                for r in summarise_incidents(self.items, ME) if r["incident"] == incident]
+        return rows[0] if rows else None
+
 
 class FakeLedger:
     """Every store in memory; :attr:`stats_value` is what :meth:`stats` answers."""

@@ -36,6 +36,9 @@ def _clip(value: Any) -> Any:
 def head(conn: sqlite3.Connection) -> tuple[int, str]:
     """The last sequence number and chain hash (0 and the genesis hash when empty)."""
     row = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    if row is None:  # empty, or every entry archived (retention)
+        row = conn.execute("SELECT last_seq, head FROM archives WHERE last_seq > 0 "
+                           "ORDER BY last_seq DESC LIMIT 1").fetchone()
     return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
 

@@ -123,6 +123,26 @@ def apply(conn: sqlite3.Connection, row: sqlite3.Row, step: Callable[[Delivery],
     return after
 
 
+def remove_archived(conn: sqlite3.Connection, message_id: str,
+                    archived: set[tuple[str, str]]) -> bool:
+    """Delete one of our messages, its deliveries and the receipts we received for it,
+    now in an archive (retention), keeping the counters in step. ``archived``: its
+    (recipient, state) pairs as archived; if they changed since (or the message is
+    gone), nothing is deleted and False is returned."""
+    rows = conn.execute("SELECT * FROM deliveries WHERE message_id = ?",
+                        (message_id,)).fetchall()
+    if not rows or {(d["recipient"], d["state"]) for d in rows} != archived:
+        return False
+    for d in rows:
+        conn.execute(_COUNT, (d["recipient"], d["receipt"], d["state"], -1))
+        if not d["receipt"] and DeliveryState(d["state"]) in UNACKNOWLEDGED:
+            bump(conn, unacknowledged_out(d["priority"]), -1)
+    conn.execute("DELETE FROM deliveries WHERE message_id = ?", (message_id,))
+    conn.execute("DELETE FROM receipts_in WHERE message_id = ?", (message_id,))
+    conn.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+    return True
+
+
 def insert_outgoing(conn: sqlite3.Connection, m: OutgoingMessage, now: datetime,
                     actor: str = "local") -> None:
     """Store one of our messages (or a receipt) with a new delivery per recipient."""

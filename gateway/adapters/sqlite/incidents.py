@@ -142,6 +142,16 @@ class SqliteIncidents:
         (``after``: the cursor values of the previous page's last row)."""
         return await self._db.read(partial(summaries, after=after, limit=limit))
 
+    async def summary(self, incident: str) -> IncidentSummary | None:
+        """See :meth:`gateway.service.ports.IncidentStore.summary`."""
+
+        def run(conn: sqlite3.Connection) -> IncidentSummary | None:
+            row = conn.execute("SELECT * FROM incident_index WHERE incident = ?",
+                               (incident,)).fetchone()
+            return None if row is None else _summary(row)
+
+        return await self._db.read(run)
+
     async def thread_items(self, incident: str | None) -> list[ThreadItem]:
         """Every non-receipt message on ``incident`` (None: on any incident), sent and
         received. Rejected inbox messages are included (the thread counts them); a

@@ -225,6 +225,20 @@ def _v4(conn: sqlite3.Connection) -> None:
     rebuild_incident_index(conn)
 
 
+_V5 = """
+CREATE TABLE archives (
+  n INTEGER PRIMARY KEY, file TEXT NOT NULL UNIQUE, month TEXT NOT NULL,
+  first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, prev TEXT NOT NULL,
+  head TEXT NOT NULL, bytes INTEGER NOT NULL, created_at TEXT NOT NULL, state TEXT NOT NULL
+)
+"""
+
+
+def _v5(conn: sqlite3.Connection) -> None:
+    for statement in _statements(_V5):
+        conn.execute(statement)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One migration: from ``version - 1`` to ``version``."""
@@ -240,6 +254,7 @@ STEPS = (
     Step(3, "learned peer keys and our own rotation history, out of gateway.toml", _v3),
     Step(4, "flat cost with history: counters, an incident index, list and due-time "
             "indexes", _v4),
+    Step(5, "retention: the archive files that hold the history moved out", _v5),
 )
 LATEST = STEPS[-1].version
 

@@ -16,7 +16,7 @@ from gateway.protocol.keys import KeyRing, PinnedKey, fingerprint
 from gateway.protocol.signing import verify_signed
 from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN
 from gateway.service import contacts
-from gateway.service.incidents import build_thread
+from gateway.service.incidents import incident_thread
 from gateway.service.node import NodeApi
 from gateway.web.console.views import (
     NODE_KEY,
@@ -60,10 +60,10 @@ async def incident(request: web.Request) -> dict[str, Any]:
     incident_id = request.match_info["id"]
     if not re.fullmatch(INCIDENT_ID_PATTERN, incident_id):
         raise web.HTTPNotFound(text="not an incident id")
-    items = await node.ledger.incidents.thread_items(incident_id)
-    if not items:
+    thread = await incident_thread(node.ledger.incidents, incident_id, node.me)
+    if thread is None:
         raise web.HTTPNotFound(text="no message on this incident")
-    return _ctx(request, "incidents", thread=build_thread(incident_id, items, node.me))
+    return _ctx(request, "incidents", thread=thread)
 
 
 def _ring(node: NodeApi) -> KeyRing:

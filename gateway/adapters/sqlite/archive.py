@@ -1,0 +1,428 @@
+"""Retention: settled months move out of the hot ledger into signed archive files.
+
+:func:`run_retention` is one pass, run by the node every ``retention.check_seconds``
+and by ``crisisgw archive run``. It works on its own connection, in short transactions,
+so the node's one writer waits at most one batch. For each calendar month that ended
+more than ``retention.keep_days`` ago, oldest first:
+
+1. In one read snapshot, the month's settled messages (ours, with their deliveries and
+   the receipts we received; theirs, with their outcome) and the audit entries up to
+   the month's end are streamed into a new archive (:mod:`gateway.protocol.archive`),
+   written beside the ledger, synced, then renamed into place.
+2. The file is registered (table ``archives``, state ``deleting``) with a checkpoint of
+   its last entry and a ``ledger.archived`` audit entry, in one transaction.
+3. The file is read back and verified; only then are the rows it holds deleted, in
+   batches, with the counters kept in step. A row that changed since the snapshot (a
+   late acknowledgement) stays in the ledger and goes into a later archive. An
+   interrupted pass resumes here.
+4. The freed pages are handed back to the file system (incremental vacuum).
+
+A message is settled when nothing more is waited for from the transport: it has expired
+and none of its deliveries is queued or, for a message that expects receipts, sent.
+A received message is archived with its month whatever its state: ``keep_days`` is at
+least 8, longer than the dedup window (PROTOCOL.md §6), so a replay of an archived
+message is refused as ``stale`` and is never admitted twice.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from gateway import failpoints
+from gateway.adapters.sqlite.audit import append, connect_existing, store_checkpoint
+from gateway.adapters.sqlite.deliveries import bump, remove_archived, unacknowledged_in
+from gateway.adapters.sqlite.keys import (
+    current_signing_key,
+    ledger_path,
+    own_public_keys_all,
+    read_learned_keys,
+)
+from gateway.config import Settings
+from gateway.errors import LedgerError
+from gateway.protocol.archive import ArchiveBuilder
+from gateway.protocol.archive_verify import ArchiveRefused, verify_archive
+from gateway.protocol.auditlog import GENESIS, sign_checkpoint
+from gateway.protocol.delivery import DeliveryState
+from gateway.protocol.envelope import DEDUP_WINDOW
+from gateway.protocol.keys import KeyRing, PinnedKey, SigningKey, b64url_decode, public_key_text
+from gateway.protocol.types import format_time
+from gateway.service.keyring import effective_ring
+
+log = structlog.get_logger("gateway.archive")
+
+#: Messages deleted per transaction (the node's writer waits at most for one batch).
+BATCH = 200
+#: Audit entries deleted per transaction.
+AUDIT_BATCH = 2000
+#: Pages handed back per incremental-vacuum step.
+VACUUM_PAGES = 2048
+_DELIVERY_COLS = ("recipient", "state", "attempts", "sent_at", "delivered_at",
+                  "acknowledged_at", "rejected_at", "expired_at", "reason")
+_INBOX_OUTCOME = ("received_at", "state", "reason", "detail", "acknowledged_at",
+                  "acknowledged_by")
+
+
+@dataclass
+class RetentionReport:
+    """What one pass did."""
+
+    files: list[Path] = field(default_factory=list)
+    sent: int = 0
+    received: int = 0
+    audit: int = 0
+    kept: int = 0
+    freed_bytes: int = 0
+
+
+def archive_dir(settings: Settings) -> Path:
+    """Where a node's archive files are."""
+    return settings.retention.directory or settings.node.data_dir / "archive"
+
+
+def archived_base(conn: sqlite3.Connection) -> tuple[int, str]:
+    """The last archived audit entry's sequence number and chain hash (0 and the genesis
+    hash when nothing is archived): the live log continues from there."""
+    row = conn.execute("SELECT last_seq, head FROM archives WHERE last_seq > 0 "
+                       "ORDER BY last_seq DESC LIMIT 1").fetchone()
+    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+
+def registered(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Every archive the ledger knows of, in chain order."""
+    return conn.execute("SELECT * FROM archives ORDER BY n").fetchall()
+
+
+def read_lines(path: Path) -> Iterator[bytes]:
+    """The decompressed lines of an archive file, each with its line feed."""
+    with gzip.open(path, "rb") as f:
+        while True:
+            line = f.readline(4 * 1024 * 1024 + 1)
+            if not line:
+                return
+            yield line
+
+
+def _month_bounds(month: str) -> tuple[datetime, datetime]:
+    start = datetime.strptime(month + "-01", "%Y-%m-%d").replace(tzinfo=UTC)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
+
+
+def _months(first: str | None, cutoff: str) -> Iterator[str]:
+    """Every month from ``first`` that ended by ``cutoff``, in order (a month with a
+    message still in transit is visited again by every pass, until it is settled)."""
+    month = first
+    while month is not None:
+        end = _month_bounds(month)[1]
+        if format_time(end) > cutoff:
+            return
+        yield month
+        month = end.strftime("%Y-%m")
+
+
+def _oldest_month(conn: sqlite3.Connection) -> str | None:
+    times = [conn.execute(q).fetchone()[0] for q in (
+        "SELECT MIN(submitted_at) FROM outbox WHERE type != 'receipt'",
+        "SELECT MIN(submitted_at) FROM outbox WHERE type = 'receipt'",
+        "SELECT MIN(received_at) FROM inbox",
+        "SELECT at FROM audit_log ORDER BY seq LIMIT 1")]
+    known = [t for t in times if t]
+    return min(known)[:7] if known else None
+
+
+def _last_seq_before(conn: sqlite3.Connection, lo: int, end: str) -> int:
+    """The last audit entry written before ``end``, found by bisection on the sequence
+    number (entries are appended in time order): ``lo - 1`` when there is none."""
+    hi = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_log").fetchone()[0])
+    found = lo - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        row = conn.execute("SELECT seq, at FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT 1",
+                           (mid,)).fetchone()
+        if row is None or row[1] >= end:
+            hi = mid - 1
+        else:
+            found, lo = int(row[0]), int(row[0]) + 1
+    return found
+
+
+def _keys(settings: Settings, ring: KeyRing) -> list[dict[str, Any]]:
+    keys = [{"centre": settings.node.centre, "kid": kid, "public_key": public_key_text(key)}
+            for kid, key in sorted(own_public_keys_all(settings).items())]
+    for centre, per in sorted(ring.keys.items()):
+        for kid, pinned in sorted(per.items()):
+            keys.append(_listed(centre, kid, pinned))
+    return keys
+
+
+def _listed(centre: str, kid: str, pinned: PinnedKey) -> dict[str, Any]:
+    entry: dict[str, Any] = {"centre": centre, "kid": kid,
+                             "public_key": public_key_text(pinned.key)}
+    if pinned.not_before is not None:
+        entry["not_before"] = format_time(pinned.not_before)
+    if pinned.not_after is not None:
+        entry["not_after"] = format_time(pinned.not_after)
+    return entry
+
+
+def _settled(deliveries: list[sqlite3.Row]) -> bool:
+    return not any(d["state"] == DeliveryState.QUEUED.value
+                   or (d["state"] == DeliveryState.SENT.value and not d["receipt"])
+                   for d in deliveries)
+
+
+class _Writer:
+    """Streams one month into an archive file (inside the caller's read snapshot)."""
+
+    def __init__(self, conn: sqlite3.Connection, tmp: Path) -> None:
+        self.conn, self.builder = conn, ArchiveBuilder()
+        self.file = gzip.open(tmp, "wb", compresslevel=6)  # noqa: SIM115 - closed in close()
+        self.messages = 0
+        self.audit = 0
+
+    def write(self, line: bytes) -> None:
+        self.file.write(line)
+
+    def sent(self, start: str, end: str, now: str) -> None:
+        for kind in ("type != 'receipt'", "type = 'receipt'"):
+            rows = self.conn.execute(
+                f"SELECT id, wire, submitted_at FROM outbox WHERE {kind} "  # noqa: S608 - fixed
+                "AND submitted_at >= ? AND submitted_at < ? AND expires < ? "
+                "ORDER BY submitted_at, id", (start, end, now))
+            for row in rows:
+                deliveries = self.conn.execute(
+                    "SELECT * FROM deliveries WHERE message_id = ? ORDER BY recipient",
+                    (row["id"],)).fetchall()
+                if not _settled(deliveries):
+                    continue
+                self.write(self.builder.sent(
+                    bytes(row["wire"]), row["submitted_at"],
+                    [{c: d[c] for c in _DELIVERY_COLS if d[c] is not None}
+                     for d in deliveries]))
+                self.messages += 1
+                for r in self.conn.execute(
+                        "SELECT wire, received_at FROM receipts_in WHERE message_id = ? "
+                        "ORDER BY received_at, issuer, id", (row["id"],)):
+                    self.write(self.builder.receipt(bytes(r["wire"]), r["received_at"]))
+
+    def received(self, start: str, end: str, forget_before: str) -> None:
+        rows = self.conn.execute(
+            "SELECT * FROM inbox WHERE received_at >= ? AND received_at < ? "
+            "AND (created IS NULL OR created < ?) ORDER BY received_at, sender, id",
+            (start, end, forget_before))
+        for row in rows:
+            self.write(self.builder.received(
+                bytes(row["wire"]), {c: row[c] for c in _INBOX_OUTCOME if row[c] is not None}))
+            self.messages += 1
+
+    def entries(self, first: int, last: int) -> None:
+        for row in self.conn.execute(
+                "SELECT seq, content FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq",
+                (first, last)):
+            content = row[1] if isinstance(row[1], bytes) else str(row[1]).encode()
+            self.write(self.builder.audit(int(row[0]), content))
+            self.audit += 1
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_month(conn: sqlite3.Connection, ctx: _Context, month: str) -> Path | None:
+    """Steps 1 and 2 for one month; None when the month holds nothing to archive."""
+    start, end = (format_time(t) for t in _month_bounds(month))
+    n = int(conn.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM archives").fetchone()[0])
+    target = ctx.directory / f"{ctx.centre}-{month}-{n:04d}.archive.gz"
+    tmp = target.with_name(target.name + ".tmp")
+    conn.execute("BEGIN")
+    try:
+        base_seq, base_hash = archived_base(conn)
+        last = _last_seq_before(conn, base_seq + 1, end)
+        w = _Writer(conn, tmp)
+        try:
+            w.write(w.builder.header(ctx.centre, month, ctx.now, ctx.keys, base_seq + 1,
+                                     base_hash))
+            w.sent(start, end, format_time(ctx.now))
+            w.received(start, end, format_time(ctx.now - DEDUP_WINDOW))
+            w.entries(base_seq + 1, last)
+            last_seq, head = w.builder.head
+            stored = conn.execute("SELECT hash FROM audit_log WHERE seq = ?",
+                                  (last_seq,)).fetchone()
+            if w.audit and (stored is None or stored[0] != head):
+                raise LedgerError(f"the audit chain does not hold at entry {last_seq}: run "
+                                  "crisisgw audit verify; nothing was archived")
+            checkpoint = sign_checkpoint(ctx.centre, last_seq, head, ctx.now, ctx.key)
+            if w.messages == 0 and w.audit == 0:
+                w.close()
+                tmp.unlink()
+                return None
+            w.write(w.builder.trailer(json.loads(checkpoint), ctx.key))
+        finally:
+            w.close()
+    finally:
+        conn.execute("COMMIT")
+    _sync(tmp)
+    tmp.rename(target)
+    _sync(target.parent)
+    size = target.stat().st_size
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("INSERT INTO archives VALUES (?,?,?,?,?,?,?,?,?,?)",
+                     (n, target.name, month, base_seq + 1, last_seq, base_hash, head,
+                      size, format_time(ctx.now), "deleting"))
+        if w.audit:
+            store_checkpoint(conn, last_seq, ctx.now, head, checkpoint)
+        append(conn, ctx.now, "ledger.archived", "retention", target.name,
+               {"month": month, "first_seq": base_seq + 1, "last_seq": last_seq,
+                "messages": w.messages, "bytes": size})
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return target
+
+
+@dataclass
+class _Context:
+    centre: str
+    directory: Path
+    key: SigningKey
+    keys: list[dict[str, Any]]
+    ring: KeyRing
+    now: datetime
+
+
+def _delete_sent(conn: sqlite3.Connection, record: dict[str, Any]) -> bool:
+    env = json.loads(b64url_decode(record["wire"]))["envelope"]
+    return remove_archived(conn, env["id"], {(d["recipient"], d["state"])
+                                              for d in record["deliveries"]})
+
+
+def _delete_received(conn: sqlite3.Connection, record: dict[str, Any]) -> bool:
+    env = json.loads(b64url_decode(record["wire"]))["envelope"]
+    row = conn.execute("SELECT state, priority, acknowledged_at FROM inbox WHERE sender = ? "
+                       "AND id = ?", (env["from"], env["id"])).fetchone()
+    if row is None or (row["state"], row["acknowledged_at"]) != (
+            record.get("state"), record.get("acknowledged_at")):
+        return False
+    bump(conn, "inbox", -1)
+    if row["state"] == "delivered":
+        bump(conn, unacknowledged_in(row["priority"]), -1)
+    conn.execute("DELETE FROM inbox WHERE sender = ? AND id = ?", (env["from"], env["id"]))
+    return True
+
+
+def _delete(conn: sqlite3.Connection, ctx: _Context, archive: sqlite3.Row,
+            report: RetentionReport) -> None:
+    """Step 3: verify the file, then delete what it holds from the ledger."""
+    path = ctx.directory / archive["file"]
+    try:
+        verify_archive(read_lines(path), ctx.ring)
+    except (ArchiveRefused, OSError, EOFError) as exc:
+        raise LedgerError(f"archive {path} does not verify ({exc}); nothing more is "
+                          "deleted until it is restored") from exc
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for record in batch:
+                gone = (_delete_sent if record["record"] == "sent" else _delete_received)(
+                    conn, record)
+                if not gone:
+                    report.kept += 1
+                elif record["record"] == "sent":
+                    report.sent += 1
+                else:
+                    report.received += 1
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        batch.clear()
+
+    for line in read_lines(path):
+        record = json.loads(line)
+        if record.get("record") in ("sent", "received"):
+            batch.append(record)
+            if len(batch) >= BATCH:
+                flush()
+    if batch:
+        flush()
+    first, last = int(archive["first_seq"]), int(archive["last_seq"])
+    for lo in range(first, last + 1, AUDIT_BATCH):
+        conn.execute("DELETE FROM audit_log WHERE seq >= ? AND seq <= ?",
+                     (lo, min(lo + AUDIT_BATCH - 1, last)))
+    report.audit += max(0, last - first + 1)
+    conn.execute("UPDATE archives SET state = 'done' WHERE n = ?", (archive["n"],))
+    log.info("ledger_archived", file=archive["file"], month=archive["month"],
+             audit_first=first, audit_last=last)
+
+
+def _vacuum(conn: sqlite3.Connection) -> int:
+    """Step 4: hand free pages back (a ledger made before auto-vacuum keeps its size
+    until ``crisisgw archive compact``, but reuses the pages)."""
+    if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:  # incremental
+        return 0
+    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    freed = 0
+    while (free := int(conn.execute("PRAGMA freelist_count").fetchone()[0])) > 0:
+        conn.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})").fetchall()
+        freed += min(free, VACUUM_PAGES) * page
+    return freed
+
+
+def run_retention(settings: Settings, now: datetime) -> RetentionReport:
+    """One retention pass (see the module docstring); the node and the CLI call it."""
+    report = RetentionReport()
+    keep = settings.retention.keep_days
+    if keep is None:
+        return report
+    path = ledger_path(settings)
+    ring = effective_ring(settings, read_learned_keys(path))
+    own = [(settings.node.centre, PinnedKey(kid=kid, key=key))
+           for kid, key in own_public_keys_all(settings).items()]
+    ctx = _Context(centre=settings.node.centre, directory=archive_dir(settings),
+                   key=current_signing_key(settings)[0], keys=_keys(settings, ring),
+                   ring=KeyRing.build([*own, *((c, k) for c, per in ring.keys.items()
+                                              for k in per.values())]), now=now)
+    ctx.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cutoff = format_time(now - timedelta(days=keep))
+    conn = connect_existing(path, write=True)
+    try:
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        for archive in registered(conn):
+            if archive["state"] == "deleting":  # an interrupted pass
+                _delete(conn, ctx, archive, report)
+        for month in _months(_oldest_month(conn), cutoff):
+            target = _write_month(conn, ctx, month)
+            if target is None:
+                continue
+            report.files.append(target)
+            failpoints.hit("archive.before_delete")
+            _delete(conn, ctx, conn.execute("SELECT * FROM archives WHERE file = ?",
+                                            (target.name,)).fetchone(), report)
+        report.freed_bytes = _vacuum(conn)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{path}: {exc}") from exc
+    finally:
+        conn.close()
+    return report
