@@ -210,6 +210,18 @@ async def test_settled_months_move_to_signed_archives_that_verify_offline(
         return status == 200 and view["recipients"][0]["state"] == "delivered"
     await wait_until(delivered, 30, "the new sitrep delivered")
 
+    # Evidence of the new message still exports and verifies; of an archived one, the
+    # archive is the evidence.
+    bundle = tmp_path / "evidence.json"
+    done = _cli("evidence", "export", body["id"], "-c", str(be.config), "-o", str(bundle))
+    assert done.returncode == 0, done.stderr
+    done = _cli("verify", str(bundle), "-c", str(be.config))
+    assert done.returncode == 0, done.stdout
+    done = _cli("evidence", "export", archived_ids[0]["id"], "-c", str(be.config), "-o",
+                str(tmp_path / "gone.json"))
+    assert done.returncode != 0
+    assert archived_ids[0]["id"] in done.stderr + done.stdout
+
     # A replay of an archived message is refused as stale, not admitted again.
     old_env = archived_ids[0]
     replay = next(r for r in _records(files[0]) if r.get("record") == "received")

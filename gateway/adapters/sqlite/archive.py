@@ -39,7 +39,12 @@ from typing import Any
 import structlog
 
 from gateway import failpoints
-from gateway.adapters.sqlite.audit import append, connect_existing, store_checkpoint
+from gateway.adapters.sqlite.audit import (
+    append,
+    connect_existing,
+    head_of_archives,
+    store_checkpoint,
+)
 from gateway.adapters.sqlite.deliveries import bump, remove_archived, unacknowledged_in
 from gateway.adapters.sqlite.keys import (
     current_signing_key,
@@ -51,7 +56,7 @@ from gateway.config import Settings
 from gateway.errors import LedgerError
 from gateway.protocol.archive import ArchiveBuilder
 from gateway.protocol.archive_verify import ArchiveRefused, verify_archive
-from gateway.protocol.auditlog import GENESIS, sign_checkpoint
+from gateway.protocol.auditlog import sign_checkpoint
 from gateway.protocol.delivery import DeliveryState
 from gateway.protocol.envelope import DEDUP_WINDOW
 from gateway.protocol.keys import KeyRing, PinnedKey, SigningKey, b64url_decode, public_key_text
@@ -87,14 +92,6 @@ class RetentionReport:
 def archive_dir(settings: Settings) -> Path:
     """Where a node's archive files are."""
     return settings.retention.directory or settings.node.data_dir / "archive"
-
-
-def archived_base(conn: sqlite3.Connection) -> tuple[int, str]:
-    """The last archived audit entry's sequence number and chain hash (0 and the genesis
-    hash when nothing is archived): the live log continues from there."""
-    row = conn.execute("SELECT last_seq, head FROM archives WHERE last_seq > 0 "
-                       "ORDER BY last_seq DESC LIMIT 1").fetchone()
-    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
 
 def registered(conn: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -253,7 +250,7 @@ def _write_month(conn: sqlite3.Connection, ctx: _Context, month: str) -> Path | 
     tmp = target.with_name(target.name + ".tmp")
     conn.execute("BEGIN")
     try:
-        base_seq, base_hash = archived_base(conn)
+        base_seq, base_hash = head_of_archives(conn)
         last = _last_seq_before(conn, base_seq + 1, end)
         w = _Writer(conn, tmp)
         try:

@@ -33,13 +33,20 @@ def _clip(value: Any) -> Any:
     return value
 
 
+def head_of_archives(conn: sqlite3.Connection) -> tuple[int, str]:
+    """The last archived entry's sequence number and chain hash (0 and the genesis hash
+    when nothing is archived): the live log continues from there (retention)."""
+    row = conn.execute("SELECT last_seq, head FROM archives WHERE last_seq > 0 "
+                       "ORDER BY last_seq DESC LIMIT 1").fetchone()
+    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+
 def head(conn: sqlite3.Connection) -> tuple[int, str]:
     """The last sequence number and chain hash (0 and the genesis hash when empty)."""
     row = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
     if row is None:  # empty, or every entry archived (retention)
-        row = conn.execute("SELECT last_seq, head FROM archives WHERE last_seq > 0 "
-                           "ORDER BY last_seq DESC LIMIT 1").fetchone()
-    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+        return head_of_archives(conn)
+    return int(row[0]), str(row[1])
 
 
 def append(conn: sqlite3.Connection, at: datetime, kind: str, actor: str, subject: str,  # noqa: PLR0917 - the entry fields in their stored order

@@ -20,6 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.adapters.sqlite import audit as sqlite_audit
+from gateway.adapters.sqlite.audit import head_of_archives
 from gateway.adapters.sqlite.db import Database
 from gateway.adapters.sqlite.keys import (
     current_signing_key,
@@ -96,8 +97,15 @@ def _collect(conn: sqlite3.Connection, message_id: str, now: datetime, me: str,
     links = [str(r[0]) for r in conn.execute(
         "SELECT content_sha256 FROM audit_log WHERE seq >= ? AND seq <= ? ORDER BY seq",
         (first, seq))]
-    prev = GENESIS if first == 1 else str(conn.execute(
-        "SELECT hash FROM audit_log WHERE seq=?", (first - 1,)).fetchone()[0])
+    before = conn.execute("SELECT hash FROM audit_log WHERE seq=?", (first - 1,)).fetchone()
+    archived, archived_head = head_of_archives(conn)
+    if archived and not any(b'"kind":"message.submitted"' in bytes(e[1])
+                            or b'"kind":"message.received"' in bytes(e[1]) for e in entries):
+        raise EvidenceNotFound("Not found", f"the first audit entries of {message_id} are in "
+                               "an archive file (crisisgw archive list): the archive, which "
+                               "crisisgw verify checks, is its evidence")
+    prev = GENESIS if first == 1 else (
+        str(before[0]) if before is not None else archived_head)
     return _Collected(message=message, receipts=receipts,
                       entries=[bytes(r[1]) for r in entries], first=first, prev=prev,
                       links=links, checkpoint=checkpoint)
