@@ -41,6 +41,7 @@ from gateway.protocol.keys import (
     b64url_encode,
     fingerprint,
     public_key_from_text,
+    public_key_text,
 )
 from gateway.protocol.signing import DOMAIN_PREFIX, Verified, key_problem, open_signed
 from gateway.protocol.types import CentreId, FrozenModel, KeyId, Sha256Hex, UtcTime, format_time
@@ -58,6 +59,17 @@ class BundleKey(FrozenModel):
     public_key: str
     not_before: UtcTime | None = None
     not_after: UtcTime | None = None
+
+
+def key_entry(centre: str, kid: str, key: PinnedKey) -> dict[str, Any]:
+    """A public key as bundles (§17) and archives (§18) list it."""
+    entry: dict[str, Any] = {"centre": centre, "kid": kid,
+                             "public_key": public_key_text(key.key)}
+    if key.not_before is not None:
+        entry["not_before"] = format_time(key.not_before)
+    if key.not_after is not None:
+        entry["not_after"] = format_time(key.not_after)
+    return entry
 
 
 class AuditProof(FrozenModel):

@@ -170,12 +170,16 @@ def _history(archives: list[tuple[str, tuple[int, int], list[bytes]]], live_firs
                           by_seq.get)
 
 
-def test_the_chain_verifies_across_archives_and_the_ledger() -> None:
-    a = build(1, GENESIS, 4, month="2026-09")
+def _two_archives_and_a_ledger() -> tuple[list[bytes], list[bytes], list[StoredEntry]]:
+    """Entries 1-4 and 5-7 in two archives, 8-9 live."""
     h4 = head_after(GENESIS, entries(1, 4))
-    b = build(5, h4, 3, month="2026-10")
     h7 = head_after(h4, entries(5, 3))
-    live = _stored(h7, entries(8, 2))
+    return (build(1, GENESIS, 4, month="2026-09"), build(5, h4, 3, month="2026-10"),
+            _stored(h7, entries(8, 2)))
+
+
+def test_the_chain_verifies_across_archives_and_the_ledger() -> None:
+    a, b, live = _two_archives_and_a_ledger()
     h3 = head_after(GENESIS, entries(1, 3))
     checkpoint = sign_checkpoint("BE-NCCN", 3, h3, NOW, BE)
     report = _history([("a", (1, 4), a), ("b", (5, 7), b)], 8, live, [(3, checkpoint)])
@@ -187,11 +191,7 @@ def test_the_chain_verifies_across_archives_and_the_ledger() -> None:
 
 
 def test_a_missing_or_replaced_archive_breaks_the_chain() -> None:
-    a = build(1, GENESIS, 4, month="2026-09")
-    h4 = head_after(GENESIS, entries(1, 4))
-    b = build(5, h4, 3, month="2026-10")
-    h7 = head_after(h4, entries(5, 3))
-    live = _stored(h7, entries(8, 2))
+    a, b, live = _two_archives_and_a_ledger()
     missing = _history([("b", (5, 7), b)], 8, live)
     assert not missing.ok
     assert "starts at entry #5" in (missing.chain.problem or "")

@@ -59,6 +59,7 @@ from gateway.protocol.archive_verify import ArchiveRefused, verify_archive
 from gateway.protocol.auditlog import sign_checkpoint
 from gateway.protocol.delivery import DeliveryState
 from gateway.protocol.envelope import DEDUP_WINDOW
+from gateway.protocol.evidence import key_entry
 from gateway.protocol.keys import KeyRing, PinnedKey, SigningKey, b64url_decode, public_key_text
 from gateway.protocol.types import format_time
 from gateway.service.keyring import effective_ring
@@ -158,18 +159,8 @@ def _keys(settings: Settings, ring: KeyRing) -> list[dict[str, Any]]:
             for kid, key in sorted(own_public_keys_all(settings).items())]
     for centre, per in sorted(ring.keys.items()):
         for kid, pinned in sorted(per.items()):
-            keys.append(_listed(centre, kid, pinned))
+            keys.append(key_entry(centre, kid, pinned))
     return keys
-
-
-def _listed(centre: str, kid: str, pinned: PinnedKey) -> dict[str, Any]:
-    entry: dict[str, Any] = {"centre": centre, "kid": kid,
-                             "public_key": public_key_text(pinned.key)}
-    if pinned.not_before is not None:
-        entry["not_before"] = format_time(pinned.not_before)
-    if pinned.not_after is not None:
-        entry["not_after"] = format_time(pinned.not_after)
-    return entry
 
 
 def _settled(deliveries: list[sqlite3.Row]) -> bool:

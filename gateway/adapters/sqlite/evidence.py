@@ -31,7 +31,7 @@ from gateway.adapters.sqlite.keys import (
 from gateway.config import Settings
 from gateway.errors import LedgerError, NotFound
 from gateway.protocol.auditlog import GENESIS, sign_checkpoint
-from gateway.protocol.evidence import seal_bundle
+from gateway.protocol.evidence import key_entry, seal_bundle
 from gateway.protocol.keys import KeyRing, SigningKey, b64url_encode, public_key_text
 from gateway.protocol.types import format_time
 from gateway.service.keyring import effective_ring
@@ -159,13 +159,7 @@ def _assemble(me: str, c: _Collected, now: datetime, current: SigningKey,  # noq
         pinned = ring.lookup(centre, kid)
         if pinned is None:
             raise LedgerError(f"key {kid} of {centre} is not pinned here any more")
-        entry: dict[str, Any] = {"centre": centre, "kid": kid,
-                                 "public_key": public_key_text(pinned.key)}
-        if pinned.not_before is not None:
-            entry["not_before"] = format_time(pinned.not_before)
-        if pinned.not_after is not None:
-            entry["not_after"] = format_time(pinned.not_after)
-        keys.append(entry)
+        keys.append(key_entry(centre, kid, pinned))
     bundle = {
         "v": 1, "type": "evidence-bundle", "exported_by": me, "exported_at": format_time(now),
         "message": b64url_encode(c.message), "receipts": [b64url_encode(r) for r in c.receipts],
