@@ -51,6 +51,14 @@ _RECEIPT_STATES = frozenset(
     {DeliveryState.DELIVERED, DeliveryState.ACKNOWLEDGED, DeliveryState.REJECTED})
 
 
+def backoff(base: timedelta, cap: timedelta, failures: int, jitter: float) -> timedelta:
+    """``base * 2^(failures-1)``, at most ``cap``, times ``0.5 + jitter/2`` (``jitter``
+    uniform in [0, 1)): the one capped exponential of retries and peer probes."""
+    exp: timedelta = base * (2 ** min(max(failures - 1, 0), 30))
+    capped: timedelta = min(exp, cap)
+    return capped * (0.5 + jitter / 2)
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Exponential backoff with jitter: base * 2^(attempt-1), capped, times [0.5, 1)."""
@@ -62,9 +70,7 @@ class RetryPolicy:
 
     def delay(self, attempts: int, jitter: float) -> timedelta:
         """Delay before attempt ``attempts + 1``; ``jitter`` is uniform in [0, 1)."""
-        exp: timedelta = self.base * (2 ** min(max(attempts - 1, 0), 30))
-        capped: timedelta = min(exp, self.cap)
-        return capped * (0.5 + jitter / 2)
+        return backoff(self.base, self.cap, attempts, jitter)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from gateway.protocol.delivery import backoff
+
 
 @dataclass(frozen=True, slots=True)
 class ProbePolicy:
@@ -36,8 +38,7 @@ class ProbePolicy:
 
     def delay(self, failures: int, jitter: float) -> timedelta:
         """Wait before the probe that follows ``failures`` failures in a row."""
-        exp: timedelta = self.base * (2 ** min(max(failures - 1, 0), 30))
-        return min(exp, self.cap) * (0.5 + jitter / 2)
+        return backoff(self.base, self.cap, failures, jitter)
 
 
 @dataclass(frozen=True, slots=True)

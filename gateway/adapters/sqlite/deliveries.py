@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -76,6 +76,18 @@ def counter(conn: sqlite3.Connection, name: str) -> int:
     """The value of the counter ``name`` (0 if never bumped)."""
     row = conn.execute("SELECT n FROM counters WHERE name = ?", (name,)).fetchone()
     return 0 if row is None else int(row[0])
+
+
+def overdue(conn: sqlite3.Connection, cutoffs: Mapping[str, str], counter_of: Callable[[str], str],
+            recent_sql: str) -> int:
+    """Per priority, the unacknowledged counter (``counter_of(priority)``) less the rows
+    still inside the deadline (``recent_sql``, bound to (priority, cutoff): an index range
+    as long as the deadline, however long the history)."""
+    total = 0
+    for priority, cutoff in cutoffs.items():
+        recent = conn.execute(recent_sql, (priority, cutoff)).fetchone()[0]
+        total += counter(conn, counter_of(priority)) - int(recent)
+    return total
 
 
 def _count(conn: sqlite3.Connection, recipient: str, kind: tuple[int, str],

@@ -16,6 +16,7 @@ from gateway.adapters.sqlite.deliveries import (
     counter,
     inbox_entry,
     insert_outgoing,
+    overdue,
     t,
     unacknowledged_in,
 )
@@ -155,17 +156,10 @@ class SqliteInbox:
         counter of unacknowledged messages less those received after the cutoff (a range
         of ``inbox_unacked`` as long as the deadline, however long the history)."""
 
-        def run(conn: sqlite3.Connection) -> int:
-            total = 0
-            for priority, cutoff in cutoffs.items():
-                waiting = counter(conn, unacknowledged_in(priority))
-                recent = conn.execute(
-                    "SELECT COUNT(*) FROM inbox WHERE state = 'delivered' AND priority = ?"
-                    " AND received_at > ?", (priority, cutoff)).fetchone()[0]
-                total += waiting - recent
-            return total
-
-        return await self._db.read(run)
+        return await self._db.read(partial(
+            overdue, cutoffs=cutoffs, counter_of=unacknowledged_in,
+            recent_sql="SELECT COUNT(*) FROM inbox WHERE state = 'delivered' AND priority = ?"
+                       " AND received_at > ?"))
 
     async def waiting(self) -> int:
         """See :meth:`gateway.service.ports.InboxStore.waiting`."""

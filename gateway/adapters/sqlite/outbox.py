@@ -11,8 +11,8 @@ from typing import Any
 from gateway.adapters.sqlite.db import Database
 from gateway.adapters.sqlite.deliveries import (
     apply,
-    counter,
     insert_outgoing,
+    overdue,
     t,
     unacknowledged_out,
 )
@@ -253,15 +253,7 @@ class SqliteOutbox:
         counter of unacknowledged pairs less those created after the cutoff (a range of
         ``deliveries_unacked`` as long as the deadline, however long the history)."""
 
-        def run(conn: sqlite3.Connection) -> int:
-            total = 0
-            for priority, cutoff in cutoffs.items():
-                waiting = counter(conn, unacknowledged_out(priority))
-                recent = conn.execute(
-                    "SELECT COUNT(*) FROM deliveries WHERE receipt = 0 AND state IN"
-                    " ('queued', 'sent', 'delivered') AND priority = ? AND created > ?",
-                    (priority, cutoff)).fetchone()[0]
-                total += waiting - recent
-            return total
-
-        return await self._db.read(run)
+        return await self._db.read(partial(
+            overdue, cutoffs=cutoffs, counter_of=unacknowledged_out,
+            recent_sql="SELECT COUNT(*) FROM deliveries WHERE receipt = 0 AND state IN"
+                       " ('queued', 'sent', 'delivered') AND priority = ? AND created > ?"))
