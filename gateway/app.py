@@ -310,10 +310,11 @@ class Node:
                 try:
                     report = await asyncio.to_thread(run_retention, self.settings,
                                                      self.clock.now())
-                    if report.files or report.freed_bytes:
+                    if report.files or report.freed_bytes or report.forgotten:
                         log.info("retention_pass", files=[f.name for f in report.files],
                                  sent=report.sent, received=report.received,
                                  audit=report.audit, kept=report.kept,
+                                 forgotten=report.forgotten,
                                  freed_bytes=report.freed_bytes)
                 except GatewayError as exc:
                     log.error("retention_failed", error=str(exc))

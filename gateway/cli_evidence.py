@@ -167,6 +167,7 @@ def _cmd_archive_run(args: argparse.Namespace) -> int:
         print(f"wrote {file}")
     print(f"archived {report.sent} sent and {report.received} received messages and "
           f"{report.audit} audit entries; {report.kept} changed since and stay; "
+          f"{report.forgotten} ids past the dedup window forgotten; "
           f"{report.freed_bytes} bytes handed back")
     return 0
 

@@ -325,8 +325,9 @@ class RetentionSection(_Section):
     """How long settled history stays in the hot ledger before it moves to signed
     monthly archive files (gateway/adapters/sqlite/archive.py). Unset: kept forever."""
 
-    #: At least 8: longer than the dedup window (PROTOCOL.md §6).
-    keep_days: int | None = Field(default=None, ge=8)
+    #: Days a settled month is kept after it ended (the ids of messages archived inside
+    #: the dedup window are remembered until it ends, PROTOCOL.md §6).
+    keep_days: int | None = Field(default=None, ge=1)
     #: How often the node looks for a month to archive.
     check_seconds: float = Field(default=3600.0, gt=0)
     #: Where the archive files go (default: ``archive/`` in the data directory).

@@ -19,9 +19,11 @@ more than ``retention.keep_days`` ago, oldest first:
 
 A message is settled when nothing more is waited for from the transport: it has expired
 and none of its deliveries is queued or, for a message that expects receipts, sent.
-A received message is archived with its month whatever its state: ``keep_days`` is at
-least 8, longer than the dedup window (PROTOCOL.md §6), so a replay of an archived
-message is refused as ``stale`` and is never admitted twice.
+A received message is archived with its month whatever its state. If it was created
+less than the dedup window ago (PROTOCOL.md §6), its ``(sender, id)``, digest and state
+stay in ``dedup`` until the window ends, so a replay is still recognised as a duplicate;
+each pass forgets the ids whose window has ended. After the window a replay is refused
+as ``stale`` and is never admitted twice.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from gateway.protocol.delivery import DeliveryState
 from gateway.protocol.envelope import DEDUP_WINDOW
 from gateway.protocol.evidence import key_entry
 from gateway.protocol.keys import KeyRing, PinnedKey, SigningKey, b64url_decode, public_key_text
-from gateway.protocol.types import format_time
+from gateway.protocol.types import format_time, parse_time
 from gateway.service.keyring import effective_ring
 
 log = structlog.get_logger("gateway.archive")
@@ -87,6 +89,8 @@ class RetentionReport:
     received: int = 0
     audit: int = 0
     kept: int = 0
+    #: Ids of archived messages forgotten: their dedup window has ended.
+    forgotten: int = 0
     freed_bytes: int = 0
 
 
@@ -203,11 +207,10 @@ class _Writer:
                         "ORDER BY received_at, issuer, id", (row["id"],)):
                     self.write(self.builder.receipt(bytes(r["wire"]), r["received_at"]))
 
-    def received(self, start: str, end: str, forget_before: str) -> None:
+    def received(self, start: str, end: str) -> None:
         rows = self.conn.execute(
             "SELECT * FROM inbox WHERE received_at >= ? AND received_at < ? "
-            "AND (created IS NULL OR created < ?) ORDER BY received_at, sender, id",
-            (start, end, forget_before))
+            "ORDER BY received_at, sender, id", (start, end))
         for row in rows:
             self.write(self.builder.received(
                 bytes(row["wire"]), {c: row[c] for c in _INBOX_OUTCOME if row[c] is not None}))
@@ -248,7 +251,7 @@ def _write_month(conn: sqlite3.Connection, ctx: _Context, month: str) -> Path | 
             w.write(w.builder.header(ctx.centre, month, ctx.now, ctx.keys, base_seq + 1,
                                      base_hash))
             w.sent(start, end, format_time(ctx.now))
-            w.received(start, end, format_time(ctx.now - DEDUP_WINDOW))
+            w.received(start, end)
             w.entries(base_seq + 1, last)
             last_seq, head = w.builder.head
             stored = conn.execute("SELECT hash FROM audit_log WHERE seq = ?",
@@ -303,13 +306,28 @@ def _delete_sent(conn: sqlite3.Connection, record: dict[str, Any]) -> bool:
                                               for d in record["deliveries"]})
 
 
-def _delete_received(conn: sqlite3.Connection, record: dict[str, Any]) -> bool:
+def _forget_after(created: str | None, received_at: str) -> str:
+    """Until when a receiver must remember a message's id (PROTOCOL.md §6): the dedup
+    window after its ``created``, or after its reception when it has none we trust."""
+    try:
+        start = parse_time(created) if created else parse_time(received_at)
+    except ValueError:
+        start = parse_time(received_at)
+    return format_time(start + DEDUP_WINDOW)
+
+
+def _delete_received(conn: sqlite3.Connection, record: dict[str, Any], now: str) -> bool:
     env = json.loads(b64url_decode(record["wire"]))["envelope"]
-    row = conn.execute("SELECT state, priority, acknowledged_at FROM inbox WHERE sender = ? "
-                       "AND id = ?", (env["from"], env["id"])).fetchone()
+    row = conn.execute("SELECT state, priority, acknowledged_at, created, received_at, digest "
+                       "FROM inbox WHERE sender = ? AND id = ?",
+                       (env["from"], env["id"])).fetchone()
     if row is None or (row["state"], row["acknowledged_at"]) != (
             record.get("state"), record.get("acknowledged_at")):
         return False
+    forget_after = _forget_after(row["created"], row["received_at"])
+    if forget_after > now:  # a replay must still be recognised: keep the id until then
+        conn.execute("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?, ?)",
+                     (env["from"], env["id"], row["digest"], row["state"], forget_after))
     bump(conn, "inbox", -1)
     if row["state"] == "delivered":
         bump(conn, unacknowledged_in(row["priority"]), -1)
@@ -332,8 +350,8 @@ def _delete(conn: sqlite3.Connection, ctx: _Context, archive: sqlite3.Row,
         conn.execute("BEGIN IMMEDIATE")
         try:
             for record in batch:
-                gone = (_delete_sent if record["record"] == "sent" else _delete_received)(
-                    conn, record)
+                gone = (_delete_sent(conn, record) if record["record"] == "sent"
+                        else _delete_received(conn, record, format_time(ctx.now)))
                 if not gone:
                     report.kept += 1
                 elif record["record"] == "sent":
@@ -408,6 +426,8 @@ def run_retention(settings: Settings, now: datetime) -> RetentionReport:
             failpoints.hit("archive.before_delete")
             _delete(conn, ctx, conn.execute("SELECT * FROM archives WHERE file = ?",
                                             (target.name,)).fetchone(), report)
+        report.forgotten = conn.execute("DELETE FROM dedup WHERE forget_after < ?",
+                                        (format_time(now),)).rowcount
         report.freed_bytes = _vacuum(conn)
     except sqlite3.Error as exc:
         raise LedgerError(f"{path}: {exc}") from exc

@@ -56,6 +56,9 @@ class SqliteInbox:
         def run(conn: sqlite3.Connection) -> tuple[IngestOutcome, str]:
             row = conn.execute("SELECT digest, state FROM inbox WHERE sender=? AND id=?",
                                (entry.sender, entry.id)).fetchone()
+            if row is None:  # archived, and still inside the dedup window (retention)
+                row = conn.execute("SELECT digest, state FROM dedup WHERE sender=? AND id=?",
+                                   (entry.sender, entry.id)).fetchone()
             if row is not None:
                 if row["digest"] != entry.digest:
                     return IngestOutcome.CONFLICT, str(row["state"])

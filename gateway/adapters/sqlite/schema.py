@@ -230,7 +230,12 @@ CREATE TABLE archives (
   n INTEGER PRIMARY KEY, file TEXT NOT NULL UNIQUE, month TEXT NOT NULL,
   first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, prev TEXT NOT NULL,
   head TEXT NOT NULL, bytes INTEGER NOT NULL, created_at TEXT NOT NULL, state TEXT NOT NULL
-)
+);
+CREATE TABLE dedup (
+  sender TEXT NOT NULL, id TEXT NOT NULL, digest TEXT NOT NULL, state TEXT NOT NULL,
+  forget_after TEXT NOT NULL, PRIMARY KEY (sender, id)
+) WITHOUT ROWID;
+CREATE INDEX dedup_forget ON dedup(forget_after)
 """
 
 
@@ -254,7 +259,8 @@ STEPS = (
     Step(3, "learned peer keys and our own rotation history, out of gateway.toml", _v3),
     Step(4, "flat cost with history: counters, an incident index, list and due-time "
             "indexes", _v4),
-    Step(5, "retention: the archive files that hold the history moved out", _v5),
+    Step(5, "retention: the archive files that hold the history moved out, and the ids "
+            "of archived messages still inside the dedup window", _v5),
 )
 LATEST = STEPS[-1].version
 
