@@ -54,6 +54,7 @@ from gateway.adapters.sqlite.keys import (
     own_public_keys_all,
     read_learned_keys,
 )
+from gateway.adapters.sqlite.schema import LATEST, version_of
 from gateway.config import Settings
 from gateway.errors import LedgerError
 from gateway.protocol.archive import ArchiveBuilder
@@ -413,6 +414,9 @@ def run_retention(settings: Settings, now: datetime) -> RetentionReport:
     cutoff = format_time(now - timedelta(days=keep))
     conn = connect_existing(path, write=True)
     try:
+        if (found := version_of(conn)) != LATEST:
+            raise LedgerError(f"{path} has schema version {found}, this release {LATEST}: "
+                              "start the node once (it migrates the ledger), then archive")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         for archive in registered(conn):
