@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -19,7 +22,7 @@ from gateway.adapters.sqlite.keys import current_signing_key
 from gateway.adapters.sqlite.ledger import SqliteLedger
 from gateway.adapters.tls import ServerCertificate
 from gateway.config import Settings, load_settings
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, LedgerError
 from gateway.metrics import Metrics
 from gateway.protocol.auditlog import sign_checkpoint
 from gateway.protocol.delivery import RetryPolicy
@@ -303,22 +306,37 @@ class Node:
 
     async def _retention_schedule(self) -> None:
         """Move settled months older than ``retention.keep_days`` into archive files, at
-        start and then every ``retention.check_seconds`` (its own connection and short
-        transactions: the writer waits at most one batch)."""
+        start and then every ``retention.check_seconds``. A pass runs as its own process
+        (``crisisgw archive run``: compressing and verifying must not hold this event
+        loop), on its own connection in short transactions."""
         while True:
             if self.settings.retention.keep_days is not None:
                 try:
-                    report = await asyncio.to_thread(run_retention, self.settings,
-                                                     self.clock.now())
-                    if report.files or report.freed_bytes or report.forgotten:
-                        log.info("retention_pass", files=[f.name for f in report.files],
-                                 sent=report.sent, received=report.received,
-                                 audit=report.audit, kept=report.kept,
-                                 forgotten=report.forgotten,
-                                 freed_bytes=report.freed_bytes)
+                    report = await self._retention_pass()
+                    if report.get("files") or report.get("freed_bytes") or \
+                            report.get("forgotten"):
+                        log.info("retention_pass", **report)
                 except GatewayError as exc:
                     log.error("retention_failed", error=str(exc))
             await asyncio.sleep(self.settings.retention.check_seconds)
+
+    async def _retention_pass(self) -> dict[str, Any]:
+        if self.config_path is None:  # embedded without a file: in a thread
+            return (await asyncio.to_thread(run_retention, self.settings,
+                                            self.clock.now())).as_json()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "archive", "run", "-c", str(self.config_path),
+            "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await proc.communicate()
+        except asyncio.CancelledError:
+            proc.terminate()  # safe: an interrupted pass resumes where it stopped
+            raise
+        if proc.returncode != 0:
+            raise LedgerError(f"crisisgw archive run exited with {proc.returncode}: "
+                              f"{err.decode(errors='replace')[-500:]}")
+        report: dict[str, Any] = json.loads(out)
+        return report
 
     def _use_fields(self, fields: dict[str, list[str]]) -> None:
         """Address "field:<field>" groups as the peers' contact lists say."""

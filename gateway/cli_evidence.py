@@ -8,6 +8,8 @@ configuration for its pinned keys; it never touches a broker or a ledger.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,13 +158,20 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_archive_run(args: argparse.Namespace) -> int:
+    from gateway import failpoints  # noqa: PLC0415
     from gateway.adapters.sqlite.archive import run_retention  # noqa: PLC0415
+    from gateway.config import failpoints_from_env  # noqa: PLC0415
 
     settings = load_settings(Path(args.config))
     if settings.retention.keep_days is None:
         print("retention is off: set [retention] keep_days in the configuration")
         return 2
+    os.umask(0o077)  # archives hold TLP:RED texts, as the ledger does
+    failpoints.arm(failpoints_from_env())
     report = run_retention(settings, datetime.now(UTC))
+    if args.json:
+        print(json.dumps(report.as_json()))
+        return 0
     for file in report.files:
         print(f"wrote {file}")
     print(f"archived {report.sent} sent and {report.received} received messages and "
@@ -216,6 +225,7 @@ def add_evidence(sub: Any) -> None:
     run = archive.add_parser("run", help="archive every month older than "
                                          "[retention] keep_days now")
     run.add_argument("-c", "--config", required=True)
+    run.add_argument("--json", action="store_true", help="print the report as JSON")
     run.set_defaults(func=_cmd_archive_run)
     listing = archive.add_parser("list", help="the archive files the ledger knows of")
     listing.add_argument("-c", "--config", required=True)

@@ -94,6 +94,12 @@ class RetentionReport:
     forgotten: int = 0
     freed_bytes: int = 0
 
+    def as_json(self) -> dict[str, Any]:
+        """The report as ``crisisgw archive run --json`` prints it."""
+        return {"files": [f.name for f in self.files], "sent": self.sent,
+                "received": self.received, "audit": self.audit, "kept": self.kept,
+                "forgotten": self.forgotten, "freed_bytes": self.freed_bytes}
+
 
 def archive_dir(settings: Settings) -> Path:
     """Where a node's archive files are."""
