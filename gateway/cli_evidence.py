@@ -17,23 +17,14 @@ from typing import Any
 
 from gateway.config import Settings, load_settings
 from gateway.errors import GatewayError
-from gateway.protocol.keys import KeyRing, PinnedKey
+from gateway.protocol.keys import KeyRing
 
 
 def _own_ring(settings: Settings) -> KeyRing:
-    """Our own public keys (current and earlier ones on disk) plus every pinned peer key."""
-    from gateway.adapters.sqlite.keys import (  # noqa: PLC0415 - fast --help
-        ledger_path,
-        own_public_keys_all,
-        read_learned_keys,
-    )
-    from gateway.service.keyring import effective_ring  # noqa: PLC0415 - fast --help
+    """Our own public keys (current and earlier ones) plus every pinned peer key."""
+    from gateway.adapters.sqlite.keys import known_keys  # noqa: PLC0415 - fast --help
 
-    own = [(settings.node.centre, PinnedKey(kid=kid, key=key))
-           for kid, key in own_public_keys_all(settings).items()]
-    ring = effective_ring(settings, read_learned_keys(ledger_path(settings)))
-    peers = [(c, k) for c, per in ring.keys.items() for k in per.values()]
-    return KeyRing.build([*own, *peers])
+    return known_keys(settings)
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:

@@ -50,9 +50,8 @@ from gateway.adapters.sqlite.audit import (
 from gateway.adapters.sqlite.deliveries import bump, remove_archived, unacknowledged_in
 from gateway.adapters.sqlite.keys import (
     current_signing_key,
+    known_keys,
     ledger_path,
-    own_public_keys_all,
-    read_learned_keys,
 )
 from gateway.adapters.sqlite.schema import LATEST, version_of
 from gateway.config import Settings
@@ -63,9 +62,8 @@ from gateway.protocol.auditlog import sign_checkpoint
 from gateway.protocol.delivery import DeliveryState
 from gateway.protocol.envelope import DEDUP_WINDOW
 from gateway.protocol.evidence import key_entry
-from gateway.protocol.keys import KeyRing, PinnedKey, SigningKey, b64url_decode, public_key_text
+from gateway.protocol.keys import KeyRing, SigningKey, b64url_decode
 from gateway.protocol.types import format_time, parse_time
-from gateway.service.keyring import effective_ring
 
 log = structlog.get_logger("gateway.archive")
 
@@ -165,13 +163,10 @@ def _last_seq_before(conn: sqlite3.Connection, lo: int, end: str) -> int:
     return found
 
 
-def _keys(settings: Settings, ring: KeyRing) -> list[dict[str, Any]]:
-    keys = [{"centre": settings.node.centre, "kid": kid, "public_key": public_key_text(key)}
-            for kid, key in sorted(own_public_keys_all(settings).items())]
-    for centre, per in sorted(ring.keys.items()):
-        for kid, pinned in sorted(per.items()):
-            keys.append(key_entry(centre, kid, pinned))
-    return keys
+def _keys(ring: KeyRing) -> list[dict[str, Any]]:
+    """The keys an archive lists: every one the node knows (its own and its peers')."""
+    return [key_entry(centre, kid, pinned) for centre, per in sorted(ring.keys.items())
+            for kid, pinned in sorted(per.items())]
 
 
 def _settled(deliveries: list[sqlite3.Row]) -> bool:
@@ -409,13 +404,10 @@ def run_retention(settings: Settings, now: datetime) -> RetentionReport:
     if keep is None:
         return report
     path = ledger_path(settings)
-    ring = effective_ring(settings, read_learned_keys(path))
-    own = [(settings.node.centre, PinnedKey(kid=kid, key=key))
-           for kid, key in own_public_keys_all(settings).items()]
+    ring = known_keys(settings)
     ctx = _Context(centre=settings.node.centre, directory=archive_dir(settings),
-                   key=current_signing_key(settings)[0], keys=_keys(settings, ring),
-                   ring=KeyRing.build([*own, *((c, k) for c, per in ring.keys.items()
-                                              for k in per.values())]), now=now)
+                   key=current_signing_key(settings)[0], keys=_keys(ring), ring=ring,
+                   now=now)
     ctx.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     cutoff = format_time(now - timedelta(days=keep))
     conn = connect_existing(path, write=True)

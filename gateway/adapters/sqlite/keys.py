@@ -22,9 +22,16 @@ from gateway.adapters.sqlite.deliveries import insert_outgoing, t
 from gateway.config import Settings
 from gateway.errors import KeyMaterialError
 from gateway.keyfiles import load_signing_key, own_public_keys
-from gateway.protocol.keys import PinnedKey, SigningKey, public_key_from_text, public_key_text
+from gateway.protocol.keys import (
+    KeyRing,
+    PinnedKey,
+    SigningKey,
+    public_key_from_text,
+    public_key_text,
+)
 from gateway.protocol.keyupdate import KeyUpdatePlan
 from gateway.protocol.types import parse_optional_time
+from gateway.service.keyring import effective_ring
 from gateway.service.records import LearnedKey, OutgoingMessage, OwnKey
 
 
@@ -197,3 +204,14 @@ def own_public_keys_all(settings: Settings) -> dict[str, Ed25519PublicKey]:
             with contextlib.suppress(KeyMaterialError):
                 own[k.kid] = public_key_from_text(k.public_key)
     return own
+
+
+def known_keys(settings: Settings) -> KeyRing:
+    """Every key a node's files can be checked with, read without the node: our own
+    public keys (current and earlier ones on disk or in the ledger) and every peer key
+    pinned in the configuration or learned by the ledger."""
+    own = [(settings.node.centre, PinnedKey(kid=kid, key=key))
+           for kid, key in own_public_keys_all(settings).items()]
+    ring = effective_ring(settings, read_learned_keys(ledger_path(settings)))
+    return KeyRing.build([*own, *((c, k) for c, per in ring.keys.items()
+                                  for k in per.values())])
