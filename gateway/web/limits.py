@@ -15,6 +15,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from gateway.web.problems import problem
 
 log = structlog.get_logger("crisisgw.http")
 
@@ -45,6 +48,7 @@ class CappedRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
+        server.__class__ = _ProblemServer  # only __call__ differs: no state to add
         admit = server.connection_made
 
         def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
@@ -58,3 +62,36 @@ class CappedRunner(web.AppRunner):
 
         server.connection_made = connection_made  # type: ignore[method-assign]
         return server
+
+
+
+class _ProblemHandler(RequestHandler):
+    """aiohttp's per-connection protocol, whose answer to a request it could not parse
+    (a request line or header over its limits, bad framing, a method that is not HTTP)
+    is problem+json like every other refusal, with the connection closed. What the
+    client sent is not logged: a request line can hold what should never be in a log."""
+
+    def handle_error(self, request: BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("an answer is already under way on this connection")
+        if status >= 500:
+            log.error("http_request_failed", exc_info=exc)
+            response = problem(500, "Internal Server Error",
+                               "the request could not be handled; it was not acted on")
+        else:
+            log.info("http_request_malformed", status=status,
+                     error=type(exc).__name__ if exc else None)
+            response = problem(status, "Malformed Request",
+                               "the request is not well-formed HTTP or is over a limit "
+                               "(request line and each header at most 8190 bytes)")
+        response.force_close()
+        return response
+
+
+class _ProblemServer(web.Server):
+    """aiohttp's server, making :class:`_ProblemHandler` protocols."""
+
+    def __call__(self) -> RequestHandler:
+        return _ProblemHandler(self, loop=self._loop, **self._kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -93,3 +94,38 @@ async def test_open_connections_are_capped(federation: Federation, tmp_path: Pat
         await writer.drain()
         assert (await asyncio.wait_for(reader.read(12), 5)).startswith(b"HTTP/1.1 200")
         writer.close()
+
+
+async def _raw(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """Send raw bytes and read the answer to the end (the node closes the connection)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /v1/commchecks?limit=" + b"9" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 TLS to a plain port\r\n\r\n",
+], ids=["request-line-over-8190", "header-over-8190", "bad-framing", "not-http"])
+async def test_a_request_aiohttp_cannot_parse_gets_a_problem(
+        federation: Federation, tmp_path: Path, request_bytes: bytes) -> None:
+    """What the HTTP parser refuses before any route runs is a problem+json 4xx like
+    every other refusal (not aiohttp's text/plain), the connection is closed, and the
+    node goes on answering."""
+    async with _node(federation, tmp_path) as (port, _):
+        head, body = await _raw(port, request_bytes)
+        assert head.split(b" ", 2)[1] == b"400", head
+        assert b"content-type: application/problem+json" in head.lower(), head
+        problem = json.loads(body)
+        assert problem["status"] == 400
+        assert problem["title"] == "Malformed Request"
+        assert "8190" in problem["detail"]
+        head, _ = await _raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                                   b"Connection: close\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
