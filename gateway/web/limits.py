@@ -28,6 +28,8 @@ HEADER_SECONDS = 15.0
 BODY_SECONDS = 30.0
 #: Open connections at most (the console keeps one per open page for live events).
 MAX_CONNECTIONS = 512
+#: A request line, and each header line, at most this many bytes (else a 400).
+MAX_LINE_BYTES = 8190
 
 
 def read_deadline(seconds: float = BODY_SECONDS) -> asyncio.Timeout:
@@ -42,6 +44,8 @@ class CappedRunner(web.AppRunner):
     def __init__(self, app: web.Application, *, max_connections: int = MAX_CONNECTIONS,
                  header_seconds: float = HEADER_SECONDS, **kwargs: Any) -> None:
         kwargs.setdefault("keepalive_timeout", header_seconds)
+        kwargs.setdefault("max_line_size", MAX_LINE_BYTES)
+        kwargs.setdefault("max_field_size", MAX_LINE_BYTES)
         super().__init__(app, **kwargs)
         self._max_connections = max_connections
         self.refused = 0
@@ -64,7 +68,6 @@ class CappedRunner(web.AppRunner):
         return server
 
 
-
 class _ProblemHandler(RequestHandler):
     """aiohttp's per-connection protocol, whose answer to a request it could not parse
     (a request line or header over its limits, bad framing, a method that is not HTTP)
@@ -85,7 +88,7 @@ class _ProblemHandler(RequestHandler):
                      error=type(exc).__name__ if exc else None)
             response = problem(status, "Malformed Request",
                                "the request is not well-formed HTTP or is over a limit "
-                               "(request line and each header at most 8190 bytes)")
+                               f"(request line and each header at most {MAX_LINE_BYTES} bytes)")
         response.force_close()
         return response
 
