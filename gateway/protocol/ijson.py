@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from gateway.errors import MalformedInput
@@ -93,5 +94,32 @@ def loads(data: bytes | str) -> Any:
         raise MalformedInput("not_ijson", f"nesting deeper than {MAX_DEPTH}") from exc
     except ValueError as exc:
         raise MalformedInput("not_ijson", f"invalid JSON: {exc}") from exc
-    _check_strings_and_depth(value)
+    if _may_be_deep_or_surrogate(text):
+        _check_strings_and_depth(value)
     return value
+
+
+#: ``\\u`` followed by D8..DF: the only way a lone surrogate gets into a value parsed
+#: from UTF-8 (the decoder refuses encoded surrogates). A pair, or an escaped backslash
+#: before "ud8..", also matches: those take the full check, which decides.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _may_be_deep_or_surrogate(text: str) -> bool:
+    """False only when the parsed value can hold neither a lone surrogate nor nesting
+    deeper than :data:`MAX_DEPTH`: the text has at most that many opening brackets
+    (brackets inside strings count too: that errs towards checking) and, in a str
+    handed to :func:`loads` rather than bytes, only what UTF-8 can encode."""
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        return True
+    if _SURROGATE_ESCAPE.search(text) is not None:
+        return True
+    return not _encodable(text)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import MalformedInput
-from gateway.protocol import ijson, reasons
+from gateway.protocol import canonical, ijson, reasons
 from gateway.protocol.canonical import canonical_bytes, sha256_hex
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "docs" / "vectors" / "jcs-vectors.json"
@@ -280,6 +281,62 @@ def test_member_insertion_order_is_irrelevant(value: Any) -> None:
 def test_different_values_have_different_bytes(a: Any, b: Any) -> None:
     """Canonical bytes are equal exactly when the values are equal in the JSON model."""
     assert (canonical_bytes(a) == canonical_bytes(b)) == (_model(a) == _model(b))
+
+
+# --------------------------------------------------------------------------------------
+# The fast path (plain values) writes exactly what the reference implementation writes
+# --------------------------------------------------------------------------------------
+
+_plain_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
+_plain_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-MAX_SAFE, max_value=MAX_SAFE)
+    | _plain_text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=8), children,
+        max_size=6),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_plain_values)
+def test_fast_path_is_byte_identical_to_rfc8785(value: Any) -> None:
+    """Plain values (ASCII names, safe integers, any UTF-8 text) take the fast encoder;
+    its bytes are the reference implementation's, and so is every other value's."""
+    assert canonical._plain(value)
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_values)
+def test_every_value_matches_rfc8785(value: Any) -> None:
+    """Floats and non-ASCII names (the reference path) and the rest agree with rfc8785."""
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize("value", [
+    {"b": 1, "a": {"\u20ac": 1}},  # a non-ASCII name: sorted by UTF-16 code units
+    {"\ufb33": 1, "\U0001f600": 2},  # the two orders differ here
+    [1.5], {"x": 0.1}, 2**53, (1, 2), {1: "a"},
+])
+def test_values_off_the_fast_path(value: Any) -> None:
+    """What the fast encoder could get wrong is left to the reference path."""
+    assert not canonical._plain(value)
+
+
+def test_deep_values_take_the_reference_path() -> None:
+    """Past 64 levels the fast path steps aside (the reference path decides)."""
+    value: Any = 1
+    for _ in range(70):
+        value = [value]
+    assert not canonical._plain(value)
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+def test_lone_surrogate_refused_on_the_fast_path() -> None:
+    """A lone surrogate inside an otherwise plain value is refused, not written."""
+    assert canonical._plain({"a": "x\ud800"})
+    _refused({"a": "x\ud800"})
 
 
 # --------------------------------------------------------------------------------------

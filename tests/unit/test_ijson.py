@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from typing import Any
@@ -382,3 +383,40 @@ def test_json_like_fragments_raise_only_malformed_input(chars: list[str]) -> Non
     assert reason in (None, reasons.NOT_IJSON)
     if reason is None:
         assert _depth(result) <= ijson.MAX_DEPTH
+
+
+def _always_checked(data: bytes | str) -> Any:
+    """loads without the shortcut: every string and depth is walked."""
+    value = json.loads(data, object_pairs_hook=dict)
+    ijson._check_strings_and_depth(value)
+    return value
+
+
+_nested = st.recursive(
+    st.sampled_from(["x", "\ud800", "\udfff", "[{", "\\ud800", 1, None]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(["a", "b", "\udc00"]), children, max_size=2),
+    max_leaves=60,
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_nested, st.booleans())
+def test_the_shortcut_refuses_exactly_what_the_full_walk_refuses(value: Any, raw: bool
+                                                                  ) -> None:
+    """Skipping the walk (few brackets, no surrogate escape) never lets through a lone
+    surrogate or a too-deep value: deep values and escaped or raw surrogates, in bytes or
+    str input, are refused exactly when walking every node refuses them."""
+    text = json.dumps(value, ensure_ascii=not raw)
+    inputs: list[bytes | str] = [text]
+    with contextlib.suppress(UnicodeEncodeError):
+        inputs.append(text.encode("utf-8"))
+    for data in inputs:
+        try:
+            _always_checked(data)
+            expected = None
+        except MalformedInput:
+            expected = reasons.NOT_IJSON
+        except RecursionError:
+            continue
+        assert _outcome(data)[1] == expected

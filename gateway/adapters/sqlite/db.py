@@ -69,8 +69,9 @@ class Database:
     """An SQLite file with one writer thread (group commit) and a few reader threads."""
 
     def __init__(self, path: Path, migrate: Callable[[sqlite3.Connection], None],
-                 readers: int = 2) -> None:
+                 readers: int = 2, writer_cache_kib: int | None = None) -> None:
         self._path = path
+        self._writer_cache_kib = writer_cache_kib
         self._migrate = migrate
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="ledger-reader")
@@ -103,6 +104,8 @@ class Database:
 
     def _open_writer(self) -> sqlite3.Connection:
         conn = _connect(self._path)
+        if self._writer_cache_kib is not None:
+            conn.execute(f"PRAGMA cache_size = -{int(self._writer_cache_kib)}")
         try:
             self._migrate(conn)
         except BaseException:

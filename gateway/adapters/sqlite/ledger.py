@@ -63,10 +63,12 @@ def _stats(conn: sqlite3.Connection) -> LedgerStats:
 class SqliteLedger:
     """The SQLite ledger. Use :meth:`open` before anything else."""
 
-    def __init__(self, path: Path, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, path: Path, clock: Callable[[], datetime] | None = None, *,
+                 writer_cache_kib: int | None = None) -> None:
         self.path = path
         now = clock or (lambda: datetime.now(UTC))
-        self.db = Database(path, partial(self._migrate, path=path))
+        self.db = Database(path, partial(self._migrate, path=path),
+                           writer_cache_kib=writer_cache_kib)
         #: The schema version the file had when opened (before migrating).
         self.found_version: int | None = None
         self.outbox = SqliteOutbox(self.db, now)
