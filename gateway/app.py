@@ -76,6 +76,7 @@ class Node:
         self.directory = Directory(self.me, s.peers)
         self.metrics = Metrics()
         self.ledger = SqliteLedger(s.node.data_dir / "ledger.sqlite3", clock=self.clock.now)
+        self.metrics.watch_ledger(self.ledger.query_counts)
         self.publisher = AmqpPublisher(centre=self.me, heartbeat=s.broker.heartbeat,
                                        publish_timeout=s.delivery.publish_timeout_seconds,
                                        on_tls_failure=self._count_tls_failure)

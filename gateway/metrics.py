@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+
+class _LedgerQueries(Collector):
+    """The ledger's own read and write counts, read at scrape time."""
+
+    def __init__(self, counts: Callable[[], tuple[int, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        reads, writes = self._counts()
+        family = CounterMetricFamily("crisisgw_ledger_queries",
+                                     "Ledger reads and writes run since start", labels=["kind"])
+        family.add_metric(["read"], reads)
+        family.add_metric(["write"], writes)
+        yield family
 
 
 class Metrics:
@@ -40,3 +59,7 @@ class Metrics:
                               ["link"], registry=r)
         self.inbox_up = Gauge("crisisgw_inbox_consumer_up", "1 when our inbox consumer runs",
                               registry=r)
+
+    def watch_ledger(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """Expose ``counts()`` (reads, writes) as ``crisisgw_ledger_queries_total``."""
+        self.registry.register(_LedgerQueries(counts))

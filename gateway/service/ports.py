@@ -16,6 +16,7 @@ from gateway.protocol.delivery import Delivery
 from gateway.protocol.directory import ContactPoint
 from gateway.protocol.keys import PinnedKey
 from gateway.protocol.keyupdate import KeyUpdatePlan
+from gateway.service.changes import ChangeSignal
 from gateway.service.incidents import IncidentSummary, ThreadItem
 from gateway.service.records import (
     AuditEntry,
@@ -342,6 +343,15 @@ class Ledger(Protocol):
     @property
     def incidents(self) -> IncidentStore:
         """Incident threads."""
+        ...
+
+    @property
+    def changes(self) -> ChangeSignal:
+        """Bumped after every committed change (what live views wait on)."""
+        ...
+
+    def query_counts(self) -> tuple[int, int]:
+        """(reads, writes) run since the ledger was opened (for /metrics)."""
         ...
 
     async def ping(self) -> None:

@@ -35,6 +35,7 @@ from gateway.protocol.keys import KeyRing, SigningKey, default_key_id, public_ke
 from gateway.protocol.peerhealth import PeerHealth
 from gateway.protocol.types import format_time
 from gateway.service.acknowledge import Acknowledger
+from gateway.service.changes import ChangeSignal
 from gateway.service.commcheck import CommChecks
 from gateway.service.incidents import IncidentSummary, ThreadItem, summarise_incidents
 from gateway.service.node import NodeApi
@@ -547,6 +548,16 @@ class FakeLedger:
         self._security, self._sessions = FakeSecurity(self.faults), FakeSessions(self.faults)
         self._incidents = FakeIncidents(self.faults)
         self.stats_value = LedgerStats(deliveries={}, backlog={}, security_events=0, inbox=0)
+        self._changes = ChangeSignal()
+
+    @property
+    def changes(self) -> ChangeSignal:
+        """Never bumped here: live views refresh on their own timer."""
+        return self._changes
+
+    def query_counts(self) -> tuple[int, int]:
+        """Not counted in memory."""
+        return 0, 0
 
     @property
     def outbox(self) -> FakeOutbox:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from gateway import failpoints
 from gateway.errors import LedgerError
+from gateway.service.changes import ChangeSignal
 
 T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], Any]
@@ -84,6 +85,10 @@ class Database:
         self._closing = False
         self.batches = 0
         self.writes = 0
+        self.reads = 0
+        self._batch_changed = False
+        #: Bumped after every committed batch: what live views wait on.
+        self.changes = ChangeSignal()
 
     async def open(self) -> None:
         """Create the file, bring its schema to this release's version (``migrate``, on
@@ -140,6 +145,8 @@ class Database:
                 failpoints.hit("db.after_commit")  # durable, but no caller has heard so
                 self.batches += 1
                 self.writes += len(batch)
+                if self._batch_changed:  # not for a claim or sweep that found nothing
+                    self.changes.bump()
                 for (_, fut), (ok, value) in zip(batch, results, strict=True):
                     if fut.done():
                         continue
@@ -156,6 +163,7 @@ class Database:
         conn = self._wconn
         assert conn is not None
         results: list[tuple[bool, Any]] = []
+        before = conn.total_changes
         conn.execute("BEGIN IMMEDIATE")
         try:
             for fn, _ in batch:
@@ -181,11 +189,13 @@ class Database:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._batch_changed = conn.total_changes != before
         return results
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on a reader connection (snapshot isolation under WAL)."""
         loop = asyncio.get_running_loop()
+        self.reads += 1
         try:
             return await loop.run_in_executor(self._readers, self._run_read, fn)
         except sqlite3.Error as exc:

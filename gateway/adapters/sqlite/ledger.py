@@ -27,6 +27,7 @@ from gateway.adapters.sqlite.security import SqliteSecurity
 from gateway.adapters.sqlite.sessions import SqliteSessions
 from gateway.config import Settings
 from gateway.protocol.keys import KeyRing, SigningKey
+from gateway.service.changes import ChangeSignal
 from gateway.service.records import Backlog, LedgerStats
 
 
@@ -91,6 +92,15 @@ class SqliteLedger:
     async def close(self) -> None:
         """Commit pending writes and close."""
         await self.db.close()
+
+    @property
+    def changes(self) -> ChangeSignal:
+        """See :meth:`gateway.service.ports.Ledger.changes`."""
+        return self.db.changes
+
+    def query_counts(self) -> tuple[int, int]:
+        """See :meth:`gateway.service.ports.Ledger.query_counts`."""
+        return self.db.reads, self.db.writes
 
     async def ping(self) -> None:
         """See :meth:`gateway.service.ports.Ledger.ping`."""

@@ -14,20 +14,26 @@ from gateway.service.node import NodeApi
 from gateway.web.console import i18n
 from gateway.web.console.auth import LoginLimiter, Operators, Sessions
 from gateway.web.console.compose import compose_form, compose_send
+from gateway.web.console.live import LiveFeed
 from gateway.web.console.records import directory, evidence, incident, incidents, message
 from gateway.web.console.views import (
     LIMITER,
+    LIVE,
     NODE_KEY,
     OPERATORS,
+    RENDER,
     SESSIONS,
     acknowledge,
     events,
     inbox,
+    live_rows,
     login,
     login_form,
     logout,
     outbox,
     overview,
+    overview_data,
+    renderers,
     run_commcheck,
     set_language,
 )
@@ -49,6 +55,12 @@ def setup_console(app: web.Application, node: NodeApi) -> None:
         await app[SESSIONS].load()
 
     app.on_startup.append(load_sessions)
+    app[LIVE] = LiveFeed(node, live_rows, overview_data)
+
+    async def stop_live(app: web.Application) -> None:
+        await app[LIVE].close()
+
+    app.on_shutdown.append(stop_live)
 
     node.subscribe_reload(reload_accounts)
     app[LIMITER] = LoginLimiter(per_minute=console.login_attempts_per_minute)
@@ -60,6 +72,7 @@ def setup_console(app: web.Application, node: NodeApi) -> None:
         gettext=i18n._, ngettext=i18n.ngettext, newstyle=True)
     env.globals["STATES"] = STATES
     env.filters["label"] = i18n.label
+    app[RENDER] = renderers(app)
     static = Path(str(resources.files("gateway.web.console").joinpath("static")))
     app.router.add_static("/console/static/", static, name="console_static")
     app.router.add_get("/console", overview)

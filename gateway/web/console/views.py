@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp_jinja2
@@ -33,6 +34,17 @@ from gateway.web.console.auth import (
     password_tag,
     role_allows,
 )
+from gateway.web.console.live import (
+    ATTENTION_PRIORITIES,
+    ATTENTION_TYPES,
+    LIVE_ROWS,
+    LiveFeed,
+    Renderer,
+    Snapshot,
+    Subscriber,
+    inbox_rev,
+    outbox_rev,
+)
 from gateway.web.console.readable import preview
 from gateway.web.limits import read_deadline
 from gateway.web.shapes import inbox_view, message_json, receipt_json
@@ -44,6 +56,10 @@ SESSION: web.RequestKey[Session] = web.RequestKey("console_session", Session)
 LOGIN_CSRF: web.RequestKey[str] = web.RequestKey("login_csrf", str)
 OPERATORS: web.AppKey[Operators] = web.AppKey("console_operators")
 LIMITER: web.AppKey[LoginLimiter] = web.AppKey("console_limiter")
+LIVE: web.AppKey[LiveFeed] = web.AppKey("console_live")
+RENDER: web.AppKey[dict[str, Renderer]] = web.AppKey("console_render")
+#: Seconds between two keep-alive comments on an idle event stream (and session checks).
+KEEP_ALIVE = 15.0
 LANG_COOKIE = "crisisgw_lang"
 PRIORITY_ORDER = {"flash": 0, "urgent": 1, "routine": 2}
 #: Peers' keys that stop being valid within this time are flagged on the overview.
@@ -373,17 +389,11 @@ async def outbox(request: web.Request) -> dict[str, Any]:
     node = request.app[NODE_KEY]
     filters = {k: v for k, v in request.query.items()
                if k in ("incident", "state", "peer") and v}
-    now = node.clock.now()
-    messages = []
-    page = await node.ledger.outbox.list(filters, PAGE, console_after(request, 2))
-    for stored in page:
-        m = message_json(stored)
-        messages.append(m)
-        m["overdue"] = sorted(overdue_outgoing(node, stored, now))
-        for r in m["recipients"]:
-            r["to_delivered"] = _elapsed(m["created"], r["delivered_at"])
-            r["to_acknowledged"] = _elapsed(m["created"], r["acknowledged_at"])
+    after = console_after(request, 2)
+    page = await node.ledger.outbox.list(filters, PAGE, after)
+    messages = outbox_items(node, page, node.clock.now())
     return _ctx(request, "outbox", messages=messages, filters=filters,
+                paused=bool(filters or after),
                 older=older_link(request, filters, [m.cursor for m in page]),
                 peers=[p.id for p in node.settings.peers],
                 states=("queued", "sent", "delivered", "acknowledged", "rejected", "expired"))
@@ -421,21 +431,51 @@ def _elapsed(start: str | None, end: str | None) -> str | None:
     return f"{seconds / 3600:.1f} h"
 
 
+def outbox_items(node: NodeApi, page: list[OutgoingView], now: datetime
+                 ) -> list[dict[str, Any]]:
+    """Outbox rows as the page draws them (newest first), with overdue recipients and
+    the time each took to deliver and acknowledge."""
+    messages = []
+    for stored in page:
+        m = message_json(stored)
+        messages.append(m)
+        m["overdue"] = sorted(overdue_outgoing(node, stored, now))
+        for r in m["recipients"]:
+            r["to_delivered"] = _elapsed(m["created"], r["delivered_at"])
+            r["to_acknowledged"] = _elapsed(m["created"], r["acknowledged_at"])
+    return messages
+
+
+def inbox_items(node: NodeApi, page: list[Any], now: datetime) -> list[dict[str, Any]]:
+    """Inbox rows in the page's order: what waits for an acknowledgement first, by
+    priority, newest first within each; ``group`` is that first key, for the script
+    that places a row arriving live."""
+    items = [_inbox_row(e) for e in page]
+    for item in items:
+        item["overdue"] = overdue_incoming(node, item, now)
+        item["group"] = f"{int(item['state'] != 'delivered')}" \
+                        f"{PRIORITY_ORDER.get(item['priority'], 3)}"
+    items.sort(key=lambda e: e["received_at"], reverse=True)
+    items.sort(key=lambda e: e["group"])
+    return items
+
+
+def with_preview(item: dict[str, Any], lang: str) -> dict[str, Any]:
+    """An inbox row with its one-line preview in ``lang``."""
+    return {**item, "preview": preview(item["type"], item.get("body"), lang)}
+
+
 @aiohttp_jinja2.template("inbox.html")
 async def inbox(request: web.Request) -> dict[str, Any]:
     """GET /console/inbox: by priority, unacknowledged urgent and flash first."""
     _require(request, "viewer")
     node = request.app[NODE_KEY]
     filters = {k: v for k, v in request.query.items() if k in ("incident", "priority") and v}
-    page = await node.ledger.inbox.list(filters, PAGE, console_after(request, 3))
-    entries = [_inbox_row(e) for e in page]
-    now = node.clock.now()
-    for item in entries:
-        item["overdue"] = overdue_incoming(node, item, now)
-        item["preview"] = preview(item["type"], item.get("body"), i18n.current())
-    entries.sort(key=lambda e: (e["state"] != "delivered", PRIORITY_ORDER.get(e["priority"], 3),
-                                e["incident"] or "", e["received_at"]))
-    return _ctx(request, "inbox", items=entries, filters=filters,
+    after = console_after(request, 3)
+    page = await node.ledger.inbox.list(filters, PAGE, after)
+    entries = [with_preview(item, i18n.current())
+               for item in inbox_items(node, page, node.clock.now())]
+    return _ctx(request, "inbox", items=entries, filters=filters, paused=bool(filters or after),
                 older=older_link(request, filters, [e.cursor for e in page]))
 
 
@@ -453,43 +493,95 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """GET /console/events: server-sent events with delivery states and counts."""
-    _require(request, "viewer")
-    node = request.app[NODE_KEY]
+    """GET /console/events?page=: server-sent events from the shared live feed: delivery
+    states, counts, alerts, and the rows and blocks of the page that changed."""
+    session = _require(request, "viewer")
+    feed, render = request.app[LIVE], request.app[RENDER]
+    page = request.query.get("page", "")[:32]
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
-    last = ""
-    beat = 0
+    sub = Subscriber(lang=i18n.current(), can_operate=role_allows(session.role, "operator"),
+                     page=page)
     try:
-        while True:
-            if await _session(request) is None:  # logged out, account removed or changed
-                break
-            snapshot = await _snapshot(node)
-            text = json.dumps(snapshot, sort_keys=True)
-            if text != last:
+        async with feed.subscribe(page) as queue:
+            while True:
+                snapshot: Snapshot | None = None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(KEEP_ALIVE):
+                        snapshot = await queue.get()
+                current = await _session(request)
+                if current is None:  # logged out, expired, account removed or changed
+                    await response.write(b"event: session\ndata: {\"ended\": true}\n\n")
+                    break
+                sub.can_operate = role_allows(current.role, "operator")
+                if snapshot is None:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                text = json.dumps(sub.event(snapshot, render), separators=(",", ":"))
                 await response.write(f"event: states\ndata: {text}\n\n".encode())
-                last = text
-            beat += 1
-            if beat % 10 == 0:
-                await response.write(b": keep-alive\n\n")
-            await asyncio.sleep(1.0)
     except (ConnectionResetError, asyncio.CancelledError, GatewayError):
         pass
     return response
 
 
-async def _snapshot(node: NodeApi) -> dict[str, Any]:
-    messages = await node.ledger.outbox.list({}, 100)
+async def live_rows(node: NodeApi) -> tuple[dict[str, Any], dict[str, list[Any]],
+                                            list[dict[str, Any]]]:
+    """What every page's live part shows, read once for all browsers (live.LiveFeed):
+    delivery states and overdue flags of our latest messages, the inbox counts, the
+    newest rows of the inbox and the outbox, and the alerts waiting for a duty officer."""
     now = node.clock.now()
+    messages = await node.ledger.outbox.list({}, LIVE_ROWS)
+    waiting = await node.ledger.inbox.list({"state": "delivered"}, 500)
+    latest = await node.ledger.inbox.list({}, LIVE_ROWS)
     states = {m.id: {r.centre: {"state": r.state, "reason": r.reason,
                                 "delivered_at": r.delivered_at,
                                 "acknowledged_at": r.acknowledged_at}
                      for r in m.recipients} for m in messages}
     overdue_out = {m.id: sorted(overdue_outgoing(node, m, now)) for m in messages}
-    unacked = [_inbox_row(e) for e in await node.ledger.inbox.list({"state": "delivered"}, 500)]
-    return {"states": states, "overdue_out": {k: v for k, v in overdue_out.items() if v},
+    seen: set[tuple[str, str]] = set()
+    entries = []
+    for e in [*waiting[:LIVE_ROWS], *latest]:
+        if (e.sender, e.id) not in seen:
+            seen.add((e.sender, e.id))
+            entries.append(e)
+    inbox_rows = inbox_items(node, entries, now)
+    unacked = [_inbox_row(e) for e in waiting]
+    alerts = sorted(
+        ({k: a[k] for k in ("id", "from", "type", "priority", "mode", "tlp", "incident",
+                            "received_at", "body")}
+         for a in unacked
+         if a["priority"] in ATTENTION_PRIORITIES and a["type"] in ATTENTION_TYPES),
+        key=lambda a: a["received_at"], reverse=True)
+    alerts.sort(key=lambda a: PRIORITY_ORDER.get(a["priority"], 3))
+    data = {"states": states, "overdue_out": {k: v for k, v in overdue_out.items() if v},
             "unacknowledged": await node.ledger.inbox.waiting(),
-            "overdue_in": [e["id"] for e in unacked if overdue_incoming(node, e, now)],
-            "server_time": format_time(datetime.now(UTC))}
+            "overdue_in": [e["id"] for e in unacked if overdue_incoming(node, e, now)]}
+    rows = {"inbox": [(f"{i['from']}/{i['id']}", inbox_rev(i), i) for i in inbox_rows],
+            "outbox": [(m["id"], outbox_rev(m), m)
+                       for m in outbox_items(node, messages, now)]}
+    return data, rows, alerts
+
+
+def renderers(app: web.Application) -> dict[str, Renderer]:
+    """The live fragments, drawn by the pages' own macros (templates/rows.html)."""
+    rows = aiohttp_jinja2.get_env(app).get_template("rows.html").module
+
+    def inbox_row(lang: str, item: Any, can_operate: bool) -> str:
+        i18n.use(lang)
+        return str(rows.inbox_row(with_preview(item, lang), can_operate, ""))  # type: ignore[attr-defined]
+
+    def outbox_row(lang: str, item: Any, _can_operate: bool) -> str:
+        i18n.use(lang)
+        return str(rows.outbox_row(item))  # type: ignore[attr-defined]
+
+    def problems(lang: str, overview: Any, _can_operate: bool) -> str:
+        i18n.use(lang)
+        return str(rows.problem_list(overview["problems"]))  # type: ignore[attr-defined]
+
+    def peers(lang: str, overview: Any, _can_operate: bool) -> str:
+        i18n.use(lang)
+        return str(rows.peer_rows(overview["peers"]))  # type: ignore[attr-defined]
+
+    return {"inbox": inbox_row, "outbox": outbox_row, "problems": problems, "peers": peers}

@@ -1,22 +1,46 @@
-// Live updates over server-sent events; local times with UTC on hover. No framework.
+// Live console over server-sent events (one shared feed on the node: live.py); local
+// times with UTC on hover; the alarm for unacknowledged flash and urgent messages.
+// No framework, no inline script (the CSP forbids it), nothing from another origin.
 "use strict";
 (function () {
-  const labels = JSON.parse(document.body.dataset.labels || "{}");
+  const body = document.body;
+  const labels = JSON.parse(body.dataset.labels || "{}");
+  const canOperate = body.dataset.canOperate === "1";
+  const baseTitle = document.title;
+  const NOTIFIED = "crisisgw-notified";
+  let announced = null;  // alert ids already seen by this page (null: first event)
+
+  function text(key, values) {
+    let s = labels[key] || key;
+    Object.entries(values || {}).forEach(function ([k, v]) { s = s.split("%(" + k + ")s").join(v); });
+    return s;
+  }
 
   function localTimes(root) {
     root.querySelectorAll("time[datetime]").forEach(function (el) {
       const d = new Date(el.getAttribute("datetime"));
       if (isNaN(d)) return;
-      el.textContent = d.toLocaleString(document.documentElement.lang || undefined,
-        { dateStyle: "short", timeStyle: "medium" });
+      const pad = function (n) { return String(n).padStart(2, "0"); };
+      // ISO order with the zone shown: never "12/1/26".
+      const offset = -d.getTimezoneOffset();
+      const zone = "UTC" + (offset >= 0 ? "+" : "-") + pad(Math.floor(Math.abs(offset) / 60)) +
+        (offset % 60 ? ":" + pad(Math.abs(offset) % 60) : "");
+      el.textContent = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) +
+        " " + pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + " " + zone;
       el.title = "UTC " + d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+    });
+  }
+
+  function fillCsrf(root) {
+    root.querySelectorAll('input[name="csrf_token"]').forEach(function (input) {
+      if (!input.value) input.value = body.dataset.csrf || "";
     });
   }
 
   function applyStates(data) {
     Object.entries(data.states || {}).forEach(function ([mid, recipients]) {
       Object.entries(recipients).forEach(function ([peer, info]) {
-        const chip = document.querySelector('[data-chip="' + mid + "|" + peer + '"]');
+        const chip = document.querySelector('[data-chip="' + CSS.escape(mid + "|" + peer) + '"]');
         if (!chip) return;
         const overdue = (data.overdue_out && data.overdue_out[mid] || []).indexOf(peer) >= 0;
         chip.className = "chip chip-" + info.state + (overdue ? " chip-overdue" : "");
@@ -26,7 +50,7 @@
       });
     });
     (data.overdue_in || []).forEach(function (mid) {
-      const row = document.querySelector('[data-inbox="' + mid + '"]');
+      const row = document.querySelector('[data-inbox="' + CSS.escape(mid) + '"]');
       if (row && !row.classList.contains("row-overdue")) {
         row.classList.add("row-overdue");
         const cell = row.querySelector("td");
@@ -44,26 +68,212 @@
     }
   }
 
-  function connect() {
+  function fragment(html) {
+    const t = document.createElement("template");
+    t.innerHTML = html;  // drawn by the node's own escaping templates (rows.html)
+    fillCsrf(t.content);
+    localTimes(t.content);
+    return t.content;
+  }
+
+  // Rows sort as the page does: by group (what waits first, by priority), newest first.
+  function placeRows(tbody) {
+    const rows = Array.from(tbody.children);
+    rows.sort(function (a, b) {
+      return (a.dataset.group || "").localeCompare(b.dataset.group || "") ||
+        (b.dataset.at || "").localeCompare(a.dataset.at || "");
+    });
+    rows.forEach(function (row) { tbody.appendChild(row); });
+  }
+
+  function applyRows(rows) {
+    Object.entries(rows || {}).forEach(function ([section, update]) {
+      const tbody = document.querySelector('[data-live-rows="' + section + '"]');
+      if (!tbody) return;
+      const paused = tbody.hasAttribute("data-live-paused");
+      let added = 0;
+      Object.entries(update.html || {}).forEach(function ([key, html]) {
+        const old = tbody.querySelector('[data-row="' + CSS.escape(key) + '"]');
+        if (old) {
+          old.replaceWith(fragment(html));
+        } else if (paused) {
+          const more = document.querySelector("[data-live-more]");
+          if (more) more.hidden = false;
+        } else {
+          tbody.appendChild(fragment(html));
+          added += 1;
+        }
+      });
+      if (added) {
+        placeRows(tbody);
+        document.querySelectorAll("[data-live-empty]").forEach(function (el) { el.hidden = true; });
+      }
+    });
+  }
+
+  function applyBlocks(blocks) {
+    Object.entries(blocks || {}).forEach(function ([name, html]) {
+      const el = document.querySelector('[data-live-block="' + name + '"]');
+      if (!el) return;
+      el.replaceChildren(fragment(html));
+    });
+  }
+
+  // -- the alarm ----------------------------------------------------------------------
+
+  function beep() {
+    if (localStorage.getItem("crisisgw-sound") !== "on") return;
+    try {
+      const ctx = new (window.AudioContext || window.webkitAudioContext)();
+      [0, 0.35].forEach(function (start) {
+        const osc = ctx.createOscillator(); const gain = ctx.createGain();
+        osc.frequency.value = 880; gain.gain.value = 0.2;
+        osc.connect(gain); gain.connect(ctx.destination);
+        osc.start(ctx.currentTime + start); osc.stop(ctx.currentTime + start + 0.2);
+      });
+    } catch (e) { /* no audio on this machine */ }
+  }
+
+  function notified() {
+    try { return JSON.parse(localStorage.getItem(NOTIFIED) || "[]"); } catch (e) { return []; }
+  }
+
+  function notify(alert) {
+    if (!("Notification" in window) || Notification.permission !== "granted") return;
+    const seen = notified();
+    if (seen.indexOf(alert.id) >= 0) return;  // once per message, whatever the tab
+    localStorage.setItem(NOTIFIED, JSON.stringify(seen.concat([alert.id]).slice(-200)));
+    const n = new Notification(text("alert_from", { priority: (labels[alert.priority] || alert.priority).toUpperCase(), sender: alert.from }),
+      { body: alert.title || alert.incident || "", tag: alert.id, requireInteraction: alert.priority === "flash" });
+    n.onclick = function () { window.focus(); location.href = "/console/messages/" + encodeURIComponent(alert.id); };
+  }
+
+  function alertTitle(alerts) {
+    const real = alerts.filter(function (a) { return a.mode === "actual"; });
+    const flash = real.filter(function (a) { return a.priority === "flash"; }).length;
+    const urgent = real.length - flash;
+    let prefix = "";
+    if (flash) prefix = "(" + flash + " " + (labels.flash || "flash").toUpperCase() + ") ";
+    else if (urgent) prefix = "(" + urgent + " " + (labels.urgent || "urgent").toUpperCase() + ") ";
+    document.title = prefix + baseTitle;
+  }
+
+  function ackButton(alert) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "primary";
+    button.textContent = labels.acknowledge || "Acknowledge";
+    button.addEventListener("click", function () {
+      button.disabled = true;
+      fetch("/console/inbox/" + encodeURIComponent(alert.from) + "/" + encodeURIComponent(alert.id) + "/ack", {
+        method: "POST", redirect: "manual", credentials: "same-origin",
+        headers: { "X-CSRF-Token": body.dataset.csrf || "" },
+      }).then(function (resp) {
+        if (resp.type !== "opaqueredirect" && !resp.ok) button.disabled = false;
+      }).catch(function () { button.disabled = false; });
+    });
+    return button;
+  }
+
+  function alertBar(alerts) {
+    const bar = document.getElementById("alertbar");
+    if (!bar) return;
+    bar.hidden = !alerts.length;
+    bar.className = "alertbar" + (alerts.length && alerts[0].priority === "flash" ? " alertbar-flash" : "");
+    const list = bar.querySelector("[data-alerts]");
+    list.replaceChildren();
+    alerts.slice(0, 3).forEach(function (alert) {
+      const item = document.createElement("li");
+      const prio = document.createElement("span");
+      prio.className = "prio prio-" + alert.priority;
+      prio.textContent = (labels[alert.priority] || alert.priority);
+      const link = document.createElement("a");
+      link.href = "/console/messages/" + encodeURIComponent(alert.id);
+      link.textContent = alert.from + (alert.title ? ": " + alert.title : "");
+      item.append(prio, " ");
+      if (alert.mode !== "actual") {
+        const ex = document.createElement("span");
+        ex.className = "mode-exercise";
+        ex.textContent = (labels[alert.mode] || alert.mode).toUpperCase();
+        item.append(ex, " ");
+      }
+      item.append(link);
+      if (canOperate) item.append(" ", ackButton(alert));
+      list.append(item);
+    });
+    const more = bar.querySelector("[data-alerts-more]");
+    more.hidden = alerts.length <= 3;
+    more.textContent = text("more", { count: alerts.length - 3 });
+    const enable = bar.querySelector("[data-notify]");
+    enable.hidden = !("Notification" in window) || Notification.permission !== "default";
+  }
+
+  function applyAlerts(alerts) {
+    alertTitle(alerts);
+    alertBar(alerts);
+    const fresh = announced === null ? [] : alerts.filter(function (a) { return !announced.has(a.id); });
+    announced = new Set(alerts.map(function (a) { return a.id; }));
+    alerts.forEach(notify);
+    if (fresh.length) {
+      const live = document.getElementById("announce");
+      if (live) live.textContent = fresh.map(function (a) {
+        return text("alert_from", { priority: labels[a.priority] || a.priority, sender: a.from }) + (a.title ? ": " + a.title : "");
+      }).join(". ");
+      beep();
+    }
+  }
+
+  // -- connection and session ---------------------------------------------------------
+
+  function setConnected(up) {
     const banner = document.getElementById("connection");
-    if (!banner) return;
-    const source = new EventSource("/console/events");
+    if (banner) banner.hidden = up;
+    body.classList.toggle("stale", !up);
+    document.querySelectorAll("main button, #alertbar button").forEach(function (b) {
+      if (!up) { if (!b.disabled) { b.disabled = true; b.dataset.offline = "1"; } }
+      else if (b.dataset.offline) { b.disabled = false; delete b.dataset.offline; }
+    });
+  }
+
+  function connect() {
+    if (!document.getElementById("connection")) return;
+    const source = new EventSource("/console/events?page=" + encodeURIComponent(body.dataset.page || ""));
     source.addEventListener("states", function (event) {
-      banner.hidden = true;
-      document.body.classList.remove("stale");
-      applyStates(JSON.parse(event.data));
+      const data = JSON.parse(event.data);
+      setConnected(true);
+      applyStates(data);
+      applyRows(data.rows);
+      applyBlocks(data.blocks);
+      applyAlerts(data.alerts || []);
     });
-    source.addEventListener("open", function () { banner.hidden = true; });
-    source.addEventListener("error", function () {
-      banner.hidden = false;
-      document.body.classList.add("stale");
+    source.addEventListener("session", function () {
+      source.close();
+      setConnected(false);
+      const banner = document.getElementById("session-ended");
+      if (banner) banner.hidden = false;
+      const lost = document.getElementById("connection");
+      if (lost) lost.hidden = true;
     });
+    source.addEventListener("open", function () { setConnected(true); });
+    source.addEventListener("error", function () { setConnected(false); });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
     document.querySelectorAll("[data-autosubmit]").forEach(function (el) {
       el.addEventListener("change", function () { el.form.submit(); });
+    });
+    const sound = document.getElementById("alert-sound");
+    if (sound) {
+      sound.checked = localStorage.getItem("crisisgw-sound") === "on";
+      sound.addEventListener("change", function () {
+        localStorage.setItem("crisisgw-sound", sound.checked ? "on" : "off");
+        if (sound.checked) beep();
+      });
+    }
+    const enable = document.querySelector("[data-notify]");
+    if (enable) enable.addEventListener("click", function () {
+      Notification.requestPermission().then(function () { enable.hidden = Notification.permission !== "default"; });
     });
     connect();
   });

@@ -1,0 +1,203 @@
+"""Live console updates: one reader of the ledger for every open browser.
+
+A browser's page subscribes to ``/console/events`` (server-sent events). Instead of a
+query loop per browser, one :class:`LiveFeed` task per node waits for the ledger's
+:class:`~gateway.service.changes.ChangeSignal` (or, every few seconds, a refresh for
+links and deadlines that change without a write), reads what the pages show once, and hands the
+same :class:`Snapshot` to every subscriber. Each subscriber then sends only what changed
+since its last event: rows drawn by the same Jinja macros as the pages (rows.html), in
+its operator's language, rendered once per language and role and shared.
+
+The ledger's read count therefore grows with the rate of change, never with the number
+of open browsers (``crisisgw_ledger_queries_total`` on /metrics shows it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import structlog
+
+from gateway.errors import GatewayError
+from gateway.protocol.types import format_time
+from gateway.service.node import NodeApi
+from gateway.web.console.readable import preview
+
+log = structlog.get_logger("crisisgw.console")
+
+#: Rows of each list a live event can carry (the newest).
+LIVE_ROWS = 50
+#: Message types a duty officer must act on: only these raise the alarm (title, bar,
+#: sound, notification). Housekeeping (contact lists, key updates, tests) does not.
+ATTENTION_TYPES = frozenset({"sitrep", "alert"})
+ATTENTION_PRIORITIES = ("flash", "urgent")
+#: Sections a page can show live; "overview" is read only while an overview is open.
+ROW_SECTIONS = ("inbox", "outbox")
+
+Renderer = Callable[[str, Any, bool], str]
+
+
+def _rev(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def inbox_rev(item: dict[str, Any]) -> str:
+    """What an inbox row's drawing depends on."""
+    return _rev(item["id"], item["from"], item["priority"], item["state"], item["overdue"],
+                item["incident"], item["received_at"], item["acknowledged_by"], item["type"],
+                item["sha256"], item["mode"], item["tlp"], item["group"])
+
+
+def outbox_rev(item: dict[str, Any]) -> str:
+    """What an outbox row's drawing depends on."""
+    return _rev(item["id"], item["type"], item["incident"], item["priority"], item["tlp"],
+                item["mode"], item["created"], item["overdue"], [
+                    (r["centre"], r["state"], r["reason"], r["last_error"],
+                     r["to_delivered"], r["to_acknowledged"]) for r in item["recipients"]])
+
+
+@dataclass
+class Snapshot:
+    """What the pages show, read once for every subscriber."""
+
+    serial: int
+    #: Language-neutral figures: delivery states, counts, overdue ids.
+    data: dict[str, Any]
+    #: Per section, (row key, revision, item), in the page's order.
+    rows: dict[str, list[tuple[str, str, dict[str, Any]]]]
+    #: Unacknowledged flash and urgent messages a duty officer must act on.
+    alerts: list[dict[str, Any]]
+    #: The overview's problems and peer table (None when no overview is open).
+    overview: dict[str, Any] | None
+    overview_rev: str | None = None
+    _drawn: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+
+class LiveFeed:
+    """The one shared reader behind every open console's event stream."""
+
+    def __init__(self, node: NodeApi, read_rows: Callable[[NodeApi], Any],
+                 read_overview: Callable[[NodeApi], Any], *, refresh: float = 5.0,
+                 spacing: float = 0.2) -> None:
+        self._node = node
+        self._read_rows, self._read_overview = read_rows, read_overview
+        self._refresh, self._spacing = refresh, spacing
+        self._subscribers: dict[asyncio.Queue[Snapshot], str] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._latest: Snapshot | None = None
+        self._serial = 0
+        self.snapshots = 0
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, page: str) -> AsyncIterator[asyncio.Queue[Snapshot]]:
+        """A queue that always holds the latest snapshot not yet taken, for a browser
+        showing ``page``; the feed runs while anyone subscribes."""
+        queue: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize=1)
+        self._subscribers[queue] = page
+        if self._latest is not None and (page != "overview" or self._latest.overview):
+            queue.put_nowait(self._latest)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="console-live-feed")
+        try:
+            yield queue
+        finally:
+            self._subscribers.pop(queue, None)
+
+    async def close(self) -> None:
+        """Stop the feed (at shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        changes = self._node.ledger.changes
+        while self._subscribers:
+            seen = changes.version  # a change committed while reading wakes the next read
+            try:
+                snapshot = await self._take()
+            except GatewayError as exc:  # the ledger failing: say so, try again later
+                log.warning("console_live_read_failed", error=str(exc))
+            else:
+                self._latest = snapshot
+                for queue in list(self._subscribers):
+                    if queue.full():
+                        queue.get_nowait()
+                    queue.put_nowait(snapshot)
+            await asyncio.sleep(self._spacing)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._refresh):
+                    await changes.wait(seen)
+        self._latest = None
+
+    async def _take(self) -> Snapshot:
+        now = self._node.clock.now()
+        data, rows, alerts = await self._read_rows(self._node)
+        overview = None
+        if "overview" in self._subscribers.values():
+            overview = await self._read_overview(self._node)
+        self._serial += 1
+        self.snapshots += 1
+        data["server_time"] = format_time(datetime.now(UTC))
+        data["now"] = format_time(now)
+        return Snapshot(serial=self._serial, data=data, rows=rows, alerts=alerts,
+                        overview=overview,
+                        overview_rev=None if overview is None else _rev(overview))
+
+
+def draw(snapshot: Snapshot, key: tuple[str, ...], make: Callable[[], str]) -> str:
+    """A fragment of ``snapshot`` drawn once per key (section, row, revision, language,
+    role) and shared by every subscriber that needs it."""
+    found = snapshot._drawn.get(key)
+    if found is None:
+        found = snapshot._drawn[key] = make()
+    return found
+
+
+@dataclass
+class Subscriber:
+    """What one browser was last sent, so that the next event carries only changes."""
+
+    lang: str
+    can_operate: bool
+    page: str
+    sent: dict[str, dict[str, str]] = field(default_factory=dict)
+    overview_rev: str | None = None
+
+    def event(self, snapshot: Snapshot, render: dict[str, Renderer]) -> dict[str, Any]:
+        """The event for this browser: the snapshot's figures, its alerts in this
+        language, and the rows and blocks that changed since the last event."""
+        out: dict[str, Any] = dict(snapshot.data)
+        out["alerts"] = [{**{k: v for k, v in a.items() if k != "body"},
+                          "title": preview(a["type"], a["body"], self.lang)["text"] or ""}
+                         for a in snapshot.alerts]
+        rows: dict[str, Any] = {}
+        for section in ROW_SECTIONS:
+            listed = snapshot.rows.get(section, [])
+            before = self.sent.setdefault(section, {})
+            changed = {}
+            for key, rev, item in listed:
+                if before.get(key) != rev:
+                    changed[key] = draw(
+                        snapshot, (section, key, rev, self.lang, str(self.can_operate)),
+                        partial(render[section], self.lang, item, self.can_operate))
+                    before[key] = rev
+            rows[section] = {"order": [key for key, _, _ in listed], "html": changed}
+        out["rows"] = rows
+        if snapshot.overview is not None and snapshot.overview_rev != self.overview_rev:
+            overview = snapshot.overview
+            out["blocks"] = {name: draw(snapshot, (name, self.lang, str(self.can_operate)),
+                                        partial(render[name], self.lang, overview,
+                                                self.can_operate))
+                             for name in ("problems", "peers")}
+            self.overview_rev = snapshot.overview_rev
+        return out

@@ -1,0 +1,206 @@
+"""The console on a crisis night, in real Chromium against real nodes: what arrives shows
+up live and loud on every open page, and open browsers do not multiply ledger reads."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import urllib.request
+
+from playwright.async_api import Browser, BrowserContext, Page, expect
+
+from tests.browser.conftest import VIEWPORT, shot
+from tests.browser.test_console import _base, _login
+from tests.integration.harness import EXAMPLE, Federation, wait_until
+
+LIVE = 2_000  # ms: the promise of the live view
+#: Records every notification the page raises, then lets the real one through.
+RECORD_NOTIFICATIONS = """
+(() => {
+  const Real = window.Notification;
+  window.__notes = [];
+  function Recorded(title, options) {
+    window.__notes.push({title: title, body: options && options.body});
+    return new Real(title, options);
+  }
+  Object.defineProperty(Recorded, "permission", {get: () => Real.permission});
+  Recorded.requestPermission = Real.requestPermission.bind(Real);
+  window.Notification = Recorded;
+})();
+"""
+
+
+async def _context(browser: Browser, fed: Federation, centre: str, **options: object
+                   ) -> BrowserContext:
+    context = await browser.new_context(**{"viewport": VIEWPORT, "locale": "en-GB",
+                                           "timezone_id": "Europe/Brussels", **options})
+    await context.grant_permissions(["notifications"], origin=_base(fed, centre))
+    await context.add_init_script(RECORD_NOTIFICATIONS)
+    return context
+
+
+async def _flash(fed: Federation, sender: str, to: str, incident: str, summary: str) -> str:
+    status, answer = await fed.api(sender, "POST", "/v1/sitreps", {
+        **EXAMPLE, "to": [to], "priority": "flash",
+        "sitrep": {**EXAMPLE["sitrep"], "incident": {"id": incident, "title": "Dyke breach"},
+                   "summary": summary}})
+    assert status == 202, answer
+    return str(answer["id"])
+
+
+async def _stored(fed: Federation, centre: str, message_id: str) -> float:
+    """When ``message_id`` is in ``centre``'s ledger (perf_counter)."""
+
+    async def there() -> bool:
+        status, page = await fed.api(centre, "GET", "/v1/inbox")
+        return status == 200 and any(m["id"] == message_id for m in page["items"])
+
+    await wait_until(there, 30, f"{message_id} stored at {centre}")
+    return time.perf_counter()
+
+
+async def test_a_peers_flash_appears_live_and_loud_on_open_pages(
+        browser: Browser, federation: Federation) -> None:
+    """NL-NCC sends a flash to BE-NCCN: on BE-NCCN's open inbox and overview, without a
+    reload, within 2 s, the row appears, the title counts it, a notification is raised,
+    the screen reader hears it, and the bar's Acknowledge clears it everywhere."""
+    await federation.wait_ready()
+    context = await _context(browser, federation, "BE-NCCN")
+    try:
+        inbox = await context.new_page()
+        await _login(inbox, federation, "BE-NCCN")
+        overview = await context.new_page()
+        await overview.goto(f"{_base(federation, 'BE-NCCN')}/console")
+        await inbox.goto(f"{_base(federation, 'BE-NCCN')}/console/inbox")
+        for page in (inbox, overview):
+            await page.evaluate("window.__noReload = true")
+            await expect(page.locator("#connection")).to_be_hidden()
+        notes_before = len(await inbox.evaluate("window.__notes"))
+        message_id = await _flash(federation, "NL-NCC", "BE-NCCN", "NL-2026-0301",
+                                  "Dyke breach at Roermond, evacuation of 4000 people.")
+        await _stored(federation, "BE-NCCN", message_id)
+        row = inbox.locator(f'tr[data-inbox="{message_id}"]')
+        await expect(row).to_be_visible(timeout=LIVE)
+        await expect(row).to_contain_text("Dyke breach at Roermond")
+        await expect(row).to_have_class(re.compile("row-attention"))
+        first_row = inbox.locator("[data-live-rows=inbox] tr").first
+        await expect(first_row).to_have_attribute("data-inbox", message_id)  # newest flash
+        for page in (inbox, overview):
+            await expect(page).to_have_title(re.compile(r"^\(\d+ FLASH\) "), timeout=LIVE)
+            bar = page.locator("#alertbar")
+            await expect(bar).to_be_visible(timeout=LIVE)
+            await expect(bar).to_contain_text("NL-NCC: Dyke breach at Roermond")
+            await expect(page.locator("#announce")).to_contain_text("message from NL-NCC")
+        await wait_until(lambda: _notified(inbox, message_id), 5, "a notification")
+        assert len(await inbox.evaluate("window.__notes")) > notes_before
+        await shot(overview, "live-flash-overview")
+        await shot(inbox, "live-flash-inbox")
+        entry = overview.locator("#alertbar li", has_text="Dyke breach at Roermond")
+        await entry.get_by_role("button", name="Acknowledge").click()
+        await expect(row.locator(".chip-acknowledged")).to_be_visible(timeout=LIVE)
+        for page in (inbox, overview):
+            await expect(page.locator("#alertbar li", has_text="Dyke breach at Roermond")
+                         ).to_have_count(0, timeout=LIVE)
+            assert await page.evaluate("window.__noReload") is True
+    finally:
+        await context.close()
+
+
+async def _notified(page: Page, message_id: str) -> bool:
+    notes = await page.evaluate("window.__notes")
+    return any("NL-NCC" in n["title"] for n in notes) and await page.evaluate(
+        f"JSON.parse(localStorage.getItem('crisisgw-notified') || '[]')"
+        f".includes('{message_id}')")
+
+
+async def test_a_new_outgoing_message_appears_on_the_open_outbox(
+        page: Page, federation: Federation) -> None:
+    """A sitrep submitted through the API shows up on the open outbox, without a reload,
+    and its chips then follow its deliveries."""
+    await federation.wait_ready()
+    await _login(page, federation, "BE-NCCN")
+    await page.goto(f"{_base(federation, 'BE-NCCN')}/console/outbox")
+    await page.evaluate("window.__noReload = true")
+    status, answer = await federation.api("BE-NCCN", "POST", "/v1/sitreps", {
+        **EXAMPLE, "to": ["NL-NCC"], "sitrep": {
+            **EXAMPLE["sitrep"], "incident": {"id": "BE-2026-0412", "title": "Storm"}}})
+    assert status == 202
+    row = page.locator(f'tr[data-message="{answer["id"]}"]')
+    await expect(row).to_be_visible(timeout=LIVE)
+    await expect(page.locator("[data-live-rows=outbox] tr").first).to_have_attribute(
+        "data-message", answer["id"])
+    await expect(row.locator('[data-chip$="|NL-NCC"]')).to_have_class(
+        re.compile("chip-(delivered|acknowledged)"), timeout=20_000)
+    assert await page.evaluate("window.__noReload") is True
+
+
+async def test_on_a_phone_the_acknowledge_button_is_on_screen(
+        browser: Browser, federation: Federation) -> None:
+    """At 390x844 an unacknowledged flash's Acknowledge button is inside the viewport."""
+    await federation.wait_ready()
+    message_id = await _flash(federation, "LU-HCPN", "BE-NCCN", "LU-2026-0007",
+                              "Chemical fire at Bettembourg.")
+    await _stored(federation, "BE-NCCN", message_id)
+    context = await _context(browser, federation, "BE-NCCN",
+                             viewport={"width": 390, "height": 844}, is_mobile=True,
+                             has_touch=True)
+    try:
+        page = await context.new_page()
+        await _login(page, federation, "BE-NCCN")
+        await page.goto(f"{_base(federation, 'BE-NCCN')}/console/inbox")
+        button = page.locator("#alertbar li", has_text="Bettembourg").get_by_role(
+            "button", name="Acknowledge")
+        await expect(button).to_be_in_viewport(timeout=LIVE)
+        await shot(page, "phone-inbox-flash")
+        await button.click()
+        await expect(page.locator("#alertbar li", has_text="Bettembourg")).to_have_count(
+            0, timeout=LIVE)
+    finally:
+        await context.close()
+
+
+def _reads(fed: Federation, centre: str) -> float:
+    with urllib.request.urlopen(f"{_base(fed, centre)}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.search(r'^crisisgw_ledger_queries_total\{kind="read"\} (\S+)$', text, re.M)
+    assert found, "no crisisgw_ledger_queries_total on /metrics"
+    return float(found.group(1))
+
+
+async def _read_rate(fed: Federation, centre: str, seconds: float) -> float:
+    before, t0 = _reads(fed, centre), time.perf_counter()
+    await asyncio.sleep(seconds)
+    return (_reads(fed, centre) - before) / (time.perf_counter() - t0)
+
+
+async def test_five_open_browsers_do_not_multiply_ledger_reads(
+        browser: Browser, federation: Federation) -> None:
+    """The ledger reads per second with five consoles open (overview, inbox, outbox) are
+    those with one overview open: the pages share one live feed."""
+    await federation.wait_ready()
+    contexts = [await _context(browser, federation, "BE-NCCN") for _ in range(5)]
+    try:
+        pages = []
+        for context in contexts:
+            page = await context.new_page()
+            await _login(page, federation, "BE-NCCN")
+            pages.append(page)
+        paths = ["/console", "/console/inbox", "/console/outbox", "/console",
+                 "/console/inbox"]
+        await pages[0].goto(_base(federation, "BE-NCCN") + paths[0])
+        for other in pages[1:]:
+            await other.goto(_base(federation, "BE-NCCN") + "/console/directory")  # no feed
+        await asyncio.sleep(2)
+        one = await _read_rate(federation, "BE-NCCN", 12)
+        for page, path in zip(pages[1:], paths[1:], strict=True):
+            await page.goto(_base(federation, "BE-NCCN") + path)
+        await asyncio.sleep(2)
+        five = await _read_rate(federation, "BE-NCCN", 12)
+        print(f"ledger reads/s: one console {one:.2f}, five consoles {five:.2f}")
+        # One shared feed: five consoles cost what one costs (a per-browser loop would
+        # read five times as often). The margin is for the node's other work.
+        assert five <= 1.25 * one + 0.5, (one, five)
+    finally:
+        for context in contexts:
+            await context.close()
