@@ -667,6 +667,17 @@ async def hsts_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     return response
 
 
+#: The API's exports a console page links to, served under /console with the operator's
+#: session (a browser has no bearer token): the same handlers, the console's login.
+CONSOLE_EXPORTS: tuple[tuple[str, Any], ...] = (
+    ("/console/exports/directory.csv", get_directory_csv),
+    ("/console/exports/directory.html", get_directory_html),
+    ("/console/exports/commchecks.html", commchecks_html),
+    ("/console/exports/commchecks.csv", commchecks_csv),
+    (r"/console/incidents/{id:.+}/timeline.csv", get_timeline_csv),
+)
+
+
 def build_app(node: NodeApi) -> web.Application:
     """The aiohttp application of a node."""
     https = [hsts_middleware] if node.settings.api.https else []
@@ -674,7 +685,7 @@ def build_app(node: NodeApi) -> web.Application:
                                        console_middleware],
                           client_max_size=node.settings.api.max_body_bytes + 1024)
     app[NODE] = node
-    setup_console(app, node)
+    setup_console(app, node, exports=CONSOLE_EXPORTS)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.on_startup.append(_start_metrics)

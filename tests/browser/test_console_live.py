@@ -204,3 +204,49 @@ async def test_five_open_browsers_do_not_multiply_ledger_reads(
     finally:
         for context in contexts:
             await context.close()
+
+
+async def test_the_console_exports_open_with_the_console_session(
+        page: Page, federation: Federation) -> None:
+    """The CSV, printable directory, test history and timeline links work with the
+    operator's session (a browser has no API token); without a session they do not."""
+    await federation.wait_ready()
+    status, _ = await federation.api("BE-NCCN", "POST", "/v1/sitreps", {
+        **EXAMPLE, "to": ["NL-NCC"], "sitrep": {
+            **EXAMPLE["sitrep"], "incident": {"id": "BE-2026-0500", "title": "Export"}}})
+    assert status == 202
+    await _login(page, federation, "BE-NCCN")
+    base = _base(federation, "BE-NCCN")
+    links: list[str] = []
+    for path in ("/console", "/console/directory", "/console/incidents/BE-2026-0500"):
+        await page.goto(base + path)
+        for href in await page.locator("main a").evaluate_all(
+                "els => els.map(e => e.getAttribute('href'))"):
+            if href and ("/exports/" in href or href.endswith(".csv")):
+                links.append(href)
+    assert {link.rsplit("/", 1)[-1] for link in links} >= {
+        "directory.csv", "directory.html", "commchecks.html", "timeline.csv"}, links
+    for link in links:
+        resp = await page.request.get(base + link)
+        assert resp.status == 200, (link, resp.status)
+        assert resp.headers["content-type"].split(";")[0] in ("text/csv", "text/html")
+    anonymous = await page.context.browser.new_context()  # type: ignore[union-attr]
+    try:
+        resp = await anonymous.request.get(base + links[0], max_redirects=0)
+        assert resp.status in (302, 401), resp.status
+    finally:
+        await anonymous.close()
+
+
+async def test_a_language_switch_keeps_the_page_and_its_filters(
+        page: Page, federation: Federation) -> None:
+    """Switching to French on a filtered inbox comes back to that filtered inbox."""
+    await federation.wait_ready()
+    await _login(page, federation, "LU-HCPN")
+    await page.goto(f"{_base(federation, 'LU-HCPN')}/console/inbox?priority=flash&incident=X-1")
+    await page.select_option("#lang", "fr")
+    await expect(page).to_have_url(re.compile(r"/console/inbox\?priority=flash&incident=X-1$"))
+    await expect(page.locator("input[name=incident]")).to_have_value("X-1")
+    await expect(page.get_by_role("heading", level=1)).not_to_have_text("Inbox")
+    await page.select_option("#lang", "en")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Inbox")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from gateway.web.console.views import (
     OPERATORS,
     RENDER,
     SESSIONS,
+    Handler,
     acknowledge,
     events,
     inbox,
@@ -41,8 +43,24 @@ from gateway.web.console.views import (
 STATES = ("queued", "sent", "delivered", "acknowledged", "rejected", "expired")
 
 
-def setup_console(app: web.Application, node: NodeApi) -> None:
-    """Mount the console (pages, static files, live events) on ``app``."""
+#: An export is a standalone document: its own inline styles, nothing else, no script.
+EXPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+              "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+def _export(handler: Handler) -> Handler:
+    async def run(request: web.Request) -> web.StreamResponse:
+        response = await handler(request)
+        response.headers["Content-Security-Policy"] = EXPORT_CSP
+        return response
+
+    return run
+
+
+def setup_console(app: web.Application, node: NodeApi,
+                  exports: Iterable[tuple[str, Handler]] = ()) -> None:
+    """Mount the console (pages, static files, live events) on ``app``; ``exports`` are
+    GET routes under /console served with the console's session (registered first)."""
     console = node.settings.console
     app[NODE_KEY] = node
     app[SESSIONS] = Sessions(lifetime=console.session_hours * 3600, store=node.ledger.sessions)
@@ -75,6 +93,8 @@ def setup_console(app: web.Application, node: NodeApi) -> None:
     app[RENDER] = renderers(app)
     static = Path(str(resources.files("gateway.web.console").joinpath("static")))
     app.router.add_static("/console/static/", static, name="console_static")
+    for path, handler in exports:
+        app.router.add_get(path, _export(handler))
     app.router.add_get("/console", overview)
     app.router.add_get("/console/", overview)
     app.router.add_get("/console/login", login_form)

@@ -158,6 +158,7 @@ def _ctx(request: web.Request, page: str, **values: Any) -> dict[str, Any]:
             node.settings.node.name, "lang": i18n.current(), "languages": i18n.LANGUAGES,
             "csrf": session.csrf if session else request.get(LOGIN_CSRF, ""),
             "can_operate": bool(session and role_allows(session.role, "operator")),
+            "here": request.path_qs if request.method == "GET" else request.path,
             **values}
 
 
@@ -232,7 +233,10 @@ async def set_language(request: web.Request) -> web.StreamResponse:
     session.lang = lang
     await _audit(request, "session.language", lang)
     back = str(form.get("next", "/console"))
-    response = web.HTTPSeeOther(back if back.startswith("/console") else "/console")
+    # Back to the same page with its filters; only to one of ours (no "\\", no control).
+    ours = back.startswith("/console") and "\\" not in back and \
+        not any(ord(c) < 0x21 for c in back)
+    response = web.HTTPSeeOther(back if ours else "/console")
     response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="Strict",
                         path="/console", secure=_https(request))
     raise response
