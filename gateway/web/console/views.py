@@ -251,18 +251,21 @@ def _deadline(node: NodeApi, priority: str) -> timedelta:
 
 
 def overdue_outgoing(node: NodeApi, message: OutgoingView, now: datetime) -> set[str]:
-    """Recipients that have not acknowledged ``message`` by its priority's deadline."""
+    """Recipients that have not acknowledged ``message`` (an actual one: exercises and
+    tests have no deadline) by its priority's deadline."""
     created = parse_optional_time(message.created)
-    if created is None or now < created + _deadline(node, message.priority):
-        return set()
+    if message.mode != "actual" or created is None or \
+            now < created + _deadline(node, message.priority):
+        return set()  # an exercise or test has no deadline
+
     return {r.centre for r in message.recipients
             if r.state in ("queued", "sent", "delivered")}
 
 
 def overdue_incoming(node: NodeApi, item: dict[str, Any], now: datetime) -> bool:
-    """An incoming message still unacknowledged at its priority's deadline."""
+    """An incoming actual message still unacknowledged at its priority's deadline."""
     received = parse_optional_time(item["received_at"])
-    return (item["state"] == "delivered" and received is not None
+    return (item["state"] == "delivered" and item["mode"] == "actual" and received is not None
             and now >= received + _deadline(node, item["priority"]))
 
 
