@@ -297,6 +297,9 @@ class ConsoleSection(_Section):
     deadlines: dict[str, float] = Field(
         default_factory=lambda: {"flash": 300.0, "urgent": 900.0, "routine": 14400.0})
     login_attempts_per_minute: int = 5
+    #: A peer whose messages stay ``sent`` (in its broker, no receipt) this long is
+    #: flagged on the overview as not answering, whatever its broker link says.
+    silent_seconds: float = Field(default=120.0, gt=0)
 
 
 class PolicySection(_Section):

@@ -17,7 +17,8 @@ TEST_DEADLINES = {"flash": 4.0, "urgent": 900.0, "routine": 14400.0}
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """Four running nodes (BE-NCCN, NL-NCC, LU-HCPN, DE-NW) shared by the session."""
     root: Path = tmp_path_factory.mktemp("federation")
-    fed = Federation.create(root, overrides={"console": {"deadlines": TEST_DEADLINES}})
+    fed = Federation.create(root, overrides={"console": {"deadlines": TEST_DEADLINES,
+                                                              "silent_seconds": 6.0}})
     fed.start()
     try:
         yield fed

@@ -250,3 +250,39 @@ async def test_a_language_switch_keeps_the_page_and_its_filters(
     await expect(page.get_by_role("heading", level=1)).not_to_have_text("Inbox")
     await page.select_option("#lang", "en")
     await expect(page.get_by_role("heading", level=1)).to_have_text("Inbox")
+
+
+async def test_a_peer_whose_node_is_down_is_not_shown_as_connected(
+        page: Page, federation: Federation) -> None:
+    """NL-NCC's node stops while its broker stays up: BE-NCCN's messages to it stay
+    ``sent``. The open overview turns NL-NCC's row to "not answering" by itself, the
+    problem links to the messages behind it, and the row shows its 24/7 phone and when
+    it was last heard from."""
+    await federation.wait_ready()
+    await _login(page, federation, "BE-NCCN")
+    await page.goto(f"{_base(federation, 'BE-NCCN')}/console")
+    nl_row = page.locator("[data-live-block=peers] tr", has_text="NL-NCC")
+    await expect(nl_row.locator(".chip-delivered", has_text="connected")).to_be_visible()
+    await expect(nl_row.locator("a.duty")).to_contain_text("☎")
+    await expect(nl_row.locator("time[data-ago]").first).to_contain_text(
+        re.compile(r"\((just now|\d+ (min|h|d) ago)\)"))
+    federation.stop("NL-NCC")
+    try:
+        status, answer = await federation.api("BE-NCCN", "POST", "/v1/sitreps", {
+            **EXAMPLE, "to": ["NL-NCC"], "sitrep": {
+                **EXAMPLE["sitrep"], "incident": {"id": "BE-2026-0600", "title": "Silent"}}})
+        assert status == 202
+        await page.evaluate("window.__noReload = true")
+        await expect(nl_row.locator(".chip-rejected", has_text="not answering")).to_be_visible(
+            timeout=20_000)
+        await expect(nl_row).to_have_class(re.compile("row-bad"))
+        problem = page.locator(".problem a", has_text="NL-NCC is not answering")
+        await expect(problem).to_be_visible()
+        assert await page.evaluate("window.__noReload") is True
+        await shot(page, "overview-peer-not-answering")
+        await problem.click()
+        await expect(page).to_have_url(re.compile(r"/console/outbox\?peer=NL-NCC&state=sent$"))
+        await expect(page.locator(f'tr[data-message="{answer["id"]}"]')).to_be_visible()
+    finally:
+        federation.start("NL-NCC")
+    await federation.wait_ready()

@@ -282,18 +282,43 @@ async def overdue_counts(node: NodeApi) -> tuple[int, int]:
             await node.ledger.outbox.overdue(cutoffs))
 
 
+def _stuck(recent: list[OutgoingView], peer: str, cutoff: str) -> tuple[int, str | None]:
+    """How many of our recent messages to ``peer`` stay ``sent`` (in its broker, no
+    receipt) since before ``cutoff`` (``[console] silent_seconds`` ago), and since when:
+    its node is not answering, whatever its broker says."""
+    times = [r.sent_at for m in recent for r in m.recipients
+             if r.centre == peer and r.state == "sent" and r.sent_at and r.sent_at <= cutoff]
+    return len(times), min(times, default=None)
+
+
+def _duty_phone(directory: dict[str, Any], peer: str) -> dict[str, str] | None:
+    """The peer's first contact point reachable day and night, from its contact list."""
+    stored = directory.get(peer)
+    for entry in stored.entries if stored else ():
+        if entry.available_24_7:
+            return {"phone": entry.phone, "name": entry.name, "field": entry.field.value}
+    return None
+
+
 async def overview_data(node: NodeApi) -> dict[str, Any]:
     """Per-peer rows and the problems to show on top."""
     stats = await node.ledger.stats()
     recent = await node.ledger.outbox.list({}, 200)
+    directory = await node.ledger.directory.all()
     now = node.clock.now()
     rows: list[dict[str, Any]] = []
     problems: list[dict[str, Any]] = []
     for p in node.settings.peers:
         link = node.peer_links().get(p.id)
         sent_to = [m for m in recent if any(r.centre == p.id for r in m.recipients)]
-        last_receipt = max((r.delivered_at or "" for m in sent_to for r in m.recipients
-                            if r.centre == p.id), default="") or None
+        last_receipt = max((max(r.delivered_at or "", r.acknowledged_at or "",
+                                r.rejected_at or "")
+                            for m in sent_to for r in m.recipients if r.centre == p.id),
+                           default="") or None
+        latest_in = await node.ledger.inbox.list({"sender": p.id}, 1)
+        last_in = format_time(latest_in[0].received_at) if latest_in else None
+        stuck, stuck_since = _stuck(recent, p.id, format_time(
+            now - timedelta(seconds=node.settings.console.silent_seconds)))
         backlog = stats.backlog.get(p.id)
         row: dict[str, Any] = {
                "id": p.id, "name": p.name, "country": p.country, "groups": p.groups,
@@ -303,7 +328,11 @@ async def overview_data(node: NodeApi) -> dict[str, Any]:
                "tls_problem": link.tls_problem if link else None,
                "error": link.last_error if link else None,
                "last_message": sent_to[0].created if sent_to else None,
-               "last_receipt": last_receipt, "backlog": backlog.count if backlog else 0,
+               "last_receipt": last_receipt,
+               "last_heard": max(last_receipt or "", last_in or "") or None,
+               "silent": stuck > 0, "stuck": stuck, "stuck_since": stuck_since,
+               "duty": _duty_phone(directory, p.id),
+               "backlog": backlog.count if backlog else 0,
                "oldest": backlog.oldest if backlog else None, "last_test": None,
                "keys": [{"kid": k.kid, "not_after": k.not_after and format_time(k.not_after),
                          "revoked": k.revoked,
@@ -317,17 +346,24 @@ async def overview_data(node: NodeApi) -> dict[str, Any]:
                                  "until": k["not_after"]})
         if row["tried"] and not row["up"]:
             problems.append({"kind": "peer_down", "peer": p.id, "tls": row["tls_problem"],
-                             "error": row["error"]})
+                             "error": row["error"], "link": f"/console/outbox?peer={p.id}"})
+        elif row["silent"]:
+            problems.append({"kind": "peer_silent", "peer": p.id, "count": stuck,
+                             "since": stuck_since,
+                             "link": f"/console/outbox?peer={p.id}&state=sent"})
         if row["backlog"]:
-            problems.append({"kind": "backlog", "peer": p.id, "count": row["backlog"]})
+            problems.append({"kind": "backlog", "peer": p.id, "count": row["backlog"],
+                             "link": f"/console/outbox?peer={p.id}&state=queued"})
     last_test = await _last_commcheck(node)
     for row in rows:
         row["last_test"] = last_test.get(row["id"])
     overdue_in, overdue_out = await overdue_counts(node)
     if overdue_in:
-        problems.append({"kind": "overdue_incoming", "count": overdue_in})
+        problems.append({"kind": "overdue_incoming", "count": overdue_in,
+                         "link": "/console/inbox?state=delivered"})
     if overdue_out:
-        problems.append({"kind": "overdue_outgoing", "count": overdue_out})
+        problems.append({"kind": "overdue_outgoing", "count": overdue_out,
+                         "link": "/console/outbox?state=delivered"})
     if not node.inbox_link.connected:
         problems.append({"kind": "inbox_down", "tls": node.inbox_link.tls_problem,
                          "error": node.inbox_link.last_error})
@@ -336,7 +372,8 @@ async def overview_data(node: NodeApi) -> dict[str, Any]:
     if stats.security_events:
         problems.append({"kind": "security_events", "count": stats.security_events})
         problems += await _refused_key_updates(node, now)
-    rows.sort(key=lambda r: (r["up"] or not r["tried"], -r["backlog"], r["id"]))
+    rows.sort(key=lambda r: ((r["up"] and not r["silent"]) or not r["tried"], -r["backlog"],
+                             r["id"]))
     return {"peers": rows, "problems": problems}
 
 
@@ -477,7 +514,8 @@ async def inbox(request: web.Request) -> dict[str, Any]:
     """GET /console/inbox: by priority, unacknowledged urgent and flash first."""
     _require(request, "viewer")
     node = request.app[NODE_KEY]
-    filters = {k: v for k, v in request.query.items() if k in ("incident", "priority") and v}
+    filters = {k: v for k, v in request.query.items()
+               if k in ("incident", "priority", "state") and v}
     after = console_after(request, 3)
     page = await node.ledger.inbox.list(filters, PAGE, after)
     entries = [with_preview(item, i18n.current())

@@ -28,7 +28,16 @@
       el.textContent = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) +
         " " + pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + " " + zone;
       el.title = "UTC " + d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+      if (el.hasAttribute("data-ago")) el.textContent += " (" + ago(d) + ")";
     });
+  }
+
+  function ago(d) {
+    const s = Math.max(0, (Date.now() - d.getTime()) / 1000);
+    if (s < 60) return text("ago_now");
+    if (s < 3600) return text("ago_m", { n: Math.floor(s / 60) });
+    if (s < 86400) return text("ago_h", { n: Math.floor(s / 3600) });
+    return text("ago_d", { n: Math.floor(s / 86400) });
   }
 
   function fillCsrf(root) {
@@ -276,5 +285,6 @@
       Notification.requestPermission().then(function () { enable.hidden = Notification.permission !== "default"; });
     });
     connect();
+    setInterval(function () { localTimes(document); }, 30000);  // keep "N min ago" true
   });
 })();
