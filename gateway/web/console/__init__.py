@@ -12,7 +12,7 @@ from aiohttp import web
 
 from gateway.config import Settings
 from gateway.service.node import NodeApi
-from gateway.web.console import i18n
+from gateway.web.console import i18n, readable
 from gateway.web.console.auth import LoginLimiter, Operators, Sessions
 from gateway.web.console.compose import compose_form, compose_send
 from gateway.web.console.live import LiveFeed
@@ -90,6 +90,9 @@ def setup_console(app: web.Application, node: NodeApi,
         gettext=i18n._, ngettext=i18n.ngettext, newstyle=True)
     env.globals["STATES"] = STATES
     env.filters["label"] = i18n.label
+    env.filters["languages"] = readable.languages
+    env.filters["pick"] = readable.pick
+    env.filters["cap_info"] = readable.cap_info
     app[RENDER] = renderers(app)
     static = Path(str(resources.files("gateway.web.console").joinpath("static")))
     app.router.add_static("/console/static/", static, name="console_static")

@@ -57,3 +57,23 @@ def preview(msg_type: str, body: Any, lang: str) -> dict[str, str | None]:
                     model.infos[0])
         return {"text": _short(info.headline or info.event), "unreadable": None}
     return {"text": None, "unreadable": None}
+
+
+def _matches(tag: str, lang: str) -> bool:
+    return tag.lower() == lang or tag.lower().startswith(lang + "-")
+
+
+def languages(texts: dict[str, str], lang: str) -> list[str]:
+    """The languages of a multilingual text, the reader's first (``nl`` matches
+    ``nl-BE``), then the others in their order."""
+    return sorted(texts, key=lambda tag: not _matches(tag, lang))
+
+
+def pick(texts: dict[str, str], lang: str) -> str:
+    """A multilingual text in the reader's language, else in its first language."""
+    return texts[languages(texts, lang)[0]] if texts else ""
+
+
+def cap_info(infos: tuple[Any, ...], lang: str) -> Any:
+    """The CAP ``info`` block in the reader's language, else the first (None: none)."""
+    return next((i for i in infos if _matches(i.language, lang)), infos[0] if infos else None)

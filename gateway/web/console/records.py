@@ -11,13 +11,16 @@ from aiohttp import web
 
 from gateway.errors import MalformedInput, NotFound, RejectedMessage, VerificationError
 from gateway.keyfiles import own_public_keys
+from gateway.protocol.alert import Alert
 from gateway.protocol.canonical import canonical_bytes
 from gateway.protocol.keys import KeyRing, PinnedKey, fingerprint
 from gateway.protocol.signing import verify_signed
+from gateway.protocol.sitrep import Sitrep
 from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN
 from gateway.service import contacts
 from gateway.service.incidents import incident_thread
 from gateway.service.node import NodeApi
+from gateway.web.console.readable import validated
 from gateway.web.console.views import (
     NODE_KEY,
     PAGE,
@@ -115,8 +118,13 @@ async def message(request: web.Request) -> dict[str, Any]:
         r["verification"] = verify(node, canonical_bytes(r["signed"]))
     stored = await node.ledger.outbox.get(view["id"]) if direction == "out" else None
     overdue = overdue_outgoing(node, stored, node.clock.now()) if stored else set()
+    envelope = view["envelope"] if isinstance(view.get("envelope"), dict) else {}
+    model, unreadable = validated(view["type"], envelope.get("body"))
     return _ctx(request, "message", direction=direction, view=view,
                 verification=verify(node, wire), receipts=receipts, overdue=sorted(overdue),
+                sitrep=model if isinstance(model, Sitrep) else None,
+                alert=model if isinstance(model, Alert) else None,
+                unreadable=unreadable if view["type"] in ("sitrep", "alert") else None,
                 envelope_json=json.dumps(view["envelope"], indent=2, ensure_ascii=False))
 
 

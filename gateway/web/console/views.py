@@ -223,6 +223,15 @@ async def logout(request: web.Request) -> web.StreamResponse:
     raise response
 
 
+def back_to(form: Any, default: str) -> str:
+    """The form's ``next`` page (the same page, with its filters) when it is one of the
+    console's own (no "\\", no control or space), else ``default``."""
+    back = str(form.get("next") or default)
+    ours = back.startswith("/console") and "\\" not in back and \
+        not any(ord(c) < 0x21 for c in back)
+    return back if ours else default
+
+
 async def set_language(request: web.Request) -> web.StreamResponse:
     """POST /console/language: remembered in the session and a year-long cookie."""
     form = await request.post()
@@ -232,11 +241,7 @@ async def set_language(request: web.Request) -> web.StreamResponse:
     session = _require(request, "viewer")
     session.lang = lang
     await _audit(request, "session.language", lang)
-    back = str(form.get("next", "/console"))
-    # Back to the same page with its filters; only to one of ours (no "\\", no control).
-    ours = back.startswith("/console") and "\\" not in back and \
-        not any(ord(c) < 0x21 for c in back)
-    response = web.HTTPSeeOther(back if ours else "/console")
+    response = web.HTTPSeeOther(back_to(form, "/console"))
     response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="Strict",
                         path="/console", secure=_https(request))
     raise response
@@ -534,7 +539,7 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
     except RequestRefused as exc:
         raise web.HTTPConflict(text=exc.detail) from exc
     await _audit(request, "message.acknowledge_requested", f"{sender}/{message_id}")
-    raise web.HTTPSeeOther("/console/inbox")
+    raise web.HTTPSeeOther(back_to(await request.post(), "/console/inbox"))
 
 
 async def events(request: web.Request) -> web.StreamResponse:

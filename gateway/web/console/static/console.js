@@ -267,8 +267,35 @@
     source.addEventListener("error", function () { setConnected(false); });
   }
 
+  // Language tabs of a multilingual text: without the script every language shows.
+  function tabs(root) {
+    root.querySelectorAll("[data-tabs]").forEach(function (box) {
+      const buttons = Array.from(box.querySelectorAll('[role="tab"]'));
+      function show(chosen) {
+        buttons.forEach(function (b) {
+          const on = b === chosen;
+          b.setAttribute("aria-selected", on ? "true" : "false");
+          b.tabIndex = on ? 0 : -1;
+          const panel = document.getElementById(b.getAttribute("aria-controls"));
+          if (panel) panel.hidden = !on;
+        });
+      }
+      buttons.forEach(function (b, i) {
+        b.addEventListener("click", function () { show(b); });
+        b.addEventListener("keydown", function (e) {
+          const step = e.key === "ArrowRight" ? 1 : e.key === "ArrowLeft" ? -1 : 0;
+          if (!step) return;
+          const next = buttons[(i + step + buttons.length) % buttons.length];
+          show(next); next.focus();
+        });
+      });
+      show(buttons[0]);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
+    tabs(document);
     document.querySelectorAll("[data-autosubmit]").forEach(function (el) {
       el.addEventListener("change", function () { el.form.submit(); });
     });

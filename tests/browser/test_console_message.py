@@ -1,0 +1,106 @@
+"""A message you can read, in real Chromium: the sitrep and the CAP alert rendered,
+priority, TLP and exercise prominent, its own Acknowledge, the raw envelope collapsed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from playwright.async_api import Page, expect
+
+from tests.browser.conftest import shot
+from tests.browser.test_console import _base, _login
+from tests.browser.test_console_live import _stored
+from tests.integration.harness import EXAMPLE, Federation
+
+CAP = Path(__file__).resolve().parents[1] / "assets" / "cap"
+RICH = {
+    "incident": {"id": "NL-2026-0310", "title": "Maas flooding", "phase": "response"},
+    "report_number": 2, "purpose": "update", "supersedes": 1, "severity": "severe",
+    "summary": {"en": "Dyke breach at Roermond, 4000 evacuated.",
+                "nl": "Dijkdoorbraak bij Roermond, 4000 mensen geëvacueerd.",
+                "fr": "Rupture de digue à Roermond, 4000 évacués."},
+    "sections": {"situation": {"en": "Water 1.2 m above normal."},
+                 "outlook": {"en": "Peak expected tonight."}},
+    "casualties": {"dead": 0, "injured": 12, "missing": 3, "evacuated": 4000},
+    "needs": [{"description": {"en": "High-volume pumps"}, "category": "equipment",
+               "quantity": "6 pumps", "urgent": True}],
+    "resources_deployed": [{"type": "Fire brigade", "quantity": 40,
+                            "organisation": "VR Limburg-Noord"}],
+    "affected_area": {"place_names": ["Roermond", "Venlo"],
+                      "geometry": {"type": "Polygon", "coordinates": [[
+                          [5.95, 51.18], [6.02, 51.18], [6.02, 51.22], [5.95, 51.22],
+                          [5.95, 51.18]]]}},
+}
+
+
+async def _sitrep(fed: Federation, mode: str = "actual") -> str:
+    status, answer = await fed.api("NL-NCC", "POST", "/v1/sitreps", {
+        **EXAMPLE, "to": ["BE-NCCN"], "priority": "urgent", "tlp": "AMBER", "mode": mode,
+        "sitrep": RICH})
+    assert status == 202, answer
+    await _stored(fed, "BE-NCCN", answer["id"])
+    return str(answer["id"])
+
+
+async def test_a_sitrep_reads_as_a_report_in_the_operators_language(
+        page: Page, federation: Federation) -> None:
+    """Summary (language tabs, Dutch first for a Dutch reader), sections, casualties,
+    needs, resources, supersedes and area; priority and TLP on top; the envelope
+    collapsed; the page's own Acknowledge."""
+    await federation.wait_ready()
+    message_id = await _sitrep(federation)
+    await _login(page, federation, "BE-NCCN")
+    await page.goto(f"{_base(federation, 'BE-NCCN')}/console/messages/{message_id}")
+    head = page.locator(".message-head")
+    await expect(head.locator(".prio-big")).to_have_text(re.compile("urgent", re.I))
+    await expect(head.locator(".tlp")).to_have_text("TLP:AMBER")
+    body = page.locator("section.body.sitrep")
+    await expect(body).to_contain_text("Maas flooding")
+    await expect(body).to_contain_text("Supersedes report 1")
+    await expect(body.locator('[role="tabpanel"][lang="en"]')).to_be_visible()
+    await expect(body.locator('[role="tabpanel"][lang="fr"]')).to_be_hidden()
+    await body.locator('[role="tab"][lang="fr"]').click()
+    await expect(body.locator('[role="tabpanel"][lang="fr"]')).to_contain_text("Rupture de digue")
+    await expect(body.locator(".counts")).to_contain_text("4000")
+    await expect(body).to_contain_text("High-volume pumps")
+    await expect(body).to_contain_text("VR Limburg-Noord")
+    await expect(body).to_contain_text("Roermond, Venlo")
+    await expect(page.locator("details.raw pre.json")).to_be_hidden()
+    await expect(page.locator("#verification")).to_have_class(re.compile("chip-delivered"))
+    await shot(page, "message-sitrep")
+    await page.locator("#acknowledge").click()
+    await expect(page).to_have_url(re.compile(f"/console/messages/{message_id}$"))
+    await expect(head.locator(".chip-acknowledged")).to_be_visible()
+    await page.select_option("#lang", "nl")
+    await expect(body.locator('[role="tab"]').first).to_have_attribute("lang", "nl")
+    await expect(body.locator('[role="tabpanel"][lang="nl"]')).to_be_visible()
+    await page.select_option("#lang", "en")
+
+
+async def test_an_exercise_is_bannered(page: Page, federation: Federation) -> None:
+    """An exercise message says so above everything else."""
+    await federation.wait_ready()
+    message_id = await _sitrep(federation, mode="exercise")
+    await _login(page, federation, "BE-NCCN")
+    await page.goto(f"{_base(federation, 'BE-NCCN')}/console/messages/{message_id}")
+    await expect(page.locator(".banner-exercise")).to_contain_text("EXERCISE")
+
+
+async def test_a_cap_alert_reads_with_headline_instruction_link_and_areas(
+        page: Page, federation: Federation) -> None:
+    """The CAP example's headline, instruction, web link and areas are shown."""
+    await federation.wait_ready()
+    status, answer = await federation.api(
+        "NL-NCC", "POST", "/v1/alerts?to=BE-NCCN&tlp=GREEN&priority=urgent",
+        raw=(CAP / "oasis-appendix-a2.xml").read_bytes(),
+        headers={"Content-Type": "application/cap+xml"})
+    assert status == 202, answer
+    await _stored(federation, "BE-NCCN", answer["id"])
+    await _login(page, federation, "BE-NCCN")
+    await page.goto(f"{_base(federation, 'BE-NCCN')}/console/messages/{answer['id']}")
+    body = page.locator("section.body.alert")
+    await expect(body.locator("h2")).to_have_text("SEVERE THUNDERSTORM WARNING")
+    await expect(body.locator(".instruction")).to_contain_text("TAKE COVER")
+    await expect(body.locator(".areas")).to_contain_text("polygons")
+    await shot(page, "message-alert")
