@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.errors import ConfigError, InvalidBody, InvalidRequest, NotFound
 from gateway.formats.cap import parse_cap
+from gateway.formats.geo import collection
 from gateway.protocol import ijson
 from gateway.protocol.keys import fingerprint
 from gateway.protocol.peerhealth import PeerHealth
@@ -46,6 +47,7 @@ from gateway.web.shapes import (
     audit_json,
     directory_json,
     inbox_view,
+    incident_features,
     message_json,
     receipt_json,
     security_json,
@@ -386,6 +388,18 @@ async def get_timeline_csv(request: web.Request) -> web.Response:
                                  f'attachment; filename="incident-{name}-timeline.csv"'})
 
 
+async def get_areas_geojson(request: web.Request) -> web.Response:
+    """GET /v1/incidents/{id}/areas.geojson: every centre's latest sitrep area and the
+    incident's latest CAP areas, as a GeoJSON FeatureCollection (RFC 7946)."""
+    thread = await _thread(request)
+    features = await incident_features(request.app[NODE], thread)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", thread["incident"])
+    return web.Response(text=json.dumps(collection(features), ensure_ascii=False),
+                        content_type="application/geo+json", charset="utf-8",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="incident-{name}-areas.geojson"'})
+
+
 async def get_audit(request: web.Request) -> web.Response:
     """GET /v1/audit?kind=&subject=&limit=&after=: the hash-chained audit log, newest
     first."""
@@ -629,6 +643,7 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/v1/incidents", list_incidents),
     # Incident ids may contain "/": the suffixed routes are registered first.
     ("GET", r"/v1/incidents/{id:.+}/timeline.csv", get_timeline_csv),
+    ("GET", r"/v1/incidents/{id:.+}/areas.geojson", get_areas_geojson),
     ("GET", r"/v1/incidents/{id:.+}/timeline.json", get_timeline_json),
     ("GET", r"/v1/incidents/{id:.+}", get_incident),
     ("GET", "/v1/security-events", get_security_events),
@@ -675,6 +690,7 @@ CONSOLE_EXPORTS: tuple[tuple[str, Any], ...] = (
     ("/console/exports/commchecks.html", commchecks_html),
     ("/console/exports/commchecks.csv", commchecks_csv),
     (r"/console/incidents/{id:.+}/timeline.csv", get_timeline_csv),
+    (r"/console/incidents/{id:.+}/areas.geojson", get_areas_geojson),
 )
 
 

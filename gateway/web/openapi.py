@@ -156,6 +156,12 @@ def openapi_document() -> dict[str, Any]:
                 "operationId": "getIncidentTimelineCsv", "parameters": [_INCIDENT_PARAM],
                 "responses": {"200": {"description": "CSV", "content": {
                     "text/csv": {"schema": {"type": "string"}}}}, **_problems(401, 404)}}},
+            "/v1/incidents/{id}/areas.geojson": {"get": {
+                "summary": "Every centre's latest area and the incident's CAP areas",
+                "operationId": "getIncidentAreas", "parameters": [_INCIDENT_PARAM],
+                "responses": {"200": {"description": "GeoJSON FeatureCollection (RFC 7946)",
+                                      "content": {"application/geo+json": {"schema": {
+                                          "type": "object"}}}}, **_problems(401, 404)}}},
             "/v1/commchecks": {
                 "post": {"summary": "Run a communication test with every peer",
                          "operationId": "startCommcheck",

@@ -11,7 +11,12 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from pydantic import ValidationError
+
+from gateway.formats.geo import MAX_FEATURES, Feature, alert_features, sitrep_features
+from gateway.protocol.alert import Alert
 from gateway.protocol.canonical import canonical_bytes
+from gateway.protocol.sitrep import Sitrep
 from gateway.protocol.types import format_time
 from gateway.service.node import NodeApi
 from gateway.service.records import (
@@ -25,6 +30,8 @@ from gateway.service.records import (
     signed_parts,
 )
 
+#: CAP alerts of an incident drawn on its map (the latest).
+MAP_ALERTS = 10
 
 def message_json(view: OutgoingView) -> dict[str, Any]:
     """One of our messages with its recipients (``GET /v1/messages/{id}``)."""
@@ -98,3 +105,39 @@ async def stored_message(node: NodeApi, message_id: str) -> tuple[
     if not entries:
         return None
     return "in", inbox_view(entries[0]), entries[0].wire, []
+
+
+def view_features(view: dict[str, Any], direction: str) -> list[Feature]:
+    """Where a stored message (``stored_message``'s view) applies, as GeoJSON features
+    labelled with who sent it, its priority and mode; only a body that validates is
+    drawn."""
+    envelope = view.get("envelope") if isinstance(view.get("envelope"), dict) else {}
+    body = envelope.get("body") if envelope else None
+    props = {"id": view["id"], "centre": envelope.get("from") if envelope else None,
+             "type": view["type"], "priority": view["priority"], "mode": view["mode"],
+             "direction": direction}
+    if view["type"] == "sitrep":
+        try:
+            return sitrep_features(Sitrep.model_validate(body), props)
+        except ValidationError:
+            return []
+    if view["type"] == "alert":
+        try:
+            return alert_features(Alert.model_validate(body), props)
+        except ValidationError:
+            return []
+    return []
+
+
+async def incident_features(node: NodeApi, thread: dict[str, Any]) -> list[Feature]:
+    """The incident's map: every centre's latest sitrep area, and the areas of its
+    latest CAP alerts (:data:`MAP_ALERTS` at most)."""
+    ids = [c["message_id"] for c in thread.get("centres", [])]
+    ids += [t["id"] for t in thread.get("timeline", []) if t.get("type") == "alert"
+            ][-MAP_ALERTS:]
+    features: list[Feature] = []
+    for message_id in dict.fromkeys(ids):
+        found = await stored_message(node, message_id)
+        if found is not None:
+            features += view_features(found[1], found[0])
+    return features[:MAX_FEATURES]

@@ -104,3 +104,39 @@ async def test_a_cap_alert_reads_with_headline_instruction_link_and_areas(
     await expect(body.locator(".instruction")).to_contain_text("TAKE COVER")
     await expect(body.locator(".areas")).to_contain_text("polygons")
     await shot(page, "message-alert")
+
+
+async def test_a_cap_polygon_and_a_sitrep_area_are_drawn_on_maps(
+        page: Page, federation: Federation) -> None:
+    """The CAP example's polygon is drawn on its message page, on the overview of alerts
+    in force and, with the centre's sitrep area, on the incident board; the incident's
+    areas download as GeoJSON. Everything comes from the node (no other origin)."""
+    await federation.wait_ready()
+    cap = (CAP / "oasis-appendix-a2.xml").read_bytes()
+    status, answer = await federation.api(
+        "NL-NCC", "POST", "/v1/alerts?to=BE-NCCN&tlp=GREEN&priority=urgent&incident=NL-2026-0310",
+        raw=cap, headers={"Content-Type": "application/cap+xml"})
+    assert status == 202, answer
+    await _stored(federation, "BE-NCCN", answer["id"])
+    await _sitrep(federation)  # NL-NCC's latest sitrep on NL-2026-0310, with its area
+    elsewhere: list[str] = []
+    base = _base(federation, "BE-NCCN")
+    page.on("request", lambda r: None if r.url.startswith(base) or r.url.startswith("data:")
+            else elsewhere.append(r.url))
+    await _login(page, federation, "BE-NCCN")
+    for path, at_least in ((f"/console/messages/{answer['id']}", 1), ("/console", 1),
+                           ("/console/incidents/NL-2026-0310", 2)):
+        await page.goto(base + path)
+        drawn = page.locator(".map[data-drawn]")
+        await expect(drawn).to_be_visible(timeout=10_000)
+        assert int(await drawn.get_attribute("data-drawn") or 0) >= at_least, path
+        await expect(page.locator(".map path.area-alert").first).to_be_attached()
+        assert await page.locator(".map path.leaflet-interactive").count() >= at_least
+    await expect(page.locator(".map path.area-sitrep").first).to_be_attached()
+    await shot(page, "incident-map")
+    resp = await page.request.get(base + "/console/incidents/NL-2026-0310/areas.geojson")
+    assert resp.status == 200
+    collection = await resp.json()
+    assert collection["type"] == "FeatureCollection"
+    assert {f["properties"]["type"] for f in collection["features"]} >= {"alert", "sitrep"}
+    assert elsewhere == []

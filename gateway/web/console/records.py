@@ -10,6 +10,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.errors import MalformedInput, NotFound, RejectedMessage, VerificationError
+from gateway.formats.geo import collection
 from gateway.keyfiles import own_public_keys
 from gateway.protocol.alert import Alert
 from gateway.protocol.canonical import canonical_bytes
@@ -30,7 +31,12 @@ from gateway.web.console.views import (
     older_link,
     overdue_outgoing,
 )
-from gateway.web.shapes import directory_json, stored_message
+from gateway.web.shapes import (
+    directory_json,
+    incident_features,
+    stored_message,
+    view_features,
+)
 
 
 @aiohttp_jinja2.template("directory.html")
@@ -66,7 +72,8 @@ async def incident(request: web.Request) -> dict[str, Any]:
     thread = await incident_thread(node.ledger.incidents, incident_id, node.me)
     if thread is None:
         raise web.HTTPNotFound(text="no message on this incident")
-    return _ctx(request, "incidents", thread=thread)
+    return _ctx(request, "incidents", thread=thread,
+                features=collection(await incident_features(node, thread)))
 
 
 def _ring(node: NodeApi) -> KeyRing:
@@ -125,6 +132,7 @@ async def message(request: web.Request) -> dict[str, Any]:
                 sitrep=model if isinstance(model, Sitrep) else None,
                 alert=model if isinstance(model, Alert) else None,
                 unreadable=unreadable if view["type"] in ("sitrep", "alert") else None,
+                features=collection(view_features(view, direction)),
                 envelope_json=json.dumps(view["envelope"], indent=2, ensure_ascii=False))
 
 

@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from gateway.errors import GatewayError, RequestRefused
+from gateway.formats.geo import MAX_FEATURES, Feature, collection
 from gateway.protocol.reasons import KEY_UPDATE_REFUSED
 from gateway.protocol.types import Priority, format_time, parse_optional_time
 from gateway.service.commcheck import report
@@ -47,7 +48,13 @@ from gateway.web.console.live import (
 )
 from gateway.web.console.readable import preview
 from gateway.web.limits import read_deadline
-from gateway.web.shapes import inbox_view, message_json, receipt_json
+from gateway.web.shapes import (
+    MAP_ALERTS,
+    inbox_view,
+    message_json,
+    receipt_json,
+    view_features,
+)
 
 log = structlog.get_logger("crisisgw.console")
 NODE_KEY: web.AppKey[NodeApi] = web.AppKey("console_node")
@@ -427,8 +434,24 @@ def _inbox_row(entry: Any) -> dict[str, Any]:
 async def overview(request: web.Request) -> dict[str, Any]:
     """GET /console: the wall screen."""
     _require(request, "viewer")
-    data = await overview_data(request.app[NODE_KEY])
-    return _ctx(request, "overview", **data)
+    node = request.app[NODE_KEY]
+    data = await overview_data(node)
+    return _ctx(request, "overview", **data, features=collection(await live_areas(node)))
+
+
+async def live_areas(node: NodeApi) -> list[Feature]:
+    """The overview's map: the areas of the latest CAP alerts, ours and our peers', that
+    have not expired (:data:`MAP_ALERTS` of each at most)."""
+    now = format_time(node.clock.now())
+    features: list[Feature] = []
+    for entry in await node.ledger.inbox.list({"type": "alert"}, MAP_ALERTS):
+        view = inbox_view(entry)
+        if (view.get("expires") or "") > now and view["state"] != "rejected":
+            features += view_features(view, "in")
+    for stored in await node.ledger.outbox.list({"type": "alert"}, MAP_ALERTS):
+        if (stored.expires or "") > now:
+            features += view_features(message_json(stored), "out")
+    return features[:MAX_FEATURES]
 
 
 @aiohttp_jinja2.template("outbox.html")
