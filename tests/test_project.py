@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -94,3 +95,19 @@ def test_every_dependency_is_locked_with_hashes_at_an_allowed_version() -> None:
         assert hashes >= 1, f"{req.name} has no hash"
         assert req.specifier.contains(version, prereleases=True), f"{req.name} {version}"
     assert all(h >= 1 for _, h in locked.values())
+
+
+def test_vendored_web_assets_are_the_pinned_ones() -> None:
+    """Every package of deploy/web-assets.json is vendored at its pinned version, with its
+    licence, and each file still has the SHA-256 its VERSION recorded (no hand edit)."""
+    spec = json.loads((ROOT / "deploy" / "web-assets.json").read_text(encoding="utf-8"))
+    for pkg in spec["packages"]:
+        into = ROOT / pkg["into"]
+        lines = (into / "VERSION").read_text(encoding="utf-8").splitlines()
+        assert lines[0].startswith(f"{pkg['name']} {pkg['version']} ")
+        assert pkg["integrity"] in lines[0]
+        recorded = dict(reversed(line.split("  ", 1)) for line in lines[1:])
+        assert len(recorded) == len(pkg["files"])
+        assert "LICENSE" in recorded
+        for rel, digest in recorded.items():
+            assert hashlib.sha256((into / rel).read_bytes()).hexdigest() == digest, rel
