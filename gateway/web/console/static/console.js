@@ -254,6 +254,7 @@
       applyRows(data.rows);
       applyBlocks(data.blocks);
       applyAlerts(data.alerts || []);
+      body.dataset.live = "1";  // the first event has been applied
     });
     source.addEventListener("session", function () {
       source.close();
