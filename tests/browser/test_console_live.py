@@ -152,6 +152,11 @@ async def test_on_a_phone_the_acknowledge_button_is_on_screen(
         button = page.locator("#alertbar li", has_text="Bettembourg").get_by_role(
             "button", name="Acknowledge")
         await expect(button).to_be_in_viewport(timeout=LIVE)
+        row_button = page.locator("[data-live-rows=inbox] tr", has_text="Bettembourg").get_by_role(
+            "button", name="Acknowledge")
+        await row_button.scroll_into_view_if_needed()
+        await expect(row_button).to_be_in_viewport()  # the card's own button fits too
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
         await shot(page, "phone-inbox-flash")
         await button.click()
         await expect(page.locator("#alertbar li", has_text="Bettembourg")).to_have_count(
