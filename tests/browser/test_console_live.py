@@ -291,3 +291,28 @@ async def test_a_peer_whose_node_is_down_is_not_shown_as_connected(
     finally:
         federation.start("NL-NCC")
     await federation.wait_ready()
+
+
+async def test_a_node_stopping_is_shown_at_once_and_actions_wait(
+        page: Page, federation: Federation) -> None:
+    """A normal stop (SIGTERM) of the node shows the lost-connection banner within 2 s
+    and disables the page's actions; when the node is back they come back by themselves."""
+    await federation.wait_ready()
+    await _login(page, federation, "DE-NW")
+    await page.goto(f"{_base(federation, 'DE-NW')}/console")
+    await expect(page.locator("body[data-live='1']")).to_be_attached(timeout=LIVE)
+    action = page.locator("#run-commcheck")
+    await expect(action).to_be_enabled()
+    t0 = time.perf_counter()
+    stopping = asyncio.create_task(asyncio.to_thread(federation.stop, "DE-NW"))
+    try:
+        await expect(page.locator("#connection")).to_be_visible(timeout=LIVE)
+        print(f"connection lost shown {time.perf_counter() - t0:.2f} s after SIGTERM")
+        await expect(action).to_be_disabled()
+        await stopping
+    finally:
+        await stopping
+        federation.start("DE-NW")
+    await federation.wait_ready()
+    await expect(page.locator("#connection")).to_be_hidden(timeout=20_000)
+    await expect(action).to_be_enabled()

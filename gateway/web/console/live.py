@@ -95,6 +95,7 @@ class LiveFeed:
         self._task: asyncio.Task[None] | None = None
         self._latest: Snapshot | None = None
         self._serial = 0
+        self._closing = asyncio.Event()
         self.snapshots = 0
 
     @contextlib.asynccontextmanager
@@ -112,8 +113,19 @@ class LiveFeed:
         finally:
             self._subscribers.pop(queue, None)
 
+    @property
+    def closing(self) -> bool:
+        """The node is stopping: every stream says so and ends (see :meth:`close`)."""
+        return self._closing.is_set()
+
+    async def wait_closing(self) -> None:
+        """Return once the node starts to stop."""
+        await self._closing.wait()
+
     async def close(self) -> None:
-        """Stop the feed (at shutdown)."""
+        """Stop the feed at shutdown, first telling every open stream, so that a console
+        shows the node gone at once rather than after the server's grace period."""
+        self._closing.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

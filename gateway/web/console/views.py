@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import secrets
@@ -67,6 +66,8 @@ LIVE: web.AppKey[LiveFeed] = web.AppKey("console_live")
 RENDER: web.AppKey[dict[str, Renderer]] = web.AppKey("console_render")
 #: Seconds between two keep-alive comments on an idle event stream (and session checks).
 KEEP_ALIVE = 15.0
+#: How soon a browser reconnects after the stream dropped (ms).
+RECONNECT_MS = 2000
 LANG_COOKIE = "crisisgw_lang"
 PRIORITY_ORDER = {"flash": 0, "urgent": 1, "routine": 2}
 #: Peers' keys that stop being valid within this time are flagged on the overview.
@@ -579,24 +580,40 @@ async def events(request: web.Request) -> web.StreamResponse:
                      page=page)
     try:
         async with feed.subscribe(page) as queue:
-            while True:
-                snapshot: Snapshot | None = None
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(KEEP_ALIVE):
-                        snapshot = await queue.get()
+            # A first line that sets how soon the browser reconnects after a drop.
+            await response.write(f"retry: {RECONNECT_MS}\n\n".encode())
+            while not feed.closing:
+                snapshot = await _next(queue, feed)
+                if feed.closing:
+                    break
                 current = await _session(request)
                 if current is None:  # logged out, expired, account removed or changed
                     await response.write(b"event: session\ndata: {\"ended\": true}\n\n")
-                    break
+                    return response
                 sub.can_operate = role_allows(current.role, "operator")
                 if snapshot is None:
                     await response.write(b": keep-alive\n\n")
                     continue
                 text = json.dumps(sub.event(snapshot, render), separators=(",", ":"))
                 await response.write(f"event: states\ndata: {text}\n\n".encode())
+            await response.write(b"event: closing\ndata: {}\n\n")  # the node is stopping
     except (ConnectionResetError, asyncio.CancelledError, GatewayError):
         pass
     return response
+
+
+async def _next(queue: asyncio.Queue[Snapshot], feed: LiveFeed) -> Snapshot | None:
+    """The next snapshot; None after :data:`KEEP_ALIVE` seconds or once the node stops."""
+    take = asyncio.ensure_future(queue.get())
+    stop = asyncio.ensure_future(feed.wait_closing())
+    try:
+        done, _ = await asyncio.wait((take, stop), timeout=KEEP_ALIVE,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (take, stop):
+            if not task.done():
+                task.cancel()
+    return take.result() if take in done and not take.cancelled() else None
 
 
 async def live_rows(node: NodeApi) -> tuple[dict[str, Any], dict[str, list[Any]],

@@ -264,6 +264,7 @@
       const lost = document.getElementById("connection");
       if (lost) lost.hidden = true;
     });
+    source.addEventListener("closing", function () { setConnected(false); });  // node stopping
     source.addEventListener("open", function () { setConnected(true); });
     source.addEventListener("error", function () { setConnected(false); });
   }
