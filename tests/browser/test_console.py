@@ -76,7 +76,10 @@ async def test_composed_message_arrives_and_chips_turn_delivered_live(
         await page.select_option("select[name=priority]", "urgent")
         await page.fill("textarea[name=summary]", "Toxic cloud drifting north-east.")
         await shot(page, "compose")
-        await page.click("button.primary")
+        await page.click("#preview")  # first what the recipients will read
+        await expect(page.locator(".preview")).to_contain_text("Toxic cloud drifting north-east.")
+        await shot(page, "compose-preview")
+        await page.click("#send")
         await expect(page).to_have_url(re.compile(r"/console/outbox"))
         chip = page.locator('[data-chip$="|NL-NCC"]').first
         await expect(chip).to_have_class(re.compile(r"chip-(queued|sent)"), timeout=TIMEOUT)

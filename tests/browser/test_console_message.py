@@ -140,3 +140,73 @@ async def test_a_cap_polygon_and_a_sitrep_area_are_drawn_on_maps(
     assert collection["type"] == "FeatureCollection"
     assert {f["properties"]["type"] for f in collection["features"]} >= {"alert", "sitrep"}
     assert elsewhere == []
+
+
+async def test_compose_suggests_the_next_report_and_previews_before_signing(
+        page: Page, federation: Federation) -> None:
+    """For a known incident the form proposes our next report number and what it
+    supersedes; texts in several languages, area, casualties and needs go in; nothing is
+    signed before the preview; errors are said in plain words."""
+    await federation.wait_ready()
+    status, _ = await federation.api("LU-HCPN", "POST", "/v1/sitreps", {
+        **EXAMPLE, "to": ["BE-NCCN"], "sitrep": {
+            **EXAMPLE["sitrep"], "report_number": 4,
+            "incident": {"id": "LU-2026-0044", "title": "Moselle flood"}}})
+    assert status == 202
+    await _login(page, federation, "LU-HCPN")
+    await page.goto(f"{_base(federation, 'LU-HCPN')}/console/compose")
+    await page.click("#preview")  # nothing filled in
+    await expect(page.locator("#err-summary")).to_have_text("Please fill this in.")
+    await page.fill("input[name=incident_id]", "LU-2026-0044")
+    await page.locator("input[name=incident_id]").dispatch_event("change")
+    await expect(page.locator("input[name=report_number]")).to_have_value("5")
+    await expect(page.locator("input[name=supersedes]")).to_have_value("4")
+    await expect(page.locator("input[name=incident_title]")).to_have_value("Moselle flood")
+    await page.check("input[name=to][value=BE-NCCN]")
+    await page.select_option("select[name=severity]", "moderate")
+    await page.fill("textarea[name=summary]", "Levels falling at Remich.")
+    await page.locator("details.more-langs summary").click()
+    await page.fill("textarea[name=summary_fr]", "Niveaux en baisse à Remich.")
+    await page.fill("input[name=place_names]", "Remich, Grevenmacher")
+    await page.fill("input[name=casualties_evacuated]", "120")
+    await page.fill("textarea[name=needs]", "!Sandbags\nDrinking water")
+    await page.click("#preview")
+    preview = page.locator(".preview")
+    await expect(preview).to_contain_text("Supersedes report 4")
+    await expect(preview).to_contain_text("Remich, Grevenmacher")
+    await expect(preview.locator(".counts")).to_contain_text("120")
+    await expect(preview.locator('[role="tab"][lang="fr"]')).to_be_attached()
+    _, before = await federation.api("LU-HCPN", "GET", "/v1/messages?incident=LU-2026-0044")
+    assert len(before["items"]) == 1  # report 4 only: a preview signs and sends nothing
+    await page.click("#send")
+    await expect(page).to_have_url(re.compile(r"/console/outbox"))
+    _, after = await federation.api("LU-HCPN", "GET", "/v1/messages?incident=LU-2026-0044")
+    assert len(after["items"]) == 2
+    body = after["items"][0]["envelope"]["body"]  # newest first
+    assert body["report_number"] == 5
+    assert body["supersedes"] == 4
+    assert body["summary"] == {"en": "Levels falling at Remich.",
+                               "fr": "Niveaux en baisse à Remich."}
+    assert body["casualties"] == {"evacuated": 120}
+    assert [n["urgent"] for n in body["needs"]] == [True, False]
+
+
+async def test_the_communication_test_button_asks_first(
+        page: Page, federation: Federation) -> None:
+    """Dismissing the confirmation sends no test."""
+    await federation.wait_ready()
+    await _login(page, federation, "LU-HCPN")
+    _, before = await federation.api("LU-HCPN", "GET", "/v1/messages?type=commcheck")
+    asked: list[str] = []
+
+    async def dismiss(dialog: object) -> None:
+        asked.append(dialog.message)  # type: ignore[attr-defined]
+        await dialog.dismiss()  # type: ignore[attr-defined]
+
+    page.on("dialog", dismiss)
+    await page.click("#run-commcheck")
+    await page.wait_for_timeout(500)
+    assert asked
+    assert "communication test" in asked[0]
+    _, after = await federation.api("LU-HCPN", "GET", "/v1/messages?type=commcheck")
+    assert len(after["items"]) == len(before["items"])

@@ -14,7 +14,7 @@ from gateway.config import Settings
 from gateway.service.node import NodeApi
 from gateway.web.console import i18n, readable
 from gateway.web.console.auth import LoginLimiter, Operators, Sessions
-from gateway.web.console.compose import compose_form, compose_send
+from gateway.web.console.compose import compose_form, compose_next, compose_send
 from gateway.web.console.live import LiveFeed
 from gateway.web.console.records import directory, evidence, incident, incidents, message
 from gateway.web.console.views import (
@@ -115,4 +115,5 @@ def setup_console(app: web.Application, node: NodeApi,
     app.router.add_get("/console/messages/{id}/evidence.json", evidence)
     app.router.add_post("/console/commcheck", run_commcheck)
     app.router.add_get("/console/compose", compose_form)
+    app.router.add_get("/console/compose/next", compose_next)
     app.router.add_post("/console/compose", compose_send)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import aiohttp_jinja2
@@ -10,14 +11,23 @@ from pydantic import ValidationError
 
 from gateway.errors import RequestRefused
 from gateway.protocol.sitrep import PLAIN_TEXT
+from gateway.protocol.types import INCIDENT_ID_PATTERN
+from gateway.service.incidents import incident_thread
+from gateway.service.node import NodeApi
 from gateway.service.submit import SitrepSubmission
+from gateway.web.console import i18n
+from gateway.web.console.i18n import N_
 from gateway.web.console.views import NODE_KEY, _audit, _ctx, _require
 
+LANGS = ("en", "nl", "fr", "de")
+CASUALTIES = ("dead", "injured", "missing", "evacuated", "displaced")
 TEXT_FIELDS = ("incident_id", "incident_title", "incident_type", "report_number", "purpose",
                "severity", "urgency", "certainty", "language", "summary", "situation",
-               "actions_taken", "outlook", "tlp", "priority", "mode")
+               "actions_taken", "outlook", "tlp", "priority", "mode", "supersedes",
+               "place_names", "needs", *(f"summary_{code}" for code in LANGS),
+               *(f"casualties_{k}" for k in CASUALTIES))
 #: Where a validation error on a submission field is shown in the form.
-FIELD_OF = {
+FIELD_OF: dict[tuple[str, ...], str] = {
     ("to",): "to", ("tlp",): "tlp", ("priority",): "priority", ("mode",): "mode",
     ("sitrep", "incident", "id"): "incident_id", ("incident",): "incident_id",
     ("sitrep", "incident", "title"): "incident_title",
@@ -27,7 +37,25 @@ FIELD_OF = {
     ("sitrep", "certainty"): "certainty", ("sitrep", "language"): "language",
     ("sitrep", "summary"): "summary", ("sitrep", "sections", "situation"): "situation",
     ("sitrep", "sections", "actions_taken"): "actions_taken",
-    ("sitrep", "sections", "outlook"): "outlook",
+    ("sitrep", "sections", "outlook"): "outlook", ("sitrep", "supersedes"): "supersedes",
+    ("sitrep", "affected_area"): "place_names", ("sitrep", "needs"): "needs",
+    **{("sitrep", "casualties", k): f"casualties_{k}" for k in CASUALTIES},
+}
+#: Pydantic's error types, said in plain words (translated where they are shown).
+PLAIN = {
+    "missing": N_("Required."),
+    "string_too_short": N_("Please fill this in."),
+    "too_short": N_("Choose at least one."),
+    "string_too_long": N_("Too long."),
+    "too_long": N_("Too many."),
+    "int_parsing": N_("Enter a whole number."),
+    "int_type": N_("Enter a whole number."),
+    "greater_than_equal": N_("Too small."),
+    "greater_than": N_("Too small."),
+    "less_than_equal": N_("Too large."),
+    "enum": N_("Choose one of the options."),
+    "literal_error": N_("Choose one of the options."),
+    "string_pattern_mismatch": N_("Not in the expected form (letters, digits and - only)."),
 }
 
 
@@ -38,18 +66,48 @@ def _field(loc: tuple[Any, ...]) -> str:
     return "form"
 
 
+def plain(error: dict[str, Any], field: str) -> str:
+    """A validation error in plain words in the operator's language (the model's own
+    message when there is no plain one). An empty text (the summary is a text per
+    language) reads as one to fill in; only the recipients are chosen."""
+    kind = str(error.get("type"))
+    if kind == "too_short" and field != "to":
+        kind = "string_too_short"
+    known = PLAIN.get(kind)
+    return i18n._(known) if known else str(error.get("msg", ""))
+
+
+def _number(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
 def submission(form: dict[str, Any], to: list[str]) -> dict[str, Any]:
     """The API submission a filled-in form stands for (unvalidated)."""
     lang = form.get("language") or "en"
     text = {k: form.get(k, "").strip() for k in TEXT_FIELDS}
+    summary = {lang: text["summary"]} if text["summary"] else {}
+    summary |= {code: text[f"summary_{code}"] for code in LANGS
+                if code != lang and text[f"summary_{code}"]}
     sections = {k: {lang: text[k]} for k in ("situation", "actions_taken", "outlook") if text[k]}
     sitrep: dict[str, Any] = {
         "incident": {"id": text["incident_id"], "title": text["incident_title"]},
         "report_number": int(text["report_number"]) if text["report_number"].isdigit()
         else text["report_number"],
-        "severity": text["severity"], "language": lang,
-        "summary": {lang: text["summary"]} if text["summary"] else {},
+        "severity": text["severity"], "language": lang, "summary": summary,
     }
+    if text["supersedes"]:
+        sitrep["supersedes"] = _number(text["supersedes"])
+    places = [p.strip() for p in text["place_names"].split(",") if p.strip()]
+    if places:
+        sitrep["affected_area"] = {"place_names": places}
+    casualties = {k: _number(text[f"casualties_{k}"]) for k in CASUALTIES
+                  if text[f"casualties_{k}"]}
+    if casualties:
+        sitrep["casualties"] = casualties
+    needs = [line.strip() for line in text["needs"].splitlines() if line.strip()]
+    if needs:  # one per line; a leading "!" marks it urgent
+        sitrep["needs"] = [{"description": {lang: n.lstrip("! ")}, "urgent": n.startswith("!")}
+                           for n in needs]
     if text["incident_type"]:
         sitrep["incident"]["type"] = text["incident_type"]
     for key in ("purpose", "urgency", "certainty"):
@@ -62,18 +120,50 @@ def submission(form: dict[str, Any], to: list[str]) -> dict[str, Any]:
 
 
 async def compose_form(request: web.Request) -> web.Response:
-    """GET /console/compose."""
+    """GET /console/compose[?incident=]: for an incident already known, its title, and
+    our next report number and the one it supersedes."""
     _require(request, "operator")
-    return _render(request, {}, {}, [])
+    values: dict[str, Any] = {}
+    incident = request.query.get("incident", "")
+    if re.fullmatch(INCIDENT_ID_PATTERN, incident):
+        values = await next_report(request.app[NODE_KEY], incident)
+    return _render(request, values, {}, [])
+
+
+async def next_report(node: NodeApi, incident: str) -> dict[str, Any]:
+    """What a new report on ``incident`` starts from: its id and title, our next report
+    number, and our latest report as the one it supersedes."""
+    thread = await incident_thread(node.ledger.incidents, incident, node.me)
+    values: dict[str, Any] = {"incident_id": incident}
+    if thread is None:
+        return values
+    values["incident_title"] = thread.get("title") or ""
+    ours = [c for c in thread.get("centres", []) if c.get("centre") == node.me]
+    latest = max((int(c.get("report_number") or 0) for c in ours), default=0)
+    values["report_number"] = str(latest + 1)
+    values["purpose"] = "update" if latest else "initial"
+    if latest:
+        values["supersedes"] = str(latest)
+    return values
+
+
+async def compose_next(request: web.Request) -> web.Response:
+    """GET /console/compose/next?incident=: the same, for the form's script."""
+    _require(request, "operator")
+    incident = request.query.get("incident", "")
+    if not re.fullmatch(INCIDENT_ID_PATTERN, incident):
+        raise web.HTTPBadRequest(text="not an incident id")
+    return web.json_response(await next_report(request.app[NODE_KEY], incident))
 
 
 def _render(request: web.Request, values: dict[str, Any], errors: dict[str, list[str]],
-            chosen: list[str], status: int = 200) -> web.Response:
+            chosen: list[str], *, status: int = 200, preview: Any = None) -> web.Response:
     node = request.app[NODE_KEY]
     groups = sorted({g for p in node.settings.peers for g in p.groups})
     return aiohttp_jinja2.render_template("compose.html", request, _ctx(
         request, "compose", values=values, errors=errors, chosen=chosen,
-        peers=[p for p in node.settings.peers if not p.suspended], groups=groups),
+        peers=[p for p in node.settings.peers if not p.suspended], groups=groups,
+        preview=preview, other_langs=LANGS, casualty_fields=CASUALTIES),
         status=status)
 
 
@@ -87,10 +177,13 @@ async def compose_send(request: web.Request) -> web.StreamResponse:
     errors: dict[str, list[str]] = {}
     try:
         sub = SitrepSubmission.model_validate(submission(values, chosen), context=PLAIN_TEXT)
+        if form.get("action") != "send":  # first a preview: nothing is signed yet
+            return _render(request, values, {}, chosen, preview=sub.sitrep)
         message_id, _ = await node.submitter.submit_sitrep(sub)
     except ValidationError as exc:
         for err in exc.errors(include_url=False, include_input=False):
-            errors.setdefault(_field(tuple(err["loc"])), []).append(err["msg"])
+            field = _field(tuple(err["loc"]))
+            errors.setdefault(field, []).append(plain(dict(err), field))
         return _render(request, values, errors, chosen, status=422)
     except RequestRefused as exc:
         problems: list[dict[str, object]] = exc.errors or [{"loc": ["form"], "msg": exc.detail}]

@@ -295,9 +295,39 @@
     });
   }
 
+  // Compose: the next report number of a known incident; a change after the preview
+  // asks for a new preview before anything is signed.
+  function compose() {
+    const form = document.querySelector("form[data-compose]");
+    if (!form) return;
+    const incident = form.querySelector("[data-next-report]");
+    incident.addEventListener("change", function () {
+      if (!incident.value) return;
+      fetch("/console/compose/next?incident=" + encodeURIComponent(incident.value), { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (next) {
+          if (!next) return;
+          ["incident_title", "report_number", "supersedes", "purpose"].forEach(function (name) {
+            const field = form.elements[name];
+            if (field && next[name] !== undefined && (!field.value || field.dataset.suggested || (name === "report_number" && field.value === "1"))) {
+              field.value = next[name]; field.dataset.suggested = "1";
+            }
+          });
+        });
+    });
+    const send = document.getElementById("send");
+    if (send) form.addEventListener("input", function () { send.disabled = true; send.hidden = true; });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
     tabs(document);
+    compose();
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (event) {
+        if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+      });
+    });
     document.querySelectorAll("[data-autosubmit]").forEach(function (el) {
       el.addEventListener("change", function () { el.form.submit(); });
     });
