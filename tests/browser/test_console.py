@@ -210,6 +210,8 @@ async def test_incident_board_and_message_detail_with_evidence(
     await expect(page.locator("body")).to_contain_text(federation.nodes["BE-NCCN"].settings
                                                        .node.signing_key_id)
     await expect(page.locator("table.grid tbody tr")).to_have_count(2, timeout=TIMEOUT)
+    await page.locator("details.raw summary").click()  # the envelope, collapsed at first
+    await expect(page.locator("details.raw pre.json")).to_be_visible()
     await shot(page, "message-detail")
     async with page.expect_download() as info:
         await page.get_by_role("link", name=re.compile("evidence")).click()

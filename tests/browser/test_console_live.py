@@ -316,3 +316,50 @@ async def test_a_node_stopping_is_shown_at_once_and_actions_wait(
     await federation.wait_ready()
     await expect(page.locator("#connection")).to_be_hidden(timeout=20_000)
     await expect(action).to_be_enabled()
+
+
+async def test_incident_cards_and_timeline_arrive_live(
+        page: Page, browser: Browser, federation: Federation) -> None:
+    """On BE-NCCN's open incident board a new report from NL-NCC appears in the
+    timeline and NL-NCC's card shows it; on the open incident list a new incident
+    appears: no reload."""
+    await federation.wait_ready()
+    status, _ = await federation.api("BE-NCCN", "POST", "/v1/sitreps", {
+        **EXAMPLE, "to": ["NL-NCC"], "sitrep": {
+            **EXAMPLE["sitrep"], "incident": {"id": "BE-2026-0700", "title": "Blackout"}}})
+    assert status == 202
+    await _login(page, federation, "BE-NCCN")
+    await page.goto(f"{_base(federation, 'BE-NCCN')}/console/incidents/BE-2026-0700")
+    await expect(page.locator("body[data-live='1']")).to_be_attached(timeout=LIVE)
+    listing = await browser.new_page()
+    try:
+        await listing.context.add_cookies(await page.context.cookies())
+        await listing.goto(f"{_base(federation, 'BE-NCCN')}/console/incidents")
+        await expect(listing.locator("body[data-live='1']")).to_be_attached(timeout=LIVE)
+        for tab in (page, listing):
+            await tab.evaluate("window.__noReload = true")
+        status, answer = await federation.api("NL-NCC", "POST", "/v1/sitreps", {
+            **EXAMPLE, "to": ["BE-NCCN"], "sitrep": {
+                **EXAMPLE["sitrep"], "report_number": 1, "summary": "Grid down in Maastricht.",
+                "incident": {"id": "BE-2026-0700", "title": "Blackout"}}})
+        assert status == 202
+        await _stored(federation, "BE-NCCN", answer["id"])
+        timeline = page.locator("[data-live-rows='timeline:BE-2026-0700']")
+        await expect(timeline.locator(f'tr[data-row="{answer["id"]}"]')).to_be_visible(
+            timeout=LIVE)
+        await expect(timeline.locator("tr").last).to_have_attribute("data-row", answer["id"])
+        await expect(page.locator("[data-live-block='cards:BE-2026-0700']")).to_contain_text(
+            "Grid down in Maastricht.", timeout=LIVE)
+        status, fresh = await federation.api("NL-NCC", "POST", "/v1/sitreps", {
+            **EXAMPLE, "to": ["BE-NCCN"], "sitrep": {
+                **EXAMPLE["sitrep"], "incident": {"id": "NL-2026-0777", "title": "Gas leak"}}})
+        assert status == 202
+        await _stored(federation, "BE-NCCN", fresh["id"])
+        row = listing.locator("[data-live-rows=incidents] tr[data-row='NL-2026-0777']")
+        await expect(row).to_be_visible(timeout=LIVE)
+        await expect(listing.locator("[data-live-rows=incidents] tr").first).to_have_attribute(
+            "data-row", "NL-2026-0777")
+        for tab in (page, listing):
+            assert await tab.evaluate("window.__noReload") is True
+    finally:
+        await listing.close()

@@ -13,7 +13,14 @@ from typing import Any, cast
 from gateway.adapters.sqlite.ledger import SqliteLedger
 from gateway.service.changes import ChangeSignal
 from gateway.service.node import NodeApi
-from gateway.web.console.live import LiveFeed, Snapshot, Subscriber, inbox_rev
+from gateway.web.console.live import (
+    LiveFeed,
+    Reading,
+    Snapshot,
+    Subscriber,
+    inbox_rev,
+    sections,
+)
 
 NOW = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
 
@@ -33,15 +40,16 @@ class _Reads:
         self.overviews = 0
         self.items = [_item(1)]
 
-    async def read_rows(self, _node: Any) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+    async def read(self, _node: Any, pages: frozenset[str]) -> Reading:
         self.rows += 1
         rows = {"inbox": [(f"NL-NCC/{i['id']}", inbox_rev(i), i) for i in self.items],
                 "outbox": []}
-        return {"unacknowledged": len(self.items)}, rows, []
-
-    async def read_overview(self, _node: Any) -> dict[str, Any]:
-        self.overviews += 1
-        return {"problems": [], "peers": []}
+        blocks: dict[str, Any] = {}
+        if "overview" in pages:
+            self.overviews += 1
+            blocks["problems"] = blocks["peers"] = {"problems": [], "peers": []}
+        return Reading(data={"unacknowledged": len(self.items)}, rows=rows, alerts=[],
+                       blocks=blocks)
 
 
 def _node(changes: ChangeSignal) -> NodeApi:
@@ -52,7 +60,7 @@ def _node(changes: ChangeSignal) -> NodeApi:
 async def test_five_browsers_share_one_read_per_change() -> None:
     """However many subscribe, the ledger is read once per change (and once at start)."""
     changes, reads = ChangeSignal(), _Reads()
-    feed = LiveFeed(_node(changes), reads.read_rows, reads.read_overview, refresh=60,
+    feed = LiveFeed(_node(changes), reads.read, refresh=60,
                     spacing=0.01)
     async with contextlib.AsyncExitStack() as stack:
         queues = [await stack.enter_async_context(feed.subscribe("inbox")) for _ in range(5)]
@@ -71,11 +79,11 @@ async def test_five_browsers_share_one_read_per_change() -> None:
 async def test_the_overview_is_read_only_while_one_is_open() -> None:
     """The overview's heavier reads run only for a subscriber showing it."""
     changes, reads = ChangeSignal(), _Reads()
-    feed = LiveFeed(_node(changes), reads.read_rows, reads.read_overview, refresh=60,
+    feed = LiveFeed(_node(changes), reads.read, refresh=60,
                     spacing=0.01)
     async with feed.subscribe("overview") as queue:
         snapshot = await asyncio.wait_for(queue.get(), 2)
-        assert snapshot.overview == {"problems": [], "peers": []}
+        assert snapshot.blocks["problems"] == {"problems": [], "peers": []}
         assert reads.overviews >= 1
     await feed.close()
 
@@ -83,15 +91,15 @@ async def test_the_overview_is_read_only_while_one_is_open() -> None:
 async def test_a_change_during_a_read_is_not_missed() -> None:
     """A write committed while the feed reads wakes the next read at once."""
     changes, reads = ChangeSignal(), _Reads()
-    slow = reads.read_rows
+    slow = reads.read
 
-    async def read_then_change(node: Any) -> Any:
-        result = await slow(node)
+    async def read_then_change(node: Any, pages: frozenset[str]) -> Any:
+        result = await slow(node, pages)
         if reads.rows == 1:
             changes.bump()  # committed while the first read ran
         return result
 
-    feed = LiveFeed(_node(changes), read_then_change, reads.read_overview, refresh=60,
+    feed = LiveFeed(_node(changes), read_then_change, refresh=60,
                     spacing=0.01)
     async with feed.subscribe("inbox") as queue:
         await asyncio.wait_for(queue.get(), 2)
@@ -102,7 +110,7 @@ async def test_a_change_during_a_read_is_not_missed() -> None:
 
 def _snapshot(serial: int, items: list[dict[str, Any]]) -> Snapshot:
     rows = {"inbox": [(f"NL-NCC/{i['id']}", inbox_rev(i), i) for i in items], "outbox": []}
-    return Snapshot(serial=serial, data={}, rows=rows, alerts=[], overview=None)
+    return Snapshot(serial=serial, data={}, rows=rows, alerts=[])
 
 
 def test_a_browser_is_sent_only_rows_that_changed() -> None:
@@ -159,3 +167,33 @@ async def test_the_ledger_signals_committed_changes_only(tmp_path: Path) -> None
         assert ledger.query_counts()[0] == reads + 1
     finally:
         await ledger.close()
+
+
+def test_each_page_gets_its_own_live_sections() -> None:
+    """Every page follows the inbox and outbox; the overview its blocks; the incident
+    list its rows; an incident board its timeline and cards."""
+    assert sections("inbox") == (("inbox", "outbox"), ())
+    assert sections("overview") == (("inbox", "outbox"), ("problems", "peers"))
+    assert sections("incidents") == (("inbox", "outbox", "incidents"), ())
+    assert sections("incident:NL-1") == (("inbox", "outbox", "timeline:NL-1"),
+                                         ("cards:NL-1",))
+
+
+def test_a_block_is_sent_again_only_when_it_changed() -> None:
+    """An incident's cards go to its board when they change, not on every event."""
+    drawn: list[str] = []
+
+    def cards(_lang: str, thread: Any, _can: bool) -> str:
+        drawn.append(thread["v"])
+        return f"<article>{thread['v']}</article>"
+
+    render = {"inbox": cards, "outbox": cards, "timeline": cards, "cards": cards}
+    board = Subscriber(lang="en", can_operate=False, page="incident:NL-1")
+    first = Snapshot(serial=1, data={}, rows={}, alerts=[], blocks={"cards:NL-1": {"v": "a"}})
+    assert board.event(first, render)["blocks"] == {"cards:NL-1": "<article>a</article>"}
+    same = Snapshot(serial=2, data={}, rows={}, alerts=[], blocks={"cards:NL-1": {"v": "a"}})
+    assert "blocks" not in board.event(same, render)
+    changed = Snapshot(serial=3, data={}, rows={}, alerts=[],
+                       blocks={"cards:NL-1": {"v": "b"}})
+    assert board.event(changed, render)["blocks"] == {"cards:NL-1": "<article>b</article>"}
+    assert drawn == ["a", "b"]

@@ -28,13 +28,12 @@ from gateway.web.console.views import (
     acknowledge,
     events,
     inbox,
-    live_rows,
+    live_read,
     login,
     login_form,
     logout,
     outbox,
     overview,
-    overview_data,
     renderers,
     run_commcheck,
     set_language,
@@ -73,7 +72,7 @@ def setup_console(app: web.Application, node: NodeApi,
         await app[SESSIONS].load()
 
     app.on_startup.append(load_sessions)
-    app[LIVE] = LiveFeed(node, live_rows, overview_data)
+    app[LIVE] = LiveFeed(node, live_read)
 
     async def stop_live(app: web.Application) -> None:
         await app[LIVE].close()

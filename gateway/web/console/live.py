@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -39,8 +39,10 @@ LIVE_ROWS = 50
 #: sound, notification). Housekeeping (contact lists, key updates, tests) does not.
 ATTENTION_TYPES = frozenset({"sitrep", "alert"})
 ATTENTION_PRIORITIES = ("flash", "urgent")
-#: Sections a page can show live; "overview" is read only while an overview is open.
+#: Row sections every page gets (the others come with the page: see :func:`sections`).
 ROW_SECTIONS = ("inbox", "outbox")
+#: Incidents whose timeline the feed follows at once (the ones open in a browser).
+LIVE_INCIDENTS = 8
 
 Renderer = Callable[[str, Any, bool], str]
 
@@ -48,6 +50,11 @@ Renderer = Callable[[str, Any, bool], str]
 def _rev(*parts: Any) -> str:
     text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def live_rev(item: Any) -> str:
+    """A row's revision when all of it is drawn (incident rows, timeline entries)."""
+    return _rev(item)
 
 
 def inbox_rev(item: dict[str, Any]) -> str:
@@ -76,26 +83,61 @@ class Snapshot:
     rows: dict[str, list[tuple[str, str, dict[str, Any]]]]
     #: Unacknowledged flash and urgent messages a duty officer must act on.
     alerts: list[dict[str, Any]]
-    #: The overview's problems and peer table (None when no overview is open).
-    overview: dict[str, Any] | None
-    overview_rev: str | None = None
+    #: Per block (the overview's problems and peers, an incident's cards), its data;
+    #: only the blocks some open page shows are read.
+    blocks: dict[str, Any] = field(default_factory=dict)
     _drawn: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def block_rev(self, name: str) -> str:
+        """What the drawing of block ``name`` depends on."""
+        key = ("rev", name)
+        found = self._drawn.get(key)
+        if found is None:
+            found = self._drawn[key] = _rev(self.blocks[name])
+        return found
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What :class:`LiveFeed`'s reader returns (see :class:`Snapshot`)."""
+
+    data: dict[str, Any]
+    rows: dict[str, list[tuple[str, str, dict[str, Any]]]]
+    alerts: list[dict[str, Any]]
+    blocks: dict[str, Any]
+
+
+def sections(page: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(row sections, blocks) a page shows live: every page the inbox and outbox rows
+    (their chips and counts), plus the overview's problems and peers, the incident
+    list, or one incident's timeline and cards."""
+    rows: tuple[str, ...] = ROW_SECTIONS
+    blocks: tuple[str, ...] = ()
+    if page == "overview":
+        blocks = ("problems", "peers")
+    elif page == "incidents":
+        rows += ("incidents",)
+    elif page.startswith("incident:"):
+        rows += (f"timeline:{page[9:]}",)
+        blocks = (f"cards:{page[9:]}",)
+    return rows, blocks
 
 
 class LiveFeed:
     """The one shared reader behind every open console's event stream."""
 
-    def __init__(self, node: NodeApi, read_rows: Callable[[NodeApi], Any],
-                 read_overview: Callable[[NodeApi], Any], *, refresh: float = 5.0,
-                 spacing: float = 0.2) -> None:
+    def __init__(self, node: NodeApi,
+                 read: Callable[[NodeApi, frozenset[str]], Awaitable[Reading]], *,
+                 refresh: float = 5.0, spacing: float = 0.2) -> None:
         self._node = node
-        self._read_rows, self._read_overview = read_rows, read_overview
+        self._read = read
         self._refresh, self._spacing = refresh, spacing
         self._subscribers: dict[asyncio.Queue[Snapshot], str] = {}
         self._task: asyncio.Task[None] | None = None
         self._latest: Snapshot | None = None
         self._serial = 0
         self._closing = asyncio.Event()
+        self._wake = asyncio.Event()
         self.snapshots = 0
 
     @contextlib.asynccontextmanager
@@ -104,8 +146,12 @@ class LiveFeed:
         showing ``page``; the feed runs while anyone subscribes."""
         queue: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize=1)
         self._subscribers[queue] = page
-        if self._latest is not None and (page != "overview" or self._latest.overview):
-            queue.put_nowait(self._latest)
+        latest = self._latest
+        if latest is not None and all(b in latest.blocks for b in sections(page)[1]) and \
+                all(r in latest.rows for r in sections(page)[0]):
+            queue.put_nowait(latest)
+        else:
+            self._wake.set()  # a page the last read did not cover: read for it now
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="console-live-feed")
         try:
@@ -135,6 +181,7 @@ class LiveFeed:
         changes = self._node.ledger.changes
         while self._subscribers:
             seen = changes.version  # a change committed while reading wakes the next read
+            self._wake.clear()
             try:
                 snapshot = await self._take()
             except GatewayError as exc:  # the ledger failing: say so, try again later
@@ -146,24 +193,28 @@ class LiveFeed:
                         queue.get_nowait()
                     queue.put_nowait(snapshot)
             await asyncio.sleep(self._spacing)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._refresh):
-                    await changes.wait(seen)
+            if self._wake.is_set():
+                continue
+            waits = (asyncio.ensure_future(changes.wait(seen)),
+                     asyncio.ensure_future(self._wake.wait()))
+            try:
+                await asyncio.wait(waits, timeout=self._refresh,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
         self._latest = None
 
     async def _take(self) -> Snapshot:
         now = self._node.clock.now()
-        data, rows, alerts = await self._read_rows(self._node)
-        overview = None
-        if "overview" in self._subscribers.values():
-            overview = await self._read_overview(self._node)
+        pages = frozenset(self._subscribers.values())
+        reading = await self._read(self._node, pages)
         self._serial += 1
         self.snapshots += 1
-        data["server_time"] = format_time(datetime.now(UTC))
-        data["now"] = format_time(now)
-        return Snapshot(serial=self._serial, data=data, rows=rows, alerts=alerts,
-                        overview=overview,
-                        overview_rev=None if overview is None else _rev(overview))
+        data = {**reading.data, "server_time": format_time(datetime.now(UTC)),
+                "now": format_time(now)}
+        return Snapshot(serial=self._serial, data=data, rows=reading.rows,
+                        alerts=reading.alerts, blocks=reading.blocks)
 
 
 def draw(snapshot: Snapshot, key: tuple[str, ...], make: Callable[[], str]) -> str:
@@ -183,33 +234,40 @@ class Subscriber:
     can_operate: bool
     page: str
     sent: dict[str, dict[str, str]] = field(default_factory=dict)
-    overview_rev: str | None = None
+    blocks_sent: dict[str, str] = field(default_factory=dict)
 
     def event(self, snapshot: Snapshot, render: dict[str, Renderer]) -> dict[str, Any]:
         """The event for this browser: the snapshot's figures, its alerts in this
-        language, and the rows and blocks that changed since the last event."""
+        language, and the rows and blocks of its page that changed since the last."""
         out: dict[str, Any] = dict(snapshot.data)
         out["alerts"] = [{**{k: v for k, v in a.items() if k != "body"},
                           "title": preview(a["type"], a["body"], self.lang)["text"] or ""}
                          for a in snapshot.alerts]
+        row_sections, block_names = sections(self.page)
         rows: dict[str, Any] = {}
-        for section in ROW_SECTIONS:
+        for section in row_sections:
             listed = snapshot.rows.get(section, [])
             before = self.sent.setdefault(section, {})
             changed = {}
+            kind = section.split(":", 1)[0]
             for key, rev, item in listed:
                 if before.get(key) != rev:
                     changed[key] = draw(
                         snapshot, (section, key, rev, self.lang, str(self.can_operate)),
-                        partial(render[section], self.lang, item, self.can_operate))
+                        partial(render[kind], self.lang, item, self.can_operate))
                     before[key] = rev
             rows[section] = {"order": [key for key, _, _ in listed], "html": changed}
         out["rows"] = rows
-        if snapshot.overview is not None and snapshot.overview_rev != self.overview_rev:
-            overview = snapshot.overview
-            out["blocks"] = {name: draw(snapshot, (name, self.lang, str(self.can_operate)),
-                                        partial(render[name], self.lang, overview,
-                                                self.can_operate))
-                             for name in ("problems", "peers")}
-            self.overview_rev = snapshot.overview_rev
+        blocks = {}
+        for name in block_names:
+            if name not in snapshot.blocks:
+                continue
+            rev = snapshot.block_rev(name)
+            if self.blocks_sent.get(name) != rev:
+                blocks[name] = draw(snapshot, (name, rev, self.lang, str(self.can_operate)),
+                                    partial(render[name.split(":", 1)[0]], self.lang,
+                                            snapshot.blocks[name], self.can_operate))
+                self.blocks_sent[name] = rev
+        if blocks:
+            out["blocks"] = blocks
         return out

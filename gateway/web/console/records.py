@@ -56,8 +56,10 @@ async def incidents(request: web.Request) -> dict[str, Any]:
     """GET /console/incidents: every incident with its centres and warnings."""
     _require(request, "viewer")
     node = request.app[NODE_KEY]
-    page = await node.ledger.incidents.index(console_after(request, 2), PAGE)
+    after = console_after(request, 2)
+    page = await node.ledger.incidents.index(after, PAGE)
     return _ctx(request, "incidents", incidents=[r.as_json() for r in page],
+                paused=after is not None,
                 older=older_link(request, {}, [r.cursor for r in page]))
 
 
@@ -72,7 +74,7 @@ async def incident(request: web.Request) -> dict[str, Any]:
     thread = await incident_thread(node.ledger.incidents, incident_id, node.me)
     if thread is None:
         raise web.HTTPNotFound(text="no message on this incident")
-    return _ctx(request, "incidents", thread=thread,
+    return _ctx(request, "incidents", thread=thread, live_page=f"incident:{incident_id}",
                 features=collection(await incident_features(node, thread)))
 
 

@@ -19,6 +19,7 @@ from gateway.formats.geo import MAX_FEATURES, Feature, collection
 from gateway.protocol.reasons import KEY_UPDATE_REFUSED
 from gateway.protocol.types import Priority, format_time, parse_optional_time
 from gateway.service.commcheck import report
+from gateway.service.incidents import incident_thread
 from gateway.service.node import NodeApi
 from gateway.service.paging import decode_cursor, next_cursor
 from gateway.service.records import OutgoingView
@@ -37,12 +38,15 @@ from gateway.web.console.auth import (
 from gateway.web.console.live import (
     ATTENTION_PRIORITIES,
     ATTENTION_TYPES,
+    LIVE_INCIDENTS,
     LIVE_ROWS,
     LiveFeed,
+    Reading,
     Renderer,
     Snapshot,
     Subscriber,
     inbox_rev,
+    live_rev,
     outbox_rev,
 )
 from gateway.web.console.readable import preview
@@ -616,11 +620,33 @@ async def _next(queue: asyncio.Queue[Snapshot], feed: LiveFeed) -> Snapshot | No
     return take.result() if take in done and not take.cancelled() else None
 
 
+async def live_read(node: NodeApi, pages: frozenset[str]) -> Reading:
+    """What the open pages show live, read once for all browsers (live.LiveFeed):
+    :func:`live_rows` for every page, the overview's problems and peers, the incident
+    list and the timeline and cards of each incident open (a few at most)."""
+    data, rows, alerts = await live_rows(node)
+    blocks: dict[str, Any] = {}
+    if "overview" in pages:
+        overview = await overview_data(node)
+        blocks["problems"] = blocks["peers"] = overview
+    if "incidents" in pages:
+        rows["incidents"] = [(r.incident, live_rev(r.as_json()), r.as_json())
+                             for r in await node.ledger.incidents.index(None, LIVE_ROWS)]
+    watched = sorted(p[9:] for p in pages if p.startswith("incident:"))[:LIVE_INCIDENTS]
+    for incident in watched:
+        thread = await incident_thread(node.ledger.incidents, incident, node.me)
+        if thread is None:
+            continue
+        rows[f"timeline:{incident}"] = [(t["id"], live_rev(t), t) for t in thread["timeline"]]
+        blocks[f"cards:{incident}"] = thread
+    return Reading(data=data, rows=rows, alerts=alerts, blocks=blocks)
+
+
 async def live_rows(node: NodeApi) -> tuple[dict[str, Any], dict[str, list[Any]],
                                             list[dict[str, Any]]]:
-    """What every page's live part shows, read once for all browsers (live.LiveFeed):
-    delivery states and overdue flags of our latest messages, the inbox counts, the
-    newest rows of the inbox and the outbox, and the alerts waiting for a duty officer."""
+    """What every page's live part shows: delivery states and overdue flags of our
+    latest messages, the inbox counts, the newest rows of the inbox and the outbox,
+    and the alerts waiting for a duty officer."""
     now = node.clock.now()
     messages = await node.ledger.outbox.list({}, LIVE_ROWS)
     waiting = await node.ledger.inbox.list({"state": "delivered"}, 500)
@@ -657,6 +683,7 @@ async def live_rows(node: NodeApi) -> tuple[dict[str, Any], dict[str, list[Any]]
 def renderers(app: web.Application) -> dict[str, Renderer]:
     """The live fragments, drawn by the pages' own macros (templates/rows.html)."""
     rows = aiohttp_jinja2.get_env(app).get_template("rows.html").module
+    me = app[NODE_KEY].me
 
     def inbox_row(lang: str, item: Any, can_operate: bool) -> str:
         i18n.use(lang)
@@ -674,4 +701,17 @@ def renderers(app: web.Application) -> dict[str, Renderer]:
         i18n.use(lang)
         return str(rows.peer_rows(overview["peers"]))  # type: ignore[attr-defined]
 
-    return {"inbox": inbox_row, "outbox": outbox_row, "problems": problems, "peers": peers}
+    def incident_row(lang: str, item: Any, _can_operate: bool) -> str:
+        i18n.use(lang)
+        return str(rows.incident_row(item))  # type: ignore[attr-defined]
+
+    def timeline_row(lang: str, item: Any, _can_operate: bool) -> str:
+        i18n.use(lang)
+        return str(rows.timeline_row(item, me))  # type: ignore[attr-defined]
+
+    def cards(lang: str, thread: Any, _can_operate: bool) -> str:
+        i18n.use(lang)
+        return str(rows.centre_cards(thread, lang))  # type: ignore[attr-defined]
+
+    return {"inbox": inbox_row, "outbox": outbox_row, "problems": problems, "peers": peers,
+            "incidents": incident_row, "timeline": timeline_row, "cards": cards}

@@ -88,9 +88,10 @@
   // Rows sort as the page does: by group (what waits first, by priority), newest first.
   function placeRows(tbody) {
     const rows = Array.from(tbody.children);
+    const oldest = tbody.dataset.order === "asc";  // a timeline reads oldest first
     rows.sort(function (a, b) {
-      return (a.dataset.group || "").localeCompare(b.dataset.group || "") ||
-        (b.dataset.at || "").localeCompare(a.dataset.at || "");
+      const at = (b.dataset.at || "").localeCompare(a.dataset.at || "");
+      return (a.dataset.group || "").localeCompare(b.dataset.group || "") || (oldest ? -at : at);
     });
     rows.forEach(function (row) { tbody.appendChild(row); });
   }
