@@ -38,7 +38,7 @@ from gateway.service.commcheck import CommChecks
 from gateway.service.contact_sync import ContactSync
 from gateway.service.directory import Directory
 from gateway.service.dispatch import Dispatcher
-from gateway.service.ingest import Receiver
+from gateway.service.ingest import APPLIED_BY, Receiver
 from gateway.service.keys import Keys
 from gateway.service.node import InboxState, PeerLinkState
 from gateway.service.submit import Submitter
@@ -107,7 +107,9 @@ class Node:
             me=self.me, key=key, ring=lambda: self.keys.ring, directory=lambda: self.directory,
             ledger=self.ledger, clock=self.clock, fanout=self.consumer, policy=s.policy,
             on_receipt_queued=self.dispatcher.wake, on_outcome=self._count_ingest,
-            on_key_update=self.keys.pin_peer_key, on_directory=self.contacts.store)
+            on_key_update=self.keys.pin_peer_key, on_directory=self.contacts.store,
+            on_applied=lambda sender, message_id: self.acknowledger.acknowledge(
+                message_id, APPLIED_BY, sender, actor="node"))
         self.submitter = Submitter(
             me=self.me, key=key, directory=self.directory, ledger=self.ledger,
             clock=self.clock, default_ttl=timedelta(hours=s.delivery.default_ttl_hours),

@@ -15,6 +15,7 @@ import structlog
 
 from gateway.config import PolicySection
 from gateway.errors import (
+    GatewayError,
     KeyMaterialError,
     KeyUpdateRefused,
     MalformedInput,
@@ -60,6 +61,13 @@ def _enum_or(value: Any, enum: type[Mode] | type[Priority], default: str) -> str
     return value if isinstance(value, str) and value in {e.value for e in enum} else default
 
 
+#: Messages that change the node's own state when they arrive (a contact list, a key):
+#: no duty officer acts on them, they are acknowledged by the node once applied.
+HOUSEKEEPING = frozenset({"directory", "key-update"})
+#: The ``by`` of those acknowledgements.
+APPLIED_BY = "applied automatically"
+
+
 class Receiver:
     """Handles every payload taken from our inbox queue."""
 
@@ -70,8 +78,10 @@ class Receiver:
                  policy: PolicySection | None = None,
                  on_key_update: KeyUpdateHandler | None = None,
                  on_directory: Callable[[str, DirectoryEnvelope], Awaitable[None]] | None = None,
+                 on_applied: Callable[[str, str], Awaitable[object]] | None = None,
                  ) -> None:
         self._on_directory = on_directory
+        self._on_applied = on_applied
         self._policy = policy or PolicySection()
         self._on_key_update = on_key_update
         self._me, self._key, self._ring, self._directory = me, key, ring, directory
@@ -192,6 +202,14 @@ class Receiver:
         label = f"{outcome.value}_{state}"
         log.info("message_ingested", outcome=outcome.value, state=state)
         self._on_outcome(verified.envelope["type"], label)
+        if state == ReceiptState.DELIVERED.value and self._on_applied is not None and \
+                verified.envelope["type"] in HOUSEKEEPING:
+            # Applied already (a contact list stored, a key pinned): nobody has to act,
+            # so the node acknowledges it itself (PROTOCOL.md §7.3).
+            try:
+                await self._on_applied(verified.sender, str(verified.envelope["id"]))
+            except GatewayError as exc:
+                log.warning("housekeeping_ack_failed", error=str(exc))
         if state != ReceiptState.REJECTED.value and self._fanout is not None:
             await self._fanout.republish(
                 body, sender=verified.sender, msg_type=verified.envelope["type"],

@@ -57,3 +57,26 @@ async def test_directory_update_from_nl_shows_up_at_lu(federation: Federation) -
         **EXAMPLE, "to": ["field:astrology"]})
     assert status == 422
     assert "field:astrology" in refused["detail"]
+
+
+async def test_a_contact_list_is_acknowledged_by_the_node_that_applied_it(
+        federation: Federation) -> None:
+    """A directory message needs no duty officer: the receiving node acknowledges it
+    itself once stored ("applied automatically"), so it waits in no inbox and the
+    sender sees it acknowledged."""
+    await federation.wait_ready()
+    status, answer = await federation.api("NL-NCC", "POST", "/v1/directory/publish")
+    assert status == 202
+    message_id = answer["id"]
+
+    async def acknowledged_everywhere() -> bool:
+        _, view = await federation.api("NL-NCC", "GET", f"/v1/messages/{message_id}")
+        return bool(view.get("recipients")) and all(
+            r["state"] == "acknowledged" for r in view["recipients"])
+
+    await wait_until(acknowledged_everywhere, 30, "the contact list acknowledged by all")
+    _, at_lu = await federation.api("LU-HCPN", "GET", f"/v1/messages/{message_id}")
+    assert at_lu["state"] == "acknowledged"
+    assert at_lu["acknowledged_by"] == "applied automatically"
+    _, waiting = await federation.api("LU-HCPN", "GET", "/v1/inbox?state=delivered")
+    assert all(m["type"] not in ("directory", "key-update") for m in waiting["items"])
