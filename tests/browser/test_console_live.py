@@ -62,18 +62,26 @@ async def _stored(fed: Federation, centre: str, message_id: str) -> float:
 
 async def test_a_peers_flash_appears_live_and_loud_on_open_pages(
         browser: Browser, federation: Federation) -> None:
-    """NL-NCC sends a flash to BE-NCCN: on BE-NCCN's open inbox and overview, without a
-    reload, within 2 s, the row appears, the title counts it, a notification is raised,
-    the screen reader hears it, and the bar's Acknowledge clears it everywhere."""
+    """NL-NCC sends a flash to BE-NCCN: on BE-NCCN's open inbox, overview and incident
+    board, without a reload, within 2 s, the row appears (inbox and timeline), the title
+    counts it, the bar shows it, a notification is raised, the screen reader hears it,
+    and the bar's Acknowledge clears it everywhere."""
     await federation.wait_ready()
     context = await _context(browser, federation, "BE-NCCN")
     try:
+        status, first = await federation.api("NL-NCC", "POST", "/v1/sitreps", {
+            **EXAMPLE, "to": ["BE-NCCN"], "sitrep": {
+                **EXAMPLE["sitrep"], "incident": {"id": "NL-2026-0301", "title": "Dyke"}}})
+        assert status == 202
+        await _stored(federation, "BE-NCCN", first["id"])
         inbox = await context.new_page()
         await _login(inbox, federation, "BE-NCCN")
         overview = await context.new_page()
         await overview.goto(f"{_base(federation, 'BE-NCCN')}/console")
+        board = await context.new_page()
+        await board.goto(f"{_base(federation, 'BE-NCCN')}/console/incidents/NL-2026-0301")
         await inbox.goto(f"{_base(federation, 'BE-NCCN')}/console/inbox")
-        for page in (inbox, overview):
+        for page in (inbox, overview, board):
             await page.evaluate("window.__noReload = true")
             await expect(page.locator("#connection")).to_be_hidden()
         notes_before = len(await inbox.evaluate("window.__notes"))
@@ -86,7 +94,9 @@ async def test_a_peers_flash_appears_live_and_loud_on_open_pages(
         await expect(row).to_have_class(re.compile("row-attention"))
         first_row = inbox.locator("[data-live-rows=inbox] tr").first
         await expect(first_row).to_have_attribute("data-inbox", message_id)  # newest flash
-        for page in (inbox, overview):
+        await expect(board.locator(f'[data-live-rows="timeline:NL-2026-0301"] '
+                                   f'tr[data-row="{message_id}"]')).to_be_visible(timeout=LIVE)
+        for page in (inbox, overview, board):
             await expect(page).to_have_title(re.compile(r"^\(\d+ FLASH\) "), timeout=LIVE)
             bar = page.locator("#alertbar")
             await expect(bar).to_be_visible(timeout=LIVE)
@@ -99,7 +109,7 @@ async def test_a_peers_flash_appears_live_and_loud_on_open_pages(
         entry = overview.locator("#alertbar li", has_text="Dyke breach at Roermond")
         await entry.get_by_role("button", name="Acknowledge").click()
         await expect(row.locator(".chip-acknowledged")).to_be_visible(timeout=LIVE)
-        for page in (inbox, overview):
+        for page in (inbox, overview, board):
             await expect(page.locator("#alertbar li", has_text="Dyke breach at Roermond")
                          ).to_have_count(0, timeout=LIVE)
             assert await page.evaluate("window.__noReload") is True
