@@ -161,6 +161,10 @@ class InboxStore(Protocol):
         cutoff time of their priority (``cutoffs``: priority -> stored time)."""
         ...
 
+    async def unacknowledged(self, priority: str, limit: int) -> Sequence[InboxEntry]:
+        """The newest ``limit`` delivered messages of ``priority`` not acknowledged yet."""
+        ...
+
     async def waiting(self) -> int:
         """How many delivered messages are not acknowledged yet (from the counters)."""
         ...

@@ -353,6 +353,13 @@ class FakeInbox(_Store):
                  and (after is None or e.cursor < after)]
         return sorted(found, key=lambda e: e.cursor, reverse=True)[:limit]
 
+    async def unacknowledged(self, priority: str, limit: int) -> list[InboxEntry]:
+        """Held delivered messages of ``priority``, newest first."""
+        self._call("unacknowledged", priority, limit)
+        found = [e for e in self.entries.values()
+                 if e.state == "delivered" and e.priority == priority]
+        return sorted(found, key=lambda e: e.received_at, reverse=True)[:limit]
+
     async def waiting(self) -> int:
         """Held delivered messages."""
         self._call("waiting")

@@ -948,3 +948,23 @@ def test_only_the_delivery_module_writes_delivery_rows() -> None:
                if any(w in p.read_text(encoding="utf-8").upper()
                       for w in ("INTO DELIVERIES", "UPDATE DELIVERIES", "DELETE FROM DELIVERIES"))]
     assert sorted(writers) == ["adapters/sqlite/deliveries.py", "adapters/sqlite/schema.py"]
+
+
+async def test_unacknowledged_lists_what_waits_of_one_priority_newest_first(
+    open_ledger: Callable[..., Awaitable[SqliteLedger]],
+    make_entry: Callable[..., InboxEntry], make_receipt: Callable[..., OutgoingMessage],
+) -> None:
+    """The live view's read of what waits: delivered, of that priority, newest first;
+    an acknowledged or other-priority message is not listed."""
+    ledger = await open_ledger()
+    old = make_entry(priority="flash", received_at=NOW)
+    new = make_entry(priority="flash", received_at=NOW + SEC)
+    done = make_entry(priority="flash", received_at=NOW + 2 * SEC)
+    other = make_entry(priority="urgent", received_at=NOW + 3 * SEC)
+    for e in (old, new, done, other):
+        await ledger.inbox.ingest(e, make_receipt(e), e.received_at)
+    await ledger.inbox.acknowledge(BE, done.id, "officer",
+                                   make_receipt(done, ReceiptState.ACKNOWLEDGED), NOW + 4 * SEC)
+    assert [e.id for e in await ledger.inbox.unacknowledged("flash", 10)] == [new.id, old.id]
+    assert [e.id for e in await ledger.inbox.unacknowledged("flash", 1)] == [new.id]
+    assert [e.id for e in await ledger.inbox.unacknowledged("urgent", 10)] == [other.id]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import partial
 
@@ -163,6 +163,17 @@ class SqliteInbox:
             overdue, cutoffs=cutoffs, counter_of=unacknowledged_in,
             recent_sql="SELECT COUNT(*) FROM inbox WHERE state = 'delivered' AND priority = ?"
                        " AND received_at > ?"))
+
+    async def unacknowledged(self, priority: str, limit: int) -> Sequence[InboxEntry]:
+        """See :meth:`gateway.service.ports.InboxStore.unacknowledged`: a range of
+        ``inbox_unacked``, however many messages were ever acknowledged."""
+
+        def run(conn: sqlite3.Connection) -> list[InboxEntry]:
+            return [inbox_entry(r) for r in conn.execute(
+                "SELECT * FROM inbox WHERE state = 'delivered' AND priority = ?"
+                " ORDER BY received_at DESC LIMIT ?", (priority, limit))]
+
+        return await self._db.read(run)
 
     async def waiting(self) -> int:
         """See :meth:`gateway.service.ports.InboxStore.waiting`."""

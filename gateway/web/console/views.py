@@ -649,7 +649,10 @@ async def live_rows(node: NodeApi) -> tuple[dict[str, Any], dict[str, list[Any]]
     and the alerts waiting for a duty officer."""
     now = node.clock.now()
     messages = await node.ledger.outbox.list({}, LIVE_ROWS)
-    waiting = await node.ledger.inbox.list({"state": "delivered"}, 500)
+    # What waits, most urgent first, on the index of unacknowledged messages (a few
+    # reads of a page each, however long the history): flash, urgent, then the newest.
+    waiting = [e for p in ATTENTION_PRIORITIES
+               for e in await node.ledger.inbox.unacknowledged(p, LIVE_ROWS)]
     latest = await node.ledger.inbox.list({}, LIVE_ROWS)
     states = {m.id: {r.centre: {"state": r.state, "reason": r.reason,
                                 "delivered_at": r.delivered_at,
@@ -658,12 +661,12 @@ async def live_rows(node: NodeApi) -> tuple[dict[str, Any], dict[str, list[Any]]
     overdue_out = {m.id: sorted(overdue_outgoing(node, m, now)) for m in messages}
     seen: set[tuple[str, str]] = set()
     entries = []
-    for e in [*waiting[:LIVE_ROWS], *latest]:
+    for e in [*waiting, *latest]:
         if (e.sender, e.id) not in seen:
             seen.add((e.sender, e.id))
             entries.append(e)
     inbox_rows = inbox_items(node, entries, now)
-    unacked = [_inbox_row(e) for e in waiting]
+    unacked = [i for i in inbox_rows if i["state"] == "delivered"]
     alerts = sorted(
         ({k: a[k] for k in ("id", "from", "type", "priority", "mode", "tlp", "incident",
                             "received_at", "body")}
