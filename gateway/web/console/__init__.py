@@ -17,24 +17,20 @@ from gateway.web.console.auth import LoginLimiter, Operators, Sessions
 from gateway.web.console.compose import compose_form, compose_next, compose_send
 from gateway.web.console.live import LiveFeed
 from gateway.web.console.records import directory, evidence, incident, incidents, message
+from gateway.web.console.stream import LIVE, RENDER, events, live_read, renderers
 from gateway.web.console.views import (
     LIMITER,
-    LIVE,
     NODE_KEY,
     OPERATORS,
-    RENDER,
     SESSIONS,
     Handler,
     acknowledge,
-    events,
     inbox,
-    live_read,
     login,
     login_form,
     logout,
     outbox,
     overview,
-    renderers,
     run_commcheck,
     set_language,
 )

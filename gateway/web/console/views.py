@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
 import secrets
 from collections.abc import Awaitable, Callable
@@ -14,12 +12,11 @@ import aiohttp_jinja2
 import structlog
 from aiohttp import web
 
-from gateway.errors import GatewayError, RequestRefused
+from gateway.errors import RequestRefused
 from gateway.formats.geo import MAX_FEATURES, Feature, collection
 from gateway.protocol.reasons import KEY_UPDATE_REFUSED
 from gateway.protocol.types import Priority, format_time, parse_optional_time
 from gateway.service.commcheck import report
-from gateway.service.incidents import incident_thread
 from gateway.service.node import NodeApi
 from gateway.service.paging import decode_cursor, next_cursor
 from gateway.service.records import OutgoingView
@@ -34,20 +31,6 @@ from gateway.web.console.auth import (
     csrf_ok,
     password_tag,
     role_allows,
-)
-from gateway.web.console.live import (
-    ATTENTION_PRIORITIES,
-    ATTENTION_TYPES,
-    LIVE_INCIDENTS,
-    LIVE_ROWS,
-    LiveFeed,
-    Reading,
-    Renderer,
-    Snapshot,
-    Subscriber,
-    inbox_rev,
-    live_rev,
-    outbox_rev,
 )
 from gateway.web.console.readable import preview
 from gateway.web.limits import read_deadline
@@ -66,12 +49,6 @@ SESSION: web.RequestKey[Session] = web.RequestKey("console_session", Session)
 LOGIN_CSRF: web.RequestKey[str] = web.RequestKey("login_csrf", str)
 OPERATORS: web.AppKey[Operators] = web.AppKey("console_operators")
 LIMITER: web.AppKey[LoginLimiter] = web.AppKey("console_limiter")
-LIVE: web.AppKey[LiveFeed] = web.AppKey("console_live")
-RENDER: web.AppKey[dict[str, Renderer]] = web.AppKey("console_render")
-#: Seconds between two keep-alive comments on an idle event stream (and session checks).
-KEEP_ALIVE = 15.0
-#: How soon a browser reconnects after the stream dropped (ms).
-RECONNECT_MS = 2000
 LANG_COOKIE = "crisisgw_lang"
 PRIORITY_ORDER = {"flash": 0, "urgent": 1, "routine": 2}
 #: Peers' keys that stop being valid within this time are flagged on the overview.
@@ -568,153 +545,3 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
         raise web.HTTPConflict(text=exc.detail) from exc
     await _audit(request, "message.acknowledge_requested", f"{sender}/{message_id}")
     raise web.HTTPSeeOther(back_to(await request.post(), "/console/inbox"))
-
-
-async def events(request: web.Request) -> web.StreamResponse:
-    """GET /console/events?page=: server-sent events from the shared live feed: delivery
-    states, counts, alerts, and the rows and blocks of the page that changed."""
-    session = _require(request, "viewer")
-    feed, render = request.app[LIVE], request.app[RENDER]
-    page = request.query.get("page", "")[:32]
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-store",
-                                           "X-Accel-Buffering": "no"})
-    await response.prepare(request)
-    sub = Subscriber(lang=i18n.current(), can_operate=role_allows(session.role, "operator"),
-                     page=page)
-    try:
-        async with feed.subscribe(page) as queue:
-            # A first line that sets how soon the browser reconnects after a drop.
-            await response.write(f"retry: {RECONNECT_MS}\n\n".encode())
-            while not feed.closing:
-                snapshot = await _next(queue, feed)
-                if feed.closing:
-                    break
-                current = await _session(request)
-                if current is None:  # logged out, expired, account removed or changed
-                    await response.write(b"event: session\ndata: {\"ended\": true}\n\n")
-                    return response
-                sub.can_operate = role_allows(current.role, "operator")
-                if snapshot is None:
-                    await response.write(b": keep-alive\n\n")
-                    continue
-                text = json.dumps(sub.event(snapshot, render), separators=(",", ":"))
-                await response.write(f"event: states\ndata: {text}\n\n".encode())
-            await response.write(b"event: closing\ndata: {}\n\n")  # the node is stopping
-    except (ConnectionResetError, asyncio.CancelledError, GatewayError):
-        pass
-    return response
-
-
-async def _next(queue: asyncio.Queue[Snapshot], feed: LiveFeed) -> Snapshot | None:
-    """The next snapshot; None after :data:`KEEP_ALIVE` seconds or once the node stops."""
-    take = asyncio.ensure_future(queue.get())
-    stop = asyncio.ensure_future(feed.wait_closing())
-    try:
-        done, _ = await asyncio.wait((take, stop), timeout=KEEP_ALIVE,
-                                     return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (take, stop):
-            if not task.done():
-                task.cancel()
-    return take.result() if take in done and not take.cancelled() else None
-
-
-async def live_read(node: NodeApi, pages: frozenset[str]) -> Reading:
-    """What the open pages show live, read once for all browsers (live.LiveFeed):
-    :func:`live_rows` for every page, the overview's problems and peers, the incident
-    list and the timeline and cards of each incident open (a few at most)."""
-    data, rows, alerts = await live_rows(node)
-    blocks: dict[str, Any] = {}
-    if "overview" in pages:
-        overview = await overview_data(node)
-        blocks["problems"] = blocks["peers"] = overview
-    if "incidents" in pages:
-        rows["incidents"] = [(r.incident, live_rev(r.as_json()), r.as_json())
-                             for r in await node.ledger.incidents.index(None, LIVE_ROWS)]
-    watched = sorted(p[9:] for p in pages if p.startswith("incident:"))[:LIVE_INCIDENTS]
-    for incident in watched:
-        thread = await incident_thread(node.ledger.incidents, incident, node.me)
-        if thread is None:
-            continue
-        rows[f"timeline:{incident}"] = [(t["id"], live_rev(t), t) for t in thread["timeline"]]
-        blocks[f"cards:{incident}"] = thread
-    return Reading(data=data, rows=rows, alerts=alerts, blocks=blocks)
-
-
-async def live_rows(node: NodeApi) -> tuple[dict[str, Any], dict[str, list[Any]],
-                                            list[dict[str, Any]]]:
-    """What every page's live part shows: delivery states and overdue flags of our
-    latest messages, the inbox counts, the newest rows of the inbox and the outbox,
-    and the alerts waiting for a duty officer."""
-    now = node.clock.now()
-    messages = await node.ledger.outbox.list({}, LIVE_ROWS)
-    # What waits, most urgent first, on the index of unacknowledged messages (a few
-    # reads of a page each, however long the history): flash, urgent, then the newest.
-    waiting = [e for p in ATTENTION_PRIORITIES
-               for e in await node.ledger.inbox.unacknowledged(p, LIVE_ROWS)]
-    latest = await node.ledger.inbox.list({}, LIVE_ROWS)
-    states = {m.id: {r.centre: {"state": r.state, "reason": r.reason,
-                                "delivered_at": r.delivered_at,
-                                "acknowledged_at": r.acknowledged_at}
-                     for r in m.recipients} for m in messages}
-    overdue_out = {m.id: sorted(overdue_outgoing(node, m, now)) for m in messages}
-    seen: set[tuple[str, str]] = set()
-    entries = []
-    for e in [*waiting, *latest]:
-        if (e.sender, e.id) not in seen:
-            seen.add((e.sender, e.id))
-            entries.append(e)
-    inbox_rows = inbox_items(node, entries, now)
-    unacked = [i for i in inbox_rows if i["state"] == "delivered"]
-    alerts = sorted(
-        ({k: a[k] for k in ("id", "from", "type", "priority", "mode", "tlp", "incident",
-                            "received_at", "body")}
-         for a in unacked
-         if a["priority"] in ATTENTION_PRIORITIES and a["type"] in ATTENTION_TYPES),
-        key=lambda a: a["received_at"], reverse=True)
-    alerts.sort(key=lambda a: PRIORITY_ORDER.get(a["priority"], 3))
-    data = {"states": states, "overdue_out": {k: v for k, v in overdue_out.items() if v},
-            "unacknowledged": await node.ledger.inbox.waiting(),
-            "overdue_in": [e["id"] for e in unacked if overdue_incoming(node, e, now)]}
-    rows = {"inbox": [(f"{i['from']}/{i['id']}", inbox_rev(i), i) for i in inbox_rows],
-            "outbox": [(m["id"], outbox_rev(m), m)
-                       for m in outbox_items(node, messages, now)]}
-    return data, rows, alerts
-
-
-def renderers(app: web.Application) -> dict[str, Renderer]:
-    """The live fragments, drawn by the pages' own macros (templates/rows.html)."""
-    rows = aiohttp_jinja2.get_env(app).get_template("rows.html").module
-    me = app[NODE_KEY].me
-
-    def inbox_row(lang: str, item: Any, can_operate: bool) -> str:
-        i18n.use(lang)
-        return str(rows.inbox_row(with_preview(item, lang), can_operate, ""))  # type: ignore[attr-defined]
-
-    def outbox_row(lang: str, item: Any, _can_operate: bool) -> str:
-        i18n.use(lang)
-        return str(rows.outbox_row(item))  # type: ignore[attr-defined]
-
-    def problems(lang: str, overview: Any, _can_operate: bool) -> str:
-        i18n.use(lang)
-        return str(rows.problem_list(overview["problems"]))  # type: ignore[attr-defined]
-
-    def peers(lang: str, overview: Any, _can_operate: bool) -> str:
-        i18n.use(lang)
-        return str(rows.peer_rows(overview["peers"]))  # type: ignore[attr-defined]
-
-    def incident_row(lang: str, item: Any, _can_operate: bool) -> str:
-        i18n.use(lang)
-        return str(rows.incident_row(item))  # type: ignore[attr-defined]
-
-    def timeline_row(lang: str, item: Any, _can_operate: bool) -> str:
-        i18n.use(lang)
-        return str(rows.timeline_row(item, me))  # type: ignore[attr-defined]
-
-    def cards(lang: str, thread: Any, _can_operate: bool) -> str:
-        i18n.use(lang)
-        return str(rows.centre_cards(thread, lang))  # type: ignore[attr-defined]
-
-    return {"inbox": inbox_row, "outbox": outbox_row, "problems": problems, "peers": peers,
-            "incidents": incident_row, "timeline": timeline_row, "cards": cards}
