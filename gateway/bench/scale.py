@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import secrets
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,12 +26,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import aiohttp
 
+from gateway.adapters.amqp import declare_topology
 from gateway.adapters.provision import delete_many
 from gateway.adapters.sqlite.keys import ledger_path
 from gateway.adapters.sqlite.ledger import SqliteLedger
 from gateway.bench.federation import centres
+from gateway.bench.scale_client import REQUESTS, WARM_UP, summary
 from gateway.bench.scale_fill import Pair, Side, grow, origin
 from gateway.bench.suite import machine
 from gateway.config import Settings, load_settings
@@ -40,8 +43,6 @@ from gateway.keyfiles import load_signing_key
 from gateway.protocol.types import format_time
 from gateway.service.paging import encode_cursor
 
-REQUESTS = 25
-WARM_UP = 3
 #: The fill's writer page cache (KiB): it only speeds the fill (the rows are the same);
 #: the node measured afterwards runs with its own settings.
 FILL_CACHE_KIB = 256 * 1024
@@ -84,12 +85,6 @@ CONSOLE = [
 ]
 
 
-def _summary(times: list[float]) -> dict[str, float]:
-    times = sorted(times)
-    return {"median_ms": round(statistics.median(times), 2),
-            "p90_ms": round(times[int(0.9 * (len(times) - 1))], 2)}
-
-
 async def _median_ms(call: Callable[[], Awaitable[Any]], n: int = REQUESTS
                      ) -> dict[str, float]:
     for _ in range(WARM_UP):
@@ -99,22 +94,7 @@ async def _median_ms(call: Callable[[], Awaitable[Any]], n: int = REQUESTS
         t0 = time.perf_counter()
         await call()
         times.append(1000 * (time.perf_counter() - t0))
-    return _summary(times)
-
-
-async def _rounds(calls: dict[str, Callable[[], Awaitable[Any]]], n: int = REQUESTS
-                  ) -> dict[str, dict[str, float]]:
-    """Time every call ``n`` times, in rounds that call each once in turn (after
-    :data:`WARM_UP` rounds): a passing disturbance on the machine costs every figure a
-    sample, instead of all of one figure's."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for round_ in range(WARM_UP + n):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            await call()
-            if round_ >= WARM_UP:
-                times[name].append(1000 * (time.perf_counter() - t0))
-    return {name: _summary(samples) for name, samples in times.items()}
+    return summary(times)
 
 
 async def _samples(ledger: SqliteLedger, me: str) -> dict[str, str]:
@@ -202,33 +182,30 @@ async def _node(config: Path, port: int, log: Path) -> AsyncIterator[tuple[int, 
             proc.kill()
 
 
-async def _login(http: aiohttp.ClientSession, base: str, password: str) -> None:
-    async with http.get(f"{base}/console/login") as resp:
-        token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
-    if token is None:
-        raise RuntimeError("no login form")
-    async with http.post(f"{base}/console/login", allow_redirects=False, data={
-            "csrf_token": token.group(1), "name": "operator", "password": password}) as resp:
-        if resp.status != 303:
-            raise RuntimeError(f"console login refused: {resp.status}")
-
-
 async def _endpoints(base: str, token: str, password: str, peer: str,
                      ids: dict[str, str]) -> dict[str, dict[str, float]]:
-    headers = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-        await _login(http, base, password)
-        calls: dict[str, Callable[[], Awaitable[Any]]] = {}
-        for name, path in [*_api(peer), *CONSOLE]:
+    """Every endpoint timed by a fresh client process (:mod:`.scale_client`)."""
+    paths = [(name, path.format(**ids)) for name, path in [*_api(peer), *CONSOLE]]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.bench.scale_client", stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE)
+    out, _ = await proc.communicate(json.dumps(
+        {"base": base, "token": token, "password": password, "paths": paths}).encode())
+    if proc.returncode != 0:
+        raise RuntimeError(f"the benchmark's HTTP client failed ({proc.returncode})")
+    found: dict[str, dict[str, float]] = json.loads(out)
+    return found
 
-            async def get(url: str = base + path.format(**ids)) -> None:
-                async with http.get(url, headers=headers) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        raise RuntimeError(f"{url}: {resp.status}")
 
-            calls[name] = get
-        return await _rounds(calls)
+async def _peer_inbox(peer: Settings) -> None:
+    """The peer's inbox on its broker, as its node declares it when it first starts: the
+    node's backlog to the peer (whose node stays down) is then published once and waits
+    there, instead of being refused and retried, link dropped and re-opened, all through
+    the measurement."""
+    conn = await aio_pika.connect(peer.broker.url.get_secret_value())
+    async with conn:
+        await declare_topology(await conn.channel(),
+                               delivery_limit=peer.broker.delivery_limit)
 
 
 async def _idle_cpu(pid: int, seconds: float) -> float:
@@ -296,6 +273,7 @@ async def run(sizes: list[int], *, amqp: str = "amqp://127.0.0.1:5672/",
             user_prefix=f"{prefix}.",
             overrides={"commcheck": {"every_days": 3650.0}, "directory": []})
         a, b = (load_settings(paths[c.id]) for c in group)
+        await _peer_inbox(b)
         first = origin(sizes[-1], datetime.now(UTC))
         try:
             filled = 0

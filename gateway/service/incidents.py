@@ -121,13 +121,16 @@ class IncidentSummary:
     last_activity: str
     warnings: int
     highest_severity: str | None
+    #: How many of ``messages`` are actual (the others are exercise or test traffic).
+    actual_messages: int
 
     def as_json(self) -> dict[str, Any]:
         """The row as the API and the console show it."""
         return {"incident": self.incident, "title": self.title, "centres": list(self.centres),
                 "messages": self.messages, "rejected": self.rejected,
                 "last_activity": self.last_activity, "warnings": self.warnings,
-                "highest_severity": self.highest_severity}
+                "highest_severity": self.highest_severity,
+                "actual_messages": self.actual_messages}
 
     @property
     def cursor(self) -> tuple[str, str]:
@@ -387,6 +390,7 @@ def summarise_incidents(items: Iterable[ThreadItem], me: str) -> list[dict[str, 
             "messages": counts["messages"], "rejected": counts["rejected"],
             "last_activity": thread["last_activity"], "warnings": counts["warnings"],
             "highest_severity": thread["highest_severity"],
+            "actual_messages": sum(1 for i in group if i.in_picture and i.mode == "actual"),
         })
     rows.sort(key=lambda r: r["incident"])
     rows.sort(key=lambda r: r["last_activity"] or "", reverse=True)

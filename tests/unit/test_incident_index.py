@@ -64,13 +64,14 @@ async def _fill(ledger: SqliteLedger, rng: random.Random, count: int) -> None:
         msg_type, body = _body(rng, incident)
         created = T0 + rng.randrange(0, 40) * MIN  # ties in time are common
         who = rng.choice([ME, BE, DE])
+        mode = rng.choice(["actual", "actual", "actual", "exercise", "test"])
         if who == ME:
-            m = ours(created, body, msg_type=msg_type, incident=incident)
+            m = ours(created, body, msg_type=msg_type, incident=incident, mode=mode)
             await ledger.outbox.submit(m, None, created + rng.randrange(0, 3) * MIN)
             continue
         state = rng.choice(["delivered", "delivered", "delivered", "rejected"])
         entry = received(who, created, body, state=state, msg_type=msg_type,
-                         incident=incident)
+                         incident=incident, mode=mode)
         receipt = None if state == "rejected" else receipt_for(
             entry, ReceiptState.DELIVERED, entry.received_at)
         await ledger.inbox.ingest(entry, receipt, entry.received_at)
@@ -107,6 +108,7 @@ async def test_the_index_gives_the_rows_of_the_full_recomputation(
         assert await _paged(ledger, 1) == expected
         assert await _paged(ledger, 2) == expected
     assert any(r["warnings"] for r in expected)  # the random data does make gaps
+    assert any(0 < r["actual_messages"] < r["messages"] for r in expected)
 
 
 async def test_a_rebuild_gives_the_rows_the_live_updates_gave(ledger: SqliteLedger) -> None:

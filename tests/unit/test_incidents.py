@@ -313,25 +313,27 @@ def test_body_fields_of_other_types(body: dict[str, Any], title: str | None,
 
 
 def test_summarise_incidents() -> None:
-    """One row per incident, most recent first, with centres, counts and highest severity."""
+    """One row per incident, most recent first, with centres, counts, highest severity
+    and how many messages are actual (B-2 is an exercise, A-1 has one exercise report)."""
     items = [
         report(BE, 1, incident="A-1", title="Flood A", severity="minor"),
         report(BE, 3, incident="A-1", title="Flood A", severity="severe"),
         report(ME, 1, incident="A-1", severity="moderate"),
-        report(DE, 1, incident="B-2", at=200, title="Fire B"),
+        report(ME, 2, incident="A-1", mode="exercise"),
+        report(DE, 1, incident="B-2", at=200, title="Fire B", mode="exercise"),
         report(LU, 1, incident="C-3", at=300, state="rejected"),
     ]
     rows = summarise_incidents(items, ME)
     assert rows == [
         {"incident": "C-3", "title": None, "centres": [], "messages": 0, "rejected": 1,
          "last_activity": "2026-11-27T13:00:03.000Z", "warnings": 0,
-         "highest_severity": None},
+         "highest_severity": None, "actual_messages": 0},
         {"incident": "B-2", "title": "Fire B", "centres": [DE], "messages": 1, "rejected": 0,
          "last_activity": "2026-11-27T11:20:03.000Z", "warnings": 0,
-         "highest_severity": "moderate"},
-        {"incident": "A-1", "title": "Flood A", "centres": [BE, ME], "messages": 3,
+         "highest_severity": "moderate", "actual_messages": 0},
+        {"incident": "A-1", "title": "Flood A", "centres": [BE, ME], "messages": 4,
          "rejected": 0, "last_activity": "2026-11-27T08:30:03.000Z", "warnings": 1,
-         "highest_severity": "severe"},
+         "highest_severity": "severe", "actual_messages": 3},
     ]
 
 

@@ -65,12 +65,15 @@ def _old_stats(conn: sqlite3.Connection) -> LedgerStats:
 
 
 async def _traffic(ledger: SqliteLedger, rng: random.Random, count: int) -> list[str]:
-    """Our messages to random peers moved along random paths, and received ones."""
+    """Our messages to random peers moved along random paths, and received ones; one in
+    four is exercise or test traffic."""
     ids = []
     for n in range(count):
         created = T0 + n * MIN
         to = tuple(sorted(rng.sample(PEERS, rng.randint(1, 3))))
-        m = ours(created, sitrep(n + 1), to=to, msg_type=rng.choice(["sitrep", "alert"]))
+        mode = rng.choice(["actual", "actual", "actual", "exercise", "test"][:4 + n % 2])
+        m = ours(created, sitrep(n + 1), to=to, msg_type=rng.choice(["sitrep", "alert"]),
+                 mode=mode)
         await ledger.outbox.submit(m, None, created)
         ids.append(m.id)
         for peer in to:
@@ -88,7 +91,7 @@ async def _traffic(ledger: SqliteLedger, rng: random.Random, count: int) -> list
                     on_failed, now=created, error="down", retryable=True,
                     policy=RetryPolicy(), jitter=0.5))
         if rng.random() < 0.5:
-            entry = received(rng.choice([BE, DE]), created, sitrep(n + 1))
+            entry = received(rng.choice([BE, DE]), created, sitrep(n + 1), mode=mode)
             await ledger.inbox.ingest(entry, receipt_for(
                 entry, ReceiptState.DELIVERED, entry.received_at), entry.received_at)
             if rng.random() < 0.5:
@@ -114,15 +117,20 @@ async def test_the_counters_give_what_a_full_scan_gives(ledger: SqliteLedger,
 
 async def test_overdue_counts_are_those_of_the_deadline_rule(ledger: SqliteLedger) -> None:
     """outbox.overdue / inbox.overdue count what the console's per-message rule marks
-    overdue: unacknowledged, created (received) at or before the priority's cutoff."""
+    overdue: unacknowledged actual messages, created (received) at or before the
+    priority's cutoff; exercise and test traffic has no deadline."""
     await _traffic(ledger, random.Random(7), 30)
     cutoff = format_time(T0 + 12 * MIN)
     cutoffs = {"urgent": cutoff, "flash": cutoff, "routine": cutoff}
-    views = await ledger.outbox.list({}, 1000)
+    every = await ledger.outbox.list({}, 1000)
+    assert {v.mode for v in every} == {"actual", "exercise", "test"}
+    views = [v for v in every if v.mode == "actual"]
     expected_out = sum(1 for v in views if v.created <= cutoff
                        for r in v.recipients if r.state in ("queued", "sent", "delivered"))
     assert await ledger.outbox.overdue(cutoffs) == expected_out > 0
-    entries = await ledger.inbox.list({}, 1000)
+    received_ = await ledger.inbox.list({}, 1000)
+    assert any(e.mode != "actual" and e.state == "delivered" for e in received_)
+    entries = [e for e in received_ if e.mode == "actual"]
     expected_in = sum(1 for e in entries if e.state == "delivered"
                       and format_time(e.received_at) <= cutoff)
     assert await ledger.inbox.overdue(cutoffs) == expected_in > 0
@@ -228,11 +236,13 @@ async def test_expiry_finds_only_expired_deliveries_on_its_index(
             "due": ("SELECT d.* FROM deliveries d WHERE d.recipient = ? AND d.state ="
                     " 'queued' AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at"
                     " LIMIT 5", (BE, "x")),
-            "overdue": ("SELECT COUNT(*) FROM deliveries WHERE receipt = 0 AND state IN"
-                        " ('queued', 'sent', 'delivered') AND priority = ? AND created <= ?",
+            "overdue": ("SELECT COUNT(*) FROM deliveries WHERE receipt = 0 AND actual = 1 AND"
+                        " state IN ('queued', 'sent', 'delivered') AND priority = ? AND"
+                        " created <= ?",
                         ("urgent", "x")),
-            "inbox_overdue": ("SELECT COUNT(*) FROM inbox WHERE state = 'delivered' AND"
-                              " priority = ? AND received_at <= ?", ("urgent", "x")),
+            "inbox_overdue": ("SELECT COUNT(*) FROM inbox WHERE state = 'delivered' AND mode"
+                              " = 'actual' AND priority = ? AND received_at <= ?",
+                              ("urgent", "x")),
         }
         return {name: " ".join(str(r[3]) for r in conn.execute(f"EXPLAIN QUERY PLAN {q}", a))
                 for name, (q, a) in queries.items()}
@@ -241,7 +251,7 @@ async def test_expiry_finds_only_expired_deliveries_on_its_index(
     assert "deliveries_expiry" in found["expiry"]
     assert "deliveries_peer_due" in found["due"]
     assert "deliveries_unacked" in found["overdue"]
-    assert "inbox_unacked" in found["inbox_overdue"]
+    assert "inbox_unacked_actual" in found["inbox_overdue"]
     assert all("SCAN" not in plan for plan in found.values()), found
 
 
@@ -255,8 +265,9 @@ def test_times_sort_as_stored() -> None:
 
 async def test_a_migrated_ledger_starts_with_counters_that_match_its_rows(
         tmp_path: Path) -> None:
-    """Schema step 4 on the fixed ledger of an earlier release fills the counters and the
-    copied delivery columns from the rows already there."""
+    """Schema steps 4 and 6 on the fixed ledger of an earlier release fill the counters
+    and the copied delivery columns from the rows already there; exercise and test
+    messages (the file has some) stay out of the overdue counts."""
     path = tmp_path / "ledger.sqlite3"
     shutil.copy(Path(__file__).resolve().parents[1] / "assets" / "ledgers"
                 / "v1-nl-ncc.sqlite3", path)
@@ -269,11 +280,14 @@ async def test_a_migrated_ledger_starts_with_counters_that_match_its_rows(
         assert (new.backlog, new.inbox) == (old.backlog, old.inbox)
         late = dict.fromkeys(("flash", "urgent", "routine"), "9999")
         views = await led.outbox.list({}, 1000)
-        assert await led.outbox.overdue(late) == sum(
-            1 for v in views for r in v.recipients if r.state in ("queued", "sent", "delivered"))
+        pending = [(v.mode, r.state) for v in views for r in v.recipients
+                   if r.state in ("queued", "sent", "delivered")]
+        assert {mode for mode, _ in pending} > {"actual"}
+        assert await led.outbox.overdue(late) == sum(1 for mode, _ in pending
+                                                     if mode == "actual")
         entries = await led.inbox.list({}, 1000)
-        assert await led.inbox.overdue(late) == sum(1 for e in entries
-                                                    if e.state == "delivered")
+        assert await led.inbox.overdue(late) == sum(
+            1 for e in entries if e.state == "delivered" and e.mode == "actual")
         assert sum(old.deliveries.values()) == 14  # the file's README
 
         def unfilled(conn: sqlite3.Connection) -> int:
@@ -281,7 +295,8 @@ async def test_a_migrated_ledger_starts_with_counters_that_match_its_rows(
                 "SELECT COUNT(*) FROM deliveries d JOIN outbox o ON o.id = d.message_id"
                 " WHERE d.submitted_at IS NOT o.submitted_at OR d.expires IS NOT o.expires"
                 " OR d.created IS NOT o.created OR d.priority IS NOT o.priority"
-                " OR d.receipt != (o.type = 'receipt')").fetchone()[0])
+                " OR d.receipt != (o.type = 'receipt')"
+                " OR d.actual != (o.mode = 'actual')").fetchone()[0])
 
         assert await led.db.read(unfilled) == 0
     finally:

@@ -58,12 +58,13 @@ def sitrep(number: int, *, purpose: str | None = None, supersedes: int | None = 
 
 
 def envelope(sender: str, to: tuple[str, ...], created: datetime, body: dict[str, Any], *,
-             msg_type: str = "sitrep", incident: str | None = INC) -> dict[str, Any]:
+             msg_type: str = "sitrep", incident: str | None = INC, mode: str = "actual"
+             ) -> dict[str, Any]:
     """A JSON-ready envelope."""
     env: dict[str, Any] = {
         "v": 1, "id": str(uuid.uuid4()), "type": msg_type, "from": sender, "to": list(to),
         "created": format_time(created), "expires": format_time(created + timedelta(days=1)),
-        "mode": "actual", "tlp": "AMBER", "priority": "urgent", "body": body,
+        "mode": mode, "tlp": "AMBER", "priority": "urgent", "body": body,
     }
     if incident is not None:
         env["incident"] = incident
@@ -83,7 +84,7 @@ def received(sender: str, created: datetime, body: dict[str, Any], *,
     sealed = seal(env, KEYS[sender])
     rejected = state == "rejected"
     return InboxEntry(
-        sender=sender, id=env["id"], type=env["type"], priority="urgent", mode="actual",
+        sender=sender, id=env["id"], type=env["type"], priority="urgent", mode=env["mode"],
         tlp="AMBER", incident=env.get("incident"), created=None if rejected else created,
         expires=None if rejected else created + timedelta(days=1), digest=sealed.digest,
         wire=sealed.wire, received_at=created + MIN, state=state,

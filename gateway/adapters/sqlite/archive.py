@@ -47,7 +47,12 @@ from gateway.adapters.sqlite.audit import (
     head_of_archives,
     store_checkpoint,
 )
-from gateway.adapters.sqlite.deliveries import bump, remove_archived, unacknowledged_in
+from gateway.adapters.sqlite.deliveries import (
+    bump,
+    counted,
+    remove_archived,
+    unacknowledged_in,
+)
 from gateway.adapters.sqlite.keys import (
     current_signing_key,
     known_keys,
@@ -320,7 +325,8 @@ def _forget_after(created: str | None, received_at: str) -> str:
 
 def _delete_received(conn: sqlite3.Connection, record: dict[str, Any], now: str) -> bool:
     env = json.loads(b64url_decode(record["wire"]))["envelope"]
-    row = conn.execute("SELECT state, priority, acknowledged_at, created, received_at, digest "
+    row = conn.execute("SELECT state, priority, mode, acknowledged_at, created, received_at,"
+                       " digest "
                        "FROM inbox WHERE sender = ? AND id = ?",
                        (env["from"], env["id"])).fetchone()
     if row is None or (row["state"], row["acknowledged_at"]) != (
@@ -331,7 +337,7 @@ def _delete_received(conn: sqlite3.Connection, record: dict[str, Any], now: str)
         conn.execute("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?, ?)",
                      (env["from"], env["id"], row["digest"], row["state"], forget_after))
     bump(conn, "inbox", -1)
-    if row["state"] == "delivered":
+    if row["state"] == "delivered" and counted(row["mode"]):
         bump(conn, unacknowledged_in(row["priority"]), -1)
     conn.execute("DELETE FROM inbox WHERE sender = ? AND id = ?", (env["from"], env["id"]))
     return True

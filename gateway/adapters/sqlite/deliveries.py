@@ -30,7 +30,7 @@ _UPDATE = ("UPDATE deliveries SET " + ", ".join(f"{c} = ?" for c in _COLS)  # no
            + " WHERE message_id = ? AND recipient = ?")
 #: What a new row copies from its message, so that due-time, expiry, backlog and overdue
 #: queries run on the deliveries' own indexes (schema step 4).
-_META = ("receipt", "priority", "created", "expires", "submitted_at")
+_META = ("receipt", "priority", "created", "expires", "submitted_at", "actual")
 _INSERT = ("INSERT INTO deliveries (message_id, recipient, "  # noqa: S608 - fixed names
            + ", ".join(_COLS + _META) + ") VALUES (?, ?, "
            + ", ".join("?" * (len(_COLS) + len(_META))) + ")")
@@ -67,6 +67,12 @@ def unacknowledged_out(priority: str) -> str:
     return f"unacknowledged_out:{priority}"
 
 
+def counted(mode: str) -> bool:
+    """Whether a message of ``mode`` counts among the real unacknowledged and overdue
+    messages: exercise and test traffic is shown, marked, but kept out of them."""
+    return mode == "actual"
+
+
 def unacknowledged_in(priority: str) -> str:
     """The counter of received messages delivered but not acknowledged, per priority."""
     return f"unacknowledged_in:{priority}"
@@ -90,15 +96,15 @@ def overdue(conn: sqlite3.Connection, cutoffs: Mapping[str, str], counter_of: Ca
     return total
 
 
-def _count(conn: sqlite3.Connection, recipient: str, kind: tuple[int, str],
+def _count(conn: sqlite3.Connection, recipient: str, kind: tuple[int, str, int],
            before: DeliveryState | None, after: DeliveryState) -> None:
     """Keep ``delivery_counts`` (per recipient, receipt or not, state) and the
-    unacknowledged counters in step; ``kind`` is (receipt flag, priority)."""
-    receipt, priority = kind
+    unacknowledged counters in step; ``kind`` is (receipt flag, priority, actual flag)."""
+    receipt, priority, actual = kind
     if before is not None:
         conn.execute(_COUNT, (recipient, receipt, before.value, -1))
     conn.execute(_COUNT, (recipient, receipt, after.value, 1))
-    if not receipt:
+    if not receipt and actual:
         change = (after in UNACKNOWLEDGED) - (before in UNACKNOWLEDGED)
         if change:
             bump(conn, unacknowledged_out(priority), change)
@@ -117,12 +123,12 @@ def _store(conn: sqlite3.Connection, message_id: str, recipient: str,  # noqa: P
     values[0] = d.state.value
     if isinstance(meta, tuple):
         conn.execute(_INSERT, [message_id, recipient, *values, *meta])
-        _count(conn, recipient, (int(meta[0]), str(meta[1])), None, d.state)
+        _count(conn, recipient, (int(meta[0]), str(meta[1]), int(meta[5])), None, d.state)
         return
     conn.execute(_UPDATE, [*values, message_id, recipient])
     if d.state is not before:
-        _count(conn, recipient, (int(meta["receipt"]), str(meta["priority"])), before,
-               d.state)
+        _count(conn, recipient, (int(meta["receipt"]), str(meta["priority"]),
+                                 int(meta["actual"])), before, d.state)
 
 
 def apply(conn: sqlite3.Connection, row: sqlite3.Row, step: Callable[[Delivery], Delivery],
@@ -147,7 +153,7 @@ def remove_archived(conn: sqlite3.Connection, message_id: str,
         return False
     for d in rows:
         conn.execute(_COUNT, (d["recipient"], d["receipt"], d["state"], -1))
-        if not d["receipt"] and DeliveryState(d["state"]) in UNACKNOWLEDGED:
+        if not d["receipt"] and d["actual"] and DeliveryState(d["state"]) in UNACKNOWLEDGED:
             bump(conn, unacknowledged_out(d["priority"]), -1)
     conn.execute("DELETE FROM deliveries WHERE message_id = ?", (message_id,))
     conn.execute("DELETE FROM receipts_in WHERE message_id = ?", (message_id,))
@@ -175,7 +181,8 @@ def insert_outgoing(conn: sqlite3.Connection, m: OutgoingMessage, now: datetime,
         (m.id, m.type, t(m.created), t(m.expires), m.priority, m.mode, m.tlp, m.incident,
          m.digest, m.wire, t(now), answers[0], answers[1]),
     )
-    meta = (int(m.type == "receipt"), m.priority, t(m.created), t(m.expires), t(now))
+    meta = (int(m.type == "receipt"), m.priority, t(m.created), t(m.expires), t(now),
+            int(counted(m.mode)))
     for recipient in m.recipients:
         _store(conn, m.id, recipient, new_delivery(now), None, now, meta)
     if m.answers is None and m.incident is not None:

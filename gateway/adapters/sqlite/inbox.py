@@ -13,6 +13,7 @@ from gateway.adapters.sqlite.db import Database
 from gateway.adapters.sqlite.deliveries import (
     apply,
     bump,
+    counted,
     counter,
     inbox_entry,
     insert_outgoing,
@@ -78,7 +79,7 @@ class SqliteInbox:
                     "state": entry.state, "reason": entry.reason,
                     "wire_sha256": hashlib.sha256(entry.wire).hexdigest()})
             bump(conn, "inbox")
-            if entry.state == "delivered":
+            if entry.state == "delivered" and counted(entry.mode):
                 bump(conn, unacknowledged_in(entry.priority))
             if entry.incident is not None and entry.type != "receipt":
                 record_received(conn, entry)
@@ -116,12 +117,13 @@ class SqliteInbox:
         def run(conn: sqlite3.Connection) -> bool:
             changed = conn.execute(
                 "UPDATE inbox SET state='acknowledged', acknowledged_at=?, acknowledged_by=?"
-                " WHERE sender=? AND id=? AND state='delivered' RETURNING priority",
+                " WHERE sender=? AND id=? AND state='delivered' RETURNING priority, mode",
                 (t(now), by, sender, message_id),
             ).fetchone()
             if changed is None:
                 return False
-            bump(conn, unacknowledged_in(changed[0]), -1)
+            if counted(changed[1]):
+                bump(conn, unacknowledged_in(changed[0]), -1)
             who = actor or by
             append(conn, now, "message.acknowledged", who, message_id,
                    {"from": sender, "by": by})
@@ -156,13 +158,14 @@ class SqliteInbox:
 
     async def overdue(self, cutoffs: Mapping[str, str]) -> int:
         """See :meth:`gateway.service.ports.InboxStore.overdue`: per priority, the
-        counter of unacknowledged messages less those received after the cutoff (a range
-        of ``inbox_unacked`` as long as the deadline, however long the history)."""
+        counter of unacknowledged actual messages less those received after the cutoff (a
+        range of ``inbox_unacked_actual`` as long as the deadline, however long the
+        history); exercise and test messages have no deadline."""
 
         return await self._db.read(partial(
             overdue, cutoffs=cutoffs, counter_of=unacknowledged_in,
-            recent_sql="SELECT COUNT(*) FROM inbox WHERE state = 'delivered' AND priority = ?"
-                       " AND received_at > ?"))
+            recent_sql="SELECT COUNT(*) FROM inbox WHERE state = 'delivered' AND mode ="
+                       " 'actual' AND priority = ? AND received_at > ?"))
 
     async def unacknowledged(self, priority: str, limit: int) -> Sequence[InboxEntry]:
         """See :meth:`gateway.service.ports.InboxStore.unacknowledged`: a range of

@@ -4,7 +4,8 @@ a message on it (schema step 4), so the incident list never re-reads the history
 It holds what :func:`gateway.service.incidents.summarise_incidents` computes from every
 stored message, and gives the same rows:
 
-* ``incident_index``: per incident, the counts, the last activity, the best title
+* ``incident_index``: per incident, the counts (and how many of the messages are
+  actual, not exercise or test: schema step 6), the last activity, the best title
   candidates (with the ordering key that chose them), the centres, the highest
   severity and the number of gap warnings;
 * ``incident_centres``: per incident and centre, its latest sitrep (key, severity) and
@@ -124,12 +125,13 @@ def record(conn: sqlite3.Connection, item: ThreadItem) -> None:
     values: dict[str, Any] = dict(row) if row is not None else {
         "incident": incident, "messages": 0, "rejected": 0, "last_activity": recorded,
         "title": None, "title_key": None, "sitrep_title": None, "sitrep_title_key": None,
-        "warnings": 0, "centres": "[]", "highest_severity": None}
+        "warnings": 0, "centres": "[]", "highest_severity": None, "actual": 0}
     values["last_activity"] = max(values["last_activity"], recorded)
     if not item.in_picture:
         values["rejected"] += 1
     else:
         values["messages"] += 1
+        values["actual"] += item.mode == "actual"
         if item.title:
             key = [when, recorded, item.sender, item.id]
             if _better(key, values["title_key"]):
@@ -143,7 +145,8 @@ def record(conn: sqlite3.Connection, item: ThreadItem) -> None:
             conn, incident)
     conn.execute("INSERT OR REPLACE INTO incident_index VALUES (:incident, :messages,"
                  " :rejected, :last_activity, :title, :title_key, :sitrep_title,"
-                 " :sitrep_title_key, :warnings, :centres, :highest_severity)", values)
+                 " :sitrep_title_key, :warnings, :centres, :highest_severity, :actual)",
+                 values)
 
 
 def record_sent(conn: sqlite3.Connection, m: OutgoingMessage, submitted_at: Any) -> None:

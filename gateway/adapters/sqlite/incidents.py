@@ -113,7 +113,8 @@ def _summary(row: sqlite3.Row) -> IncidentSummary:
         incident=row["incident"], title=row["sitrep_title"] or row["title"],
         centres=tuple(json.loads(row["centres"])), messages=row["messages"],
         rejected=row["rejected"], last_activity=row["last_activity"],
-        warnings=row["warnings"], highest_severity=row["highest_severity"])
+        warnings=row["warnings"], highest_severity=row["highest_severity"],
+        actual_messages=row["actual"])
 
 
 def summaries(conn: sqlite3.Connection, after: tuple[str, ...] | None,

@@ -250,10 +250,12 @@ class SqliteOutbox:
 
     async def overdue(self, cutoffs: Mapping[str, str]) -> int:
         """See :meth:`gateway.service.ports.OutboxStore.overdue`: per priority, the
-        counter of unacknowledged pairs less those created after the cutoff (a range of
-        ``deliveries_unacked`` as long as the deadline, however long the history)."""
+        counter of unacknowledged actual pairs less those created after the cutoff (a
+        range of ``deliveries_unacked`` as long as the deadline, however long the
+        history); exercise and test messages have no deadline."""
 
         return await self._db.read(partial(
             overdue, cutoffs=cutoffs, counter_of=unacknowledged_out,
-            recent_sql="SELECT COUNT(*) FROM deliveries WHERE receipt = 0 AND state IN"
-                       " ('queued', 'sent', 'delivered') AND priority = ? AND created > ?"))
+            recent_sql="SELECT COUNT(*) FROM deliveries WHERE receipt = 0 AND actual = 1 AND"
+                       " state IN ('queued', 'sent', 'delivered') AND priority = ? AND"
+                       " created > ?"))

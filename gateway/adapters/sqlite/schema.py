@@ -222,7 +222,15 @@ CREATE INDEX incident_reports_final ON incident_reports(incident, centre, report
 def _v4(conn: sqlite3.Connection) -> None:
     for statement in _statements(_V4):
         conn.execute(statement)
+    _add_actual(conn)  # the index is rebuilt with today's code, which keeps step 6's column
     rebuild_incident_index(conn)
+
+
+def _add_actual(conn: sqlite3.Connection) -> None:
+    """Step 6's column of the incident index, unless an earlier step added it."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(incident_index)")}
+    if "actual" not in columns:
+        conn.execute("ALTER TABLE incident_index ADD COLUMN actual INTEGER NOT NULL DEFAULT 0")
 
 
 _V5 = """
@@ -244,6 +252,35 @@ def _v5(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+_V6 = """
+ALTER TABLE deliveries ADD COLUMN actual INTEGER NOT NULL DEFAULT 1;
+UPDATE deliveries SET actual = 0 WHERE message_id IN (
+  SELECT id FROM outbox WHERE mode != 'actual');
+DROP INDEX IF EXISTS deliveries_unacked;
+CREATE INDEX deliveries_unacked ON deliveries(priority, created)
+  WHERE receipt = 0 AND actual = 1 AND state IN ('queued', 'sent', 'delivered');
+CREATE INDEX inbox_unacked_actual ON inbox(priority, received_at)
+  WHERE state = 'delivered' AND mode = 'actual';
+DELETE FROM counters WHERE name LIKE 'unacknowledged_%';
+INSERT INTO counters SELECT 'unacknowledged_out:' || priority, COUNT(*) FROM deliveries
+  WHERE receipt = 0 AND actual = 1 AND state IN ('queued', 'sent', 'delivered')
+  GROUP BY priority;
+INSERT INTO counters SELECT 'unacknowledged_in:' || priority, COUNT(*) FROM inbox
+  WHERE state = 'delivered' AND mode = 'actual' GROUP BY priority;
+UPDATE incident_index SET actual =
+  (SELECT COUNT(*) FROM outbox o WHERE o.incident = incident_index.incident
+     AND o.type != 'receipt' AND o.mode = 'actual')
+  + (SELECT COUNT(*) FROM inbox i WHERE i.incident = incident_index.incident
+     AND i.type != 'receipt' AND i.state != 'rejected' AND i.mode = 'actual')
+"""
+
+
+def _v6(conn: sqlite3.Connection) -> None:
+    _add_actual(conn)
+    for statement in _statements(_V6):
+        conn.execute(statement)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One migration: from ``version - 1`` to ``version``."""
@@ -261,6 +298,8 @@ STEPS = (
             "indexes", _v4),
     Step(5, "retention: the archive files that hold the history moved out, and the ids "
             "of archived messages still inside the dedup window", _v5),
+    Step(6, "exercise and test traffic kept out of the unacknowledged and overdue "
+            "counts; the incident index counts actual messages", _v6),
 )
 LATEST = STEPS[-1].version
 
