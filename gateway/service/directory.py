@@ -58,15 +58,18 @@ class Directory:
             elif name.startswith("field:") and self.fields.get(name[6:]):
                 members = [c for c in self.fields[name[6:]] if c in self.peers]
             elif name == self.me:
-                errors.append({"loc": ["to", index], "msg": f"{name} is this centre itself"})
+                errors.append({"loc": ["to", index], "msg": f"{name} is this centre itself",
+                               "code": "recipient_self", "name": name})
                 continue
             else:
                 kind = "centre" if _CENTRE_RE.match(name) else "centre or group"
-                errors.append({"loc": ["to", index], "msg": f"unknown {kind}: {name}"})
+                errors.append({"loc": ["to", index], "msg": f"unknown {kind}: {name}",
+                               "code": "recipient_unknown", "name": name})
                 continue
             for m in members:
                 if self.peers[m].suspended:
-                    errors.append({"loc": ["to", index], "msg": f"peer {m} is suspended"})
+                    errors.append({"loc": ["to", index], "msg": f"peer {m} is suspended",
+                                   "code": "recipient_suspended", "name": m})
                     continue
                 if m not in out:
                     out.append(m)
@@ -77,5 +80,6 @@ class Directory:
             raise PolicyRefused("Unknown recipient", names_text, errors)
         if not out:
             raise PolicyRefused("No recipient", "the recipient list is empty",
-                                  [{"loc": ["to"], "msg": "no recipient"}])
+                                  [{"loc": ["to"], "msg": "no recipient",
+                                    "code": "no_recipient"}])
         return {m: via[m] for m in out}

@@ -200,7 +200,9 @@ class Submitter:
         expiry = _to_ms(expires or now + self._ttl)
         if expiry <= now or expiry - now > MAX_LIFETIME:
             raise PolicyRefused("Invalid expiry", f"expires must be in the future and within "
-                f"{MAX_LIFETIME.days} days", [{"loc": ["expires"], "msg": "out of range"}])
+                f"{MAX_LIFETIME.days} days", [{"loc": ["expires"], "msg": "out of range",
+                                               "code": "expiry_out_of_range",
+                                               "days": MAX_LIFETIME.days}])
         # Validate the whole envelope as a receiver will: never sign what peers refuse.
         envelope = model.model_validate({
             "v": PROTOCOL_VERSION, "id": str(uuid.uuid4()), "type": msg_type, "from": self._me,

@@ -20,7 +20,14 @@ _PROBLEM = {
         "errors": {"type": "array", "items": {
             "type": "object", "properties": {
                 "loc": {"type": "array"}, "field": {"type": "string"},
-                "msg": {"type": "string"}, "type": {"type": "string"}}}},
+                "msg": {"type": "string"}, "type": {"type": "string"},
+                "rule": {"type": "string", "description": "the release-policy rule broken"},
+                "peer": {"type": "string", "description": "the peer the rule refused"},
+                "code": {"type": "string", "enum": [
+                    "recipient_unknown", "recipient_self", "recipient_suspended",
+                    "no_recipient", "expiry_out_of_range"]},
+                "name": {"type": "string", "description": "the recipient refused"},
+                "days": {"type": "integer", "description": "the longest lifetime"}}}},
     },
 }
 

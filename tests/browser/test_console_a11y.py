@@ -1,5 +1,6 @@
 """axe-core (vendored: tests/browser/vendor, no CDN) on every console page in the four
-languages: no serious or critical violation."""
+languages: no serious or critical violation. Each page is saved as a screenshot on the
+way (test-output/screenshots/page-<language>-<page>.png)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser
 
-from tests.browser.conftest import VIEWPORT
+from tests.browser.conftest import VIEWPORT, shot
 from tests.browser.test_console import _base, _login
 from tests.browser.test_console_live import _flash, _stored
 from tests.integration.harness import EXAMPLE, Federation
@@ -29,9 +30,13 @@ async def test_no_serious_accessibility_violation_on_any_page_in_any_language(
         **EXAMPLE, "to": ["NL-NCC"], "sitrep": {
             **EXAMPLE["sitrep"], "incident": {"id": "NL-2026-0901", "title": "Pumps"}}})
     assert status == 202
-    pages = ["/console", "/console/outbox", "/console/inbox", "/console/incidents",
-             "/console/incidents/NL-2026-0901", f"/console/messages/{flash}",
-             f"/console/messages/{sent['id']}", "/console/directory", "/console/compose"]
+    # Every page, by the name of its screenshot (test-output/screenshots/page-<lang>-<name>).
+    pages = {"overview": "/console", "outbox": "/console/outbox", "inbox": "/console/inbox",
+             "incidents": "/console/incidents",
+             "incident-board": "/console/incidents/NL-2026-0901",
+             "message-received-flash": f"/console/messages/{flash}",
+             "message-sent-sitrep": f"/console/messages/{sent['id']}",
+             "directory": "/console/directory", "compose": "/console/compose"}
     # axe is injected as a script of its own: the console's CSP rightly refuses it.
     context = await browser.new_context(viewport=VIEWPORT, bypass_csp=True)
     found: list[str] = []
@@ -48,16 +53,18 @@ async def test_no_serious_accessibility_violation_on_any_page_in_any_language(
         await page.goto(f"{_base(federation, 'BE-NCCN')}/console/login")
         await page.add_script_tag(path=str(AXE))
         found += await _violations(page, "login")
+        await shot(page, "page-en-login")
         await _login(page, federation, "BE-NCCN")
         for lang in LANGUAGES:
             async with page.expect_navigation():
                 await page.select_option("#lang", lang)
-            for path in pages:
+            for name, path in pages.items():
                 await page.goto(_base(federation, "BE-NCCN") + path)
                 await page.wait_for_load_state("networkidle")
                 await page.wait_for_selector("body[data-live='1']", state="attached")
                 await page.add_script_tag(path=str(AXE))
                 found += await _violations(page, f"{lang} {path}")
+                await shot(page, f"page-{lang}-{name}")
         async with page.expect_navigation():
             await page.select_option("#lang", "en")
     finally:

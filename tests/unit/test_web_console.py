@@ -310,3 +310,33 @@ async def test_a_reload_of_a_running_console_gives_no_deprecation_warning(
         warnings.simplefilter("always")
         node.reload(make_settings(operators=(("night", "operator"),)))
     assert deprecations(caught) == []
+
+
+async def test_a_policy_refusal_is_said_in_plain_words_in_the_operators_language(
+        client: Client, node: FakeNode) -> None:
+    """A compose form that the release policy and the recipient rules refuse comes back
+    (422) with each refusal in plain Dutch next to the recipients, naming the peer; a
+    refusal the console has no words for keeps the service's own text."""
+    from gateway.errors import PolicyRefused  # noqa: PLC0415 - only this test raises it
+
+    node.fake_submitter.error = PolicyRefused("Release policy", "refused", [
+        {"loc": ["to"], "msg": "exercise-participants: LU-HCPN does not take part",
+         "rule": "exercise-participants", "peer": LU},
+        {"loc": ["to", 1], "msg": "unknown centre: XX-NOPE", "code": "recipient_unknown",
+         "name": "XX-NOPE"},
+        {"loc": ["to"], "msg": "some-new-rule: said by the service", "rule": "some-new-rule"},
+    ])
+    csrf = await open_session(client)
+    assert (await client.post("/console/language", allow_redirects=False,
+                              data={"lang": "nl", "csrf_token": csrf})).status == 303
+    response = await client.post("/console/compose", data={
+        "csrf_token": csrf, "to": LU, "tlp": "GREEN", "priority": "routine",
+        "mode": "exercise", "incident_id": "LU-2026-0001", "incident_title": "Oefening",
+        "report_number": "1", "purpose": "initial", "severity": "minor", "language": "nl",
+        "summary": "Oefening van de dijkbewaking.", "action": "send"})
+    html = await response.text()
+    assert response.status == 422, html[:2000]
+    assert f"{LU} neemt niet deel aan oefeningen" in html
+    assert "XX-NOPE is geen van onze partners of groepen." in html
+    assert "some-new-rule: said by the service" in html
+    assert "does not take part" not in html

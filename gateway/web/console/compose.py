@@ -59,6 +59,37 @@ PLAIN = {
 }
 
 
+#: The release policy's rules and the submission's refusals (their ``rule`` or ``code``),
+#: said in plain words; ``%(peer)s``/``%(name)s``/``%(days)s`` come from the refusal.
+REFUSALS = {
+    "red-named-only": N_("TLP:RED goes only to centres you tick one by one: %(peer)s was "
+                         "reached through a group."),
+    "amber-strict-named-only": N_("TLP:AMBER+STRICT goes only to centres you tick one by "
+                                  "one: %(peer)s was reached through a group."),
+    "exercise-participants": N_("%(peer)s does not take part in exercises: send the "
+                                "exercise only to the centres that do."),
+    "release-marking": N_("%(peer)s receives only what is marked releasable to its "
+                          "group."),
+    "recipient_unknown": N_("%(name)s is not one of our peers or groups."),
+    "recipient_self": N_("%(name)s is this centre itself."),
+    "recipient_suspended": N_("%(name)s is suspended: nothing is sent to it."),
+    "no_recipient": N_("Choose at least one."),
+    "expiry_out_of_range": N_("The expiry must be in the future and at most %(days)s days "
+                              "ahead."),
+}
+
+
+def refusal(problem: dict[str, object], default: str) -> str:
+    """A refusal of the service (policy, recipients, expiry) in the operator's language,
+    the service's own text when the refusal is not one of :data:`REFUSALS`."""
+    kind = problem.get("rule") or problem.get("code")
+    known = REFUSALS.get(str(kind))
+    if known is None:
+        return str(problem.get("msg", default))
+    values = {k: str(problem.get(k, "")) for k in ("peer", "name", "days")}
+    return i18n._(known) % values
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     for length in range(len(loc), 0, -1):
         if tuple(loc[:length]) in FIELD_OF:
@@ -190,7 +221,7 @@ async def compose_send(request: web.Request) -> web.StreamResponse:
         for problem in problems:
             loc = problem.get("loc")
             errors.setdefault(_field(tuple(loc) if isinstance(loc, list) else ("form",)),
-                              []).append(str(problem.get("msg", exc.detail)))
+                              []).append(refusal(problem, exc.detail))
         return _render(request, values, errors, chosen, status=422)
     await _audit(request, "message.composed", message_id,
                  f"to={','.join(chosen)} by {session.name}")
