@@ -11,7 +11,7 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
-from gateway.errors import StateConflict
+from gateway.errors import PolicyRefused, StateConflict
 from gateway.web.api import build_app
 from gateway.web.console.auth import SESSION_COOKIE, password_tag
 from gateway.web.console.views import OPERATORS, SESSIONS
@@ -26,6 +26,7 @@ from tests.unit.fake_node import (
     make_settings,
     serve,
 )
+from tests.unit.test_incidents import DE, report
 
 Client = TestClient[web.Request, web.Application]
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -317,8 +318,6 @@ async def test_a_policy_refusal_is_said_in_plain_words_in_the_operators_language
     """A compose form that the release policy and the recipient rules refuse comes back
     (422) with each refusal in plain Dutch next to the recipients, naming the peer; a
     refusal the console has no words for keeps the service's own text."""
-    from gateway.errors import PolicyRefused  # noqa: PLC0415 - only this test raises it
-
     node.fake_submitter.error = PolicyRefused("Release policy", "refused", [
         {"loc": ["to"], "msg": "exercise-participants: LU-HCPN does not take part",
          "rule": "exercise-participants", "peer": LU},
@@ -340,3 +339,23 @@ async def test_a_policy_refusal_is_said_in_plain_words_in_the_operators_language
     assert "XX-NOPE is geen van onze partners of groepen." in html
     assert "some-new-rule: said by the service" in html
     assert "does not take part" not in html
+
+
+async def test_exercise_incidents_cards_and_timeline_rows_are_marked(
+        client: Client, node: FakeNode) -> None:
+    """An incident whose every message is exercise traffic is marked on the incident list;
+    on its board the centre's card and the timeline row are marked; a real incident is
+    not."""
+    node.ledger.incidents.items = [
+        report(DE, 1, incident="DRILL-1", title="Dyke drill", mode="exercise"),
+        report(LU, 1, incident="REAL-1", title="Real flood", at=5)]
+    await open_session(client)
+    listing = await (await client.get("/console/incidents")).text()
+    rows = dict(re.findall(r'<tr data-row="([A-Z0-9-]+)"[^>]*class="([^"]*)"', listing))
+    assert "row-exercise" in rows["DRILL-1"]
+    assert "row-exercise" not in rows["REAL-1"]
+    board = await (await client.get("/console/incidents/DRILL-1")).text()
+    assert '<article class="card row-exercise">' in board
+    assert board.count('class="mode-exercise"') >= 2  # the card and the timeline row
+    real = await (await client.get("/console/incidents/REAL-1")).text()
+    assert "mode-exercise" not in real.split("<main", 1)[1]
