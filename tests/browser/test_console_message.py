@@ -210,3 +210,23 @@ async def test_the_communication_test_button_asks_first(
     assert "communication test" in asked[0]
     _, after = await federation.api("LU-HCPN", "GET", "/v1/messages?type=commcheck")
     assert len(after["items"]) == len(before["items"])
+
+
+async def test_the_overview_map_takes_a_new_alert_live(page: Page, federation: Federation
+                                                       ) -> None:
+    """On an open overview, a CAP alert a peer sends comes onto the map of alerts in
+    force without a reload, drawn (Leaflet) with its polygon."""
+    await federation.wait_ready()
+    await _login(page, federation, "BE-NCCN")
+    await page.goto(_base(federation, "BE-NCCN") + "/console")
+    await page.wait_for_selector("body[data-live='1']", state="attached")
+    cap = (CAP / "oasis-appendix-a2.xml").read_bytes()
+    status, answer = await federation.api(
+        "LU-HCPN", "POST", "/v1/alerts?to=BE-NCCN&tlp=GREEN&priority=urgent&incident=LU-2026-0077",
+        raw=cap, headers={"Content-Type": "application/cap+xml"})
+    assert status == 202, answer
+    await page.wait_for_function(
+        """id => { const el = document.querySelector('[data-live-block="areas"] [data-map]');
+                   return !!el && el.dataset.geojson.includes(id) && !!el.dataset.drawn; }""",
+        arg=answer["id"], timeout=10_000)
+    await expect(page.locator('[data-live-block="areas"] path.area-alert').first).to_be_attached()

@@ -109,12 +109,12 @@ class Reading:
 
 def sections(page: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(row sections, blocks) a page shows live: every page the inbox and outbox rows
-    (their chips and counts), plus the overview's problems and peers, the incident
+    (their chips and counts), plus the overview's problems, peers and map, the incident
     list, or one incident's timeline and cards."""
     rows: tuple[str, ...] = ROW_SECTIONS
     blocks: tuple[str, ...] = ()
     if page == "overview":
-        blocks = ("problems", "peers")
+        blocks = ("problems", "peers", "areas")
     elif page == "incidents":
         rows += ("incidents",)
     elif page.startswith("incident:"):

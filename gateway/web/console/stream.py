@@ -11,6 +11,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.errors import GatewayError
+from gateway.formats.geo import collection
 from gateway.service.incidents import incident_thread
 from gateway.service.node import NodeApi
 from gateway.web.console import i18n
@@ -35,6 +36,7 @@ from gateway.web.console.views import (
     _require,
     _session,
     inbox_items,
+    live_areas,
     outbox_items,
     overdue_incoming,
     overdue_outgoing,
@@ -102,13 +104,14 @@ async def _next(queue: asyncio.Queue[Snapshot], feed: LiveFeed) -> Snapshot | No
 
 async def live_read(node: NodeApi, pages: frozenset[str]) -> Reading:
     """What the open pages show live, read once for all browsers (live.LiveFeed):
-    :func:`live_rows` for every page, the overview's problems and peers, the incident
+    :func:`live_rows` for every page, the overview's problems, peers and map, the incident
     list and the timeline and cards of each incident open (a few at most)."""
     data, rows, alerts = await live_rows(node)
     blocks: dict[str, Any] = {}
     if "overview" in pages:
         overview = await overview_data(node)
         blocks["problems"] = blocks["peers"] = overview
+        blocks["areas"] = collection(await live_areas(node))
     if "incidents" in pages:
         rows["incidents"] = [(r.incident, live_rev(r.as_json()), r.as_json())
                              for r in await node.ledger.incidents.index(None, LIVE_ROWS)]
@@ -165,7 +168,9 @@ async def live_rows(node: NodeApi) -> tuple[dict[str, Any], dict[str, list[Any]]
 
 def renderers(app: web.Application) -> dict[str, Renderer]:
     """The live fragments, drawn by the pages' own macros (templates/rows.html)."""
-    rows = aiohttp_jinja2.get_env(app).get_template("rows.html").module
+    env = aiohttp_jinja2.get_env(app)
+    rows = env.get_template("rows.html").module
+    maps = env.get_template("map.html").module
     me = app[NODE_KEY].me
 
     def inbox_row(lang: str, item: Any, can_operate: bool) -> str:
@@ -196,5 +201,10 @@ def renderers(app: web.Application) -> dict[str, Renderer]:
         i18n.use(lang)
         return str(rows.centre_cards(thread, lang))  # type: ignore[attr-defined]
 
+    def areas(lang: str, features: Any, _can_operate: bool) -> str:
+        i18n.use(lang)
+        return str(maps.map(features, i18n._("Alerts in force")))  # type: ignore[attr-defined]
+
     return {"inbox": inbox_row, "outbox": outbox_row, "problems": problems, "peers": peers,
-            "incidents": incident_row, "timeline": timeline_row, "cards": cards}
+            "incidents": incident_row, "timeline": timeline_row, "cards": cards,
+            "areas": areas}

@@ -125,7 +125,13 @@
     Object.entries(blocks || {}).forEach(function ([name, html]) {
       const el = document.querySelector('[data-live-block="' + name + '"]');
       if (!el) return;
-      el.replaceChildren(fragment(html));
+      const next = fragment(html);
+      const shown = el.querySelector("[data-map]");
+      const drawn = next.querySelector("[data-map]");
+      // A map whose areas did not change keeps its view (the operator's zoom).
+      if (shown && drawn && shown.dataset.geojson === drawn.dataset.geojson) return;
+      el.replaceChildren(next);
+      document.dispatchEvent(new CustomEvent("crisisgw:block", { detail: el }));
     });
   }
 
@@ -194,6 +200,7 @@
     list.replaceChildren();
     alerts.slice(0, 3).forEach(function (alert) {
       const item = document.createElement("li");
+      item.dataset.alert = alert.id;
       const prio = document.createElement("span");
       prio.className = "prio prio-" + alert.priority;
       prio.textContent = (labels[alert.priority] || alert.priority);

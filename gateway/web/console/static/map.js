@@ -53,15 +53,27 @@
     el.dataset.drawn = String(layer.getLayers().length);
   }
 
-  document.addEventListener("DOMContentLoaded", function () {
-    const maps = document.querySelectorAll("[data-map]");
+  let basemap = null;  // the countries, fetched once per page
+  function countries() {
+    if (!basemap) {
+      basemap = fetch(BASEMAP, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (world) {
+          return world && window.topojson ? topojson.feature(world, world.objects.countries) : null;
+        })
+        .catch(function () { return null; });
+    }
+    return basemap;
+  }
+
+  function drawIn(root) {
+    const maps = Array.from(root.querySelectorAll("[data-map]:not([data-pending])"));
     if (!maps.length || !window.L) return;
-    fetch(BASEMAP, { credentials: "same-origin" })
-      .then(function (r) { return r.ok ? r.json() : null; })
-      .then(function (world) {
-        const countries = world && window.topojson ? topojson.feature(world, world.objects.countries) : null;
-        maps.forEach(function (el) { draw(el, countries); });
-      })
-      .catch(function () { maps.forEach(function (el) { draw(el, null); }); });
-  });
+    maps.forEach(function (el) { el.dataset.pending = "1"; });
+    countries().then(function (world) { maps.forEach(function (el) { draw(el, world); }); });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { drawIn(document); });
+  // A live block (the overview's alerts in force) brought a new map.
+  document.addEventListener("crisisgw:block", function (e) { drawIn(e.detail); });
 })();
