@@ -63,9 +63,9 @@ async def _stored(fed: Federation, centre: str, message_id: str) -> float:
 async def test_a_peers_flash_appears_live_and_loud_on_open_pages(
         browser: Browser, federation: Federation) -> None:
     """NL-NCC sends a flash to BE-NCCN: on BE-NCCN's open inbox, overview and incident
-    board, without a reload, within 2 s, the row appears (inbox and timeline), the title
-    counts it, the bar shows it, a notification is raised, the screen reader hears it,
-    and the bar's Acknowledge clears it everywhere."""
+    board, without a reload, within 2 s, the row appears (inbox, the overview's list of
+    what waits, timeline), the title counts it, the bar shows it, a notification is
+    raised, the screen reader hears it, and the bar's Acknowledge clears it everywhere."""
     await federation.wait_ready()
     context = await _context(browser, federation, "BE-NCCN")
     try:
@@ -95,6 +95,9 @@ async def test_a_peers_flash_appears_live_and_loud_on_open_pages(
         await expect(first_row).to_have_attribute("data-inbox", message_id)  # newest flash
         await expect(board.locator(f'[data-live-rows="timeline:NL-2026-0301"] '
                                    f'tr[data-row="{message_id}"]')).to_be_visible(timeout=LIVE)
+        waiting = overview.locator(f'#waiting tr[data-inbox="{message_id}"]')
+        await expect(waiting).to_be_visible(timeout=LIVE)  # the wall screen's list
+        await expect(waiting).to_contain_text("Dyke breach at Roermond")
         for page in (inbox, overview, board):
             await expect(page).to_have_title(re.compile(r"^\(\d+ FLASH\) "), timeout=LIVE)
             bar = page.locator("#alertbar")
@@ -110,6 +113,7 @@ async def test_a_peers_flash_appears_live_and_loud_on_open_pages(
         entry = overview.locator(f'#alertbar li[data-alert="{message_id}"]')
         await entry.get_by_role("button", name="Acknowledge").click()
         await expect(row.locator(".chip-acknowledged")).to_be_visible(timeout=LIVE)
+        await expect(waiting).to_have_count(0, timeout=LIVE)  # nothing waits any more
         for page in (inbox, overview, board):
             await expect(page.locator(f'#alertbar li[data-alert="{message_id}"]')
                          ).to_have_count(0, timeout=LIVE)

@@ -165,7 +165,7 @@ async def test_the_overview_shows_no_problem_when_every_link_is_up(client: Clien
     response = await client.get("/console")
     assert response.status == 200
     html = await response.text()
-    assert "No problems: every peer is reachable and nothing is waiting." in html
+    assert "No problems: every peer is reachable and no delivery is stuck." in html
     assert "is unreachable" not in html
     assert "default-src 'self'" in response.headers["Content-Security-Policy"]
     assert response.headers["Cache-Control"] == "no-store"

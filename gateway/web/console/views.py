@@ -32,6 +32,7 @@ from gateway.web.console.auth import (
     password_tag,
     role_allows,
 )
+from gateway.web.console.live import ATTENTION_PRIORITIES, ATTENTION_TYPES
 from gateway.web.console.readable import preview
 from gateway.web.limits import read_deadline
 from gateway.web.shapes import (
@@ -57,6 +58,8 @@ KEY_WARNING = timedelta(days=30)
 REFUSAL_SHOWN = timedelta(days=7)
 #: Rows per page of the console's lists (older ones through the "Older" link).
 PAGE = 200
+#: The overview's list of what waits for a duty officer (flash, then urgent).
+WAITING_ROWS = 10
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -418,7 +421,13 @@ async def overview(request: web.Request) -> dict[str, Any]:
     _require(request, "viewer")
     node = request.app[NODE_KEY]
     data = await overview_data(node)
-    return _ctx(request, "overview", **data, features=collection(await live_areas(node)))
+    now = node.clock.now()
+    waiting = [e for p in ATTENTION_PRIORITIES
+               for e in await node.ledger.inbox.unacknowledged(p, WAITING_ROWS)
+               if e.mode == "actual" and e.type in ATTENTION_TYPES]
+    return _ctx(request, "overview", **data, features=collection(await live_areas(node)),
+                waiting=[with_preview(i, i18n.current())
+                         for i in inbox_items(node, waiting, now)])
 
 
 async def live_areas(node: NodeApi) -> list[Feature]:

@@ -102,21 +102,30 @@
       if (!tbody) return;
       const paused = tbody.hasAttribute("data-live-paused");
       let added = 0;
+      const only = tbody.dataset.liveOnly;  // a list of some rows only (what waits)
       Object.entries(update.html || {}).forEach(function ([key, html]) {
         const old = tbody.querySelector('[data-row="' + CSS.escape(key) + '"]');
+        const next = fragment(html);
+        const wanted = !only || (next.firstElementChild && next.firstElementChild.classList.contains(only));
         if (old) {
-          old.replaceWith(fragment(html));
+          if (wanted) old.replaceWith(next); else old.remove();
+        } else if (!wanted) {
+          return;
         } else if (paused) {
           const more = document.querySelector("[data-live-more]");
           if (more) more.hidden = false;
         } else {
-          tbody.appendChild(fragment(html));
+          tbody.appendChild(next);
           added += 1;
         }
       });
       if (added) {
         placeRows(tbody);
         document.querySelectorAll("[data-live-empty]").forEach(function (el) { el.hidden = true; });
+      }
+      if (only) {
+        const empty = tbody.closest("section") && tbody.closest("section").querySelector("[data-live-empty]");
+        if (empty) empty.hidden = tbody.children.length > 0;
       }
     });
   }
