@@ -173,7 +173,7 @@ def test_each_page_gets_its_own_live_sections() -> None:
     """Every page follows the inbox and outbox; the overview its blocks; the incident
     list its rows; an incident board its timeline and cards."""
     assert sections("inbox") == (("inbox", "outbox"), ())
-    assert sections("overview") == (("inbox", "outbox"), ("problems", "peers"))
+    assert sections("overview") == (("inbox", "outbox"), ("problems", "peers", "areas"))
     assert sections("incidents") == (("inbox", "outbox", "incidents"), ())
     assert sections("incident:NL-1") == (("inbox", "outbox", "timeline:NL-1"),
                                          ("cards:NL-1",))

@@ -140,7 +140,7 @@ def test_empty_recipient_list_is_422(make_directory: Callable[..., Directory]) -
     with pytest.raises(PolicyRefused) as info:
         make_directory().resolve([])
     assert info.value.title == "No recipient"
-    assert info.value.errors == [{"loc": ["to"], "msg": "no recipient"}]
+    assert info.value.errors == [{"loc": ["to"], "msg": "no recipient", "code": "no_recipient"}]
 
 
 @pytest.mark.parametrize(

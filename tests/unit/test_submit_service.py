@@ -193,7 +193,8 @@ async def test_bad_expiry_is_422(
     node = await make_node()
     with pytest.raises(PolicyRefused) as info:
         await node.submitter.submit_sitrep(make_submission(expires=format_time(expires)))
-    assert info.value.errors == [{"loc": ["expires"], "msg": "out of range"}]
+    assert info.value.errors == [{"loc": ["expires"], "msg": "out of range",
+                                  "code": "expiry_out_of_range", "days": 7}]
     assert node.submitted == []
     assert await node.ledger.outbox.list({}, 10) == []
 
