@@ -48,7 +48,7 @@ async def test_login_then_overview_lists_every_peer(page: Page, federation: Fede
     await expect(page.get_by_role("alert")).to_contain_text("Wrong name or password")
     await _login(page, federation, "BE-NCCN")
     for peer in ("NL-NCC", "LU-HCPN", "DE-NW"):
-        await expect(page.locator("table.grid")).to_contain_text(peer)
+        await expect(page.locator("table#peers")).to_contain_text(peer)
     await shot(page, "overview")
     await page.set_viewport_size({"width": 1024, "height": 768})  # a tablet on shift
     await shot(page, "overview-tablet")

@@ -72,10 +72,12 @@ async def test_a_sitrep_reads_as_a_report_in_the_operators_language(
     await page.locator("#acknowledge").click()
     await expect(page).to_have_url(re.compile(f"/console/messages/{message_id}$"))
     await expect(head.locator(".chip-acknowledged")).to_be_visible()
-    await page.select_option("#lang", "nl")
+    async with page.expect_navigation():
+        await page.select_option("#lang", "nl")
     await expect(body.locator('[role="tab"]').first).to_have_attribute("lang", "nl")
     await expect(body.locator('[role="tabpanel"][lang="nl"]')).to_be_visible()
-    await page.select_option("#lang", "en")
+    async with page.expect_navigation():
+        await page.select_option("#lang", "en")
 
 
 async def test_an_exercise_is_bannered(page: Page, federation: Federation) -> None:
