@@ -16,6 +16,7 @@ from gateway.web.console import i18n, readable
 from gateway.web.console.auth import LoginLimiter, Operators, Sessions
 from gateway.web.console.compose import compose_form, compose_next, compose_send
 from gateway.web.console.live import LiveFeed
+from gateway.web.console.overview import overview, run_commcheck
 from gateway.web.console.records import directory, evidence, incident, incidents, message
 from gateway.web.console.stream import LIVE, RENDER, events, live_read, renderers
 from gateway.web.console.views import (
@@ -30,8 +31,6 @@ from gateway.web.console.views import (
     login_form,
     logout,
     outbox,
-    overview,
-    run_commcheck,
     set_language,
 )
 

@@ -30,17 +30,16 @@ from gateway.web.console.live import (
     live_rev,
     outbox_rev,
 )
+from gateway.web.console.overview import live_areas, overview_data, unacknowledged_attention
 from gateway.web.console.views import (
     NODE_KEY,
     PRIORITY_ORDER,
     _require,
     _session,
     inbox_items,
-    live_areas,
     outbox_items,
     overdue_incoming,
     overdue_outgoing,
-    overview_data,
     with_preview,
 )
 
@@ -134,8 +133,7 @@ async def live_rows(node: NodeApi) -> tuple[dict[str, Any], dict[str, list[Any]]
     messages = await node.ledger.outbox.list({}, LIVE_ROWS)
     # What waits, most urgent first, on the index of unacknowledged messages (a few
     # reads of a page each, however long the history): flash, urgent, then the newest.
-    waiting = [e for p in ATTENTION_PRIORITIES
-               for e in await node.ledger.inbox.unacknowledged(p, LIVE_ROWS)]
+    waiting = await unacknowledged_attention(node, LIVE_ROWS)
     latest = await node.ledger.inbox.list({}, LIVE_ROWS)
     states = {m.id: {r.centre: {"state": r.state, "reason": r.reason,
                                 "delivered_at": r.delivered_at,

@@ -13,10 +13,7 @@ import structlog
 from aiohttp import web
 
 from gateway.errors import RequestRefused
-from gateway.formats.geo import MAX_FEATURES, Feature, collection
-from gateway.protocol.reasons import KEY_UPDATE_REFUSED
 from gateway.protocol.types import Priority, format_time, parse_optional_time
-from gateway.service.commcheck import report
 from gateway.service.node import NodeApi
 from gateway.service.paging import decode_cursor, next_cursor
 from gateway.service.records import OutgoingView
@@ -32,15 +29,11 @@ from gateway.web.console.auth import (
     password_tag,
     role_allows,
 )
-from gateway.web.console.live import ATTENTION_PRIORITIES, ATTENTION_TYPES
 from gateway.web.console.readable import preview
 from gateway.web.limits import read_deadline
 from gateway.web.shapes import (
-    MAP_ALERTS,
     inbox_view,
     message_json,
-    receipt_json,
-    view_features,
 )
 
 log = structlog.get_logger("crisisgw.console")
@@ -52,14 +45,8 @@ OPERATORS: web.AppKey[Operators] = web.AppKey("console_operators")
 LIMITER: web.AppKey[LoginLimiter] = web.AppKey("console_limiter")
 LANG_COOKIE = "crisisgw_lang"
 PRIORITY_ORDER = {"flash": 0, "urgent": 1, "routine": 2}
-#: Peers' keys that stop being valid within this time are flagged on the overview.
-KEY_WARNING = timedelta(days=30)
-#: How long a refused key-update stays on the overview.
-REFUSAL_SHOWN = timedelta(days=7)
 #: Rows per page of the console's lists (older ones through the "Older" link).
 PAGE = 200
-#: The overview's list of what waits for a duty officer (flash, then urgent).
-WAITING_ROWS = 10
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -279,170 +266,7 @@ async def overdue_counts(node: NodeApi) -> tuple[int, int]:
             await node.ledger.outbox.overdue(cutoffs))
 
 
-def _stuck(recent: list[OutgoingView], peer: str, cutoff: str) -> tuple[int, str | None]:
-    """How many of our recent messages to ``peer`` stay ``sent`` (in its broker, no
-    receipt) since before ``cutoff`` (``[console] silent_seconds`` ago), and since when:
-    its node is not answering, whatever its broker says."""
-    times = [r.sent_at for m in recent for r in m.recipients
-             if r.centre == peer and r.state == "sent" and r.sent_at and r.sent_at <= cutoff]
-    return len(times), min(times, default=None)
-
-
-def _duty_phone(directory: dict[str, Any], peer: str) -> dict[str, str] | None:
-    """The peer's first contact point reachable day and night, from its contact list."""
-    stored = directory.get(peer)
-    for entry in stored.entries if stored else ():
-        if entry.available_24_7:
-            return {"phone": entry.phone, "name": entry.name, "field": entry.field.value}
-    return None
-
-
-async def overview_data(node: NodeApi) -> dict[str, Any]:
-    """Per-peer rows and the problems to show on top."""
-    stats = await node.ledger.stats()
-    recent = await node.ledger.outbox.list({}, 200)
-    directory = await node.ledger.directory.all()
-    now = node.clock.now()
-    rows: list[dict[str, Any]] = []
-    problems: list[dict[str, Any]] = []
-    for p in node.settings.peers:
-        link = node.peer_links().get(p.id)
-        sent_to = [m for m in recent if any(r.centre == p.id for r in m.recipients)]
-        last_receipt = max((max(r.delivered_at or "", r.acknowledged_at or "",
-                                r.rejected_at or "")
-                            for m in sent_to for r in m.recipients if r.centre == p.id),
-                           default="") or None
-        latest_in = await node.ledger.inbox.list({"sender": p.id}, 1)
-        last_in = format_time(latest_in[0].received_at) if latest_in else None
-        stuck, stuck_since = _stuck(recent, p.id, format_time(
-            now - timedelta(seconds=node.settings.console.silent_seconds)))
-        backlog = stats.backlog.get(p.id)
-        row: dict[str, Any] = {
-               "id": p.id, "name": p.name, "country": p.country, "groups": p.groups,
-               "suspended": p.suspended, "up": bool(link and link.connected),
-               "tried": link is not None and (link.connected or link.failed),
-               "tls": bool(link and link.secure),
-               "tls_problem": link.tls_problem if link else None,
-               "error": link.last_error if link else None,
-               "last_message": sent_to[0].created if sent_to else None,
-               "last_receipt": last_receipt,
-               "last_heard": max(last_receipt or "", last_in or "") or None,
-               "silent": stuck > 0, "stuck": stuck, "stuck_since": stuck_since,
-               "duty": _duty_phone(directory, p.id),
-               "backlog": backlog.count if backlog else 0,
-               "oldest": backlog.oldest if backlog else None, "last_test": None,
-               "keys": [{"kid": k.kid, "not_after": k.not_after and format_time(k.not_after),
-                         "revoked": k.revoked,
-                         "expiring": bool(k.not_after and not k.revoked
-                                          and k.not_after - now < KEY_WARNING)}
-                        for k in node.ring.keys.get(p.id, {}).values()]}
-        rows.append(row)
-        for k in row["keys"]:
-            if k["expiring"]:
-                problems.append({"kind": "key_expiring", "peer": p.id, "kid": k["kid"],
-                                 "until": k["not_after"]})
-        if row["tried"] and not row["up"]:
-            problems.append({"kind": "peer_down", "peer": p.id, "tls": row["tls_problem"],
-                             "error": row["error"], "link": f"/console/outbox?peer={p.id}"})
-        elif row["silent"]:
-            problems.append({"kind": "peer_silent", "peer": p.id, "count": stuck,
-                             "since": stuck_since,
-                             "link": f"/console/outbox?peer={p.id}&state=sent"})
-        if row["backlog"]:
-            problems.append({"kind": "backlog", "peer": p.id, "count": row["backlog"],
-                             "link": f"/console/outbox?peer={p.id}&state=queued"})
-    last_test = await _last_commcheck(node)
-    for row in rows:
-        row["last_test"] = last_test.get(row["id"])
-    overdue_in, overdue_out = await overdue_counts(node)
-    if overdue_in:
-        problems.append({"kind": "overdue_incoming", "count": overdue_in,
-                         "link": "/console/inbox?state=delivered"})
-    if overdue_out:
-        problems.append({"kind": "overdue_outgoing", "count": overdue_out,
-                         "link": "/console/outbox?state=delivered"})
-    if not node.inbox_link.connected:
-        problems.append({"kind": "inbox_down", "tls": node.inbox_link.tls_problem,
-                         "error": node.inbox_link.last_error})
-    if node.inbox_link.dead_letters:
-        problems.append({"kind": "dead_letters", "count": node.inbox_link.dead_letters})
-    if stats.security_events:
-        problems.append({"kind": "security_events", "count": stats.security_events})
-        problems += await _refused_key_updates(node, now)
-    rows.sort(key=lambda r: ((r["up"] and not r["silent"]) or not r["tried"], -r["backlog"],
-                             r["id"]))
-    return {"peers": rows, "problems": problems}
-
-
-async def _refused_key_updates(node: NodeApi, now: datetime) -> list[dict[str, Any]]:
-    """Key-updates refused by the rotation rule in the last week: what a stolen,
-    phased-out key trying to take over a peer's identity looks like."""
-    since = format_time(now - REFUSAL_SHOWN)
-    return [{"kind": "key_update_refused", "peer": e.claimed_sender, "at": e.at,
-             "detail": e.detail}
-            for e in await node.ledger.security.recent(50)
-            if e.reason == KEY_UPDATE_REFUSED and e.at >= since]
-
-
-async def _last_commcheck(node: NodeApi) -> dict[str, dict[str, Any]]:
-    """Per peer, the outcome of the most recent communication test."""
-
-    last = await node.ledger.outbox.list({"type": "commcheck"}, 1)
-    if not last:
-        return {}
-    view = message_json(last[0])
-    view["receipts"] = [receipt_json(r) for r in
-                        await node.ledger.receipts.for_message(last[0].id)]
-    rep = report(view, node.clock.now(),
-                 wait=timedelta(seconds=node.settings.commcheck.wait_seconds))
-    return {p["peer"]: {**p, "started": rep["started"]} for p in rep["peers"]}
-
-
-async def run_commcheck(request: web.Request) -> web.StreamResponse:
-    """POST /console/commcheck: an operator starts a communication test."""
-    session = _require(request, "operator")
-    node = request.app[NODE_KEY]
-    check_id = await node.commchecks.start(session.name)
-    await _audit(request, "commcheck.started", check_id)
-    raise web.HTTPSeeOther("/console")
-
-
-def _inbox_row(entry: Any) -> dict[str, Any]:
-
-    return inbox_view(entry)
-
-
 # -- pages -----------------------------------------------------------------------------
-
-
-@aiohttp_jinja2.template("overview.html")
-async def overview(request: web.Request) -> dict[str, Any]:
-    """GET /console: the wall screen."""
-    _require(request, "viewer")
-    node = request.app[NODE_KEY]
-    data = await overview_data(node)
-    now = node.clock.now()
-    waiting = [e for p in ATTENTION_PRIORITIES
-               for e in await node.ledger.inbox.unacknowledged(p, WAITING_ROWS)
-               if e.mode == "actual" and e.type in ATTENTION_TYPES]
-    return _ctx(request, "overview", **data, features=collection(await live_areas(node)),
-                waiting=[with_preview(i, i18n.current())
-                         for i in inbox_items(node, waiting, now)])
-
-
-async def live_areas(node: NodeApi) -> list[Feature]:
-    """The overview's map: the areas of the latest CAP alerts, ours and our peers', that
-    have not expired (:data:`MAP_ALERTS` of each at most)."""
-    now = format_time(node.clock.now())
-    features: list[Feature] = []
-    for entry in await node.ledger.inbox.list({"type": "alert"}, MAP_ALERTS):
-        view = inbox_view(entry)
-        if (view.get("expires") or "") > now and view["state"] != "rejected":
-            features += view_features(view, "in")
-    for stored in await node.ledger.outbox.list({"type": "alert"}, MAP_ALERTS):
-        if (stored.expires or "") > now:
-            features += view_features(message_json(stored), "out")
-    return features[:MAX_FEATURES]
 
 
 @aiohttp_jinja2.template("outbox.html")
@@ -513,7 +337,7 @@ def inbox_items(node: NodeApi, page: list[Any], now: datetime) -> list[dict[str,
     """Inbox rows in the page's order: what waits for an acknowledgement first, by
     priority, newest first within each; ``group`` is that first key, for the script
     that places a row arriving live."""
-    items = [_inbox_row(e) for e in page]
+    items = [inbox_view(e) for e in page]
     for item in items:
         item["overdue"] = overdue_incoming(node, item, now)
         item["group"] = f"{int(item['state'] != 'delivered')}" \
