@@ -5,7 +5,9 @@
 #   2. RabbitMQ (Debian: rabbitmq-server), started and reachable on 127.0.0.1:5672, with
 #      its TLS listener on 127.0.0.1:5671 (deploy/broker-tls.sh local; openssl and curl
 #      are installed for it and for the README's examples)
-#   3. for the tests only (not with --demo): Chromium and fonts for the browser tests
+#   3. for the tests only (not with --demo): Chromium and fonts for the browser tests,
+#      and PostgreSQL (Debian: postgresql), started, with the tests' role
+#      (deploy/start-postgres.sh)
 #   4. .venv in the repo root with `pip install -e '.[dev]'`, redone only when
 #      pyproject.toml changes (stamp file .venv/.installed-<sha256 of pyproject.toml>)
 #
@@ -135,6 +137,18 @@ install Chromium and DejaVu fonts by hand so that $CHROMIUM exists"
     apt_install --no-install-recommends chromium fonts-dejavu-core
     [[ -x $CHROMIUM ]] || die "apt installed chromium but $CHROMIUM is still missing"
 fi
+fi
+
+# --- PostgreSQL for the tests of the PostgreSQL ledger (tests/pg.py) --------------
+if [[ $PURPOSE == tests ]]; then
+if command -v pg_lsclusters >/dev/null 2>&1 && [[ -d /usr/lib/postgresql ]]; then
+    step "postgresql: already installed"
+else
+    have_apt || die "PostgreSQL not found and no apt-get: install PostgreSQL (>= 13) by hand"
+    apt_install postgresql
+fi
+need_root "PostgreSQL"
+"${SUDO[@]}" bash "$ROOT/deploy/start-postgres.sh"
 fi
 
 # --- 4. .venv with the project installed --------------------------------------

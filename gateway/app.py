@@ -17,9 +17,9 @@ import structlog
 from aiohttp import web
 
 from gateway.adapters.amqp import TLS_RETRY, AmqpPublisher, InboxConsumer
-from gateway.adapters.sqlite.archive import run_retention
-from gateway.adapters.sqlite.keys import current_signing_key
-from gateway.adapters.sqlite.ledger import SqliteLedger
+from gateway.adapters.ledgers import open_ledger
+from gateway.adapters.stores.archive import run_retention
+from gateway.adapters.stores.keys import current_signing_key
 from gateway.adapters.tls import ServerCertificate
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError, GatewayError, LedgerError
@@ -75,7 +75,7 @@ class Node:
             log.info("signing_key_from_ledger", kid=key.kid, configured=s.node.signing_key_id)
         self.directory = Directory(self.me, s.peers)
         self.metrics = Metrics()
-        self.ledger = SqliteLedger(s.node.data_dir / "ledger.sqlite3", clock=self.clock.now)
+        self.ledger = open_ledger(s, self.clock.now)
         self.metrics.watch_ledger(self.ledger.query_counts)
         self.publisher = AmqpPublisher(centre=self.me, heartbeat=s.broker.heartbeat,
                                        publish_timeout=s.delivery.publish_timeout_seconds,
@@ -186,6 +186,11 @@ class Node:
 
     async def start(self) -> None:
         """Open the ledger, start links, consumer, dispatcher and the HTTP API."""
+        # The data folder holds TLP:RED texts (the embedded ledger, archives): ours only,
+        # whichever engine holds the ledger.
+        data = self.settings.node.data_dir
+        await asyncio.to_thread(data.mkdir, mode=0o700, parents=True, exist_ok=True)
+        await asyncio.to_thread(data.chmod, 0o700)
         await self.ledger.open()
         await self.keys.load()
         self.publisher.configure({p.id: (p.inbox_url.get_secret_value(), p.tls)

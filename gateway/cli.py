@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway import __version__
 from gateway.cli_evidence import add_evidence
+from gateway.cli_ledger import add_ledger
 from gateway.config import Settings, failpoints_from_env, load_settings
 from gateway.errors import GatewayError, RequestRefused
 from gateway.keyfiles import write_private_key
@@ -133,7 +134,7 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_show(args: argparse.Namespace) -> int:
-    from gateway.adapters.sqlite.keys import current_signing_key  # noqa: PLC0415 - fast --help
+    from gateway.adapters.stores.keys import current_signing_key  # noqa: PLC0415 - fast --help
 
     settings = load_settings(Path(args.config))
     key, _ = current_signing_key(settings)
@@ -488,6 +489,7 @@ def _add_operations(sub: Any) -> None:
     trm.add_argument("-c", "--config", required=True)
     trm.set_defaults(func=_cmd_tokens_remove)
     add_evidence(sub)
+    add_ledger(sub)
 
 
 def _add_bench(sub: Any) -> None:

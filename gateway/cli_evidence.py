@@ -22,14 +22,15 @@ from gateway.protocol.keys import KeyRing
 
 def _own_ring(settings: Settings) -> KeyRing:
     """Our own public keys (current and earlier ones) plus every pinned peer key."""
-    from gateway.adapters.sqlite.keys import known_keys  # noqa: PLC0415 - fast --help
+    from gateway.adapters.stores.keys import known_keys  # noqa: PLC0415 - fast --help
 
     return known_keys(settings)
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    from gateway.adapters.sqlite import audit as sqlite_audit  # noqa: PLC0415 - keeps `--help` fast
-    from gateway.adapters.sqlite.archive import (  # noqa: PLC0415
+    from gateway.adapters.stores import audit as sqlite_audit  # noqa: PLC0415 - keeps `--help` fast
+    from gateway.adapters.stores import offline  # noqa: PLC0415
+    from gateway.adapters.stores.archive import (  # noqa: PLC0415
         archive_dir,
         read_lines,
         registered,
@@ -39,9 +40,7 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
     settings = load_settings(Path(args.config))
     ring = _own_ring(settings)
-    path = settings.node.data_dir / "ledger.sqlite3"
-    conn = sqlite_audit.connect_existing(path)
-    try:
+    with offline.connect(settings) as conn:
         checkpoints = sqlite_audit.checkpoints(conn)
         wanted = [seq for seq, _ in checkpoints]
         folder = archive_dir(settings)
@@ -59,8 +58,6 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
         report = verify_history(archives(), lambda first: sqlite_audit.rows(conn, first),
                                 checkpoints,
                                 lambda kid: ring.lookup(settings.node.centre, kid), hash_at)
-    finally:
-        conn.close()
     for line in report.archive_lines:
         print(line)
     chain = report.chain
@@ -82,22 +79,24 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_checkpoint(args: argparse.Namespace) -> int:
-    from gateway.adapters.sqlite import audit as sqlite_audit  # noqa: PLC0415
-    from gateway.adapters.sqlite.keys import current_signing_key  # noqa: PLC0415
+    from gateway.adapters.stores import audit as sqlite_audit  # noqa: PLC0415
+    from gateway.adapters.stores import offline  # noqa: PLC0415
+    from gateway.adapters.stores.keys import current_signing_key  # noqa: PLC0415
     from gateway.protocol.auditlog import sign_checkpoint  # noqa: PLC0415
 
     settings = load_settings(Path(args.config))
     key, _ = current_signing_key(settings)
-    conn = sqlite_audit.connect_existing(settings.node.data_dir / "ledger.sqlite3", write=True)
-    try:
+    with offline.connect(settings, write=True) as conn:
         now = datetime.now(UTC)
         conn.execute("BEGIN IMMEDIATE")
-        _, _, wire = sqlite_audit.checkpoint_now(
-            conn, now, lambda seq, head: sign_checkpoint(settings.node.centre, seq, head, now,
-                                                         key))
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+        try:
+            _, _, wire = sqlite_audit.checkpoint_now(
+                conn, now, lambda seq, head: sign_checkpoint(settings.node.centre, seq, head,
+                                                             now, key))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
     _write(args.out, wire)
     return 0
 
@@ -111,7 +110,7 @@ def _write(out: str | None, data: bytes) -> None:
 
 
 def _cmd_evidence_export(args: argparse.Namespace) -> int:
-    from gateway.adapters.sqlite.evidence import export_bundle  # noqa: PLC0415
+    from gateway.adapters.stores.evidence import export_bundle  # noqa: PLC0415
 
     settings = load_settings(Path(args.config))
     bundle = export_bundle(settings, args.id, datetime.now(UTC))
@@ -133,7 +132,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     pinned = _own_ring(load_settings(Path(args.config))) if args.config else None
     try:
         if archive:
-            from gateway.adapters.sqlite.archive import read_lines  # noqa: PLC0415
+            from gateway.adapters.stores.archive import read_lines  # noqa: PLC0415
 
             try:
                 lines = verify_archive(read_lines(file), pinned).lines()
@@ -150,7 +149,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_archive_run(args: argparse.Namespace) -> int:
     from gateway import failpoints  # noqa: PLC0415
-    from gateway.adapters.sqlite.archive import run_retention  # noqa: PLC0415
+    from gateway.adapters.stores.archive import run_retention  # noqa: PLC0415
     from gateway.config import failpoints_from_env  # noqa: PLC0415
 
     settings = load_settings(Path(args.config))
@@ -173,15 +172,12 @@ def _cmd_archive_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_archive_list(args: argparse.Namespace) -> int:
-    from gateway.adapters.sqlite import audit as sqlite_audit  # noqa: PLC0415
-    from gateway.adapters.sqlite.archive import archive_dir, registered  # noqa: PLC0415
+    from gateway.adapters.stores import offline  # noqa: PLC0415
+    from gateway.adapters.stores.archive import archive_dir, registered  # noqa: PLC0415
 
     settings = load_settings(Path(args.config))
-    conn = sqlite_audit.connect_existing(settings.node.data_dir / "ledger.sqlite3")
-    try:
+    with offline.connect(settings) as conn:
         rows = registered(conn)
-    finally:
-        conn.close()
     folder = archive_dir(settings)
     for r in rows:
         print(f"{folder / r['file']}  {r['month']}  audit #{r['first_seq']}-#{r['last_seq']}"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import tomli_w
 from pydantic import (
@@ -326,7 +326,7 @@ class AuditSection(_Section):
 
 class RetentionSection(_Section):
     """How long settled history stays in the hot ledger before it moves to signed
-    monthly archive files (gateway/adapters/sqlite/archive.py). Unset: kept forever."""
+    monthly archive files (gateway/adapters/stores/archive.py). Unset: kept forever."""
 
     #: Days a settled month is kept after it ended (the ids of messages archived inside
     #: the dedup window are remembered until it ends, PROTOCOL.md §6).
@@ -335,6 +335,62 @@ class RetentionSection(_Section):
     check_seconds: float = Field(default=3600.0, gt=0)
     #: Where the archive files go (default: ``archive/`` in the data directory).
     directory: Path | None = None
+
+
+class LedgerSection(_Section):
+    """Where the ledger is. Without ``url``: the embedded SQLite file ``ledger.sqlite3``
+    in the data directory (one instance). With ``url = "postgresql://..."``: a PostgreSQL
+    database that several instances of this node share (README, High availability)."""
+
+    #: A libpq URL (``postgresql://user@host:5432/db``); its password is better kept in
+    #: ``password_file`` than here.
+    url: SecretStr | None = None
+    #: A file holding the database password (one line, mode 0600), for ``url``.
+    password_file: Path | None = None
+    #: Reader connections of this instance.
+    readers: int = Field(default=2, ge=1, le=32)
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and urlsplit(url.get_secret_value()).scheme not in {
+                "postgresql", "postgres"}:
+            raise ValueError("a ledger url is postgresql://user@host:port/database")
+        return url
+
+    @model_validator(mode="after")
+    def _password_needs_url(self) -> LedgerSection:
+        if self.password_file is not None and self.url is None:
+            raise ValueError("password_file is for a PostgreSQL url")
+        return self
+
+    def postgres_url(self) -> str | None:
+        """The URL to connect with, the password from ``password_file`` put in; None for
+        the embedded SQLite ledger. Raises :class:`ConfigError`."""
+        if self.url is None:
+            return None
+        url = self.url.get_secret_value()
+        if self.password_file is None:
+            return url
+        try:
+            password = self.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"ledger.password_file: {exc}") from exc
+        parts = urlsplit(url)
+        user, _, host = parts.netloc.rpartition("@")
+        user = user.partition(":")[0]
+        netloc = f"{user}:{quote(password, safe='')}@{host}" if user else (
+            f":{quote(password, safe='')}@{host}")
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def shown(self) -> str:
+        """Where the ledger is, for logs and messages (never the password)."""
+        if self.url is None:
+            return "sqlite"
+        parts = urlsplit(self.url.get_secret_value())
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+        return f"postgresql://{host}{port}{parts.path}"
 
 
 class Settings(_Section):
@@ -350,6 +406,7 @@ class Settings(_Section):
     commcheck: CommCheckSection = CommCheckSection()
     audit: AuditSection = AuditSection()
     retention: RetentionSection = RetentionSection()
+    ledger: LedgerSection = LedgerSection()
     #: Our own contact points per field of work, distributed to every peer.
     directory: tuple[ContactPoint, ...] = ()
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")
@@ -454,6 +511,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
                     table[key] = str((base / table[key]).resolve())
 
     fix(raw.get("node"), ("data_dir", "signing_key_file"))
+    fix(raw.get("ledger"), ("password_file",))
     fix(raw.get("api"), ("tls_cert", "tls_key"))
     broker = raw.get("broker")
     if isinstance(broker, dict):

@@ -26,7 +26,7 @@ from gateway.adapters.provision import (
     PEER_CONNECTIONS,
     Definitions,
 )
-from gateway.adapters.sqlite.keys import current_signing_key
+from gateway.adapters.stores.keys import current_signing_key
 from gateway.config import SCOPES, Settings, load_settings, update_config
 from gateway.errors import ConfigError, MalformedInput
 from gateway.keyfiles import load_signing_key, write_private_key

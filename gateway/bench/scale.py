@@ -31,8 +31,8 @@ import aiohttp
 
 from gateway.adapters.amqp import declare_topology
 from gateway.adapters.provision import delete_many
-from gateway.adapters.sqlite.keys import ledger_path
 from gateway.adapters.sqlite.ledger import SqliteLedger
+from gateway.adapters.stores.offline import ledger_path
 from gateway.bench.federation import centres
 from gateway.bench.scale_client import REQUESTS, WARM_UP, summary
 from gateway.bench.scale_fill import Pair, Side, grow, origin

@@ -24,7 +24,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.adapters.sqlite import audit as sqlite_audit
+from gateway.adapters.stores import audit as sqlite_audit
+from gateway.adapters.stores.offline import connect_sqlite
 from gateway.protocol.auditlog import verify_chain
 from tests.faults.load import sitrep, states, tally
 from tests.faults.report import record
@@ -242,7 +243,7 @@ def check_ledger(path: Path) -> dict[str, int]:
             "(SELECT COUNT(*) FROM deliveries d WHERE d.message_id = o.id)").fetchone()[0]
         stored = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
     assert (no_delivery, orphan_keys, orphan_deliveries, wrong_count) == (0, 0, 0, 0)
-    with closing(sqlite_audit.connect_existing(path)) as conn:
+    with closing(connect_sqlite(path)) as conn:
         chain = verify_chain(sqlite_audit.rows(conn))
         submitted = conn.execute("SELECT COUNT(*) FROM audit_log WHERE kind = "
                                  "'message.submitted'").fetchone()[0]

@@ -29,13 +29,14 @@ import aio_pika.abc
 import aiohttp
 
 from gateway.adapters.provision import delete
-from gateway.adapters.sqlite.keys import current_signing_key
-from gateway.config import Settings, load_settings
+from gateway.adapters.stores.keys import current_signing_key
+from gateway.config import Settings, load_settings, update_config
 from gateway.demo import CENTRES, BrokerTls, local_tls, peer_user, prepare
 from gateway.errors import ConfigError
 from gateway.protocol.keys import SigningKey
 from gateway.protocol.signing import seal
 from gateway.protocol.types import format_time
+from tests.pg import Postgres
 
 AMQP = "amqp://127.0.0.1:5672/"
 
@@ -119,12 +120,21 @@ class Federation:
     nodes: dict[str, NodeHandle] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, root: Path, overrides: dict[str, Any] | None = None) -> Federation:
-        """Provision vhosts, users, keys and configs (does not start the nodes)."""
+    def create(cls, root: Path, overrides: dict[str, Any] | None = None, *,
+               postgres: Postgres | None = None,
+               on_postgres: tuple[str, ...] = ()) -> Federation:
+        """Provision vhosts, users, keys and configs (does not start the nodes). The
+        centres ``on_postgres`` keep their ledgers in schemas of ``postgres``; the others
+        in their SQLite files."""
         prefix = f"t{secrets.token_hex(3)}"
         base = free_base_port()
         paths = prepare(root, base, AMQP, prefix=prefix, user_prefix=f"{prefix}.",
                         overrides=overrides, tls=TLS)
+        for cid in on_postgres:
+            assert postgres is not None
+            url = postgres.ledger_url(f"{prefix}_{cid.lower().replace('-', '_')}")
+            update_config(paths[cid], lambda raw, url=url: raw.__setitem__(
+                "ledger", {"url": url}))
         fed = cls(root=root, prefix=prefix)
         for index, (cid, path) in enumerate(paths.items()):
             fed.nodes[cid] = NodeHandle(

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from gateway.adapters.sqlite.keys import ledger_path
 from gateway.adapters.sqlite.ledger import SqliteLedger
+from gateway.adapters.stores.offline import ledger_path
 from gateway.bench.scale_fill import Pair, Side, grow
 from gateway.protocol.keys import b64url_decode
 from gateway.protocol.types import format_time

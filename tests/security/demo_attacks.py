@@ -27,7 +27,7 @@ from urllib.parse import unquote
 import aio_pika
 import aiohttp
 
-from gateway.adapters.sqlite.keys import current_signing_key
+from gateway.adapters.stores.keys import current_signing_key
 from gateway.config import load_settings
 from gateway.protocol.signing import seal
 from gateway.protocol.types import format_time

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from gateway.adapters.sqlite.keys import current_signing_key
+from gateway.adapters.stores.keys import current_signing_key
 from gateway.app import Node
 from gateway.config import BrokerSection, load_settings, update_config
 from tests.integration.harness import EXAMPLE, Federation, wait_until

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from gateway.adapters.sqlite.keys import current_signing_key
+from gateway.adapters.stores.keys import current_signing_key
 from gateway.app import Node
 from gateway.config import BrokerSection, load_settings
 from tests.integration.harness import Federation

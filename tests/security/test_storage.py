@@ -12,7 +12,7 @@ import aio_pika
 import aiormq
 import pytest
 
-from gateway.adapters.sqlite.security import SECURITY_PAYLOAD_BYTES, SECURITY_ROWS_PER_DAY
+from gateway.adapters.stores.security import SECURITY_PAYLOAD_BYTES, SECURITY_ROWS_PER_DAY
 from tests.integration.harness import Federation, amqp_connect, wait_until
 
 pytestmark = pytest.mark.broker

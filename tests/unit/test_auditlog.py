@@ -10,8 +10,9 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.adapters.sqlite import audit as sqlite_audit
 from gateway.adapters.sqlite.ledger import SqliteLedger
+from gateway.adapters.stores import audit as sqlite_audit
+from gateway.adapters.stores.offline import connect_sqlite
 from gateway.errors import MalformedInput, VerificationError
 from gateway.protocol import ijson
 from gateway.protocol.auditlog import (
@@ -168,7 +169,7 @@ async def test_ledger_records_every_effect_in_one_chain(tmp_path: Path) -> None:
         assert entries[0].data == {"detail": "keys: FR-COGIC.k1"}
     finally:
         await ledger.close()
-    conn = sqlite_audit.connect_existing(tmp_path / "l.db")
+    conn = connect_sqlite(tmp_path / "l.db")
     try:
         assert verify_chain(sqlite_audit.rows(conn)).entries == 2
         seq, wire2 = sqlite_audit.checkpoints(conn)[0]

@@ -21,7 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway.adapters.sqlite.ledger import SqliteLedger
-from gateway.adapters.sqlite.outbox import SqliteOutbox
+from gateway.adapters.stores.outbox import OutboxStore
 from gateway.errors import LedgerError, PublishRefused, PublishUnknown, TlsFailure
 from gateway.protocol.delivery import Delivery, DeliveryState, RetryPolicy
 from gateway.protocol.peerhealth import ProbePolicy
@@ -129,7 +129,7 @@ class FakePublisher:
             self.inflight[peer] -= 1
 
 
-class HookedOutbox(SqliteOutbox):
+class HookedOutbox(OutboxStore):
     """The real outbox store, with counters and injectable failures around its claim,
     transition and expiry (installed as the ledger's ``outbox``)."""
 
@@ -214,7 +214,7 @@ class Rig:
 
     async def delivery(self, message_id: str, recipient: str) -> Delivery:
         """The delivery row as stored (read through an identity transition, unhooked)."""
-        d = await SqliteOutbox.transition(self.outbox, message_id, recipient, lambda d: d)
+        d = await OutboxStore.transition(self.outbox, message_id, recipient, lambda d: d)
         assert d is not None
         return d
 

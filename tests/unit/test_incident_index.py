@@ -1,4 +1,4 @@
-"""The incident index (gateway.adapters.sqlite.incident_index) against the computation
+"""The incident index (gateway.adapters.stores.incident_index) against the computation
 it replaces: ``summarise_incidents`` over every stored message, on a real SQLite ledger.
 
 The index is kept message by message, in the transaction that stores it; these tests
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from gateway.adapters.sqlite.incident_index import rebuild_incident_index
 from gateway.adapters.sqlite.ledger import SqliteLedger
+from gateway.adapters.stores.incident_index import rebuild_incident_index
 from gateway.protocol.receipts import ReceiptState
 from gateway.service.incidents import summarise_incidents
 from tests.unit.test_sqlite_incidents import (
@@ -32,9 +32,10 @@ from tests.unit.test_sqlite_incidents import (
     receipt_for,
     received,
     sitrep,
+    sqlite_ledger,
 )
 
-__all__ = ["ledger"]  # the fixture
+__all__ = ["ledger", "sqlite_ledger"]  # the fixtures
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "ledgers"
 INCIDENTS = ("EU-2026-0042", "BE-2026-0001", "NL-2026-0007", "LU-2026-0003")
 PURPOSES = (None, None, "initial", "update", "final")
@@ -156,9 +157,10 @@ async def test_the_demo_ledger_of_an_earlier_release_is_indexed_as_before(
 
 
 async def test_rows_past_a_cursor_are_read_on_the_activity_index(
-        ledger: SqliteLedger) -> None:
+        sqlite_ledger: SqliteLedger) -> None:
     """A page past a cursor is a range of incident_index_activity, not a sort of the
     table."""
+    ledger = sqlite_ledger
     await _fill(ledger, random.Random(5), 10)
 
     def plan(conn: sqlite3.Connection) -> str:

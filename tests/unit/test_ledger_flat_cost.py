@@ -40,9 +40,10 @@ from tests.unit.test_sqlite_incidents import (
     receipt_for,
     received,
     sitrep,
+    sqlite_ledger,
 )
 
-__all__ = ["ledger"]  # the fixture
+__all__ = ["ledger", "sqlite_ledger"]  # the fixtures
 LU = "LU-HCPN"
 PEERS = (BE, DE, LU)
 
@@ -217,9 +218,10 @@ async def test_claim_reads_no_row_of_a_skipped_peer(ledger: SqliteLedger) -> Non
 
 
 async def test_expiry_finds_only_expired_deliveries_on_its_index(
-        ledger: SqliteLedger) -> None:
+        sqlite_ledger: SqliteLedger) -> None:
     """expire() takes the queued deliveries whose message has expired, through the
     deliveries_expiry index (not a scan of every queued delivery)."""
+    ledger = sqlite_ledger
     old = ours(T0 - timedelta(days=2), sitrep(1), to=(BE,))
     new = ours(T0, sitrep(2), to=(BE, DE))
     for m in (old, new):

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.adapters.sqlite import audit as sqlite_audit
 from gateway.adapters.sqlite import schema
 from gateway.adapters.sqlite.ledger import SqliteLedger
+from gateway.adapters.stores import audit as sqlite_audit
+from gateway.adapters.stores.offline import connect_sqlite
 from gateway.errors import LedgerError
 from gateway.protocol.auditlog import open_checkpoint, parse_checkpoint, verify_chain
 from gateway.protocol.keys import PinnedKey, public_key_from_text
@@ -107,7 +108,7 @@ async def test_a_ledger_of_the_previous_release_migrates_with_nothing_lost(
     assert stats.inbox == ASSET_ROWS["inbox"]
     # Step 2 renamed the searchable kind; the hashed content keeps the old one.
     assert [e.kind for e in logins] == ["session.login"]
-    conn = sqlite_audit.connect_existing(old_ledger)
+    conn = connect_sqlite(old_ledger)
     try:
         report = verify_chain(sqlite_audit.rows(conn))
         assert report.ok
@@ -148,7 +149,7 @@ async def test_a_migrated_ledger_takes_new_writes_and_reopens_without_a_second_b
         await again.close()
     assert not old_ledger.with_name("ledger.sqlite3.v0.bak").exists()
     assert not old_ledger.with_name(f"ledger.sqlite3.v{schema.LATEST}.bak").exists()
-    conn = sqlite_audit.connect_existing(old_ledger)
+    conn = connect_sqlite(old_ledger)
     try:
         report = verify_chain(sqlite_audit.rows(conn))
         assert report.ok

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.adapters.sqlite.archive import read_lines, run_retention
-from gateway.adapters.sqlite.deliveries import inbox_entry
-from gateway.adapters.sqlite.keys import ledger_path
 from gateway.adapters.sqlite.ledger import SqliteLedger
+from gateway.adapters.stores.archive import read_lines, run_retention
+from gateway.adapters.stores.deliveries import inbox_entry
+from gateway.adapters.stores.offline import ledger_path
 from gateway.bench.scale_fill import Pair, Side, grow
 from gateway.config import Settings, load_settings
 from gateway.demo import prepare

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.adapters.sqlite.incidents import _DELIVERIES, _INBOX, _OUTBOX
+from gateway.adapters.postgres.ledger import PostgresLedger
 from gateway.adapters.sqlite.ledger import SqliteLedger
 from gateway.adapters.sqlite.schema import migrate
+from gateway.adapters.stores.incidents import _DELIVERIES, _INBOX, _OUTBOX
+from gateway.adapters.stores.ledger import StoreLedger
 from gateway.protocol.delivery import DeliveryState, on_confirmed, on_receipt
 from gateway.protocol.keys import SigningKey, default_key_id
 from gateway.protocol.receipts import ReceiptState, receipt_envelope
@@ -99,9 +101,21 @@ def receipt_for(entry: InboxEntry, state: ReceiptState, now: datetime) -> Outgoi
     return outgoing(env, KEYS[ME], (entry.sender,), answers=(entry.sender, entry.id))
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqliteLedger]:
+    """An open ledger on each engine, closed at teardown."""
+    if request.param == "sqlite":
+        led: StoreLedger = SqliteLedger(tmp_path / "l.db")
+    else:
+        led = PostgresLedger(request.getfixturevalue("postgres").ledger_url())
+    await led.open()
+    yield led  # type: ignore[misc] # the stores are the same on both engines
+    await led.close()
+
+
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[SqliteLedger]:
-    """An open SqliteLedger, closed at teardown."""
+async def sqlite_ledger(tmp_path: Path) -> AsyncIterator[SqliteLedger]:
+    """An open SQLite ledger (for what only SQLite has: its query plans), closed at teardown."""
     led = SqliteLedger(tmp_path / "l.db")
     await led.open()
     yield led
@@ -208,8 +222,9 @@ async def test_unknown_incident_loads_nothing(ledger: SqliteLedger) -> None:
     assert await ledger.incidents.thread_items("NOPE-1") == []
 
 
-async def test_queries_use_the_incident_indexes(ledger: SqliteLedger) -> None:
+async def test_queries_use_the_incident_indexes(sqlite_ledger: SqliteLedger) -> None:
     """After a load the indexes exist and the per-incident queries search them."""
+    ledger = sqlite_ledger
     await ledger.incidents.thread_items(INC)
 
     def plans(conn: sqlite3.Connection) -> list[str]:

@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.adapters.postgres.ledger import PostgresLedger
 from gateway.adapters.sqlite.ledger import SqliteLedger
+from gateway.adapters.stores.ledger import StoreLedger
+from gateway.adapters.stores.sql import Conn
 from gateway.errors import IdempotencyConflict, LedgerError
 from gateway.protocol.delivery import (
     DeliveryState,
@@ -42,6 +45,7 @@ from gateway.service.ports import (
 from gateway.service.records import signed_parts
 from gateway.service.submit import outgoing
 from gateway.web.shapes import message_json
+from tests.pg import Postgres
 
 ME, BE, LU, DE = "NL-NCC", "BE-NCCN", "LU-HCPN", "DE-NW"
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -68,13 +72,23 @@ SITREP_BODY: dict[str, Any] = {
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def open_ledger(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[SqliteLedger]]]:
-    """Factory opening SqliteLedgers (default file tmp_path/l.db); all closed at teardown."""
-    opened: list[SqliteLedger] = []
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def open_ledger(request: pytest.FixtureRequest, tmp_path: Path
+                      ) -> AsyncIterator[Callable[..., Awaitable[SqliteLedger]]]:
+    """Factory opening ledgers on each engine (default: tmp_path/l.db, or a schema of the
+    session's PostgreSQL database per path); all closed at teardown."""
+    opened: list[StoreLedger] = []
+    schemas: dict[Path, str] = {}
 
-    async def make(path: Path | None = None) -> SqliteLedger:
-        ledger = SqliteLedger(path or tmp_path / "l.db")
+    async def make(path: Path | None = None) -> StoreLedger:
+        path = path or tmp_path / "l.db"
+        if request.param == "sqlite":
+            ledger: StoreLedger = SqliteLedger(path)
+        else:
+            pg: Postgres = request.getfixturevalue("postgres")
+            if path not in schemas:
+                schemas[path] = pg.ledger_url()
+            ledger = PostgresLedger(schemas[path])
         await ledger.open()
         opened.append(ledger)
         return ledger
@@ -771,24 +785,26 @@ async def test_group_commit_batches_concurrent_submits(
     assert len(await ledger.outbox.list({}, 1000)) == 200
 
 
-def _insert_event(reason: str, conn: sqlite3.Connection) -> int:
+def _insert_event(reason: str, conn: Conn) -> int:
     cur = conn.execute(
         "INSERT INTO security_events (at, reason, detail, payload_sha256, payload)"
-        " VALUES ('2026-11-27T10:00:00.000Z', ?, 'd', 'h', x'00')", (reason,))
-    return int(cur.lastrowid or 0)
+        " VALUES ('2026-11-27T10:00:00.000Z', ?, 'd', 'h', ?) RETURNING seq",
+        (reason, b"\x00"))
+    return int(cur.fetchone()[0])
 
 
-def _insert_then_fail(exc: Exception, conn: sqlite3.Connection) -> None:
+def _insert_then_fail(failure: str, conn: Conn) -> None:
     _insert_event("doomed", conn)
-    raise exc
+    if failure == "database":  # the engine refuses a statement: a duplicate key
+        conn.execute("INSERT INTO counters VALUES ('twice', 1)")
+        conn.execute("INSERT INTO counters VALUES ('twice', 1)")
+    raise ValueError("boom")
 
 
-@pytest.mark.parametrize(
-    ("exc", "raised"),
-    [(ValueError("boom"), ValueError), (sqlite3.IntegrityError("nope"), LedgerError)],
-)
+@pytest.mark.parametrize(("failure", "raised"),
+                         [("code", ValueError), ("database", LedgerError)])
 async def test_failing_write_does_not_undo_its_batch(
-    open_ledger: Callable[..., Awaitable[SqliteLedger]], exc: Exception,
+    open_ledger: Callable[..., Awaitable[SqliteLedger]], failure: str,
     raised: type[Exception],
 ) -> None:
     """A write raising in a batch is rolled back alone; the other writes of the batch commit."""
@@ -796,7 +812,7 @@ async def test_failing_write_does_not_undo_its_batch(
     before = ledger.db.batches
     results = await asyncio.gather(
         ledger.db.write(partial(_insert_event, "a")),
-        ledger.db.write(partial(_insert_then_fail, exc)),
+        ledger.db.write(partial(_insert_then_fail, failure)),
         ledger.db.write(partial(_insert_event, "b")),
         return_exceptions=True,
     )
@@ -941,13 +957,13 @@ async def test_expiry_leaves_out_deliveries_in_flight(
 
 
 def test_only_the_delivery_module_writes_delivery_rows() -> None:
-    """No SQL outside adapters/sqlite/deliveries.py inserts, updates or deletes deliveries
+    """No SQL outside adapters/stores/deliveries.py inserts, updates or deletes deliveries
     (but the schema's migrations, which fill new columns)."""
     root = Path(__file__).resolve().parents[2] / "gateway"
     writers = [str(p.relative_to(root)) for p in root.rglob("*.py")
                if any(w in p.read_text(encoding="utf-8").upper()
                       for w in ("INTO DELIVERIES", "UPDATE DELIVERIES", "DELETE FROM DELIVERIES"))]
-    assert sorted(writers) == ["adapters/sqlite/deliveries.py", "adapters/sqlite/schema.py"]
+    assert sorted(writers) == ["adapters/sqlite/schema.py", "adapters/stores/deliveries.py"]
 
 
 async def test_unacknowledged_lists_what_waits_of_one_priority_newest_first(

@@ -47,7 +47,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
         # A new file, before its first page (hence before WAL): retention can then hand
-        # archived pages back (adapters/sqlite/archive.py).
+        # archived pages back (adapters/stores/archive.py).
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")

@@ -22,7 +22,8 @@ from pathlib import Path
 import structlog
 
 from gateway.adapters.sqlite.db import private_files
-from gateway.adapters.sqlite.incident_index import rebuild_incident_index
+from gateway.adapters.stores.audit import LEGACY_KINDS
+from gateway.adapters.stores.incident_index import rebuild_incident_index
 from gateway.errors import LedgerError
 
 log = structlog.get_logger("crisisgw.ledger")
@@ -95,18 +96,6 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident);
 CREATE INDEX IF NOT EXISTS inbox_incident ON inbox(incident);
 """
-
-#: Audit kinds of earlier releases (``verb_noun`` and bare verbs) and their ``noun.verb``
-#: names. Step 2 renames the searchable ``kind`` column; each entry's hashed content
-#: keeps the name it was written with, so the chain still verifies.
-LEGACY_KINDS = {
-    "login": "session.login", "logout": "session.logout",
-    "login_failed": "session.login_failed", "language": "session.language",
-    "acknowledge": "message.acknowledge_requested", "compose": "message.composed",
-    "commcheck": "commcheck.started", "key_rotate": "key.rotation_requested",
-    "key_revoke": "key.revocation_requested",
-}
-
 
 def _statements(script: str) -> list[str]:
     return [s for s in (part.strip() for part in script.split(";")) if s]
@@ -223,7 +212,11 @@ def _v4(conn: sqlite3.Connection) -> None:
     for statement in _statements(_V4):
         conn.execute(statement)
     _add_actual(conn)  # the index is rebuilt with today's code, which keeps step 6's column
-    rebuild_incident_index(conn)
+    factory, conn.row_factory = conn.row_factory, sqlite3.Row
+    try:
+        rebuild_incident_index(conn)
+    finally:
+        conn.row_factory = factory
 
 
 def _add_actual(conn: sqlite3.Connection) -> None:

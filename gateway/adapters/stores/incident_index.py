@@ -18,22 +18,31 @@ stored message, and gives the same rows:
 Every update costs a few indexed statements, whatever the length of the history or of
 the incident. The counts do not depend on the order messages arrive in, so a rebuild
 (:func:`rebuild_incident_index`) gives the rows that live updates gave. It is read by
-:func:`gateway.adapters.sqlite.incidents.summaries`.
+:func:`gateway.adapters.stores.incidents.summaries`.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from gateway.adapters.sqlite.incidents import received_item, sent_item
+from gateway.adapters.stores.incidents import received_item, sent_item
+from gateway.adapters.stores.sql import Conn
 from gateway.protocol.types import format_time
 from gateway.service.incidents import SEVERITY_RANK, SITREP, ThreadItem
 from gateway.service.records import InboxEntry, OutgoingMessage
 
-_ZERO_CENTRE = "INSERT OR IGNORE INTO incident_centres VALUES (?, ?, NULL, NULL, 0, 0, 0, 0, 0)"
+_ZERO_CENTRE = ("INSERT INTO incident_centres VALUES (?, ?, NULL, NULL, 0, 0, 0, 0, 0)"
+                " ON CONFLICT DO NOTHING")
+
+_INDEX_COLUMNS = ("incident", "messages", "rejected", "last_activity", "title", "title_key",
+                  "sitrep_title", "sitrep_title_key", "warnings", "centres",
+                  "highest_severity", "actual")
+_PUT_INDEX = (
+    f"INSERT INTO incident_index ({', '.join(_INDEX_COLUMNS)})"  # noqa: S608 - fixed names
+    f" VALUES ({', '.join(':' + c for c in _INDEX_COLUMNS)}) ON CONFLICT (incident) DO UPDATE"
+    f" SET {', '.join(f'{c} = excluded.{c}' for c in _INDEX_COLUMNS[1:])}")
 
 
 def _t(item: ThreadItem) -> tuple[str, str]:
@@ -46,11 +55,11 @@ def _better(key: list[Any], stored: str | None) -> bool:
     return stored is None or tuple(key) > tuple(json.loads(stored))
 
 
-def _exists(conn: sqlite3.Connection, sql: str, *args: Any) -> bool:
+def _exists(conn: Conn, sql: str, *args: Any) -> bool:
     return conn.execute(sql, args).fetchone() is not None
 
 
-def _after_final(conn: sqlite3.Connection, incident: str, centre: str) -> int:
+def _after_final(conn: Conn, incident: str, centre: str) -> int:
     """1 if a report follows the centre's first final one (by number or by time)."""
     final = conn.execute(
         "SELECT report_number, at FROM incident_reports WHERE incident=? AND centre=?"
@@ -65,16 +74,16 @@ def _after_final(conn: sqlite3.Connection, incident: str, centre: str) -> int:
     return int(later)
 
 
-def _report(conn: sqlite3.Connection, item: ThreadItem, centre: str) -> None:
+def _report(conn: Conn, item: ThreadItem, centre: str) -> None:
     """Add one sitrep with a report number to its centre's counts."""
     incident, number = item.incident, item.report_number
     assert number is not None
     when, recorded = _t(item)
     same = conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM incident_reports WHERE"
-                        " incident=? AND centre=? AND report_number=? LIMIT 2)",
+                        " incident=? AND centre=? AND report_number=? LIMIT 2) AS same_number",
                         (incident, centre, number)).fetchone()[0]
     cur = conn.execute(
-        "INSERT OR IGNORE INTO incident_reports VALUES (?,?,?,?,?,?,?,?)",
+        "INSERT INTO incident_reports VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
         (incident, centre, item.id, number, item.purpose, item.supersedes, when, recorded))
     if cur.rowcount == 0:
         return  # already counted (a rebuild over a live index)
@@ -106,7 +115,7 @@ def _report(conn: sqlite3.Connection, item: ThreadItem, centre: str) -> None:
         (latest, severity, highest, numbers, duplicates, unknown, warnings, incident, centre))
 
 
-def _centres(conn: sqlite3.Connection, incident: str) -> tuple[str, str | None, int]:
+def _centres(conn: Conn, incident: str) -> tuple[str, str | None, int]:
     """(centres as JSON, highest severity of their latest sitreps, warnings in all)."""
     rows = conn.execute("SELECT centre, severity, warnings FROM incident_centres"
                         " WHERE incident=? ORDER BY centre", (incident,)).fetchall()
@@ -116,7 +125,7 @@ def _centres(conn: sqlite3.Connection, incident: str) -> tuple[str, str | None, 
             sum(r["warnings"] for r in rows))
 
 
-def record(conn: sqlite3.Connection, item: ThreadItem) -> None:
+def record(conn: Conn, item: ThreadItem) -> None:
     """Add one message on an incident (sent or received, receipts never) to the index."""
     incident = item.incident
     when, recorded = _t(item)
@@ -143,13 +152,10 @@ def record(conn: sqlite3.Connection, item: ThreadItem) -> None:
             _report(conn, item, item.sender)
         values["centres"], values["highest_severity"], values["warnings"] = _centres(
             conn, incident)
-    conn.execute("INSERT OR REPLACE INTO incident_index VALUES (:incident, :messages,"
-                 " :rejected, :last_activity, :title, :title_key, :sitrep_title,"
-                 " :sitrep_title_key, :warnings, :centres, :highest_severity, :actual)",
-                 values)
+    conn.execute(_PUT_INDEX, values)
 
 
-def record_sent(conn: sqlite3.Connection, m: OutgoingMessage, submitted_at: Any) -> None:
+def record_sent(conn: Conn, m: OutgoingMessage, submitted_at: Any) -> None:
     """Index one of our messages as it is stored (``submitted_at`` a datetime)."""
     record(conn, sent_item({
         "id": m.id, "type": m.type, "created": format_time(m.created), "priority": m.priority,
@@ -157,7 +163,7 @@ def record_sent(conn: sqlite3.Connection, m: OutgoingMessage, submitted_at: Any)
         "submitted_at": format_time(submitted_at)}, []))
 
 
-def record_received(conn: sqlite3.Connection, e: InboxEntry) -> None:
+def record_received(conn: Conn, e: InboxEntry) -> None:
     """Index a received message as it is stored."""
     record(conn, received_item({
         "sender": e.sender, "id": e.id, "type": e.type, "priority": e.priority,
@@ -167,7 +173,7 @@ def record_received(conn: sqlite3.Connection, e: InboxEntry) -> None:
         "acknowledged_at": None, "acknowledged_by": None}))
 
 
-def _stored_items(conn: sqlite3.Connection) -> Iterator[ThreadItem]:
+def _stored_items(conn: Conn) -> Iterator[ThreadItem]:
     for row in conn.execute(
             "SELECT id, type, created, priority, mode, tlp, incident, wire, submitted_at"
             " FROM outbox WHERE incident IS NOT NULL AND type != 'receipt'"):
@@ -179,16 +185,12 @@ def _stored_items(conn: sqlite3.Connection) -> Iterator[ThreadItem]:
         yield received_item(row)
 
 
-def rebuild_incident_index(conn: sqlite3.Connection) -> int:
+def rebuild_incident_index(conn: Conn) -> int:
     """Build the index from every stored message (schema step 4); returns how many."""
-    factory, conn.row_factory = conn.row_factory, sqlite3.Row
-    try:
-        for table in ("incident_index", "incident_centres", "incident_reports"):
-            conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
-        count = 0
-        for item in _stored_items(conn):
-            record(conn, item)
-            count += 1
-    finally:
-        conn.row_factory = factory
+    for table in ("incident_index", "incident_centres", "incident_reports"):
+        conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+    count = 0
+    for item in _stored_items(conn):
+        record(conn, item)
+        count += 1
     return count

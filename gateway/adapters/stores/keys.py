@@ -8,19 +8,20 @@ key-update that announces the new key), so a crash leaves either all of it or no
 from __future__ import annotations
 
 import contextlib
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.adapters.sqlite.audit import append
-from gateway.adapters.sqlite.db import Database
-from gateway.adapters.sqlite.deliveries import insert_outgoing, t
+from gateway.adapters.stores import offline
+from gateway.adapters.stores.audit import append
+from gateway.adapters.stores.deliveries import insert_outgoing, t
+from gateway.adapters.stores.sql import Conn, Db, Row, database_errors
 from gateway.config import Settings
-from gateway.errors import KeyMaterialError
+from gateway.errors import KeyMaterialError, LedgerError
 from gateway.keyfiles import load_signing_key, own_public_keys
 from gateway.protocol.keys import (
     KeyRing,
@@ -34,8 +35,10 @@ from gateway.protocol.types import parse_optional_time
 from gateway.service.keyring import effective_ring
 from gateway.service.records import LearnedKey, OutgoingMessage, OwnKey
 
+T = TypeVar("T")
 
-def _learned(row: sqlite3.Row) -> LearnedKey:
+
+def _learned(row: Row) -> LearnedKey:
     return LearnedKey(peer=row["peer"], kid=row["kid"], public_key=row["public_key"],
                       not_before=parse_optional_time(row["not_before"]),
                       not_after=parse_optional_time(row["not_after"]),
@@ -43,14 +46,14 @@ def _learned(row: sqlite3.Row) -> LearnedKey:
                       source=row["source"])
 
 
-def _own(row: sqlite3.Row) -> OwnKey:
+def _own(row: Row) -> OwnKey:
     return OwnKey(kid=row["kid"], file=row["file"], public_key=row["public_key"],
                   current=bool(row["current"]),
                   created=parse_optional_time(row["created"]) or datetime.min,
                   announced_in=row["announced_in"])
 
 
-def _put(conn: sqlite3.Connection, row: LearnedKey, now: datetime) -> None:
+def _put(conn: Conn, row: LearnedKey, now: datetime) -> None:
     conn.execute(
         "INSERT INTO peer_keys (peer, kid, public_key, not_before, not_after, revoked,"
         " unpinned, source, changed_at) VALUES (?,?,?,?,?,?,?,?,?)"
@@ -67,16 +70,16 @@ def _row_for(pinned: PinnedKey, peer: str, source: str) -> LearnedKey:
                       revoked=pinned.revoked, unpinned=False, source=source)
 
 
-class SqliteKeys:
+class KeysStore:
     """The peer_keys and own_keys tables."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Db) -> None:
         self._db = db
 
     async def learned(self) -> list[LearnedKey]:
         """See :meth:`gateway.service.ports.KeyStore.learned`."""
 
-        def run(conn: sqlite3.Connection) -> list[LearnedKey]:
+        def run(conn: Conn) -> list[LearnedKey]:
             return [_learned(r) for r in conn.execute("SELECT * FROM peer_keys ORDER BY seq")]
 
         return await self._db.read(run)
@@ -86,7 +89,7 @@ class SqliteKeys:
         """See :meth:`gateway.service.ports.KeyStore.apply_update`."""
         by_kid = {k.kid: k for k in pinned}
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: Conn) -> None:
             previous = by_kid[plan.previous_kid]
             _put(conn, LearnedKey(
                 peer=peer, kid=previous.kid, public_key=public_key_text(previous.key),
@@ -111,7 +114,7 @@ class SqliteKeys:
         """See :meth:`gateway.service.ports.KeyStore.revoke`."""
         row = _row_for(pinned, peer, f"revoked by {actor}")
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: Conn) -> None:
             _put(conn, replace(row, revoked=True), now)
             append(conn, now, "key.revoked", actor, f"{peer}/{pinned.kid}", {"detail": ""})
 
@@ -125,7 +128,7 @@ class SqliteKeys:
                      previous: OwnKey, now: datetime) -> None:
         """See :meth:`gateway.service.ports.KeyStore.rotate`."""
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: Conn) -> None:
             conn.execute("UPDATE own_keys SET current = 0, retired_at = ? WHERE current = 1",
                          (t(now),))
             conn.execute(
@@ -143,52 +146,38 @@ class SqliteKeys:
         await self._db.write(run)
 
 
-def _own_rows(conn: sqlite3.Connection) -> list[OwnKey]:
+def _own_rows(conn: Conn) -> list[OwnKey]:
     return [_own(r) for r in conn.execute("SELECT * FROM own_keys ORDER BY created, kid")]
 
 
-def read_own_keys(path: Path) -> list[OwnKey]:
-    """Our rotation history from a ledger file, read without the node (at start-up,
-    before the ledger is opened, and by the CLI). Empty when there is no such file or it
-    predates rotation history."""
-    if not path.is_file():
+def read_own_keys(settings: Settings) -> list[OwnKey]:
+    """Our rotation history, read without the node (at start-up, before the ledger is
+    opened, and by the CLI). Empty when there is no ledger yet or it predates rotation
+    history."""
+    return _read_offline(settings, _own_rows)
+
+
+def read_learned_keys(settings: Settings) -> list[LearnedKey]:
+    """The learned peer keys of a node's ledger, read without the node (the CLI)."""
+    return _read_offline(settings, lambda conn: [
+        _learned(r) for r in conn.execute("SELECT * FROM peer_keys ORDER BY seq")])
+
+
+def _read_offline(settings: Settings, read: Callable[[Conn], list[T]]) -> list[T]:
+    if not offline.exists(settings):
         return []
+    errors: tuple[type[Exception], ...] = (LedgerError, *database_errors())
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    except sqlite3.Error:
+        with offline.connect(settings) as conn:
+            return read(conn)
+    except errors:  # no ledger, or no such table yet
         return []
-    conn.row_factory = sqlite3.Row
-    try:
-        return _own_rows(conn)
-    except sqlite3.OperationalError:  # no own_keys table: a ledger of an earlier release
-        return []
-    finally:
-        conn.close()
-
-
-def read_learned_keys(path: Path) -> list[LearnedKey]:
-    """The learned peer keys of a ledger file, read without the node (the CLI)."""
-    if not path.is_file():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [_learned(r) for r in conn.execute("SELECT * FROM peer_keys ORDER BY seq")]
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
-
-
-def ledger_path(settings: Settings) -> Path:
-    """Where a node's ledger file is."""
-    return settings.node.data_dir / "ledger.sqlite3"
 
 
 def current_signing_key(settings: Settings) -> tuple[SigningKey, Path]:
     """The key the node signs with, and its file: the current one of the ledger's
     rotation history, else the one ``gateway.toml`` names. Raises ConfigError."""
-    current = next((k for k in read_own_keys(ledger_path(settings)) if k.current), None)
+    current = next((k for k in read_own_keys(settings) if k.current), None)
     if current is not None:
         return load_signing_key(Path(current.file), current.kid), Path(current.file)
     return (load_signing_key(settings.node.signing_key_file, settings.node.signing_key_id),
@@ -199,7 +188,7 @@ def own_public_keys_all(settings: Settings) -> dict[str, Ed25519PublicKey]:
     """Every public key we ever signed with: the key files and ``public-keys/`` beside
     the configured key, and the ledger's rotation history."""
     own = own_public_keys(settings.node.signing_key_file, settings.node.signing_key_id)
-    for k in read_own_keys(ledger_path(settings)):
+    for k in read_own_keys(settings):
         if k.kid not in own:
             with contextlib.suppress(KeyMaterialError):
                 own[k.kid] = public_key_from_text(k.public_key)
@@ -212,6 +201,6 @@ def known_keys(settings: Settings) -> KeyRing:
     pinned in the configuration or learned by the ledger."""
     own = [(settings.node.centre, PinnedKey(kid=kid, key=key))
            for kid, key in own_public_keys_all(settings).items()]
-    ring = effective_ring(settings, read_learned_keys(ledger_path(settings)))
+    ring = effective_ring(settings, read_learned_keys(settings))
     return KeyRing.build([*own, *((c, k) for c, per in ring.keys.items()
                                   for k in per.values())])

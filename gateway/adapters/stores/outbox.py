@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import partial
 from typing import Any
 
-from gateway.adapters.sqlite.db import Database
-from gateway.adapters.sqlite.deliveries import (
+from gateway.adapters.stores.deliveries import (
     apply,
     insert_outgoing,
     overdue,
     t,
     unacknowledged_out,
 )
+from gateway.adapters.stores.sql import Conn, Db, Row
 from gateway.errors import IdempotencyConflict
 from gateway.protocol.delivery import Delivery, DeliveryState, on_claimed, on_expiry
 from gateway.protocol.types import parse_optional_time
@@ -32,7 +31,7 @@ PRIORITY_ORDER = ("flash", "urgent", "routine")
 _RANK = {p: n for n, p in enumerate(PRIORITY_ORDER)}
 
 
-def _queued_peers(conn: sqlite3.Connection, skip_peers: frozenset[str],
+def _queued_peers(conn: Conn, skip_peers: frozenset[str],
                   only: frozenset[str] | None) -> list[str]:
     """Recipients with queued deliveries (from the counters), except ``skip_peers`` (and
     only those in ``only``, if given)."""
@@ -41,13 +40,13 @@ def _queued_peers(conn: sqlite3.Connection, skip_peers: frozenset[str],
         if r[0] not in skip_peers and (only is None or r[0] in only)]
 
 
-def _due_rows(conn: sqlite3.Connection, now: datetime, limit: int,
+def _due_rows(conn: Conn, now: datetime, limit: int,
               skip_peers: frozenset[str], only: frozenset[str] | None = None
-              ) -> list[sqlite3.Row]:
+              ) -> list[Row]:
     """Queued deliveries due at ``now``, most urgent first, then oldest due, except to
     ``skip_peers``: one range on ``deliveries_peer_due`` per peer and priority, so rows
     of a skipped peer (however many wait for it) are never read."""
-    rows: list[sqlite3.Row] = []
+    rows: list[Row] = []
     for peer in _queued_peers(conn, skip_peers, only):
         for priority in PRIORITY_ORDER:
             taken = conn.execute(
@@ -61,14 +60,14 @@ def _due_rows(conn: sqlite3.Connection, now: datetime, limit: int,
     return rows[:limit]
 
 
-def _due(row: sqlite3.Row) -> DueDelivery:
+def _due(row: Row) -> DueDelivery:
     return DueDelivery(message_id=row["message_id"], recipient=row["recipient"],
                        type=row["type"], wire=bytes(row["wire"]),
                        expires=parse_optional_time(row["expires"]) or datetime.min,
                        attempts=row["attempts"])
 
 
-def _recipient(d: sqlite3.Row) -> RecipientState:
+def _recipient(d: Row) -> RecipientState:
     return RecipientState(
         centre=d["recipient"], state=d["state"], attempts=d["attempts"], sent_at=d["sent_at"],
         delivered_at=d["delivered_at"], acknowledged_at=d["acknowledged_at"],
@@ -76,7 +75,7 @@ def _recipient(d: sqlite3.Row) -> RecipientState:
         last_error=d["last_error"], next_attempt_at=d["next_attempt_at"])
 
 
-def _views(conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[OutgoingView]:
+def _views(conn: Conn, rows: list[Row]) -> list[OutgoingView]:
     """The views of outbox ``rows``, their deliveries read in one statement."""
     if not rows:
         return []
@@ -135,10 +134,10 @@ def _listed(filters: Mapping[str, str], after: tuple[str, ...] | None, limit: in
     return sql, [*args, limit]
 
 
-class SqliteOutbox:
+class OutboxStore:
     """The outbox, idempotency keys and deliveries."""
 
-    def __init__(self, db: Database, clock: Callable[[], datetime]) -> None:
+    def __init__(self, db: Db, clock: Callable[[], datetime]) -> None:
         self._db, self._now = db, clock
 
     async def submit(
@@ -146,7 +145,7 @@ class SqliteOutbox:
     ) -> tuple[str, bool]:
         """See :meth:`gateway.service.ports.OutboxStore.submit`."""
 
-        def run(conn: sqlite3.Connection) -> tuple[str, bool]:
+        def run(conn: Conn) -> tuple[str, bool]:
             if idempotency is not None:
                 row = conn.execute(
                     "SELECT request_sha256, message_id FROM idempotency WHERE client=? AND key=?",
@@ -174,7 +173,7 @@ class SqliteOutbox:
                   skip_peers: frozenset[str] = frozenset()) -> list[DueDelivery]:
         """See :meth:`gateway.service.ports.OutboxStore.due`."""
 
-        def run(conn: sqlite3.Connection) -> list[DueDelivery]:
+        def run(conn: Conn) -> list[DueDelivery]:
             rows = _due_rows(conn, now, limit + len(exclude), skip_peers)
             return [_due(r) for r in rows
                     if (r["message_id"], r["recipient"]) not in exclude][:limit]
@@ -186,7 +185,7 @@ class SqliteOutbox:
                     only: frozenset[str] | None = None) -> list[DueDelivery]:
         """See :meth:`gateway.service.ports.OutboxStore.claim`."""
 
-        def run(conn: sqlite3.Connection) -> list[DueDelivery]:
+        def run(conn: Conn) -> list[DueDelivery]:
             rows = _due_rows(conn, now, limit, skip_peers, only)
             for r in rows:
                 apply(conn, r, partial(on_claimed, lease_until=lease_until), now)
@@ -200,7 +199,7 @@ class SqliteOutbox:
         """See :meth:`gateway.service.ports.OutboxStore.transition`."""
         at = self._now()
 
-        def run(conn: sqlite3.Connection) -> Delivery | None:
+        def run(conn: Conn) -> Delivery | None:
             row = conn.execute(
                 "SELECT * FROM deliveries WHERE message_id=? AND recipient=?",
                 (message_id, recipient),
@@ -213,7 +212,7 @@ class SqliteOutbox:
                      exclude: frozenset[tuple[str, str]] = frozenset()) -> list[tuple[str, str]]:
         """See :meth:`gateway.service.ports.OutboxStore.expire`."""
 
-        def run(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+        def run(conn: Conn) -> list[tuple[str, str]]:
             rows = conn.execute(  # the deliveries_expiry index: only what has expired
                 "SELECT * FROM deliveries WHERE state = 'queued' AND expires <= ?",
                 (t(now),)).fetchall()
@@ -232,7 +231,7 @@ class SqliteOutbox:
     async def get(self, message_id: str) -> OutgoingView | None:
         """See :meth:`gateway.service.ports.OutboxStore.get`."""
 
-        def run(conn: sqlite3.Connection) -> OutgoingView | None:
+        def run(conn: Conn) -> OutgoingView | None:
             row = conn.execute("SELECT * FROM outbox WHERE id=?", (message_id,)).fetchone()
             return None if row is None else _views(conn, [row])[0]
 
@@ -243,7 +242,7 @@ class SqliteOutbox:
         """See :meth:`gateway.service.ports.OutboxStore.list`."""
         sql, args = _listed(filters, after, limit)
 
-        def run(conn: sqlite3.Connection) -> list[OutgoingView]:
+        def run(conn: Conn) -> list[OutgoingView]:
             return _views(conn, conn.execute(sql, args).fetchall())
 
         return await self._db.read(run)

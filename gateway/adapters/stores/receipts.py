@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from datetime import datetime
 from functools import partial
 
-from gateway.adapters.sqlite.audit import append
-from gateway.adapters.sqlite.db import Database
-from gateway.adapters.sqlite.deliveries import apply, t
+from gateway.adapters.stores.audit import append
+from gateway.adapters.stores.deliveries import apply, t
+from gateway.adapters.stores.sql import Conn, Db
 from gateway.protocol.delivery import DeliveryState, on_receipt
 from gateway.protocol.receipts import plausible_at
 from gateway.protocol.types import parse_optional_time
 from gateway.service.records import IncomingReceipt, ReceiptOutcome, StoredReceipt
 
 
-class SqliteReceipts:
+class ReceiptsStore:
     """The receipts_in table; applying a receipt moves its delivery."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Db) -> None:
         self._db = db
 
     async def apply(self, receipt: IncomingReceipt, now: datetime) -> ReceiptOutcome:
         """See :meth:`gateway.service.ports.ReceiptStore.apply`."""
 
-        def run(conn: sqlite3.Connection) -> ReceiptOutcome:
+        def run(conn: Conn) -> ReceiptOutcome:
             if conn.execute("SELECT 1 FROM receipts_in WHERE issuer=? AND id=?",
                             (receipt.issuer, receipt.id)).fetchone():
                 return ReceiptOutcome.DUPLICATE
@@ -58,7 +57,7 @@ class SqliteReceipts:
     async def for_message(self, message_id: str) -> list[StoredReceipt]:
         """See :meth:`gateway.service.ports.ReceiptStore.for_message`."""
 
-        def run(conn: sqlite3.Connection) -> list[StoredReceipt]:
+        def run(conn: Conn) -> list[StoredReceipt]:
             rows = conn.execute("SELECT * FROM receipts_in WHERE message_id=? ORDER BY at",
                                 (message_id,)).fetchall()
             return [StoredReceipt(issuer=r["issuer"], id=r["id"], state=r["state"],

@@ -8,21 +8,28 @@ its entry with it. The chain arithmetic lives in :mod:`gateway.protocol.auditlog
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from gateway.adapters.sqlite.db import Database
-from gateway.adapters.sqlite.schema import LEGACY_KINDS
-from gateway.errors import LedgerError
+from gateway.adapters.stores.sql import Conn, Db, Row
 from gateway.protocol.auditlog import GENESIS, StoredEntry, content_bytes, link, sha256_hex
 from gateway.protocol.types import format_time
 from gateway.service.records import AuditEntry
 
 #: Longest ``actor``, ``subject`` and string value in ``data`` kept in an entry.
 MAX_FIELD = 500
+
+#: Audit kinds of earlier releases (``verb_noun`` and bare verbs) and their ``noun.verb``
+#: names. Step 2 renames the searchable ``kind`` column; each entry's hashed content
+#: keeps the name it was written with, so the chain still verifies.
+LEGACY_KINDS = {
+    "login": "session.login", "logout": "session.logout",
+    "login_failed": "session.login_failed", "language": "session.language",
+    "acknowledge": "message.acknowledge_requested", "compose": "message.composed",
+    "commcheck": "commcheck.started", "key_rotate": "key.rotation_requested",
+    "key_revoke": "key.revocation_requested",
+}
 
 
 def _clip(value: Any) -> Any:
@@ -33,7 +40,7 @@ def _clip(value: Any) -> Any:
     return value
 
 
-def head_of_archives(conn: sqlite3.Connection) -> tuple[int, str]:
+def head_of_archives(conn: Conn) -> tuple[int, str]:
     """The last archived entry's sequence number and chain hash (0 and the genesis hash
     when nothing is archived): the live log continues from there (retention)."""
     row = conn.execute("SELECT last_seq, head FROM archives WHERE last_seq > 0 "
@@ -41,7 +48,7 @@ def head_of_archives(conn: sqlite3.Connection) -> tuple[int, str]:
     return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
 
-def head(conn: sqlite3.Connection) -> tuple[int, str]:
+def head(conn: Conn) -> tuple[int, str]:
     """The last sequence number and chain hash (0 and the genesis hash when empty)."""
     row = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
     if row is None:  # empty, or every entry archived (retention)
@@ -49,7 +56,7 @@ def head(conn: sqlite3.Connection) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
-def append(conn: sqlite3.Connection, at: datetime, kind: str, actor: str, subject: str,  # noqa: PLR0917 - the entry fields in their stored order
+def append(conn: Conn, at: datetime, kind: str, actor: str, subject: str,  # noqa: PLR0917 - the entry fields in their stored order
            data: dict[str, Any]) -> int:
     """Append one entry in the caller's transaction; returns its sequence number."""
     last, prev = head(conn)
@@ -64,14 +71,14 @@ def append(conn: sqlite3.Connection, at: datetime, kind: str, actor: str, subjec
     return seq
 
 
-def stored(row: sqlite3.Row | tuple[Any, ...]) -> StoredEntry:
+def stored(row: Row | tuple[Any, ...]) -> StoredEntry:
     """A row of ``SELECT seq, content, content_sha256, prev, hash`` as a chain entry."""
     content = row[1] if isinstance(row[1], bytes) else str(row[1]).encode()  # edited by hand
     return StoredEntry(seq=int(row[0]), content=content, content_sha256=str(row[2]),
                        prev=str(row[3]), hash=str(row[4]))
 
 
-def rows(conn: sqlite3.Connection, first: int = 1, last: int | None = None
+def rows(conn: Conn, first: int = 1, last: int | None = None
          ) -> Iterator[StoredEntry]:
     """Stored entries from ``first`` to ``last`` (inclusive), in order, streamed."""
     cur = conn.execute(
@@ -81,7 +88,7 @@ def rows(conn: sqlite3.Connection, first: int = 1, last: int | None = None
         yield stored(row)
 
 
-def entry(row: sqlite3.Row) -> AuditEntry:
+def entry(row: Row) -> AuditEntry:
     """A stored entry as a record (``kind`` as searched: see schema.LEGACY_KINDS)."""
     content = json.loads(bytes(row["content"]))
     data = content.get("data", {}) if isinstance(content, dict) else {}
@@ -90,14 +97,14 @@ def entry(row: sqlite3.Row) -> AuditEntry:
                       hash=row["hash"])
 
 
-def store_checkpoint(conn: sqlite3.Connection, seq: int, at: datetime, head_hash: str,
+def store_checkpoint(conn: Conn, seq: int, at: datetime, head_hash: str,
                      wire: bytes) -> None:
     """Keep a signed checkpoint (a second one for the same sequence number is ignored)."""
-    conn.execute("INSERT OR IGNORE INTO audit_checkpoints VALUES (?,?,?,?)",
+    conn.execute("INSERT INTO audit_checkpoints VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
                  (seq, format_time(at), head_hash, wire))
 
 
-def checkpoint_now(conn: sqlite3.Connection, at: datetime,
+def checkpoint_now(conn: Conn, at: datetime,
                    sign: Callable[[int, str], bytes]) -> tuple[int, str, bytes]:
     """Sign the current head with ``sign(seq, head)`` and keep it, in the caller's
     transaction; returns (seq, head, signed bytes)."""
@@ -107,42 +114,23 @@ def checkpoint_now(conn: sqlite3.Connection, at: datetime,
     return seq, top, wire
 
 
-def checkpoints(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+def checkpoints(conn: Conn) -> list[tuple[int, bytes]]:
     """Every stored checkpoint as (seq, signed bytes), oldest first."""
     return [(int(r[0]), bytes(r[1]))
             for r in conn.execute("SELECT seq, wire FROM audit_checkpoints ORDER BY seq")]
 
 
-def connect_existing(path: Path, *, write: bool = False) -> sqlite3.Connection:
-    """Open an existing ledger file from another process (the CLI), never creating one.
-
-    Raises :class:`LedgerError` when the file is missing or is not a ledger.
-    """
-    if not path.is_file():
-        raise LedgerError(f"no ledger at {path}")
-    mode = "rw" if write else "ro"
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=30,
-                               isolation_level=None)
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.row_factory = sqlite3.Row
-        conn.execute("SELECT 1 FROM audit_log LIMIT 1")
-    except sqlite3.Error as exc:
-        raise LedgerError(f"{path}: not a ledger with an audit log ({exc})") from exc
-    return conn
-
-
-class SqliteAudit:
+class AuditStore:
     """The audit log as a store (:class:`gateway.service.ports.AuditStore`)."""
 
-    def __init__(self, db: Database, clock: Callable[[], datetime]) -> None:
+    def __init__(self, db: Db, clock: Callable[[], datetime]) -> None:
         self._db, self._now = db, clock
 
     async def record(self, actor: str, action: str, target: str, detail: str,
                      at: datetime) -> None:
         """See :meth:`gateway.service.ports.AuditStore.record`."""
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: Conn) -> None:
             append(conn, at, action[:50], actor[:100], target[:200], {"detail": detail[:1000]})
 
         await self._db.write(run)
@@ -163,7 +151,7 @@ class SqliteAudit:
             where.append("seq < ?")
             args.append(before)
 
-        def run(conn: sqlite3.Connection) -> list[AuditEntry]:
+        def run(conn: Conn) -> list[AuditEntry]:
             rows = conn.execute(
                 f"SELECT * FROM audit_log WHERE {' AND '.join(where)} "  # noqa: S608 - fixed clauses
                 "ORDER BY seq DESC LIMIT ?", [*args, limit])
@@ -177,7 +165,7 @@ class SqliteAudit:
         appended since the last checkpoint (unless ``force``)."""
         at = self._now()
 
-        def run(conn: sqlite3.Connection) -> bytes | None:
+        def run(conn: Conn) -> bytes | None:
             seq, _ = head(conn)
             latest = conn.execute("SELECT wire FROM audit_checkpoints WHERE seq=?",
                                   (seq,)).fetchone()
@@ -190,7 +178,7 @@ class SqliteAudit:
     async def latest_checkpoint(self) -> bytes | None:
         """See :meth:`gateway.service.ports.AuditStore.latest_checkpoint`."""
 
-        def run(conn: sqlite3.Connection) -> bytes | None:
+        def run(conn: Conn) -> bytes | None:
             row = conn.execute(
                 "SELECT wire FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
             return None if row is None else bytes(row[0])

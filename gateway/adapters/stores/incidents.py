@@ -9,14 +9,13 @@ index (:mod:`.incident_index`), never from the messages.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from gateway.adapters.sqlite.db import Database
+from gateway.adapters.stores.sql import Conn, Db, Row
 from gateway.protocol.types import parse_optional_time
 from gateway.service.incidents import DeliveryRecord, IncidentSummary, ThreadItem, body_fields
 
@@ -62,7 +61,7 @@ def _recipients(envelope: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(c)[:40] for c in to[:64]) if isinstance(to, list) else ()
 
 
-def _delivery(row: sqlite3.Row) -> DeliveryRecord:
+def _delivery(row: Row) -> DeliveryRecord:
     return DeliveryRecord(
         recipient=row["recipient"], state=row["state"],
         sent_at=parse_optional_time(row["sent_at"]),
@@ -97,7 +96,7 @@ def received_item(row: Mapping[str, Any]) -> ThreadItem:
         **body_fields(row["type"], envelope.get("body")))
 
 
-def _load(conn: sqlite3.Connection, incident: str | None) -> list[ThreadItem]:
+def _load(conn: Conn, incident: str | None) -> list[ThreadItem]:
     one = incident is not None
     args = (incident,) if one else ()
     deliveries: dict[str, list[DeliveryRecord]] = defaultdict(list)
@@ -108,7 +107,7 @@ def _load(conn: sqlite3.Connection, incident: str | None) -> list[ThreadItem]:
     return items
 
 
-def _summary(row: sqlite3.Row) -> IncidentSummary:
+def _summary(row: Row) -> IncidentSummary:
     return IncidentSummary(
         incident=row["incident"], title=row["sitrep_title"] or row["title"],
         centres=tuple(json.loads(row["centres"])), messages=row["messages"],
@@ -117,7 +116,7 @@ def _summary(row: sqlite3.Row) -> IncidentSummary:
         actual_messages=row["actual"])
 
 
-def summaries(conn: sqlite3.Connection, after: tuple[str, ...] | None,
+def summaries(conn: Conn, after: tuple[str, ...] | None,
               limit: int) -> list[IncidentSummary]:
     """Incident rows, most recent activity first (ties by incident id), past ``after``
     (the (last_activity, incident) of the previous page's last row)."""
@@ -132,10 +131,10 @@ def summaries(conn: sqlite3.Connection, after: tuple[str, ...] | None,
     return [_summary(r) for r in rows]
 
 
-class SqliteIncidents:
+class IncidentsStore:
     """Incident threads, read from the outbox, deliveries and inbox; the incident index."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Db) -> None:
         self._db = db
 
     async def index(self, after: tuple[str, ...] | None, limit: int) -> list[IncidentSummary]:
@@ -146,7 +145,7 @@ class SqliteIncidents:
     async def summary(self, incident: str) -> IncidentSummary | None:
         """See :meth:`gateway.service.ports.IncidentStore.summary`."""
 
-        def run(conn: sqlite3.Connection) -> IncidentSummary | None:
+        def run(conn: Conn) -> IncidentSummary | None:
             row = conn.execute("SELECT * FROM incident_index WHERE incident = ?",
                                (incident,)).fetchone()
             return None if row is None else _summary(row)

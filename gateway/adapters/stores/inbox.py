@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import partial
 
-from gateway.adapters.sqlite.audit import append
-from gateway.adapters.sqlite.db import Database
-from gateway.adapters.sqlite.deliveries import (
+from gateway.adapters.stores.audit import append
+from gateway.adapters.stores.deliveries import (
     apply,
     bump,
     counted,
@@ -21,7 +19,8 @@ from gateway.adapters.sqlite.deliveries import (
     t,
     unacknowledged_in,
 )
-from gateway.adapters.sqlite.incident_index import record_received
+from gateway.adapters.stores.incident_index import record_received
+from gateway.adapters.stores.sql import Conn, Db
 from gateway.protocol.delivery import on_resend_requested
 from gateway.service.records import InboxEntry, IngestOutcome, OutgoingMessage
 
@@ -32,7 +31,7 @@ PRIORITIES = ("flash", "urgent", "routine")
 _FILTERS = ("incident", "sender", "state", "type", "priority")
 
 
-def _resend_receipts(conn: sqlite3.Connection, sender: str, message_id: str,
+def _resend_receipts(conn: Conn, sender: str, message_id: str,
                      now: datetime) -> None:
     """The peer sent ``message_id`` again: the receipts we issued for it are due again."""
     rows = conn.execute(
@@ -43,10 +42,10 @@ def _resend_receipts(conn: sqlite3.Connection, sender: str, message_id: str,
         apply(conn, row, partial(on_resend_requested, now=now), now)
 
 
-class SqliteInbox:
+class InboxStore:
     """The inbox table."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Db) -> None:
         self._db = db
 
     async def ingest(
@@ -54,7 +53,7 @@ class SqliteInbox:
     ) -> tuple[IngestOutcome, str]:
         """See :meth:`gateway.service.ports.InboxStore.ingest`."""
 
-        def run(conn: sqlite3.Connection) -> tuple[IngestOutcome, str]:
+        def run(conn: Conn) -> tuple[IngestOutcome, str]:
             row = conn.execute("SELECT digest, state FROM inbox WHERE sender=? AND id=?",
                                (entry.sender, entry.id)).fetchone()
             if row is None:  # archived, and still inside the dedup window (retention)
@@ -92,7 +91,7 @@ class SqliteInbox:
     async def get(self, sender: str, message_id: str) -> InboxEntry | None:
         """See :meth:`gateway.service.ports.InboxStore.get`."""
 
-        def run(conn: sqlite3.Connection) -> InboxEntry | None:
+        def run(conn: Conn) -> InboxEntry | None:
             row = conn.execute("SELECT * FROM inbox WHERE sender=? AND id=?",
                                (sender, message_id)).fetchone()
             return None if row is None else inbox_entry(row)
@@ -102,7 +101,7 @@ class SqliteInbox:
     async def find(self, message_id: str) -> list[InboxEntry]:
         """See :meth:`gateway.service.ports.InboxStore.find`."""
 
-        def run(conn: sqlite3.Connection) -> list[InboxEntry]:
+        def run(conn: Conn) -> list[InboxEntry]:
             rows = conn.execute("SELECT * FROM inbox WHERE id=?", (message_id,)).fetchall()
             return [inbox_entry(r) for r in rows]
 
@@ -114,7 +113,7 @@ class SqliteInbox:
     ) -> bool:
         """See :meth:`gateway.service.ports.InboxStore.acknowledge`."""
 
-        def run(conn: sqlite3.Connection) -> bool:
+        def run(conn: Conn) -> bool:
             changed = conn.execute(
                 "UPDATE inbox SET state='acknowledged', acknowledged_at=?, acknowledged_by=?"
                 " WHERE sender=? AND id=? AND state='delivered' RETURNING priority, mode",
@@ -147,7 +146,7 @@ class SqliteInbox:
             where.append("(received_at, sender, id) < (?, ?, ?)")
             args.extend(after)
 
-        def run(conn: sqlite3.Connection) -> list[InboxEntry]:
+        def run(conn: Conn) -> list[InboxEntry]:
             rows = conn.execute(
                 f"SELECT * FROM inbox WHERE {' AND '.join(where)} "  # noqa: S608 - fixed column names
                 "ORDER BY received_at DESC, sender DESC, id DESC LIMIT ?", [*args, limit],
@@ -171,7 +170,7 @@ class SqliteInbox:
         """See :meth:`gateway.service.ports.InboxStore.unacknowledged`: a range of
         ``inbox_unacked``, however many messages were ever acknowledged."""
 
-        def run(conn: sqlite3.Connection) -> list[InboxEntry]:
+        def run(conn: Conn) -> list[InboxEntry]:
             return [inbox_entry(r) for r in conn.execute(
                 "SELECT * FROM inbox WHERE state = 'delivered' AND priority = ?"
                 " ORDER BY received_at DESC LIMIT ?", (priority, limit))]
@@ -181,7 +180,7 @@ class SqliteInbox:
     async def waiting(self) -> int:
         """See :meth:`gateway.service.ports.InboxStore.waiting`."""
 
-        def run(conn: sqlite3.Connection) -> int:
+        def run(conn: Conn) -> int:
             return sum(counter(conn, unacknowledged_in(p)) for p in PRIORITIES)
 
         return await self._db.read(run)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from gateway.adapters.sqlite.audit import append
-from gateway.adapters.sqlite.incident_index import record_sent
+from gateway.adapters.stores.audit import append
+from gateway.adapters.stores.incident_index import record_sent
+from gateway.adapters.stores.sql import Conn, Row
 from gateway.protocol.delivery import Delivery, DeliveryState, new_delivery
 from gateway.protocol.types import format_time, parse_optional_time
 from gateway.service.records import InboxEntry, OutgoingMessage
@@ -35,7 +35,7 @@ _INSERT = ("INSERT INTO deliveries (message_id, recipient, "  # noqa: S608 - fix
            + ", ".join(_COLS + _META) + ") VALUES (?, ?, "
            + ", ".join("?" * (len(_COLS) + len(_META))) + ")")
 _COUNT = ("INSERT INTO delivery_counts VALUES (?, ?, ?, ?) ON CONFLICT (recipient, receipt,"
-          " state) DO UPDATE SET n = n + excluded.n")
+          " state) DO UPDATE SET n = delivery_counts.n + excluded.n")
 
 
 def t(value: datetime | None) -> str | None:
@@ -43,7 +43,7 @@ def t(value: datetime | None) -> str | None:
     return None if value is None else format_time(value)
 
 
-def delivery(row: sqlite3.Row) -> Delivery:
+def delivery(row: Row) -> Delivery:
     """The delivery a ``deliveries`` row (``SELECT d.*``) holds."""
     values: dict[str, Any] = {c: row[c] for c in _COLS}
     for c in _TIME_COLS:
@@ -52,10 +52,10 @@ def delivery(row: sqlite3.Row) -> Delivery:
     return Delivery(**values)
 
 
-def bump(conn: sqlite3.Connection, name: str, by: int = 1) -> None:
+def bump(conn: Conn, name: str, by: int = 1) -> None:
     """Add ``by`` to the counter ``name`` (table ``counters``), in the caller's transaction."""
     conn.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET"
-                 " n = n + excluded.n", (name, by))
+                 " n = counters.n + excluded.n", (name, by))
 
 
 #: States in which one of our messages still waits for its recipient's acknowledgement.
@@ -78,13 +78,13 @@ def unacknowledged_in(priority: str) -> str:
     return f"unacknowledged_in:{priority}"
 
 
-def counter(conn: sqlite3.Connection, name: str) -> int:
+def counter(conn: Conn, name: str) -> int:
     """The value of the counter ``name`` (0 if never bumped)."""
     row = conn.execute("SELECT n FROM counters WHERE name = ?", (name,)).fetchone()
     return 0 if row is None else int(row[0])
 
 
-def overdue(conn: sqlite3.Connection, cutoffs: Mapping[str, str], counter_of: Callable[[str], str],
+def overdue(conn: Conn, cutoffs: Mapping[str, str], counter_of: Callable[[str], str],
             recent_sql: str) -> int:
     """Per priority, the unacknowledged counter (``counter_of(priority)``) less the rows
     still inside the deadline (``recent_sql``, bound to (priority, cutoff): an index range
@@ -96,7 +96,7 @@ def overdue(conn: sqlite3.Connection, cutoffs: Mapping[str, str], counter_of: Ca
     return total
 
 
-def _count(conn: sqlite3.Connection, recipient: str, kind: tuple[int, str, int],
+def _count(conn: Conn, recipient: str, kind: tuple[int, str, int],
            before: DeliveryState | None, after: DeliveryState) -> None:
     """Keep ``delivery_counts`` (per recipient, receipt or not, state) and the
     unacknowledged counters in step; ``kind`` is (receipt flag, priority, actual flag)."""
@@ -110,9 +110,9 @@ def _count(conn: sqlite3.Connection, recipient: str, kind: tuple[int, str, int],
             bump(conn, unacknowledged_out(priority), change)
 
 
-def _store(conn: sqlite3.Connection, message_id: str, recipient: str,  # noqa: PLR0917 - private, one caller per case
+def _store(conn: Conn, message_id: str, recipient: str,  # noqa: PLR0917 - private, one caller per case
            d: Delivery, before: DeliveryState | None, at: datetime,
-           meta: tuple[Any, ...] | sqlite3.Row) -> None:
+           meta: tuple[Any, ...] | Row) -> None:
     """Write one delivery: a new row (``meta`` is its :data:`_META` values) or a change
     of an existing one (``meta`` is its row)."""
     if d.state is not before:
@@ -131,7 +131,7 @@ def _store(conn: sqlite3.Connection, message_id: str, recipient: str,  # noqa: P
                                  int(meta["actual"])), before, d.state)
 
 
-def apply(conn: sqlite3.Connection, row: sqlite3.Row, step: Callable[[Delivery], Delivery],
+def apply(conn: Conn, row: Row, step: Callable[[Delivery], Delivery],
           at: datetime) -> Delivery:
     """Run a pure step on the delivery in ``row`` (``SELECT d.*``) and keep the result."""
     before = delivery(row)
@@ -141,7 +141,7 @@ def apply(conn: sqlite3.Connection, row: sqlite3.Row, step: Callable[[Delivery],
     return after
 
 
-def remove_archived(conn: sqlite3.Connection, message_id: str,
+def remove_archived(conn: Conn, message_id: str,
                     archived: set[tuple[str, str]]) -> bool:
     """Delete one of our messages, its deliveries and the receipts we received for it,
     now in an archive (retention), keeping the counters in step. ``archived``: its
@@ -161,7 +161,7 @@ def remove_archived(conn: sqlite3.Connection, message_id: str,
     return True
 
 
-def insert_outgoing(conn: sqlite3.Connection, m: OutgoingMessage, now: datetime,
+def insert_outgoing(conn: Conn, m: OutgoingMessage, now: datetime,
                     actor: str = "local") -> None:
     """Store one of our messages (or a receipt) with a new delivery per recipient."""
     answers = m.answers or (None, None)
@@ -189,7 +189,7 @@ def insert_outgoing(conn: sqlite3.Connection, m: OutgoingMessage, now: datetime,
         record_sent(conn, m, now)
 
 
-def inbox_entry(row: sqlite3.Row) -> InboxEntry:
+def inbox_entry(row: Row) -> InboxEntry:
     """The incoming message an ``inbox`` row holds."""
     return InboxEntry(
         sender=row["sender"], id=row["id"], type=row["type"], priority=row["priority"],

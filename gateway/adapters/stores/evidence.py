@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -19,15 +18,15 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.adapters.sqlite import audit as sqlite_audit
-from gateway.adapters.sqlite.audit import head_of_archives
-from gateway.adapters.sqlite.db import Database
-from gateway.adapters.sqlite.keys import (
+from gateway.adapters.stores import audit as sqlite_audit
+from gateway.adapters.stores import offline
+from gateway.adapters.stores.audit import head_of_archives
+from gateway.adapters.stores.keys import (
     current_signing_key,
-    ledger_path,
     own_public_keys_all,
     read_learned_keys,
 )
+from gateway.adapters.stores.sql import Conn, Db, Row, database_errors
 from gateway.config import Settings
 from gateway.errors import LedgerError, NotFound
 from gateway.protocol.auditlog import GENESIS, sign_checkpoint
@@ -46,7 +45,7 @@ def _signed_by(wire: bytes) -> tuple[str, str]:
     return str(signed["envelope"]["from"]), str(signed["signature"]["kid"])
 
 
-def _wires(conn: sqlite3.Connection, message_id: str) -> tuple[bytes, list[bytes]]:
+def _wires(conn: Conn, message_id: str) -> tuple[bytes, list[bytes]]:
     """The message's signed bytes and every signed receipt about it we hold."""
     row = conn.execute("SELECT wire FROM outbox WHERE id=? AND type != 'receipt'",
                        (message_id,)).fetchone()
@@ -65,7 +64,7 @@ def _wires(conn: sqlite3.Connection, message_id: str) -> tuple[bytes, list[bytes
     return bytes(row[1]), receipts
 
 
-def _entries(conn: sqlite3.Connection, message_id: str) -> list[sqlite3.Row]:
+def _entries(conn: Conn, message_id: str) -> list[Row]:
     entries = conn.execute("SELECT seq, content FROM audit_log WHERE subject=? ORDER BY seq",
                            (message_id,)).fetchall()
     if not entries:
@@ -86,7 +85,7 @@ class _Collected:
     checkpoint: bytes
 
 
-def _collect(conn: sqlite3.Connection, message_id: str, now: datetime, me: str,
+def _collect(conn: Conn, message_id: str, now: datetime, me: str,
              current: SigningKey) -> _Collected:
     """Read the bundle's parts and keep the checkpoint they end at (caller's transaction)."""
     message, receipts = _wires(conn, message_id)
@@ -116,25 +115,22 @@ def export_bundle(settings: Settings, message_id: str, now: datetime) -> bytes:
     raises :class:`EvidenceNotFound` or :class:`LedgerError`."""
     current, _ = current_signing_key(settings)
     own = own_public_keys_all(settings)
-    path = ledger_path(settings)
-    ring = effective_ring(settings, read_learned_keys(path))
-    conn = sqlite_audit.connect_existing(path, write=True)
+    ring = effective_ring(settings, read_learned_keys(settings))
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            collected = _collect(conn, message_id, now, settings.node.centre, current)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise LedgerError(f"{path}: {exc}") from exc
-    finally:
-        conn.close()
+        with offline.connect(settings, write=True) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                collected = _collect(conn, message_id, now, settings.node.centre, current)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+    except database_errors() as exc:
+        raise LedgerError(f"{settings.ledger.shown()}: {exc}") from exc
     return _assemble(settings.node.centre, collected, now, current, own, ring)
 
 
-async def export_in_node(db: Database, settings: Settings, message_id: str,  # noqa: PLR0917 - what a bundle needs
+async def export_in_node(db: Db, settings: Settings, message_id: str,  # noqa: PLR0917 - what a bundle needs
                          now: datetime, current: SigningKey, ring: KeyRing) -> bytes:
     """The signed bundle for ``message_id``, through the running node's one writer,
     signed with its ``current`` key and naming the peers' keys of its ``ring``."""

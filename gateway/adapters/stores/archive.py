@@ -31,7 +31,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,24 +40,25 @@ from typing import Any
 import structlog
 
 from gateway import failpoints
-from gateway.adapters.sqlite.audit import (
+from gateway.adapters.postgres.schema import version_of as pg_version_of
+from gateway.adapters.sqlite.schema import LATEST, version_of
+from gateway.adapters.stores import offline
+from gateway.adapters.stores.audit import (
     append,
-    connect_existing,
     head_of_archives,
     store_checkpoint,
 )
-from gateway.adapters.sqlite.deliveries import (
+from gateway.adapters.stores.deliveries import (
     bump,
     counted,
     remove_archived,
     unacknowledged_in,
 )
-from gateway.adapters.sqlite.keys import (
+from gateway.adapters.stores.keys import (
     current_signing_key,
     known_keys,
-    ledger_path,
 )
-from gateway.adapters.sqlite.schema import LATEST, version_of
+from gateway.adapters.stores.sql import Conn, Row, database_errors
 from gateway.config import Settings
 from gateway.errors import LedgerError
 from gateway.protocol.archive import ArchiveBuilder
@@ -109,7 +109,7 @@ def archive_dir(settings: Settings) -> Path:
     return settings.retention.directory or settings.node.data_dir / "archive"
 
 
-def registered(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+def registered(conn: Conn) -> list[Row]:
     """Every archive the ledger knows of, in chain order."""
     return conn.execute("SELECT * FROM archives ORDER BY n").fetchall()
 
@@ -142,7 +142,7 @@ def _months(first: str | None, cutoff: str) -> Iterator[str]:
         month = end.strftime("%Y-%m")
 
 
-def _oldest_month(conn: sqlite3.Connection) -> str | None:
+def _oldest_month(conn: Conn) -> str | None:
     times = [conn.execute(q).fetchone()[0] for q in (
         "SELECT MIN(submitted_at) FROM outbox WHERE type != 'receipt'",
         "SELECT MIN(submitted_at) FROM outbox WHERE type = 'receipt'",
@@ -152,7 +152,7 @@ def _oldest_month(conn: sqlite3.Connection) -> str | None:
     return min(known)[:7] if known else None
 
 
-def _last_seq_before(conn: sqlite3.Connection, lo: int, end: str) -> int:
+def _last_seq_before(conn: Conn, lo: int, end: str) -> int:
     """The last audit entry written before ``end``, found by bisection on the sequence
     number (entries are appended in time order): ``lo - 1`` when there is none."""
     hi = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_log").fetchone()[0])
@@ -174,7 +174,7 @@ def _keys(ring: KeyRing) -> list[dict[str, Any]]:
             for kid, pinned in sorted(per.items())]
 
 
-def _settled(deliveries: list[sqlite3.Row]) -> bool:
+def _settled(deliveries: list[Row]) -> bool:
     return not any(d["state"] == DeliveryState.QUEUED.value
                    or (d["state"] == DeliveryState.SENT.value and not d["receipt"])
                    for d in deliveries)
@@ -183,7 +183,7 @@ def _settled(deliveries: list[sqlite3.Row]) -> bool:
 class _Writer:
     """Streams one month into an archive file (inside the caller's read snapshot)."""
 
-    def __init__(self, conn: sqlite3.Connection, tmp: Path) -> None:
+    def __init__(self, conn: Conn, tmp: Path) -> None:
         self.conn, self.builder = conn, ArchiveBuilder()
         self.file = gzip.open(tmp, "wb", compresslevel=6)  # noqa: SIM115 - closed in close()
         self.messages = 0
@@ -243,7 +243,7 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_month(conn: sqlite3.Connection, ctx: _Context, month: str) -> Path | None:
+def _write_month(conn: Conn, ctx: _Context, month: str) -> Path | None:
     """Steps 1 and 2 for one month; None when the month holds nothing to archive."""
     start, end = (format_time(t) for t in _month_bounds(month))
     n = int(conn.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM archives").fetchone()[0])
@@ -307,7 +307,7 @@ class _Context:
     now: datetime
 
 
-def _delete_sent(conn: sqlite3.Connection, record: dict[str, Any]) -> bool:
+def _delete_sent(conn: Conn, record: dict[str, Any]) -> bool:
     env = json.loads(b64url_decode(record["wire"]))["envelope"]
     return remove_archived(conn, env["id"], {(d["recipient"], d["state"])
                                               for d in record["deliveries"]})
@@ -323,7 +323,7 @@ def _forget_after(created: str | None, received_at: str) -> str:
     return format_time(start + DEDUP_WINDOW)
 
 
-def _delete_received(conn: sqlite3.Connection, record: dict[str, Any], now: str) -> bool:
+def _delete_received(conn: Conn, record: dict[str, Any], now: str) -> bool:
     env = json.loads(b64url_decode(record["wire"]))["envelope"]
     row = conn.execute("SELECT state, priority, mode, acknowledged_at, created, received_at,"
                        " digest "
@@ -334,7 +334,9 @@ def _delete_received(conn: sqlite3.Connection, record: dict[str, Any], now: str)
         return False
     forget_after = _forget_after(row["created"], row["received_at"])
     if forget_after > now:  # a replay must still be recognised: keep the id until then
-        conn.execute("INSERT OR REPLACE INTO dedup VALUES (?, ?, ?, ?, ?)",
+        conn.execute("INSERT INTO dedup VALUES (?, ?, ?, ?, ?) ON CONFLICT (sender, id) DO UPDATE"
+                     " SET digest = excluded.digest, state = excluded.state,"
+                     " forget_after = excluded.forget_after",
                      (env["from"], env["id"], row["digest"], row["state"], forget_after))
     bump(conn, "inbox", -1)
     if row["state"] == "delivered" and counted(row["mode"]):
@@ -343,7 +345,7 @@ def _delete_received(conn: sqlite3.Connection, record: dict[str, Any], now: str)
     return True
 
 
-def _delete(conn: sqlite3.Connection, ctx: _Context, archive: sqlite3.Row,
+def _delete(conn: Conn, ctx: _Context, archive: Row,
             report: RetentionReport) -> None:
     """Step 3: verify the file, then delete what it holds from the ledger."""
     path = ctx.directory / archive["file"]
@@ -390,7 +392,7 @@ def _delete(conn: sqlite3.Connection, ctx: _Context, archive: sqlite3.Row,
              audit_first=first, audit_last=last)
 
 
-def _vacuum(conn: sqlite3.Connection) -> int:
+def _vacuum(conn: Conn) -> int:
     """Step 4: hand free pages back (a ledger made before auto-vacuum keeps its size
     until ``crisisgw archive compact``, but reuses the pages)."""
     if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:  # incremental
@@ -409,36 +411,43 @@ def run_retention(settings: Settings, now: datetime) -> RetentionReport:
     keep = settings.retention.keep_days
     if keep is None:
         return report
-    path = ledger_path(settings)
     ring = known_keys(settings)
     ctx = _Context(centre=settings.node.centre, directory=archive_dir(settings),
                    key=current_signing_key(settings)[0], keys=_keys(ring), ring=ring,
                    now=now)
     ctx.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     cutoff = format_time(now - timedelta(days=keep))
-    conn = connect_existing(path, write=True)
     try:
-        if (found := version_of(conn)) != LATEST:
-            raise LedgerError(f"{path} has schema version {found}, this release {LATEST}: "
-                              "start the node once (it migrates the ledger), then archive")
+        with offline.connect(settings, write=True) as conn:
+            _archive(conn, settings, ctx, cutoff, report)
+    except database_errors() as exc:
+        raise LedgerError(f"{settings.ledger.shown()}: {exc}") from exc
+    return report
+
+
+def _archive(conn: Conn, settings: Settings, ctx: _Context, cutoff: str,
+             report: RetentionReport) -> None:
+    postgres = offline.is_postgres(settings)
+    found = pg_version_of(conn) if postgres else version_of(conn)  # type: ignore[arg-type]
+    if found != LATEST:
+        raise LedgerError(f"{settings.ledger.shown()} has schema version {found}, this "
+                          f"release {LATEST}: start the node once (it migrates the "
+                          "ledger), then archive")
+    if not postgres:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
-        for archive in registered(conn):
-            if archive["state"] == "deleting":  # an interrupted pass
-                _delete(conn, ctx, archive, report)
-        for month in _months(_oldest_month(conn), cutoff):
-            target = _write_month(conn, ctx, month)
-            if target is None:
-                continue
-            report.files.append(target)
-            failpoints.hit("archive.before_delete")
-            _delete(conn, ctx, conn.execute("SELECT * FROM archives WHERE file = ?",
-                                            (target.name,)).fetchone(), report)
-        report.forgotten = conn.execute("DELETE FROM dedup WHERE forget_after < ?",
-                                        (format_time(now),)).rowcount
-        report.freed_bytes = _vacuum(conn)
-    except sqlite3.Error as exc:
-        raise LedgerError(f"{path}: {exc}") from exc
-    finally:
-        conn.close()
-    return report
+    for archive in registered(conn):
+        if archive["state"] == "deleting":  # an interrupted pass
+            _delete(conn, ctx, archive, report)
+    for month in _months(_oldest_month(conn), cutoff):
+        target = _write_month(conn, ctx, month)
+        if target is None:
+            continue
+        report.files.append(target)
+        failpoints.hit("archive.before_delete")
+        _delete(conn, ctx, conn.execute("SELECT * FROM archives WHERE file = ?",
+                                        (target.name,)).fetchone(), report)
+    report.forgotten = conn.execute("DELETE FROM dedup WHERE forget_after < ?",
+                                    (format_time(ctx.now),)).rowcount
+    # PostgreSQL's autovacuum hands the space of deleted rows back to new ones.
+    report.freed_bytes = 0 if postgres else _vacuum(conn)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.adapters.sqlite.audit import append
-from gateway.adapters.sqlite.db import Database
-from gateway.adapters.sqlite.deliveries import t
+from gateway.adapters.stores.audit import append
+from gateway.adapters.stores.deliveries import t
+from gateway.adapters.stores.sql import Conn, Db
 from gateway.protocol.directory import ContactPoint
 from gateway.service.records import StoredDirectory
 
@@ -25,10 +24,10 @@ def _entries(text: str) -> tuple[ContactPoint, ...]:
         return ()
 
 
-class SqliteDirectory:
+class DirectoryStore:
     """The directory table: one row per centre, its latest list."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Db) -> None:
         self._db = db
 
     async def store(self, centre: str, message_id: str, created: datetime,
@@ -36,7 +35,7 @@ class SqliteDirectory:
         """See :meth:`gateway.service.ports.DirectoryStore.store`."""
         text = json.dumps([e.model_dump(mode="json") for e in entries])
 
-        def run(conn: sqlite3.Connection) -> bool:
+        def run(conn: Conn) -> bool:
             row = conn.execute("SELECT created FROM directory WHERE centre=?",
                                (centre,)).fetchone()
             if row is not None and row["created"] >= t(created):
@@ -55,7 +54,7 @@ class SqliteDirectory:
     async def all(self) -> dict[str, StoredDirectory]:
         """See :meth:`gateway.service.ports.DirectoryStore.all`."""
 
-        def run(conn: sqlite3.Connection) -> dict[str, StoredDirectory]:
+        def run(conn: Conn) -> dict[str, StoredDirectory]:
             return {r["centre"]: StoredDirectory(
                 centre=r["centre"], created=r["created"], received_at=r["received_at"],
                 message_id=r["message_id"], entries=_entries(r["entries"]))

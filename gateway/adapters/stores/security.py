@@ -10,11 +10,10 @@ or the audit log.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 
-from gateway.adapters.sqlite.audit import append
-from gateway.adapters.sqlite.db import Database
-from gateway.adapters.sqlite.deliveries import bump, t
+from gateway.adapters.stores.audit import append
+from gateway.adapters.stores.deliveries import bump, t
+from gateway.adapters.stores.sql import Conn, Db
 from gateway.protocol.types import format_time
 from gateway.service.records import SecurityEvent, SecurityEventView, SuppressedCount
 
@@ -24,7 +23,7 @@ SECURITY_PAYLOAD_BYTES = 1024 * 1024
 SECURITY_ROWS_PER_DAY = 1000
 
 
-def _count(conn: sqlite3.Connection, event: SecurityEvent, publisher: str, day: str,
+def _count(conn: Conn, event: SecurityEvent, publisher: str, day: str,
            digest: str) -> None:
     conn.execute(
         "INSERT INTO security_suppressed VALUES (?,?,?,1,?,?,?)"
@@ -38,10 +37,10 @@ def _count(conn: sqlite3.Connection, event: SecurityEvent, publisher: str, day: 
                {"day": day, "after": SECURITY_ROWS_PER_DAY})
 
 
-class SqliteSecurity:
+class SecurityStore:
     """The security_events and security_suppressed tables."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Db) -> None:
         self._db = db
 
     async def record(self, event: SecurityEvent) -> None:
@@ -50,10 +49,11 @@ class SqliteSecurity:
         publisher = event.amqp_user or "-"
         day = format_time(event.at)[:10]
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: Conn) -> None:
             rows, stored = conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM security_events"
-                " WHERE amqp_user IS ? AND at >= ?", (event.amqp_user, day)).fetchone()
+                " WHERE amqp_user IS NOT DISTINCT FROM ? AND at >= ?",
+                (event.amqp_user, day)).fetchone()
             bump(conn, "security_events")
             if rows >= SECURITY_ROWS_PER_DAY:
                 _count(conn, event, publisher, day, digest)
@@ -76,7 +76,7 @@ class SqliteSecurity:
                      ) -> list[SecurityEventView]:
         """See :meth:`gateway.service.ports.SecurityStore.recent`."""
 
-        def run(conn: sqlite3.Connection) -> list[SecurityEventView]:
+        def run(conn: Conn) -> list[SecurityEventView]:
             rows = conn.execute(
                 "SELECT seq, at, reason, detail, claimed_sender, claimed_id, amqp_user,"
                 " payload_sha256 FROM security_events WHERE seq < ? ORDER BY seq DESC"
@@ -88,7 +88,7 @@ class SqliteSecurity:
     async def suppressed(self) -> list[SuppressedCount]:
         """See :meth:`gateway.service.ports.SecurityStore.suppressed`."""
 
-        def run(conn: sqlite3.Connection) -> list[SuppressedCount]:
+        def run(conn: Conn) -> list[SuppressedCount]:
             rows = conn.execute("SELECT * FROM security_suppressed ORDER BY day DESC,"
                                 " publisher, reason LIMIT 500")
             return [SuppressedCount(**dict(r)) for r in rows]

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
-from gateway.adapters.sqlite.db import Database
+from gateway.adapters.stores.sql import Conn, Db
 from gateway.service.records import SessionRecord
 
 
-class SqliteSessions:
+class SessionsStore:
     """The console_sessions table, keyed by the SHA-256 of the cookie token."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Db) -> None:
         self._db = db
 
     async def save(self, digest: str, session: SessionRecord) -> None:
         """See :meth:`gateway.service.ports.SessionStore.save` (drops expired ones)."""
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: Conn) -> None:
             conn.execute("DELETE FROM console_sessions WHERE expires < ?", (time.time(),))
-            conn.execute("INSERT OR REPLACE INTO console_sessions VALUES (?,?,?,?,?,?,?)",
+            conn.execute("INSERT INTO console_sessions VALUES (?,?,?,?,?,?,?)"
+                         " ON CONFLICT (token_sha256) DO UPDATE SET name = excluded.name,"
+                         " role = excluded.role, csrf = excluded.csrf,"
+                         " expires = excluded.expires, lang = excluded.lang,"
+                         " tag = excluded.tag",
                          (digest, session.name, session.role, session.csrf, session.expires,
                           session.lang, session.tag))
 
@@ -29,7 +32,7 @@ class SqliteSessions:
     async def drop(self, digest: str) -> None:
         """See :meth:`gateway.service.ports.SessionStore.drop`."""
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: Conn) -> None:
             conn.execute("DELETE FROM console_sessions WHERE token_sha256=?", (digest,))
 
         await self._db.write(run)
@@ -37,7 +40,7 @@ class SqliteSessions:
     async def load(self, now: float) -> dict[str, SessionRecord]:
         """See :meth:`gateway.service.ports.SessionStore.load`."""
 
-        def run(conn: sqlite3.Connection) -> dict[str, SessionRecord]:
+        def run(conn: Conn) -> dict[str, SessionRecord]:
             rows = conn.execute("SELECT * FROM console_sessions WHERE expires >= ?", (now,))
             return {r["token_sha256"]: SessionRecord(
                 name=r["name"], role=r["role"], csrf=r["csrf"], expires=r["expires"],
