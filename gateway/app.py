@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import secrets
 import signal
+import socket
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ from gateway.service.directory import Directory
 from gateway.service.dispatch import Dispatcher
 from gateway.service.ingest import APPLIED_BY, Receiver
 from gateway.service.keys import Keys
+from gateway.service.leader import Leadership
 from gateway.service.node import InboxState, PeerLinkState
 from gateway.service.submit import Submitter
 from gateway.web.api import build_app
@@ -66,8 +70,14 @@ class Node:
     clock: SystemClock = field(default_factory=SystemClock)
     #: The file the settings came from; a changed file is applied without a restart.
     config_path: Path | None = None
+    #: This instance's name, when several instances of the node share a PostgreSQL
+    #: ledger (default: the host name); the lease on the periodic jobs names it.
+    instance: str | None = None
+    #: The API port of this instance, instead of the file's (several on one machine).
+    api_port: int | None = None
 
     def __post_init__(self) -> None:
+        self.settings = self._own_port(self.settings)
         s = self.settings
         self.me = s.node.centre
         key, key_file = current_signing_key(s)
@@ -90,7 +100,8 @@ class Node:
             on_outcome=lambda peer, t, o: self.metrics.publishes.labels(peer, t, o).inc(),
             probes=ProbePolicy(base=min(base, timedelta(seconds=s.delivery.probe_cap_seconds)),
                                cap=timedelta(seconds=s.delivery.probe_cap_seconds),
-                               refused_delay=refused))
+                               refused_delay=refused),
+            sweeps=lambda: self.leadership.held)
         self.consumer = InboxConsumer(
             centre=self.me, url=s.broker.url.get_secret_value(), heartbeat=s.broker.heartbeat,
             prefetch=s.broker.prefetch, declare=s.broker.declare_topology,
@@ -121,6 +132,24 @@ class Node:
         self._reload_subscribers: list[Callable[[Settings], None]] = []
         self._runner: CappedRunner | None = None
         self.started_at = self.clock.now()
+        self.leadership = Leadership(
+            leases=self.ledger.leases, clock=self.clock,
+            holder=f"{self.instance or socket.gethostname()}:{os.getpid()}:"
+                   f"{secrets.token_hex(3)}",
+            on_acquired=self._took_over_jobs)
+
+    def _own_port(self, settings: Settings) -> Settings:
+        if self.api_port is None:
+            return settings
+        return settings.model_copy(update={"api": settings.api.model_copy(
+            update={"port": self.api_port})})
+
+    async def _took_over_jobs(self) -> None:
+        """This instance now runs the periodic jobs: publish our contact list if another
+        instance stopped before it could."""
+        if self._tasks:  # not at start: start() publishes after the first try
+            self._tasks.append(asyncio.create_task(self.contacts.after_reload(publish=True),
+                                                   name="directory-takeover"))
 
     async def _handle(self, body: bytes, amqp_user: str | None) -> str:
         return await self.receiver.handle(body, amqp_user)
@@ -192,6 +221,7 @@ class Node:
         await asyncio.to_thread(data.mkdir, mode=0o700, parents=True, exist_ok=True)
         await asyncio.to_thread(data.chmod, 0o700)
         await self.ledger.open()
+        await self.leadership.try_acquire()
         await self.keys.load()
         self.publisher.configure({p.id: (p.inbox_url.get_secret_value(), p.tls)
                                   for p in self.settings.peers})
@@ -201,12 +231,15 @@ class Node:
             asyncio.create_task(self._commcheck_schedule(), name="commcheck-schedule"),
             asyncio.create_task(self._checkpoint_schedule(), name="audit-checkpoints"),
             asyncio.create_task(self._retention_schedule(), name="retention"),
+            asyncio.create_task(self.leadership.run(), name="jobs-lease"),
         ]
+        if self.settings.ledger.url is not None:  # other instances may share the ledger
+            self._tasks.append(asyncio.create_task(self.keys.follow(), name="keys-follow"))
         if self.config_path is not None:
             self._tasks.append(asyncio.create_task(self._watch_config(self.config_path),
                                                    name="config-watch"))
-        self._tasks.append(asyncio.create_task(self.contacts.after_reload(),
-                                               name="directory-start"))
+        self._tasks.append(asyncio.create_task(
+            self.contacts.after_reload(publish=self.leadership.held), name="directory-start"))
         app = build_app(self)
         self._runner = CappedRunner(app, access_log=None,
                                     max_connections=self.settings.api.max_connections,
@@ -264,6 +297,7 @@ class Node:
         logged and ignored.
         """
         old = self.settings
+        new = self._own_port(new)
         if (new.node, new.broker, new.api.host, new.api.port) != (
                 old.node, old.broker, old.api.host, old.api.port):
             log.warning("config_change_needs_restart", sections="node, broker, api address")
@@ -281,7 +315,8 @@ class Node:
         log.info("config_reloaded", peers=[p.id for p in new.peers])
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._audit_changes(config_changes(old, new))))
-        self._tasks.append(loop.create_task(self.contacts.after_reload()))
+        self._tasks.append(loop.create_task(
+            self.contacts.after_reload(publish=self.leadership.held)))
 
     async def _audit_changes(self, changes: list[tuple[str, str, str]]) -> None:
         """Record peer and key changes of a reload in the audit log."""
@@ -307,6 +342,8 @@ class Node:
         """Sign the chain head every ``audit.checkpoint_seconds`` while it grows."""
         while True:
             await asyncio.sleep(self.settings.audit.checkpoint_seconds)
+            if not self.leadership.held:
+                continue
             try:
                 await self.checkpoint()
             except GatewayError as exc:
@@ -318,7 +355,7 @@ class Node:
         (``crisisgw archive run``: compressing and verifying must not hold this event
         loop), on its own connection in short transactions."""
         while True:
-            if self.settings.retention.keep_days is not None:
+            if self.settings.retention.keep_days is not None and self.leadership.held:
                 try:
                     report = await self._retention_pass()
                     if report.get("files") or report.get("freed_bytes") or \
@@ -363,7 +400,7 @@ class Node:
             try:
                 last = await self.ledger.outbox.list({"type": "commcheck"}, 1)
                 since = parse_time(last[0].created) if last else self.started_at
-                if self.clock.now() - since >= every:
+                if self.clock.now() - since >= every and self.leadership.held:
                     check_id = await self.commchecks.start("schedule")
                     log.info("commcheck_scheduled", check_id=check_id)
             except GatewayError as exc:
@@ -382,6 +419,7 @@ class Node:
                 await task
         await self.dispatcher.stop()
         await self.publisher.close()
+        await self.leadership.release()
         try:
             await self.checkpoint()
         except GatewayError as exc:

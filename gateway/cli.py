@@ -33,7 +33,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     os.umask(0o077)  # everything the node writes (ledger, keys, logs) is its own only
     failpoints.arm(failpoints_from_env())
     configure_logging(args.log_format or settings.log_format, args.log_level)
-    asyncio.run(Node(settings, config_path=Path(args.config)).run_until_signalled())
+    asyncio.run(Node(settings, config_path=Path(args.config), instance=args.instance,
+                     api_port=args.api_port).run_until_signalled())
     return 0
 
 
@@ -642,6 +643,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", required=True)
     run.add_argument("--log-format", choices=["auto", "json", "console"])
     run.add_argument("--log-level", default="info")
+    run.add_argument("--instance", help="this instance's name, when several instances of "
+                     "the node share a PostgreSQL ledger (default: the host name)")
+    run.add_argument("--api-port", type=int, help="this instance's API port instead of "
+                     "[api] port (several instances on one machine)")
     run.set_defaults(func=_cmd_run)
 
     send = sub.add_parser("send", help="submit a sitrep from a JSON file")

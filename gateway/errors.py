@@ -139,9 +139,18 @@ class XmlError(GatewayError):
 class LedgerError(GatewayError):
     """The ledger cannot complete the operation; nothing was half-written."""
 
-    def __init__(self, detail: str, *, disk_full: bool = False) -> None:
+    def __init__(self, detail: str, *, disk_full: bool = False,
+                 unavailable: bool = False) -> None:
         super().__init__(detail)
         self.disk_full = disk_full
+        #: The database cannot be reached for now (a server restart, a lost route): the
+        #: same operation will work once it is back, so callers wait instead of giving up.
+        self.unavailable = unavailable
+
+    @property
+    def transient(self) -> bool:
+        """Whether waiting and trying again is the answer (full disk, unreachable)."""
+        return self.disk_full or self.unavailable
 
 
 class TransportError(GatewayError):

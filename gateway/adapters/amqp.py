@@ -56,6 +56,9 @@ CONNECT_TIMEOUT = 5.0
 DEAD_LETTER_CHECK = 15.0
 DEAD_LETTER_SETTLE = 0.5
 DISK_FULL_RETRY_MAX = 30.0
+#: Longest wait between tries while the ledger's database cannot be reached (it is
+#: usually back within seconds: a restart, a fail-over to the standby).
+LEDGER_RETRY_MAX = 5.0
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 10.0
 #: A certificate problem does not fix itself in seconds: retry our broker this often.
 TLS_RETRY = 30.0
@@ -511,21 +514,24 @@ class InboxConsumer:
         return closed, channel
 
     async def _handle_holding(self, message: AbstractIncomingMessage) -> None:
-        """Run the handler; while our disk is full, hold the delivery and try again.
+        """Run the handler; while our disk is full or the ledger's database cannot be
+        reached, hold the delivery and try again.
 
-        A full disk is not the message's fault: a nack would count towards the delivery
-        limit and dead-letter the message within milliseconds.
+        Neither is the message's fault: a nack would count towards the delivery limit and
+        dead-letter the message within milliseconds.
         """
         delay = 0.5
         while True:
             try:
                 await self._handler(message.body, message.user_id)
             except LedgerError as exc:
-                if not exc.disk_full or self._stopping:
+                if not exc.transient or self._stopping:
                     raise
-                log.error("ingest_waiting_for_disk", error=str(exc), retry_in=delay)
+                log.error("ingest_waiting_for_disk" if exc.disk_full else
+                          "ingest_waiting_for_ledger", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, DISK_FULL_RETRY_MAX)
+                delay = min(delay * 2,
+                            DISK_FULL_RETRY_MAX if exc.disk_full else LEDGER_RETRY_MAX)
             else:
                 return
 

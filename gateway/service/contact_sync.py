@@ -70,10 +70,12 @@ class ContactSync:
         log.info("directory_published", message_id=message_id, entries=len(update.entries))
         return message_id
 
-    async def after_reload(self) -> None:
-        """At start and after each reload: addressing, then our list if it changed."""
+    async def after_reload(self, *, publish: bool = True) -> None:
+        """At start and after each reload: addressing, then (with ``publish``: on the
+        instance that runs the periodic jobs) our list if it changed."""
         try:
             await self.refresh()
-            await self.publish(only_if_changed=True)
+            if publish:
+                await self.publish(only_if_changed=True)
         except GatewayError as exc:
             log.error("directory_publish_failed", error=str(exc))

@@ -52,7 +52,8 @@ class Dispatcher:
                  suspended: Callable[[], frozenset[str]] = frozenset,
                  jitter: Callable[[], float] = random.random,
                  on_outcome: Callable[[str, str, str], None] | None = None,
-                 probes: ProbePolicy | None = None) -> None:
+                 probes: ProbePolicy | None = None,
+                 sweeps: Callable[[], bool] = lambda: True) -> None:
         self._ledger, self._publisher, self._clock = ledger, publisher, clock
         self._policy, self._window, self._lease = policy, window_per_peer, lease
         self._probes = probes or ProbePolicy(refused_delay=policy.refused_delay)
@@ -60,6 +61,8 @@ class Dispatcher:
         self.health: dict[str, PeerHealth] = {}
         self._probes_out: dict[str, tuple[str, str]] = {}
         self._jitter, self._suspended = jitter, suspended
+        #: Whether this instance runs the expiry sweep (the holder of the jobs' lease).
+        self._sweeps = sweeps
         self._on_outcome = on_outcome or (lambda _peer, _type, _outcome: None)
         self._wake = asyncio.Event()
         self._inflight: set[tuple[str, str]] = set()
@@ -102,7 +105,7 @@ class Dispatcher:
 
     async def _tick(self) -> float:
         now = self._clock.now()
-        if now - self._last_sweep >= EXPIRY_SWEEP:
+        if now - self._last_sweep >= EXPIRY_SWEEP and self._sweeps():
             self._last_sweep = now
             # Not those in flight: a publish under way may yet be confirmed, and then
             # the message is in the peer's inbox (sent, awaiting its receipt).

@@ -24,8 +24,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway import failpoints
 from gateway.config import Settings
-from gateway.errors import ConfigError
-from gateway.keyfiles import keep_public_key, retire_private_key, write_private_key
+from gateway.errors import ConfigError, GatewayError
+from gateway.keyfiles import (
+    keep_public_key,
+    load_signing_key,
+    retire_private_key,
+    write_private_key,
+)
 from gateway.protocol.keys import (
     KeyRing,
     SigningKey,
@@ -90,6 +95,41 @@ class Keys:
             retired = await asyncio.to_thread(self._retire, Path(own.file), own.kid)
             if retired != "already gone":
                 log.warning("signing_key_retired_at_start", kid=own.kid, previous_key=retired)
+
+    async def follow(self, pause: float = 1.0) -> None:
+        """Keep the ring and our signing key as the shared ledger has them: another
+        instance of this node may have learned a peer's key-update, revoked a key or
+        rotated ours. Checked after committed changes, at most every ``pause`` seconds."""
+        seen = -1
+        while True:
+            seen = await self._ledger.changes.wait(seen)
+            try:
+                await self.sync()
+            except GatewayError as exc:
+                log.error("keys_sync_failed", error=str(exc))
+            await asyncio.sleep(pause)
+
+    async def sync(self) -> None:
+        """Take what the ledger holds: learned keys, and the current one of ours."""
+        async with self._lock:
+            learned = await self._ledger.keys.learned()
+            if learned != self._learned:
+                self._learned = learned
+                self.ring = effective_ring(self._settings, learned)
+                log.info("peer_keys_reloaded", changes=len(learned))
+            current = next((k for k in await self._ledger.keys.own() if k.current), None)
+            if current is None or current.kid == self.key.kid:
+                return
+            try:
+                key = await asyncio.to_thread(load_signing_key, Path(current.file), current.kid)
+            except ConfigError as exc:
+                # The rotating instance wrote the key where this one cannot read it: keep
+                # signing with the previous key (valid at the peers for the overlap).
+                log.error("rotated_key_not_here", kid=current.kid, error=str(exc))
+                return
+            self.key, self.key_file = key, Path(current.file)
+            self._on_key(key)
+            log.warning("signing_key_taken_from_ledger", kid=key.kid)
 
     def reconfigure(self, settings: Settings) -> None:
         """The operator's file changed: rebuild the ring from it and what was learned."""

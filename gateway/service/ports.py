@@ -253,6 +253,10 @@ class SessionStore(Protocol):
         """Every session not expired at ``now`` (epoch seconds), by digest."""
         ...
 
+    async def get(self, digest: str, now: float) -> SessionRecord | None:
+        """One session, if it exists and has not expired at ``now``."""
+        ...
+
 
 class IncidentStore(Protocol):
     """The messages that make up incident threads."""
@@ -298,6 +302,23 @@ class KeyStore(Protocol):
         """Make ``new`` our current key and queue the key-update announcing it, in one
         transaction: after a crash the node signs with the old key (and nothing was
         announced) or with the new one (and the announcement goes out)."""
+        ...
+
+
+class LeaseStore(Protocol):
+    """Who runs each periodic job among the instances of one node."""
+
+    async def acquire(self, name: str, holder: str, now: datetime, until: datetime) -> bool:
+        """Take the lease ``name`` for ``holder`` until ``until``, or renew it if
+        ``holder`` has it; False while another holder's lease runs (past ``now``)."""
+        ...
+
+    async def release(self, name: str, holder: str) -> None:
+        """Give the lease up, if ``holder`` has it (a clean stop hands it over at once)."""
+        ...
+
+    async def holder(self, name: str, now: datetime) -> str | None:
+        """Who holds ``name`` at ``now``, if anyone."""
         ...
 
 
@@ -347,6 +368,11 @@ class Ledger(Protocol):
     @property
     def incidents(self) -> IncidentStore:
         """Incident threads."""
+        ...
+
+    @property
+    def leases(self) -> LeaseStore:
+        """Leases on periodic jobs (several instances of one node)."""
         ...
 
     @property

@@ -193,8 +193,9 @@ class Federation:
 
     async def api(self, centre: str, method: str, path: str, body: Any = None,
                   headers: dict[str, str] | None = None, token: str | None = None,
-                  raw: bytes | None = None) -> tuple[int, Any]:
-        """Call a node's HTTP API; returns (status, parsed JSON or text)."""
+                  raw: bytes | None = None, port: int | None = None) -> tuple[int, Any]:
+        """Call a node's HTTP API (at ``port``: one instance of it); returns (status,
+        parsed JSON or text)."""
         node = self.nodes[centre]
         hdrs = {"Authorization": f"Bearer {token if token is not None else node.token}"}
         if body is not None:
@@ -204,7 +205,7 @@ class Federation:
         hdrs.update(headers or {})
         try:
             async with aiohttp.ClientSession() as s, s.request(
-                method, f"http://127.0.0.1:{node.port}{path}", data=raw, headers=hdrs,
+                method, f"http://127.0.0.1:{port or node.port}{path}", data=raw, headers=hdrs,
                 timeout=aiohttp.ClientTimeout(total=30),
             ) as resp:
                 text = await resp.text()

@@ -510,6 +510,12 @@ class FakeSessions(_Store):
         self._call("load", now)
         return {d: s for d, s in self.rows.items() if s.expires >= now}
 
+    async def get(self, digest: str, now: float) -> SessionRecord | None:
+        """One session not expired at ``now``."""
+        self._call("get", digest)
+        row = self.rows.get(digest)
+        return row if row is not None and row.expires >= now else None
+
 
 class FakeIncidents(_Store):
     """Thread items, as given to the fake."""

@@ -984,3 +984,27 @@ async def test_unacknowledged_lists_what_waits_of_one_priority_newest_first(
     assert [e.id for e in await ledger.inbox.unacknowledged("flash", 10)] == [new.id, old.id]
     assert [e.id for e in await ledger.inbox.unacknowledged("flash", 1)] == [new.id]
     assert [e.id for e in await ledger.inbox.unacknowledged("urgent", 10)] == [other.id]
+
+
+async def test_a_job_lease_has_one_holder_until_it_runs_out_or_is_given_up(
+        open_ledger: Callable[..., Awaitable[SqliteLedger]]) -> None:
+    """Two instances on one ledger: the first takes the lease and renews it; the second
+    gets it only once it ran out, or at once after a release."""
+    one, two = await open_ledger(), await open_ledger()
+    later = NOW + timedelta(seconds=15)
+    assert await one.leases.acquire("jobs", "one", NOW, later)
+    assert not await two.leases.acquire("jobs", "two", NOW + timedelta(seconds=5), later)
+    assert await one.leases.acquire("jobs", "one", NOW + timedelta(seconds=5),
+                                    NOW + timedelta(seconds=20))  # renewed
+    assert await two.leases.holder("jobs", NOW + timedelta(seconds=19)) == "one"
+    assert not await two.leases.acquire("jobs", "two", NOW + timedelta(seconds=19),
+                                        NOW + timedelta(seconds=34))
+    assert await two.leases.acquire("jobs", "two", NOW + timedelta(seconds=21),
+                                    NOW + timedelta(seconds=36))  # ran out
+    assert not await one.leases.acquire("jobs", "one", NOW + timedelta(seconds=22),
+                                        NOW + timedelta(seconds=37))
+    await one.leases.release("jobs", "one")  # not its lease: nothing changes
+    assert await one.leases.holder("jobs", NOW + timedelta(seconds=22)) == "two"
+    await two.leases.release("jobs", "two")
+    assert await one.leases.acquire("jobs", "one", NOW + timedelta(seconds=23),
+                                    NOW + timedelta(seconds=38))

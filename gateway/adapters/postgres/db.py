@@ -60,6 +60,12 @@ LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.crisisgw
 CHANNEL_SQL = "SELECT 'crisisgw_changes_' || md5(current_schema())"
 #: How long the listener waits for a notice before it checks whether it should stop.
 LISTEN_TICK = 1.0
+#: libpq settings of every connection: a server (or a route to it) that goes silent is
+#: noticed within seconds, not after the system's two-hour keep-alive, so a write fails
+#: (and is retried by its caller) instead of hanging, and readiness says so.
+CONNECT: dict[str, Any] = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 5,
+           "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": 10_000,
+           "application_name": "crisisgw"}
 
 
 @lru_cache(maxsize=4096)
@@ -184,7 +190,7 @@ class PgConn:
 def connect(url: str, *, autocommit: bool = True) -> PgConn:
     """A connection to the ledger at ``url``, for one thread. Raises LedgerError."""
     try:
-        conn = psycopg.connect(url, autocommit=autocommit)
+        conn = psycopg.connect(url, autocommit=autocommit, **CONNECT)
     except psycopg.Error as exc:
         raise translate_error(exc) from exc
     configure(conn)
@@ -194,8 +200,11 @@ def connect(url: str, *, autocommit: bool = True) -> PgConn:
 def translate_error(exc: psycopg.Error) -> LedgerError:
     """Our error for a psycopg one; disk-full is flagged so the API can answer 507."""
     full = isinstance(exc, psycopg.errors.DiskFull | psycopg.errors.OutOfMemory)
+    # Connection failures, a server shutting down or starting, deadlocks and
+    # serialisation failures are OperationalErrors: all pass if one tries again.
+    gone = isinstance(exc, psycopg.OperationalError)
     return LedgerError(f"ledger: {type(exc).__name__}: {str(exc).strip()[:300]}",
-                       disk_full=full)
+                       disk_full=full, unavailable=gone)
 
 
 class PgDatabase:
@@ -207,7 +216,8 @@ class PgDatabase:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="ledger-reader")
         self._pool = ConnectionPool(url, min_size=1, max_size=readers, open=False,
-                                    kwargs={"autocommit": True}, configure=configure,
+                                    kwargs={"autocommit": True, **CONNECT},
+                                    configure=configure,
                                     check=ConnectionPool.check_connection,
                                     name="ledger-readers")
         self._wconn: PgConn | None = None
@@ -254,7 +264,7 @@ class PgDatabase:
         (a second later) when the server goes away."""
         while not self._closing:
             try:
-                with psycopg.connect(self._url, autocommit=True) as conn:
+                with psycopg.connect(self._url, autocommit=True, **CONNECT) as conn:
                     conn.execute(f"LISTEN {self._channel}")
                     # A change made while we were not listening: wake the views once.
                     loop.call_soon_threadsafe(self.changes.bump)
@@ -378,7 +388,7 @@ class PgDatabase:
         except psycopg.Error as exc:
             raise translate_error(exc) from exc
         except PoolTimeout as exc:
-            raise LedgerError(f"ledger: {exc}") from exc
+            raise LedgerError(f"ledger: {exc}", unavailable=True) from exc
 
     def _run_read(self, fn: Callable[[PgConn], T]) -> T:
         with self._pool.connection() as raw:

@@ -3,8 +3,8 @@
 A PostgreSQL ledger records its version in ``ledger_schema``. There were no PostgreSQL
 ledgers before version 6, so its history starts there: one step creates the tables,
 columns and indexes that SQLite's steps 1 to 6 build (:data:`BASELINE`, checked against
-them by ``tests/unit/test_postgres_schema.py``). A step after 6 is written for both
-engines, with the same number and meaning.
+them by ``tests/unit/test_postgres_ledger.py``). A step after 6 is written for both
+engines, with the same number and meaning (step 7: ``job_leases``).
 
 Text columns compare byte by byte (``COLLATE "C"``), as SQLite's do: keyset pages,
 ISO times and ids sort the same on both engines, whatever the server's locale.
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import structlog
 
 from gateway.adapters.postgres.db import PgConn
+from gateway.adapters.sqlite.schema import JOB_LEASES
 from gateway.adapters.sqlite.schema import LATEST as SQLITE_LATEST
 from gateway.errors import LedgerError
 
@@ -179,6 +180,10 @@ def _v6(conn: PgConn) -> None:
         conn.raw.execute(statement)
 
 
+def _v7(conn: PgConn) -> None:
+    conn.raw.execute(_collated(JOB_LEASES))
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One migration, to ``version`` (6: from nothing)."""
@@ -190,6 +195,7 @@ class Step:
 
 STEPS = (
     Step(6, "the tables of SQLite schema version 6", _v6),
+    Step(7, "a lease per periodic job, so that one instance of a node runs it", _v7),
 )
 LATEST = STEPS[-1].version
 assert LATEST == SQLITE_LATEST, "a schema step is written for both engines"

@@ -274,6 +274,18 @@ def _v6(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+#: Step 7 (both engines): who runs the periodic jobs of a node with several instances.
+JOB_LEASES = """
+CREATE TABLE job_leases (
+  name TEXT PRIMARY KEY, holder TEXT NOT NULL, until TEXT NOT NULL
+)
+"""
+
+
+def _v7(conn: sqlite3.Connection) -> None:
+    conn.execute(JOB_LEASES)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One migration: from ``version - 1`` to ``version``."""
@@ -293,6 +305,7 @@ STEPS = (
             "of archived messages still inside the dedup window", _v5),
     Step(6, "exercise and test traffic kept out of the unacknowledged and overdue "
             "counts; the incident index counts actual messages", _v6),
+    Step(7, "a lease per periodic job, so that one instance of a node runs it", _v7),
 )
 LATEST = STEPS[-1].version
 

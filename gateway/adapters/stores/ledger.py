@@ -13,6 +13,7 @@ from gateway.adapters.stores.evidence import export_in_node
 from gateway.adapters.stores.inbox import InboxStore
 from gateway.adapters.stores.incidents import IncidentsStore
 from gateway.adapters.stores.keys import KeysStore
+from gateway.adapters.stores.leases import LeasesStore
 from gateway.adapters.stores.outbox import OutboxStore
 from gateway.adapters.stores.receipts import ReceiptsStore
 from gateway.adapters.stores.security import SecurityStore
@@ -68,6 +69,7 @@ class StoreLedger:
         self.sessions = SessionsStore(db)
         self.keys = KeysStore(db)
         self.incidents = IncidentsStore(db)
+        self.leases = LeasesStore(db)
 
     async def open(self) -> None:
         """Open the database, migrating its schema to this release's."""

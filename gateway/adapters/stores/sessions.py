@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from gateway.adapters.stores.sql import Conn, Db
+from gateway.adapters.stores.sql import Conn, Db, Row
 from gateway.service.records import SessionRecord
 
 
@@ -42,8 +42,21 @@ class SessionsStore:
 
         def run(conn: Conn) -> dict[str, SessionRecord]:
             rows = conn.execute("SELECT * FROM console_sessions WHERE expires >= ?", (now,))
-            return {r["token_sha256"]: SessionRecord(
-                name=r["name"], role=r["role"], csrf=r["csrf"], expires=r["expires"],
-                lang=r["lang"], tag=r["tag"]) for r in rows}
+            return {r["token_sha256"]: _record(r) for r in rows}
 
         return await self._db.read(run)
+
+    async def get(self, digest: str, now: float) -> SessionRecord | None:
+        """See :meth:`gateway.service.ports.SessionStore.get`."""
+
+        def run(conn: Conn) -> SessionRecord | None:
+            row = conn.execute("SELECT * FROM console_sessions WHERE token_sha256 = ? AND"
+                               " expires >= ?", (digest, now)).fetchone()
+            return None if row is None else _record(row)
+
+        return await self._db.read(run)
+
+
+def _record(r: Row) -> SessionRecord:
+    return SessionRecord(name=r["name"], role=r["role"], csrf=r["csrf"], expires=r["expires"],
+                         lang=r["lang"], tag=r["tag"])

@@ -1,7 +1,9 @@
 """Console access control: argon2 passwords, server-side sessions, CSRF, login limits.
 
 Sessions are kept in the ledger under the SHA-256 of their cookie token (a copy of the
-ledger gives no session), so a node restart does not log anyone out. Every request
+ledger gives no session), so a node restart does not log anyone out, and every instance
+of a node on a shared ledger knows every session: each request reads its session from
+the ledger, so a login or a logout on one instance holds on all. Every request
 re-checks the account: a session ends when its account is removed or its password
 changed, and takes the account's current role. The session cookie is HttpOnly,
 SameSite=Strict and scoped to /console; every POST carries the session's CSRF token.
@@ -114,10 +116,31 @@ class Sessions:
             if self.store is not None:
                 await self.store.drop(digest)
 
+    async def _current(self, token: str | None) -> Session | None:
+        """The session as the ledger has it now (another instance may have started or
+        ended it); without a store, as this process has it."""
+        if self.store is None or not token:
+            return self.get(token)
+        digest = token_digest(token)
+        row = await self.store.get(digest, time.time())
+        if row is None:
+            self._items.pop(digest, None)
+            return None
+        session = self._items.get(digest)
+        if session is None or asdict(session) != asdict(row):
+            session = self._items[digest] = Session(**asdict(row))
+        return session
+
+    async def set_language(self, token: str | None, session: Session, lang: str) -> None:
+        """Remember the console language of a session, on every instance."""
+        session.lang = lang
+        if self.store is not None and token:
+            await self.store.save(token_digest(token), SessionRecord(**asdict(session)))
+
     async def check(self, token: str | None, operators: Operators) -> Session | None:
         """The session for ``token`` if its account still exists with the same password;
         its role is the account's role now. Otherwise it is ended."""
-        session = self.get(token)
+        session = await self._current(token)
         if session is None:
             return None
         entry = operators.entry(session.name)

@@ -218,7 +218,7 @@ async def set_language(request: web.Request) -> web.StreamResponse:
     if lang not in i18n.LANGUAGES:
         raise web.HTTPBadRequest(text="unknown language")
     session = _require(request, "viewer")
-    session.lang = lang
+    await request.app[SESSIONS].set_language(request.cookies.get(SESSION_COOKIE), session, lang)
     await _audit(request, "session.language", lang)
     response = web.HTTPSeeOther(back_to(form, "/console"))
     response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="Strict",
