@@ -27,6 +27,16 @@
 #       a separate RabbitMQ node NAME@localhost with its data in DIR/node-NAME, a TLS
 #       listener on 127.0.0.1:PORT, no plaintext listener, EXTERNAL enabled.
 #   deploy/broker-tls.sh node-stop DIR NAME
+#   deploy/broker-tls.sh cluster-start DIR NAME BASE_PORT [SIZE]
+#       a centre's broker as a cluster of SIZE (3) nodes on this machine, for tests and
+#       labs: a CA and certificate in DIR (made if missing), nodes NAME1..NAME3 with
+#       their data in DIR/node-NAMEi, AMQPS on 127.0.0.1:BASE_PORT, +2, +4 (Erlang
+#       distribution on the port after each), joined to NAME1. Stop each with node-stop.
+#   deploy/broker-tls.sh cluster-join NAME SEED
+#       make the running node NAME@localhost a member of SEED@localhost's cluster (its
+#       own data is reset): three nodes started with node-start and joined to the first
+#       are a centre's broker cluster on one machine, for tests and labs; the inbox, a
+#       quorum queue, is then replicated on all three.
 #   deploy/broker-tls.sh reload [NAME]
 #       make a running broker (default: the local one) use renewed certificate files
 #       for new connections (ssl:clear_pem_cache); open connections are not touched.
@@ -236,6 +246,38 @@ EOF
     step "node $node up: AMQPS on 127.0.0.1:$port only (data in $base)"
 }
 
+cmd_cluster_start() {
+    local dir=${1:?DIR} name=${2:?NAME} base=${3:?BASE_PORT} size=${4:-3}
+    [[ -s $dir/ca.pem ]] || cmd_ca "$dir" "$name broker cluster"
+    [[ -s $dir/server.pem ]] || cmd_server "$dir" localhost 127.0.0.1
+    local i pids=()
+    for ((i = 1; i <= size; i++)); do
+        cmd_node_start "$dir" "$name$i" $((base + 2 * (i - 1))) $((base + 2 * (i - 1) + 1)) &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || die "a node of the cluster did not start"; done
+    for ((i = 2; i <= size; i++)); do
+        cmd_cluster_join "$name$i" "${name}1"
+    done
+    step "cluster of $size nodes ${name}1..${name}$size up: AMQPS on 127.0.0.1:$base and every second port after"
+}
+
+cmd_cluster_join() {
+    local name=${1:?NAME} seed=${2:?SEED}
+    local node="$name@localhost" leader="$seed@localhost"
+    if rabbitmqctl -q -n "$leader" cluster_status --formatter json 2>/dev/null \
+            | grep -q "\"$node\""; then
+        step "node $node already in $leader's cluster"
+        return 0
+    fi
+    rabbitmqctl -q -n "$node" stop_app >/dev/null
+    rabbitmqctl -q -n "$node" reset >/dev/null
+    rabbitmqctl -q -n "$node" join_cluster "$leader" >/dev/null
+    rabbitmqctl -q -n "$node" start_app >/dev/null
+    rabbitmqctl -q -n "$node" await_startup --timeout 60 >/dev/null
+    step "node $node joined $leader's cluster"
+}
+
 cmd_node_stop() {
     local dir=${1:?DIR} name=${2:?NAME}
     rabbitmqctl -q -n "$name@localhost" stop >/dev/null 2>&1 || true
@@ -275,6 +317,8 @@ case $command in
     local) cmd_local "$@" ;;
     node-start) cmd_node_start "$@" ;;
     node-stop) cmd_node_stop "$@" ;;
+    cluster-start) cmd_cluster_start "$@" ;;
+    cluster-join) cmd_cluster_join "$@" ;;
     reload) cmd_reload "$@" ;;
     -h|--help|help) usage ;;
     *) die "unknown command $command (see $0 --help)" ;;

@@ -103,7 +103,7 @@ class Node:
                                refused_delay=refused),
             sweeps=lambda: self.leadership.held)
         self.consumer = InboxConsumer(
-            centre=self.me, url=s.broker.url.get_secret_value(), heartbeat=s.broker.heartbeat,
+            centre=self.me, urls=s.broker.urls(), heartbeat=s.broker.heartbeat,
             prefetch=s.broker.prefetch, declare=s.broker.declare_topology,
             delivery_limit=s.broker.delivery_limit, handler=self._handle, tls=s.broker.tls,
             on_tls_failure=self._count_tls_failure,
@@ -223,7 +223,7 @@ class Node:
         await self.ledger.open()
         await self.leadership.try_acquire()
         await self.keys.load()
-        self.publisher.configure({p.id: (p.inbox_url.get_secret_value(), p.tls)
+        self.publisher.configure({p.id: (p.inbox_urls(), p.tls)
                                   for p in self.settings.peers})
         self._tasks = [
             asyncio.create_task(self.consumer.run(), name="inbox-consumer"),
@@ -308,7 +308,7 @@ class Node:
         self.directory = Directory(self.me, new.peers)
         self.submitter.reconfigure(directory=self.directory, policy=new.policy)
         self.receiver.reconfigure(policy=new.policy)
-        self.publisher.configure({p.id: (p.inbox_url.get_secret_value(), p.tls)
+        self.publisher.configure({p.id: (p.inbox_urls(), p.tls)
                                   for p in new.peers})
         for callback in self._reload_subscribers:
             callback(new)

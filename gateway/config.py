@@ -146,6 +146,9 @@ class BrokerSection(_Section):
     """Our own broker: where our inbox lives and where local systems subscribe."""
 
     url: SecretStr
+    #: The other nodes of our broker cluster, tried in turn when ``url`` cannot be
+    #: reached (the inbox is a quorum queue replicated on them).
+    failover_urls: tuple[SecretStr, ...] = Field(default=(), max_length=8)
     heartbeat: int = 10
     prefetch: int = 256
     declare_topology: bool = True
@@ -158,8 +161,13 @@ class BrokerSection(_Section):
 
     @model_validator(mode="after")
     def _tls_required(self) -> BrokerSection:
-        check_link(self.url.get_secret_value(), self.tls, self.allow_plaintext, "[broker]")
+        for url in (self.url, *self.failover_urls):
+            check_link(url.get_secret_value(), self.tls, self.allow_plaintext, "[broker]")
         return self
+
+    def urls(self) -> tuple[str, ...]:
+        """Every address of our broker, the first one first."""
+        return tuple(u.get_secret_value() for u in (self.url, *self.failover_urls))
 
 
 #: What an API token may do. ``read``: every GET; ``submit``: sitreps, alerts and
@@ -249,6 +257,9 @@ class PeerSection(_Section):
     keys: tuple[KeyEntry, ...]
     #: AMQP URL of the peer's broker with the credentials the peer issued to us.
     inbox_url: SecretStr
+    #: The same inbox through the other nodes of the peer's broker cluster, tried in
+    #: turn when ``inbox_url`` cannot be reached (same credentials, same trust anchor).
+    inbox_failover_urls: tuple[SecretStr, ...] = Field(default=(), max_length=8)
     #: The user name the peer publishes with on *our* broker (checked against user_id).
     granted_user: str
     suspended: bool = False
@@ -261,9 +272,14 @@ class PeerSection(_Section):
 
     @model_validator(mode="after")
     def _tls_required(self) -> PeerSection:
-        check_link(self.inbox_url.get_secret_value(), self.tls, self.allow_plaintext,
-                   f"peer {self.id}")
+        for url in (self.inbox_url, *self.inbox_failover_urls):
+            check_link(url.get_secret_value(), self.tls, self.allow_plaintext,
+                       f"peer {self.id}")
         return self
+
+    def inbox_urls(self) -> tuple[str, ...]:
+        """Every address of the peer's inbox, the first one first."""
+        return tuple(u.get_secret_value() for u in (self.inbox_url, *self.inbox_failover_urls))
 
 
 class DeliverySection(_Section):
@@ -388,9 +404,8 @@ class LedgerSection(_Section):
         if self.url is None:
             return "sqlite"
         parts = urlsplit(self.url.get_secret_value())
-        host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port else ""
-        return f"postgresql://{host}{port}{parts.path}"
+        hosts = parts.netloc.rpartition("@")[2] or "localhost"  # "h1:5432,h2:5432" too
+        return f"postgresql://{hosts}{parts.path}"
 
 
 class Settings(_Section):

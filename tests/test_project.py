@@ -111,3 +111,43 @@ def test_vendored_web_assets_are_the_pinned_ones() -> None:
         assert "LICENSE" in recorded
         for rel, digest in recorded.items():
             assert hashlib.sha256((into / rel).read_bytes()).hexdigest() == digest, rel
+
+
+#: What every unit that runs the node must say (README, High availability).
+_HARDENING = ("User=crisisgw", "NoNewPrivileges=yes", "ProtectSystem=strict",
+              "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes",
+              "CapabilityBoundingSet=", "RestrictAddressFamilies=", "SystemCallFilter=",
+              "UMask=0077")
+
+
+def test_the_systemd_units_are_hardened_and_systemd_accepts_them(tmp_path: Path) -> None:
+    """deploy/systemd: the node's instance unit is confined (its own user, a read-only
+    system, no privilege); ``systemd-analyze verify`` finds nothing wrong with any unit
+    once its programs exist."""
+    units = sorted((ROOT / "deploy" / "systemd").iterdir())
+    assert {u.name for u in units} >= {"crisisgw@.service", "crisisgw-broker-tls.service"}
+    node = (ROOT / "deploy" / "systemd" / "crisisgw@.service").read_text()
+    for line in _HARDENING:
+        assert any(given.startswith(line) for given in node.splitlines()), line
+    assert "--instance %i" in node
+    verify = shutil.which("systemd-analyze")
+    if verify is None:
+        pytest.skip("systemd-analyze is not installed")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    copies = []
+    for unit in units:
+        text = unit.read_text()
+        for program in ("/opt/crisisgw/.venv/bin/crisisgw", "/opt/crisisgw/deploy/broker-tls.sh"):
+            stand_in = fake / Path(program).name
+            stand_in.write_text("#!/bin/sh\n")
+            stand_in.chmod(0o755)
+            text = text.replace(program, str(stand_in))
+        name = unit.name.replace("@.", "@a.")
+        (tmp_path / name).write_text(text)
+        copies.append(str(tmp_path / name))
+    done = subprocess.run([verify, "verify", *copies], capture_output=True, text=True,
+                          timeout=60, check=False)
+    problems = [line for line in (done.stdout + done.stderr).splitlines()
+                if str(tmp_path) in line or "Unknown" in line or "Invalid" in line]
+    assert problems == [], problems

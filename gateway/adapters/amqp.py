@@ -166,14 +166,36 @@ def tls_files_stamp(tls: TlsSection | None) -> tuple[tuple[str, int, int], ...]:
     return tuple(stamp)
 
 
-class PeerLink:
-    """One connection and confirming channel to one peer's broker."""
+async def _connect_any(urls: tuple[str, ...], first: int, centre: str, role: str,
+                       tls: TlsSection | None = None) -> tuple[AbstractConnection, int]:
+    """Connect to the first of ``urls`` that answers, from index ``first`` round: the
+    nodes of one broker cluster. Returns the connection and the index it was made to;
+    raises the error of the last address tried (see :func:`_connect`)."""
+    error: TransportError | None = None
+    for step in range(len(urls)):
+        index = (first + step) % len(urls)
+        try:
+            return await _connect(urls[index], centre, role, tls), index
+        except TransportError as exc:
+            if len(urls) > 1:
+                log.warning("broker_address_failed", where=_where(urls[index]),
+                            role=role, error=str(exc)[:200])
+            error = exc
+    assert error is not None
+    raise error
 
-    def __init__(self, *, centre: str, peer: str, url: str, heartbeat: int,
+
+class PeerLink:
+    """One connection and confirming channel to one peer's broker (to one node of its
+    cluster, the next when that one fails)."""
+
+    def __init__(self, *, centre: str, peer: str, urls: tuple[str, ...], heartbeat: int,
                  publish_timeout: float, tls: TlsSection | None = None,
                  on_tls_failure: Callable[[str, str], None] | None = None) -> None:
         self.centre, self.peer = centre, peer
-        self._url = with_heartbeat(url, heartbeat)
+        url = urls[0]
+        self._urls = tuple(with_heartbeat(u, heartbeat) for u in urls)
+        self._at = 0
         self._user = url_user(url)
         self._timeout = publish_timeout
         self._tls = tls
@@ -226,8 +248,8 @@ class PeerLink:
             await self._reset()
             try:
                 if self._conn is None or self._conn.is_closed:
-                    self._conn = await _connect(self._url, self.centre, f"to {self.peer}",
-                                                self._tls)
+                    self._conn, self._at = await _connect_any(
+                        self._urls, self._at, self.centre, f"to {self.peer}", self._tls)
                     self._conn.close_callbacks.add(self._on_closed)
                 self._channel = await self._conn.channel(publisher_confirms=True,
                                                          on_return_raises=True)
@@ -332,11 +354,11 @@ class AmqpPublisher:
         self._centre, self._heartbeat, self._timeout = centre, heartbeat, publish_timeout
         self._on_tls_failure = on_tls_failure
         self.links: dict[str, PeerLink] = {}
-        self._targets: dict[str, tuple[str, TlsSection | None]] = {}
+        self._targets: dict[str, tuple[tuple[str, ...], TlsSection | None]] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
-    def configure(self, peers: dict[str, tuple[str, TlsSection | None]]) -> None:
-        """Set each peer's inbox URL and TLS settings; a link whose URL or TLS settings
+    def configure(self, peers: dict[str, tuple[tuple[str, ...], TlsSection | None]]) -> None:
+        """Set each peer's inbox URLs and TLS settings; a link whose URLs or TLS settings
         changed is replaced (and reconnects on its next publish), and the link of a peer
         no longer listed is closed: nothing more is published to it."""
         for peer in [p for p in self.links if p not in peers]:
@@ -348,8 +370,8 @@ class AmqpPublisher:
                 old = self.links.pop(peer, None)
                 if old is not None:
                     self._close_later(old)
-                url, tls = target
-                self.links[peer] = PeerLink(centre=self._centre, peer=peer, url=url,
+                urls, tls = target
+                self.links[peer] = PeerLink(centre=self._centre, peer=peer, urls=urls,
                                             heartbeat=self._heartbeat,
                                             publish_timeout=self._timeout, tls=tls,
                                             on_tls_failure=self._on_tls_failure)
@@ -402,12 +424,16 @@ class InboxConsumer:
     Also owns the channel used to republish verified messages on the local exchange.
     """
 
-    def __init__(self, *, centre: str, url: str, heartbeat: int, prefetch: int,
+    def __init__(self, *, centre: str, urls: tuple[str, ...], heartbeat: int, prefetch: int,
                  declare: bool, delivery_limit: int, handler: Handler,
                  tls: TlsSection | None = None,
                  on_tls_failure: Callable[[str, str], None] | None = None,
                  tls_retry: float = TLS_RETRY) -> None:
-        self._centre, self._url = centre, with_heartbeat(url, heartbeat)
+        url = urls[0]
+        self._centre = centre
+        self._urls = tuple(with_heartbeat(u, heartbeat) for u in urls)
+        #: The address of the cluster node connected to (or tried first next time).
+        self._at = 0
         self._tls_retry = tls_retry
         self._prefetch, self._declare, self._limit = prefetch, declare, delivery_limit
         self._handler = handler
@@ -439,7 +465,8 @@ class InboxConsumer:
                 closed, channel = await self._start()
                 delay = RECONNECT_MIN
                 self.tls_problem = self.last_error = None
-                log.info("inbox_consumer_up", url=redact_url(self._url), tls=self.secure)
+                log.info("inbox_consumer_up", url=redact_url(self._urls[self._at]),
+                         tls=self.secure)
                 watch = asyncio.create_task(self._watch_dead_letters(channel))
                 try:
                     await self._until_closed_or_renewed(closed, stamp)
@@ -496,7 +523,8 @@ class InboxConsumer:
                 await asyncio.sleep(DEAD_LETTER_SETTLE)
 
     async def _start(self) -> tuple[asyncio.Event, AbstractChannel]:
-        conn = await _connect(self._url, self._centre, "inbox", self._tls)
+        conn, self._at = await _connect_any(self._urls, self._at, self._centre, "inbox",
+                                            self._tls)
         self._conn = conn
         closed = asyncio.Event()
         conn.close_callbacks.add(lambda *_args: closed.set())

@@ -136,3 +136,42 @@ def start_brokers(*hosts: tuple[str, ...]) -> tuple[Path, list[BrokerNode]]:
         shutil.rmtree(base, ignore_errors=True)
         raise AssertionError("broker nodes did not start:\n" + "\n".join(failed))
     return base, nodes
+
+
+def start_cluster(size: int = 3, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+                  ) -> tuple[Path, list[BrokerNode]]:
+    """One centre's broker as a cluster of ``size`` RabbitMQ nodes on this machine: one
+    CA and certificate, a TLS listener per node, the nodes joined to the first (with
+    deploy/broker-tls.sh). Returns the folder (remove it after stopping them) and the
+    nodes, the first one first."""
+    base = Path(tempfile.mkdtemp(prefix="crisisgw-cluster-"))
+    base.chmod(0o755)
+    tag = secrets.token_hex(2)
+    folder = base / "broker"
+    script("ca", str(folder), "test broker cluster")
+    script("server", str(folder), *hosts)
+    nodes = []
+    for index in range(size):
+        ports = free_base_port(2)
+        nodes.append(BrokerNode(name=f"q{index + 1}{tag}", dir=folder, port=ports,
+                                dist_port=ports + 1, hosts=hosts))
+    procs = [subprocess.Popen(["bash", str(SCRIPT), "node-start", str(n.dir), n.name,
+                               str(n.port), str(n.dist_port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for n in nodes]
+    failed = []
+    for node, proc in zip(nodes, procs, strict=True):
+        out, _ = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            failed.append(f"{node.name}: {out}")
+    try:
+        if failed:
+            raise AssertionError("broker nodes did not start:\n" + "\n".join(failed))
+        for node in nodes[1:]:
+            script("cluster-join", node.name, nodes[0].name)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        raise
+    return base, nodes

@@ -12,7 +12,7 @@ from gateway.errors import PublishRefused, PublishUnknown
 
 def make_link() -> PeerLink:
     """A link to NL-NCC that never connects."""
-    return PeerLink(centre="BE-NCCN", peer="NL-NCC", url="amqp://u:p@127.0.0.1:1/v",
+    return PeerLink(centre="BE-NCCN", peer="NL-NCC", urls=("amqp://u:p@127.0.0.1:1/v",),
                     heartbeat=1, publish_timeout=1.0)
 
 
