@@ -420,6 +420,18 @@ def _cmd_bench_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_instances(args: argparse.Namespace) -> int:
+    from gateway.bench.instances import run, table  # noqa: PLC0415
+
+    configure_logging("console", "warning")
+    counts = tuple(int(n) for n in args.instances.split(","))
+    result = asyncio.run(run(counts=counts, messages=args.instance_messages,
+                             concurrency=args.instance_concurrency, amqp=args.amqp_url,
+                             postgres=args.postgres, base_port=args.base_port))
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench is not None:
         return int(args.func_bench(args))
@@ -429,7 +441,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     result = asyncio.run(run(messages=args.messages, concurrency=args.concurrency,
                              rate=args.rate, latency_messages=args.latency_messages,
                              peers=args.peers, repeats=args.repeats, amqp=args.amqp_url,
-                             base_port=args.base_port))
+                             base_port=args.base_port,
+                             instance_counts=tuple(int(n) for n in args.instances.split(",")
+                                                   if n.strip() and int(n) > 0),
+                             postgres=args.postgres))
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
 
@@ -505,6 +520,12 @@ def _add_bench(sub: Any) -> None:
     top.add_argument("--repeats", type=int, default=3, help="fan-out repeats")
     top.add_argument("--amqp-url", default="amqp://127.0.0.1:5672/")
     top.add_argument("--base-port", type=int, default=18500)
+    top.add_argument("--instances", default="1,2,3", help="instance counts per centre on "
+                     "PostgreSQL for the multi-process figures (0: skip them)")
+    top.add_argument("--postgres", default=os.environ.get("CRISISGW_BENCH_POSTGRES"),
+                     help="a PostgreSQL URL of a role that may create databases (default "
+                     "$CRISISGW_BENCH_POSTGRES; without it, the multi-process figures are "
+                     "SQLite's only)")
     top.add_argument("--json", action="store_true")
     top.set_defaults(func=_cmd_bench)
     bench = top.add_subparsers(dest="bench")
@@ -528,6 +549,19 @@ def _add_bench(sub: Any) -> None:
     scale.add_argument("--base-port", type=int, default=18600)
     scale.add_argument("--json", action="store_true")
     scale.set_defaults(func_bench=_cmd_bench_scale)
+    inst = bench.add_parser("instances", help="sender and receiver as separate processes: "
+                            "one each on SQLite, then 1, 2 and 3 instances each on "
+                            "PostgreSQL; throughput, ratio to raw AMQP, CPU per sitrep")
+    inst.add_argument("--instances", default="1,2,3", help="instance counts on PostgreSQL")
+    inst.add_argument("--messages", dest="instance_messages", type=int, default=2000)
+    inst.add_argument("--concurrency", dest="instance_concurrency", type=int, default=64)
+    inst.add_argument("--postgres", default=os.environ.get("CRISISGW_BENCH_POSTGRES"),
+                      help="a PostgreSQL URL of a role that may create databases (default "
+                      "$CRISISGW_BENCH_POSTGRES; without it, SQLite only)")
+    inst.add_argument("--amqp-url", default="amqp://127.0.0.1:5672/")
+    inst.add_argument("--base-port", type=int, default=18700)
+    inst.add_argument("--json", action="store_true")
+    inst.set_defaults(func_bench=_cmd_bench_instances)
 
 
 def _add_demo(sub: Any) -> None:

@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from gateway.adapters.sqlite.ledger import SqliteLedger
+from gateway.adapters.stores.ledger import StoreLedger
 from gateway.protocol.delivery import on_confirmed
 from gateway.protocol.keys import SigningKey
 from gateway.protocol.receipts import ReceiptState, receipt_envelope
@@ -128,7 +128,7 @@ def _our_receipt(a: Side, answered: dict[str, Any], digest: str, state: ReceiptS
     return outgoing(env, a.key, (answered["from"],), answers=(answered["from"], answered["id"]))
 
 
-async def _ours(ledger: SqliteLedger, p: Pair, i: int, created: datetime, *,
+async def _ours(ledger: StoreLedger, p: Pair, i: int, created: datetime, *,
                 backlog: bool) -> None:
     """Pair ``i``'s message to B; a backlog one is created ``created`` (the fill's
     present: it is what is still waiting now)."""
@@ -141,7 +141,7 @@ async def _ours(ledger: SqliteLedger, p: Pair, i: int, created: datetime, *,
         i % UNACKNOWLEDGED_EVERY))
 
 
-async def _delivered(ledger: SqliteLedger, p: Pair, env: dict[str, Any], digest: str,
+async def _delivered(ledger: StoreLedger, p: Pair, env: dict[str, Any], digest: str,
                      created: datetime, *, acknowledged: bool) -> None:
     """Our message ``env`` published, and B's receipts for it applied."""
     await ledger.outbox.transition(env["id"], p.b.id, partial(
@@ -157,7 +157,7 @@ async def _delivered(ledger: SqliteLedger, p: Pair, env: dict[str, Any], digest:
             state=state.value, reason=None, at=at, wire=wire), at)
 
 
-async def _drain(ledger: SqliteLedger, p: Pair) -> int:
+async def _drain(ledger: StoreLedger, p: Pair) -> int:
     """Deliver what an earlier :func:`grow` left queued, or the node sent since (the
     peer came back and answered)."""
     drained = 0
@@ -174,7 +174,7 @@ async def _drain(ledger: SqliteLedger, p: Pair) -> int:
     return drained
 
 
-async def _theirs(ledger: SqliteLedger, p: Pair, i: int, created: datetime) -> None:
+async def _theirs(ledger: StoreLedger, p: Pair, i: int, created: datetime) -> None:
     env = _envelope(p.b.id, p.a.id, i, created, backlog=False)
     sealed = seal(env, p.b.key)
     received = created + timedelta(milliseconds=60)
@@ -201,7 +201,7 @@ def origin(pairs: int, now: datetime) -> datetime:
     return now - timedelta(days=1) - pairs * STEP
 
 
-async def grow(ledger: SqliteLedger, p: Pair, pairs: range, first: datetime, *,
+async def grow(ledger: StoreLedger, p: Pair, pairs: range, first: datetime, *,
                now: datetime, concurrency: int = 256, step: timedelta = STEP) -> None:
     """Deliver the backlog left before, then write the pairs numbered ``pairs``; pair
     ``i`` is created at ``first + i * step`` (see :func:`origin`), ``concurrency`` pairs

@@ -13,7 +13,7 @@ import platform
 import subprocess
 from typing import Any
 
-from gateway.bench import ceiling, federation, throughput
+from gateway.bench import ceiling, federation, instances, throughput
 
 
 def machine() -> dict[str, Any]:
@@ -36,8 +36,12 @@ def machine() -> dict[str, Any]:
 
 async def run(*, messages: int = 2000, concurrency: int = 64, rate: float = 50.0,
               latency_messages: int = 300, peers: int = 30, repeats: int = 3,
-              amqp: str = "amqp://127.0.0.1:5672/", base_port: int = 18500) -> dict[str, Any]:
-    """The whole bench; ``peers=0`` skips the fan-out."""
+              amqp: str = "amqp://127.0.0.1:5672/", base_port: int = 18500,
+              instance_counts: tuple[int, ...] = (1, 2, 3),
+              postgres: str | None = None) -> dict[str, Any]:
+    """The whole bench; ``peers=0`` skips the fan-out; ``instance_counts=()`` the
+    multi-process figures (:mod:`gateway.bench.instances`; PostgreSQL rows only with
+    ``postgres``)."""
     result: dict[str, Any] = {"machine": machine()}
     async with throughput.pair(amqp, base_port) as p:
         size = await throughput.sitrep_size(p)
@@ -56,6 +60,10 @@ async def run(*, messages: int = 2000, concurrency: int = 64, rate: float = 50.0
         row = fed["broadcasts"][0]
         result["fanout"] = {"peers": peers, "median_s": row["median_s"], "best_s": row["best_s"],
                             "repeats": repeats}
+    if instance_counts:
+        result["instances"] = await instances.run(
+            counts=instance_counts, messages=messages, concurrency=concurrency, amqp=amqp,
+            postgres=postgres, base_port=base_port + 200)
     return result
 
 
@@ -89,4 +97,7 @@ def table(r: dict[str, Any]) -> str:
     lines = [f"crisisgw bench on {m['cpus']} CPUs ({m['cpu']}), Python {m['python']}, "
              f"RabbitMQ {m['rabbitmq']}"]
     lines += [f"{a:<{width}}  {b:>16}  {c_}".rstrip() for a, b, c_ in rows]
+    if "instances" in r:
+        lines += ["", "separate processes (crisisgw bench instances):",
+                  instances.table(r["instances"])]
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from gateway.service.records import (
     IngestOutcome,
     LearnedKey,
     LedgerStats,
+    LoginHistory,
     OutgoingMessage,
     OutgoingView,
     OwnKey,
@@ -305,6 +306,22 @@ class KeyStore(Protocol):
         ...
 
 
+class LoginFailureStore(Protocol):
+    """Failed console logins, shared by every instance of the node."""
+
+    async def failed(self, remote: str, name: str, at: float) -> None:
+        """Count a failed attempt from ``remote`` for account ``name``."""
+        ...
+
+    async def succeeded(self, remote: str, name: str) -> None:
+        """The account logged in: its failures no longer slow it (the address's stay)."""
+        ...
+
+    async def history(self, remote: str, name: str, now: float) -> LoginHistory:
+        """What the limits of the next attempt look at."""
+        ...
+
+
 class LeaseStore(Protocol):
     """Who runs each periodic job among the instances of one node."""
 
@@ -368,6 +385,11 @@ class Ledger(Protocol):
     @property
     def incidents(self) -> IncidentStore:
         """Incident threads."""
+        ...
+
+    @property
+    def logins(self) -> LoginFailureStore:
+        """Failed console logins (the login limits)."""
         ...
 
     @property

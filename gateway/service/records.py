@@ -276,6 +276,18 @@ class SessionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class LoginHistory:
+    """Failed console logins that bear on the next attempt (epoch seconds): of this
+    address and name in the last minute, of this address in the last ten minutes, and
+    of the account since its last success."""
+
+    pair: tuple[float, ...]
+    address: tuple[float, ...]
+    account_failures: int
+    last_failure: float
+
+
+@dataclass(frozen=True, slots=True)
 class LearnedKey:
     """A change to a peer's pinned keys that the node made itself, kept in the ledger
     (never in the operator's file): a key pinned by the peer's key-update, a validity

@@ -25,7 +25,8 @@ import aiohttp
 import pytest
 
 from gateway.adapters.stores import audit as sqlite_audit
-from gateway.adapters.stores.offline import connect_sqlite
+from gateway.adapters.stores import offline
+from gateway.config import Settings
 from gateway.protocol.auditlog import verify_chain
 from tests.faults.load import sitrep, states, tally
 from tests.faults.report import record
@@ -38,10 +39,15 @@ SENDER, RECIPIENT = "BE-NCCN", "NL-NCC"
 OVERRIDES = {"delivery": {"publish_timeout_seconds": 2.0, "retry_cap_seconds": 5.0}}
 
 
-@pytest.fixture(scope="module")
-def crashfed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    """BE-NCCN and NL-NCC of a federation of their own (BE-NCCN gets killed)."""
-    fed = Federation.create(tmp_path_factory.mktemp("crash"), overrides=OVERRIDES)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def crashfed(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """BE-NCCN and NL-NCC of a federation of their own (BE-NCCN gets killed); BE-NCCN's
+    ledger on each engine in turn."""
+    postgres = request.getfixturevalue("postgres") if request.param == "postgresql" else None
+    fed = Federation.create(tmp_path_factory.mktemp("crash"), overrides=OVERRIDES,
+                            postgres=postgres,
+                            on_postgres=(SENDER,) if postgres is not None else ())
     fed.start(SENDER, RECIPIENT)
     try:
         yield fed
@@ -193,7 +199,8 @@ async def test_kill_after_publish_before_sent_is_republished_and_deduplicated(
 
     await wait_until(deduplicated, 30, "NL-NCC taking the republished copy as a duplicate")
     dedup = duplicates_seen(fed.nodes[RECIPIENT].log, ids)
-    counts = await tally(fed, 9, f"kill -9 after publish, before 'sent' ({dedup} dedup)",
+    counts = await tally(fed, 9, f"{_engine(fed)}kill -9 after publish, before 'sent' "
+                         f"({dedup} dedup)",
                          SENDER, ids, [RECIPIENT], incident, refused=first_outcomes)
     record(counts)
     assert counts.delivered == len(bodies)
@@ -216,18 +223,27 @@ async def test_kill_before_outbox_commit_then_retry_with_same_key(
     assert len(ids) == len(bodies)
     _, listed = await fed.api(SENDER, "GET", f"/v1/messages?incident={incident}&limit=1000")
     assert sorted(m["id"] for m in listed["items"]) == ids
-    counts = await tally(fed, 10, "kill -9 before the outbox commit; keyed retry", SENDER,
+    counts = await tally(fed, 10, f"{_engine(fed)}kill -9 before the outbox commit; keyed "
+                         "retry", SENDER,
                          ids, [RECIPIENT], incident, refused=first_outcomes)
     record(counts)
     assert counts.delivered == len(bodies)
 
 
-def check_ledger(path: Path) -> dict[str, int]:
-    """Open a dead node's ledger: integrity, foreign keys, nothing half-written, and an
-    intact audit chain with one ``message.submitted`` entry per stored message."""
-    with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+def _engine(fed: Federation) -> str:
+    """"PostgreSQL: " when the sender's ledger is there (for the counts table)."""
+    return "PostgreSQL: " if offline.is_postgres(fed.nodes[SENDER].settings) else ""
+
+
+def check_ledger(settings: Settings) -> dict[str, int]:
+    """Open a dead node's ledger: integrity (SQLite's check; PostgreSQL enforces its
+    constraints itself), nothing half-written, and an intact audit chain with one
+    ``message.submitted`` entry per stored message."""
+    if not offline.is_postgres(settings):
+        with closing(sqlite3.connect(offline.ledger_path(settings))) as lite:
+            assert lite.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            assert lite.execute("PRAGMA foreign_key_check").fetchall() == []
+    with offline.connect(settings) as conn:
         no_delivery = conn.execute(
             "SELECT COUNT(*) FROM outbox o WHERE NOT EXISTS "
             "(SELECT 1 FROM deliveries d WHERE d.message_id = o.id)").fetchone()[0]
@@ -237,13 +253,13 @@ def check_ledger(path: Path) -> dict[str, int]:
         orphan_deliveries = conn.execute(
             "SELECT COUNT(*) FROM deliveries d WHERE NOT EXISTS "
             "(SELECT 1 FROM outbox o WHERE o.id = d.message_id)").fetchone()[0]
-        wrong_count = conn.execute(
-            "SELECT COUNT(*) FROM outbox o WHERE o.type = 'sitrep' AND "
-            "json_array_length(json_extract(CAST(o.wire AS TEXT), '$.envelope.to')) != "
-            "(SELECT COUNT(*) FROM deliveries d WHERE d.message_id = o.id)").fetchone()[0]
+        per_message = dict(conn.execute(
+            "SELECT message_id, COUNT(*) FROM deliveries GROUP BY message_id").fetchall())
+        wrong_count = sum(
+            1 for row in conn.execute("SELECT id, wire FROM outbox WHERE type = 'sitrep'")
+            if len(json.loads(bytes(row[1]))["envelope"]["to"]) != per_message.get(row[0], 0))
         stored = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-    assert (no_delivery, orphan_keys, orphan_deliveries, wrong_count) == (0, 0, 0, 0)
-    with closing(connect_sqlite(path)) as conn:
+        assert (no_delivery, orphan_keys, orphan_deliveries, wrong_count) == (0, 0, 0, 0)
         chain = verify_chain(sqlite_audit.rows(conn))
         submitted = conn.execute("SELECT COUNT(*) FROM audit_log WHERE kind = "
                                  "'message.submitted'").fetchone()[0]
@@ -269,15 +285,16 @@ async def test_kill_inside_commit_batch_leaves_a_sound_ledger(crashfed: Federati
     assert time.monotonic() - started < 60
     answered = sum(1 for _, i, _ in first.values() if i)
     assert answered < len(bodies), "the failpoint fired after the load"
-    check_ledger(fed.nodes[SENDER].settings.node.data_dir / "ledger.sqlite3")
+    check_ledger(fed.nodes[SENDER].settings)
     await start(fed, SENDER)
     ids, first_outcomes = await resubmit(fed, bodies, first)
-    counts = await tally(fed, 11, "kill -9 inside a commit batch (integrity ok)", SENDER,
+    counts = await tally(fed, 11, f"{_engine(fed)}kill -9 inside a commit batch (integrity "
+                         "ok)", SENDER,
                          ids, [RECIPIENT], incident, refused=first_outcomes)
     record(counts)
     assert counts.delivered == len(bodies)
     fed.stop(SENDER)
-    check_ledger(fed.nodes[SENDER].settings.node.data_dir / "ledger.sqlite3")
+    check_ledger(fed.nodes[SENDER].settings)
     await start(fed, SENDER)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from gateway.adapters.provision import rabbitmqctl
 from tests.integration.harness import free_base_port
+from tests.pg import ADMIN_URL
 
 pytestmark = pytest.mark.broker
 
@@ -20,8 +21,9 @@ def test_bench_json_reports_ceiling_gateway_ratio_latency_drain_fanout_and_cost(
     out = subprocess.run(
         [sys.executable, "-m", "gateway", "bench", "--json", "--messages", "60",
          "--concurrency", "8", "--rate", "40", "--latency-messages", "20", "--peers", "2",
-         "--repeats", "1", "--base-port", str(free_base_port(16))],
-        capture_output=True, text=True, timeout=240, check=False)
+         "--repeats", "1", "--base-port", str(free_base_port(16)), "--instances", "2",
+         "--postgres", ADMIN_URL],
+        capture_output=True, text=True, timeout=420, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert {"machine", "ceiling", "gateway", "latency", "ratio", "fanout"} <= set(result)
@@ -47,4 +49,15 @@ def test_bench_json_reports_ceiling_gateway_ratio_latency_drain_fanout_and_cost(
         drain["msg_per_s"] / gateway["msg_per_s"], abs=0.01)
     assert result["fanout"]["peers"] == 2
     assert 0 < result["fanout"]["best_s"] <= result["fanout"]["median_s"]
+    multi = result["instances"]
+    assert multi["ceiling"]["cpu_ms_per_operation"] > 0
+    assert multi["operations_per_sitrep"] == {"a": 2, "b": 3}
+    assert [(r["engine"], r["instances"]) for r in multi["rows"]] == [
+        ("sqlite", 1), ("postgresql", 2)]
+    for row in multi["rows"]:
+        assert row["sitreps_per_s"] > 0
+        for node in ("a", "b"):
+            assert row[f"cpu_ms_per_sitrep_{node}"] > 0
+            assert row[f"cpu_ratio_{node}"] == pytest.approx(
+                row[f"cpu_ms_per_sitrep_{node}"] / row[f"raw_client_cpu_ms_{node}"], rel=0.02)
     assert "bench" not in rabbitmqctl("list_vhosts", "--no-table-headers")

@@ -49,6 +49,7 @@ from gateway.service.records import (
     IncomingReceipt,
     IngestOutcome,
     LedgerStats,
+    LoginHistory,
     OutgoingMessage,
     OutgoingView,
     ReceiptOutcome,
@@ -549,6 +550,37 @@ class FakeIncidents(_Store):
         return rows[0] if rows else None
 
 
+class FakeLogins(_Store):
+    """Failed logins in memory (the limits' arithmetic is tested on the real stores)."""
+
+    name = "logins"
+
+    def __init__(self, faults: dict[str, Exception]) -> None:
+        super().__init__(faults)
+        self.rows: list[list[Any]] = []
+
+    async def failed(self, remote: str, name: str, at: float) -> None:
+        """Count one failure."""
+        self._call("failed", remote)
+        self.rows.append([at, remote, name.lower(), False])
+
+    async def succeeded(self, remote: str, name: str) -> None:
+        """Clear the account's failures."""
+        self._call("succeeded", remote)
+        for row in self.rows:
+            if row[2] == name.lower():
+                row[3] = True
+
+    async def history(self, remote: str, name: str, now: float) -> LoginHistory:
+        """What the limits look at."""
+        self._call("history", remote)
+        mine = [r for r in self.rows if r[2] == name.lower() and not r[3]]
+        return LoginHistory(
+            pair=tuple(r[0] for r in mine if r[1] == remote and r[0] >= now - 60),
+            address=tuple(r[0] for r in self.rows if r[1] == remote and r[0] >= now - 600),
+            account_failures=len(mine), last_failure=max((r[0] for r in mine), default=0.0))
+
+
 class FakeLedger:
     """Every store in memory; :attr:`stats_value` is what :meth:`stats` answers."""
 
@@ -560,6 +592,7 @@ class FakeLedger:
         self._directory = FakeDirectory(self.faults)
         self._security, self._sessions = FakeSecurity(self.faults), FakeSessions(self.faults)
         self._incidents = FakeIncidents(self.faults)
+        self._logins = FakeLogins(self.faults)
         self.stats_value = LedgerStats(deliveries={}, backlog={}, security_events=0, inbox=0)
         self._changes = ChangeSignal()
 
@@ -576,6 +609,11 @@ class FakeLedger:
     def outbox(self) -> FakeOutbox:
         """Our messages."""
         return self._outbox
+
+    @property
+    def logins(self) -> FakeLogins:
+        """Failed console logins."""
+        return self._logins
 
     @property
     def inbox(self) -> FakeInbox:

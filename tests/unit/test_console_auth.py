@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
+from gateway.adapters.sqlite.ledger import SqliteLedger
 from gateway.config import OperatorEntry
+from gateway.service.ports import LoginFailureStore
 from gateway.service.records import SessionRecord
 from gateway.web.console.auth import (
     CONCURRENT_CHECKS,
@@ -115,52 +119,83 @@ def test_csrf_tokens_must_match_exactly() -> None:
     assert not csrf_ok("abc", None)
 
 
-def test_login_limiter_blocks_after_a_few_failures_per_minute_per_client_and_name() -> None:
+@pytest.fixture
+async def logins(tmp_path: Path) -> AsyncIterator[LoginFailureStore]:
+    """The failed-logins store of a real SQLite ledger."""
+    ledger = SqliteLedger(tmp_path / "l.db")
+    await ledger.open()
+    yield ledger.logins
+    await ledger.close()
+
+
+async def test_login_limiter_blocks_after_a_few_failures_per_minute_per_client_and_name(
+        logins: LoginFailureStore) -> None:
     """After five failures within a minute from one client for one name, it must wait;
     successful logins never count."""
     now = [1000.0]
-    limiter = LoginLimiter(per_minute=5, clock=lambda: now[0])
+    limiter = LoginLimiter(per_minute=5, store=logins, clock=lambda: now[0])
     for _ in range(20):
-        assert limiter.allow("client-a", "op")
-        limiter.succeeded("client-a", "op")
+        assert await limiter.allow("client-a", "op")
+        await limiter.succeeded("client-a", "op")
     for _ in range(5):
-        assert limiter.allow("client-a", "op")
-        limiter.failed("client-a", "op")
-    assert not limiter.allow("client-a", "op")
-    assert not limiter.allow("client-a", "OP")
-    assert limiter.allow("client-a", "other")
+        assert await limiter.allow("client-a", "op")
+        await limiter.failed("client-a", "op")
+    assert not await limiter.allow("client-a", "op")
+    assert not await limiter.allow("client-a", "OP")
+    assert await limiter.allow("client-a", "other")
     now[0] += 61
-    assert limiter.allow("client-a", "op")
+    assert await limiter.allow("client-a", "op")
 
 
-def test_guesses_spread_over_addresses_are_slowed_per_account() -> None:
+async def test_guesses_spread_over_addresses_are_slowed_per_account(
+        logins: LoginFailureStore) -> None:
     """40 guesses at one account from 10 addresses: after 5 each waits a doubling
     back-off, so they take hours, not seconds; a success clears the account."""
     now = [0.0]
-    limiter = LoginLimiter(per_minute=5, clock=lambda: now[0])
+    limiter = LoginLimiter(per_minute=5, store=logins, clock=lambda: now[0])
     made = 0
     while made < 40:
         address = f"10.0.0.{made % 10}"
-        wait = limiter.wait(address, "op")
+        wait = await limiter.wait(address, "op")
         now[0] += max(wait, 0.5)
         if wait <= 0:
-            limiter.failed(address, "op")
+            await limiter.failed(address, "op")
             made += 1
     assert now[0] > 2 * 3600
-    limiter.succeeded("10.0.0.1", "op")
-    assert limiter.allow("10.0.0.1", "op")
+    await limiter.succeeded("10.0.0.1", "op")
+    assert await limiter.allow("10.0.0.1", "op")
 
 
-def test_one_address_trying_many_names_is_stopped() -> None:
+async def test_one_address_trying_many_names_is_stopped(logins: LoginFailureStore) -> None:
     """30 failures from one address within ten minutes, each for another name, block it."""
     now = [0.0]
-    limiter = LoginLimiter(per_minute=5, clock=lambda: now[0])
+    limiter = LoginLimiter(per_minute=5, store=logins, clock=lambda: now[0])
     for i in range(PER_ADDRESS):
-        assert limiter.allow("10.9.9.9", f"user{i}")
-        limiter.failed("10.9.9.9", f"user{i}")
+        assert await limiter.allow("10.9.9.9", f"user{i}")
+        await limiter.failed("10.9.9.9", f"user{i}")
         now[0] += 1
-    assert not limiter.allow("10.9.9.9", "someone-new")
-    assert limiter.allow("10.9.9.8", "someone-new")
+    assert not await limiter.allow("10.9.9.9", "someone-new")
+    assert await limiter.allow("10.9.9.8", "someone-new")
+
+
+async def test_the_limits_hold_across_two_instances_of_a_node(tmp_path: Path) -> None:
+    """Failures counted through one instance's ledger connection stop the next attempt
+    at the other (two ledgers over one file: the shared database of several instances)."""
+    one, two = SqliteLedger(tmp_path / "l.db"), SqliteLedger(tmp_path / "l.db")
+    await one.open()
+    await two.open()
+    try:
+        now = [50.0]
+        first = LoginLimiter(per_minute=5, store=one.logins, clock=lambda: now[0])
+        second = LoginLimiter(per_minute=5, store=two.logins, clock=lambda: now[0])
+        for _ in range(5):
+            await first.failed("10.1.1.1", "op")
+        assert not await second.allow("10.1.1.1", "op")
+        await second.succeeded("10.1.1.1", "op")
+        assert await first.allow("10.1.1.1", "op")
+    finally:
+        await one.close()
+        await two.close()
 
 
 async def test_password_checks_are_bounded_and_a_flood_is_refused() -> None:

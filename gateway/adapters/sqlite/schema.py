@@ -274,16 +274,28 @@ def _v6(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-#: Step 7 (both engines): who runs the periodic jobs of a node with several instances.
+#: Step 7 (both engines): what several instances of one node share besides the data:
+#: who runs the periodic jobs, and the failed console logins that throttle the next ones.
 JOB_LEASES = """
 CREATE TABLE job_leases (
   name TEXT PRIMARY KEY, holder TEXT NOT NULL, until TEXT NOT NULL
 )
 """
+LOGIN_FAILURES = """
+CREATE TABLE login_failures (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, remote TEXT NOT NULL,
+  name TEXT NOT NULL, cleared INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX login_failures_remote ON login_failures(remote, at);
+CREATE INDEX login_failures_account ON login_failures(name, cleared, at);
+CREATE INDEX login_failures_at ON login_failures(at)
+"""
 
 
 def _v7(conn: sqlite3.Connection) -> None:
     conn.execute(JOB_LEASES)
+    for statement in _statements(LOGIN_FAILURES):
+        conn.execute(statement)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +317,8 @@ STEPS = (
             "of archived messages still inside the dedup window", _v5),
     Step(6, "exercise and test traffic kept out of the unacknowledged and overdue "
             "counts; the incident index counts actual messages", _v6),
-    Step(7, "a lease per periodic job, so that one instance of a node runs it", _v7),
+    Step(7, "several instances of one node: a lease per periodic job, and failed logins "
+            "shared", _v7),
 )
 LATEST = STEPS[-1].version
 

@@ -14,6 +14,7 @@ from gateway.adapters.stores.inbox import InboxStore
 from gateway.adapters.stores.incidents import IncidentsStore
 from gateway.adapters.stores.keys import KeysStore
 from gateway.adapters.stores.leases import LeasesStore
+from gateway.adapters.stores.logins import LoginsStore
 from gateway.adapters.stores.outbox import OutboxStore
 from gateway.adapters.stores.receipts import ReceiptsStore
 from gateway.adapters.stores.security import SecurityStore
@@ -70,6 +71,7 @@ class StoreLedger:
         self.keys = KeysStore(db)
         self.incidents = IncidentsStore(db)
         self.leases = LeasesStore(db)
+        self.logins = LoginsStore(db)
 
     async def open(self) -> None:
         """Open the database, migrating its schema to this release's."""

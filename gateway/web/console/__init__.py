@@ -75,7 +75,8 @@ def setup_console(app: web.Application, node: NodeApi,
     app.on_shutdown.append(stop_live)
 
     node.subscribe_reload(reload_accounts)
-    app[LIMITER] = LoginLimiter(per_minute=console.login_attempts_per_minute)
+    app[LIMITER] = LoginLimiter(per_minute=console.login_attempts_per_minute,
+                                store=node.ledger.logins)
     env = aiohttp_jinja2.setup(
         app, loader=jinja2.PackageLoader("gateway.web.console", "templates"),
         autoescape=jinja2.select_autoescape(["html"], default=True),

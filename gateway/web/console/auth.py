@@ -9,7 +9,8 @@ changed, and takes the account's current role. The session cookie is HttpOnly,
 SameSite=Strict and scoped to /console; every POST carries the session's CSRF token.
 
 Logins are throttled three ways: per client address and name, per client address
-whatever the name, and per account from anywhere with a growing back-off; at most a few
+whatever the name, and per account from anywhere with a growing back-off (failures kept
+in the ledger, so on every instance of the node); at most a few
 argon2 checks run at once, and a flood beyond that is refused at once.
 """
 
@@ -20,7 +21,6 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -28,8 +28,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from gateway.config import OperatorEntry
-from gateway.service.ports import SessionStore
-from gateway.service.records import SessionRecord
+from gateway.service.ports import LoginFailureStore, SessionStore
+from gateway.service.records import LoginHistory, SessionRecord
 
 ROLES = ("viewer", "operator", "admin")
 SESSION_COOKIE = "crisisgw_session"
@@ -165,6 +165,20 @@ ACCOUNT_FREE = 5
 ACCOUNT_BACKOFF_MAX = 300.0
 
 
+def login_wait(history: LoginHistory, now: float, per_minute: int) -> float:
+    """Seconds before an attempt may be checked (0: now), from what the ledger holds of
+    earlier failures (the three limits of :class:`LoginLimiter`)."""
+    waits = [0.0]
+    if len(history.pair) >= per_minute:
+        waits.append(history.pair[-per_minute] + 60 - now)
+    if len(history.address) >= PER_ADDRESS:
+        waits.append(history.address[-PER_ADDRESS] + ADDRESS_WINDOW - now)
+    if history.account_failures >= ACCOUNT_FREE:
+        backoff = min(2.0 ** (history.account_failures - ACCOUNT_FREE), ACCOUNT_BACKOFF_MAX)
+        waits.append(history.last_failure + backoff - now)
+    return max(waits)
+
+
 @dataclass
 class LoginLimiter:
     """Three limits on failed logins, so that guesses spread over names or addresses are
@@ -174,55 +188,32 @@ class LoginLimiter:
     - :data:`PER_ADDRESS` failures per client address within ten minutes, any names;
     - per account, after :data:`ACCOUNT_FREE` failures from anywhere, each attempt waits
       1, 2, 4 ... seconds (at most :data:`ACCOUNT_BACKOFF_MAX`) after the last failure.
+
+    The failures are kept in the ledger (``store``), so the limits hold on every
+    instance of the node and across restarts.
     """
 
     per_minute: int
-    clock: Callable[[], float] = time.monotonic
-    _pairs: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
-    _addresses: dict[str, deque[float]] = field(default_factory=dict)
-    _accounts: dict[str, tuple[int, float]] = field(default_factory=dict)
+    store: LoginFailureStore
+    clock: Callable[[], float] = time.time
 
-    def _recent(self, window: deque[float], seconds: float) -> deque[float]:
-        now = self.clock()
-        while window and window[0] < now - seconds:
-            window.popleft()
-        return window
-
-    def wait(self, remote: str, name: str) -> float:
+    async def wait(self, remote: str, name: str) -> float:
         """Seconds before an attempt may be checked (0: now)."""
         now = self.clock()
-        pair = self._recent(self._pairs.setdefault((remote, name.lower()), deque()), 60)
-        waits = [0.0]
-        if len(pair) >= self.per_minute:
-            waits.append(pair[0] + 60 - now)
-        address = self._recent(self._addresses.setdefault(remote, deque()), ADDRESS_WINDOW)
-        if len(address) >= PER_ADDRESS:
-            waits.append(address[0] + ADDRESS_WINDOW - now)
-        count, last = self._accounts.get(name.lower(), (0, 0.0))
-        if count >= ACCOUNT_FREE:
-            waits.append(last + min(2.0 ** (count - ACCOUNT_FREE), ACCOUNT_BACKOFF_MAX) - now)
-        return max(waits)
+        return login_wait(await self.store.history(remote, name, now), now, self.per_minute)
 
-    def allow(self, remote: str, name: str) -> bool:
+    async def allow(self, remote: str, name: str) -> bool:
         """Whether an attempt may be checked now."""
-        return self.wait(remote, name) <= 0
+        return await self.wait(remote, name) <= 0
 
-    def failed(self, remote: str, name: str) -> None:
+    async def failed(self, remote: str, name: str) -> None:
         """Count a failed attempt."""
-        now = self.clock()
-        self._pairs.setdefault((remote, name.lower()), deque()).append(now)
-        self._addresses.setdefault(remote, deque()).append(now)
-        count, _ = self._accounts.get(name.lower(), (0, 0.0))
-        self._accounts[name.lower()] = (count + 1, now)
+        await self.store.failed(remote, name, self.clock())
 
-    def succeeded(self, remote: str, name: str) -> None:
-        """Forget the failures of a client that logged in, and of the account."""
-        self._pairs.pop((remote, name.lower()), None)
-        self._accounts.pop(name.lower(), None)
+    async def succeeded(self, remote: str, name: str) -> None:
+        """Forget the failures of the account that logged in (the address keeps its)."""
+        await self.store.succeeded(remote, name)
 
-
-#: argon2 checks that run at once (each takes a core for ~50 ms and 64 MiB), and how many
-#: more may wait; a login beyond that is refused at once instead of queueing.
 CONCURRENT_CHECKS = 2
 WAITING_CHECKS = 8
 

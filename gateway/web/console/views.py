@@ -160,7 +160,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     name, password = str(form.get("name", ""))[:64], str(form.get("password", ""))[:256]
     remote = request.remote or "?"
-    wait = request.app[LIMITER].wait(remote, name)
+    wait = await request.app[LIMITER].wait(remote, name)
     if wait > 0:
         log.warning("console_login_rate_limited", operator=name, remote=remote,
                     retry_after=round(wait, 1))
@@ -175,14 +175,14 @@ async def login(request: web.Request) -> web.StreamResponse:
                                       headers={"Retry-After": "1"}) from exc
     node = request.app[NODE_KEY]
     if entry is None:
-        request.app[LIMITER].failed(remote, name)
+        await request.app[LIMITER].failed(remote, name)
         log.warning("console_login_failed", operator=name, remote=remote)
         await node.ledger.audit.record(name or "-", "session.login_failed", remote, "",
                                        node.clock.now())
         request[LOGIN_CSRF] = request.cookies.get("crisisgw_csrf", "")
         return aiohttp_jinja2.render_template(
             "login.html", request, _ctx(request, "login", error=True), status=401)
-    request.app[LIMITER].succeeded(remote, name)
+    await request.app[LIMITER].succeeded(remote, name)
     token, session = await request.app[SESSIONS].create(entry.name, entry.role, i18n.current(),
                                                         password_tag(entry))
     request[SESSION] = session
