@@ -146,5 +146,5 @@ async def test_disk_full_gives_507_then_recovers_without_loss(diskfed: Federatio
     log = fed.nodes[SENDER].log.read_text(errors="replace")
     assert "dead_letters_present" not in log, "a full disk dead-lettered incoming receipts"
     fed.stop(SENDER)
-    check_ledger(fed.nodes[SENDER].settings.node.data_dir / "ledger.sqlite3")
+    check_ledger(fed.nodes[SENDER].settings)
     await start(fed, SENDER)
