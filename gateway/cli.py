@@ -427,7 +427,8 @@ def _cmd_bench_instances(args: argparse.Namespace) -> int:
     counts = tuple(int(n) for n in args.instances.split(","))
     result = asyncio.run(run(counts=counts, messages=args.instance_messages,
                              concurrency=args.instance_concurrency, amqp=args.amqp_url,
-                             postgres=args.postgres, base_port=args.base_port))
+                             postgres=args.postgres, base_port=args.base_port,
+                             profile=args.profile))
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
 
@@ -560,6 +561,9 @@ def _add_bench(sub: Any) -> None:
                       "$CRISISGW_BENCH_POSTGRES; without it, SQLite only)")
     inst.add_argument("--amqp-url", default="amqp://127.0.0.1:5672/")
     inst.add_argument("--base-port", type=int, default=18700)
+    inst.add_argument("--profile", type=Path, default=None,
+                      help="run every node process under cProfile; its statistics go to "
+                      "this folder (<centre>-<instance>-<engine><count>.prof)")
     inst.add_argument("--json", action="store_true")
     inst.set_defaults(func_bench=_cmd_bench_instances)
 

@@ -92,7 +92,8 @@ def _database(admin: str) -> Iterator[str]:
 
 @contextlib.asynccontextmanager
 async def _pair(amqp: str, base_port: int, instances: int, ledgers: tuple[str, str] | None,
-                folder: Path) -> AsyncIterator[tuple[Centre, Centre]]:
+                folder: Path, *, profile: Path | None = None
+                ) -> AsyncIterator[tuple[Centre, Centre]]:
     """A and B provisioned and running (``instances`` processes each); torn down after."""
     prefix = f"benchi{secrets.token_hex(2)}"
     group = centres(2)
@@ -114,8 +115,14 @@ async def _pair(amqp: str, base_port: int, instances: int, ledgers: tuple[str, s
             for i in range(instances):
                 centre.ports.append(port)
                 log = (centre.config.parent / f"instance-{i + 1}.log").open("ab")
+                # With ``profile``: each process under cProfile (its event loop's thread),
+                # the statistics written when it stops.
+                profiled = [] if profile is None else [
+                    "-m", "cProfile", "-o",
+                    str(profile / f"{centre.settings.node.centre}-{i + 1}-"
+                        f"{'pg' if ledgers else 'sqlite'}{instances}.prof")]
                 centre.procs.append(subprocess.Popen(  # noqa: ASYNC220, S603 - our own command
-                    [sys.executable, "-m", "gateway", "run", "-c", str(centre.config),
+                    [sys.executable, *profiled, "-m", "gateway", "run", "-c", str(centre.config),
                      "--instance", f"bench-{i + 1}", "--api-port", str(port),
                      "--log-level", "warning", "--log-format", "json"],
                     stdout=log, stderr=log))
@@ -225,14 +232,15 @@ def _signed_size(b: Centre) -> int:
 
 async def run(*, counts: tuple[int, ...] = (1, 2, 3), messages: int = 2000,
               concurrency: int = 64, amqp: str = "amqp://127.0.0.1:5672/",
-              postgres: str | None = None, base_port: int = 18700) -> dict[str, Any]:
+              postgres: str | None = None, base_port: int = 18700,
+              profile: Path | None = None) -> dict[str, Any]:
     """The multi-process figures: SQLite (one process per centre), then ``counts``
     instances per centre on PostgreSQL (``postgres``: a URL of a role that may create
     databases; without it, SQLite only). The raw ceiling runs first, on the SQLite
     pair's broker, with only this process's AMQP client working."""
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="crisisgw-bench-instances-") as tmp:
-        async with _pair(amqp, base_port, 1, None, Path(tmp)) as (a, b):
+        async with _pair(amqp, base_port, 1, None, Path(tmp), profile=profile) as (a, b):
             await _load(a, b, 1, 1)
             size = await asyncio.to_thread(_signed_size, b)
             cpu0 = time.process_time()
@@ -252,7 +260,7 @@ async def run(*, counts: tuple[int, ...] = (1, 2, 3), messages: int = 2000,
                 conn.execute("CREATE SCHEMA b")
             ledgers = (_with_schema(postgres, database, "a"),
                        _with_schema(postgres, database, "b"))
-            async with _pair(amqp, base_port, n, ledgers, Path(tmp)) as (a, b):
+            async with _pair(amqp, base_port, n, ledgers, Path(tmp), profile=profile) as (a, b):
                 rows.append(await _measure(a, b, engine="postgresql", instances=n,
                                            messages=messages, concurrency=concurrency,
                                            per_op=per_op))
