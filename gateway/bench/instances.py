@@ -115,14 +115,14 @@ async def _pair(amqp: str, base_port: int, instances: int, ledgers: tuple[str, s
             for i in range(instances):
                 centre.ports.append(port)
                 log = (centre.config.parent / f"instance-{i + 1}.log").open("ab")
-                # With ``profile``: each process under cProfile (its event loop's thread),
-                # the statistics written when it stops.
-                profiled = [] if profile is None else [
-                    "-m", "cProfile", "-o",
+                # With ``profile``: each process under cProfile in CPU time (its event
+                # loop's thread), the statistics written when it stops.
+                command = ["-m", "gateway"] if profile is None else [
+                    "-m", "gateway.bench.profiled",
                     str(profile / f"{centre.settings.node.centre}-{i + 1}-"
                         f"{'pg' if ledgers else 'sqlite'}{instances}.prof")]
                 centre.procs.append(subprocess.Popen(  # noqa: ASYNC220, S603 - our own command
-                    [sys.executable, *profiled, "-m", "gateway", "run", "-c", str(centre.config),
+                    [sys.executable, *command, "run", "-c", str(centre.config),
                      "--instance", f"bench-{i + 1}", "--api-port", str(port),
                      "--log-level", "warning", "--log-format", "json"],
                     stdout=log, stderr=log))
