@@ -25,9 +25,7 @@ from typing import Any
 import pytest
 
 from gateway.config import load_settings, update_config
-from tests.faults.load import submit_load, tally
-from tests.faults.report import FaultCounts, record
-from tests.faults.test_ha import LOAD, SETTLE, _chain_intact, _ready
+from tests.faults.test_ha import _case, _chain_intact, _ready
 from tests.integration.brokers import BrokerNode, script, start_brokers, start_cluster
 from tests.integration.ha import HaCentre
 from tests.integration.harness import Federation, NodeHandle, free_base_port, wait_until
@@ -158,28 +156,11 @@ async def test_stop_of_the_quorum_leaders_broker_node_mid_stream(
     cluster, _ = brokers
     await _ready(ha)
     leader = _leader(cluster)
-    fed = ha.fed
 
     async def strike() -> None:
-        await asyncio.sleep(1.0)
         await asyncio.to_thread(leader.stop)
 
-    (out_ids, out_refused), (in_ids, in_refused), _ = await asyncio.gather(
-        submit_load(fed, BE, [NL], LOAD, "HA-BROKER-OUT", pause=0.05),
-        submit_load(fed, NL, [BE], LOAD, "HA-BROKER-IN", pause=0.05),
-        strike())
-    out = await tally(fed, 106, "HA: stop of the quorum leader's broker node", BE, out_ids,
-                      [NL], "HA-BROKER-OUT", timeout=SETTLE, refused=out_refused)
-    into = await tally(fed, 106, "HA: stop of the quorum leader's broker node", NL, in_ids,
-                       [BE], "HA-BROKER-IN", timeout=SETTLE, refused=in_refused)
-    both = FaultCounts(106, "HA: stop of the quorum leader's broker node",
-                       accepted=out.accepted + into.accepted,
-                       delivered=out.delivered + into.delivered,
-                       duplicated=out.duplicated + into.duplicated, lost=out.lost + into.lost)
-    both.rejected.update(out.rejected)
-    both.rejected.update(into.rejected)
-    assert both.delivered > 0
-    record(both)
+    await _case(ha, 106, "HA: stop of the quorum leader's broker node", "HA-BROKER", strike)
     survivors = [n for n in cluster if n is not leader]
     assert _leader(survivors) in survivors
     _chain_intact(ha)

@@ -121,6 +121,17 @@ def start_brokers(*hosts: tuple[str, ...]) -> tuple[Path, list[BrokerNode]]:
         script("ca", str(node.dir), f"test broker {index}")
         script("server", str(node.dir), *names)
         nodes.append(node)
+    try:
+        _start_all(nodes)
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
+    return base, nodes
+
+
+def _start_all(nodes: list[BrokerNode]) -> None:
+    """Start ``nodes`` in parallel with deploy/broker-tls.sh node-start; if one fails,
+    stop them all and fail with its output."""
     procs = [subprocess.Popen(["bash", str(SCRIPT), "node-start", str(n.dir), n.name,
                                str(n.port), str(n.dist_port)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -133,9 +144,7 @@ def start_brokers(*hosts: tuple[str, ...]) -> tuple[Path, list[BrokerNode]]:
     if failed:
         for node in nodes:
             node.stop()
-        shutil.rmtree(base, ignore_errors=True)
         raise AssertionError("broker nodes did not start:\n" + "\n".join(failed))
-    return base, nodes
 
 
 def start_cluster(size: int = 3, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
@@ -155,18 +164,8 @@ def start_cluster(size: int = 3, hosts: tuple[str, ...] = ("localhost", "127.0.0
         ports = free_base_port(2)
         nodes.append(BrokerNode(name=f"q{index + 1}{tag}", dir=folder, port=ports,
                                 dist_port=ports + 1, hosts=hosts))
-    procs = [subprocess.Popen(["bash", str(SCRIPT), "node-start", str(n.dir), n.name,
-                               str(n.port), str(n.dist_port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for n in nodes]
-    failed = []
-    for node, proc in zip(nodes, procs, strict=True):
-        out, _ = proc.communicate(timeout=300)
-        if proc.returncode != 0:
-            failed.append(f"{node.name}: {out}")
     try:
-        if failed:
-            raise AssertionError("broker nodes did not start:\n" + "\n".join(failed))
+        _start_all(nodes)
         for node in nodes[1:]:
             script("cluster-join", node.name, nodes[0].name)
     except BaseException:

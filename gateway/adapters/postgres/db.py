@@ -40,12 +40,10 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway import failpoints
+from gateway.adapters.stores.batching import GroupCommit, Pending
 from gateway.errors import LedgerError
-from gateway.service.changes import ChangeSignal
 
 T = TypeVar("T")
-WriteFn = Callable[["PgConn"], Any]
-MAX_BATCH = 512
 
 #: A quoted literal (left as it is), a ``?``, a ``:name`` (not a ``::`` cast), a ``%``,
 #: or SQLite's index hint ``+column`` (a unary plus that PostgreSQL's planner does not
@@ -207,13 +205,15 @@ def translate_error(exc: psycopg.Error) -> LedgerError:
                        disk_full=full, unavailable=gone)
 
 
-class PgDatabase:
+class PgDatabase(GroupCommit):
     """A PostgreSQL ledger with one writer connection (group commit) and a reader pool."""
 
+    batch_errors = (psycopg.Error,)
+
     def __init__(self, url: str, migrate: Callable[[PgConn], None], readers: int = 2) -> None:
+        super().__init__()
         self._url = url
         self._migrate = migrate
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="ledger-reader")
         self._pool = ConnectionPool(url, min_size=1, max_size=readers, open=False,
                                     kwargs={"autocommit": True, **CONNECT},
@@ -221,19 +221,9 @@ class PgDatabase:
                                     check=ConnectionPool.check_connection,
                                     name="ledger-readers")
         self._wconn: PgConn | None = None
-        self._pending: list[tuple[WriteFn, asyncio.Future[Any]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._listener: threading.Thread | None = None
         self._channel = ""
         self._instance = secrets.token_hex(8)
-        self._closing = False
-        self._batch_changed = False
-        self.batches = 0
-        self.writes = 0
-        self.reads = 0
-        #: Bumped after every committed batch that changed something.
-        self.changes = ChangeSignal()
 
     async def open(self) -> None:
         """Connect, bring the schema to this release's version, start the commit loop."""
@@ -248,7 +238,7 @@ class PgDatabase:
             if isinstance(exc, LedgerError):
                 raise
             raise LedgerError(f"ledger: {exc}") from exc
-        self._task = asyncio.create_task(self._commit_loop(), name="ledger-commit-loop")
+        self._start_commits()
         self._listener = threading.Thread(target=self._listen, args=(loop,), daemon=True,
                                           name="ledger-listener")
         self._listener.start()
@@ -286,6 +276,10 @@ class PgDatabase:
                 self._wconn.raw.execute("SELECT pg_notify(%s, %s)",
                                         (self._channel, self._instance))
 
+    def _translate(self, exc: Exception) -> LedgerError:
+        assert isinstance(exc, psycopg.Error)
+        return translate_error(exc)
+
     def _open_writer(self) -> PgConn:
         conn = connect(self._url)
         try:
@@ -304,48 +298,7 @@ class PgDatabase:
             self._wconn = connect(self._url)
         return self._wconn
 
-    async def write(self, fn: Callable[[PgConn], T]) -> T:
-        """Run ``fn`` in the next batch; return its result once the batch has committed."""
-        if self._closing:
-            raise LedgerError("ledger is closing")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((fn, fut))
-        self._wake.set()
-        return await fut
-
-    async def _commit_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                try:
-                    results = await loop.run_in_executor(self._writer, self._run_batch, batch)
-                except (psycopg.Error, LedgerError) as exc:
-                    err = exc if isinstance(exc, LedgerError) else translate_error(exc)
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(err)
-                    continue
-                failpoints.hit("db.after_commit")
-                self.batches += 1
-                self.writes += len(batch)
-                if self._batch_changed:
-                    self.changes.bump()
-                for (_, fut), (ok, value) in zip(batch, results, strict=True):
-                    if fut.done():
-                        continue
-                    if ok:
-                        fut.set_result(value)
-                    else:
-                        fut.set_exception(value)
-            if self._closing:
-                return
-
-    def _run_batch(self, batch: list[tuple[WriteFn, asyncio.Future[Any]]]) -> list[
-        tuple[bool, Any]
-    ]:
+    def _run_batch(self, batch: list[Pending]) -> list[tuple[bool, Any]]:
         conn = self._writer_conn()
         raw = conn.raw
         results: list[tuple[bool, Any]] = []
@@ -401,12 +354,8 @@ class PgDatabase:
 
     async def close(self) -> None:
         """Commit what is queued, then close every connection; a second call does nothing."""
-        if self._closing:
+        if not await self._drain():
             return
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
         loop = asyncio.get_running_loop()
         if self._wconn is not None:
             await loop.run_in_executor(self._writer, self._stop_listening)

@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway import failpoints
+from gateway.adapters.stores.batching import GroupCommit, Pending
 from gateway.errors import LedgerError
-from gateway.service.changes import ChangeSignal
 
 T = TypeVar("T")
-WriteFn = Callable[[sqlite3.Connection], Any]
-MAX_BATCH = 512
 #: Page cache of each reader connection (KiB).
 READER_CACHE_KIB = 8192
 
@@ -66,29 +64,21 @@ def translate(exc: sqlite3.Error) -> LedgerError:
     return LedgerError(f"ledger: {text}", disk_full=full)
 
 
-class Database:
+class Database(GroupCommit):
     """An SQLite file with one writer thread (group commit) and a few reader threads."""
+
+    batch_errors = (sqlite3.Error,)
 
     def __init__(self, path: Path, migrate: Callable[[sqlite3.Connection], None],
                  readers: int = 2, writer_cache_kib: int | None = None) -> None:
+        super().__init__()
         self._path = path
         self._writer_cache_kib = writer_cache_kib
         self._migrate = migrate
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="ledger-reader")
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._wconn: sqlite3.Connection | None = None
-        self._pending: list[tuple[WriteFn, asyncio.Future[Any]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self.batches = 0
-        self.writes = 0
-        self.reads = 0
-        self._batch_changed = False
-        #: Bumped after every committed batch: what live views wait on.
-        self.changes = ChangeSignal()
 
     async def open(self) -> None:
         """Create the file, bring its schema to this release's version (``migrate``, on
@@ -105,7 +95,11 @@ class Database:
             self._writer.shutdown(wait=False)
             self._readers.shutdown(wait=False)
             raise
-        self._task = asyncio.create_task(self._commit_loop(), name="ledger-commit-loop")
+        self._start_commits()
+
+    def _translate(self, exc: Exception) -> LedgerError:
+        assert isinstance(exc, sqlite3.Error)
+        return translate(exc)
 
     def _open_writer(self) -> sqlite3.Connection:
         conn = _connect(self._path)
@@ -118,48 +112,7 @@ class Database:
             raise
         return conn
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in the next batch; return its result once the batch has committed."""
-        if self._closing:
-            raise LedgerError("ledger is closing")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((fn, fut))
-        self._wake.set()
-        return await fut
-
-    async def _commit_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                try:
-                    results = await loop.run_in_executor(self._writer, self._run_batch, batch)
-                except sqlite3.Error as exc:
-                    err = translate(exc)
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(err)
-                    continue
-                failpoints.hit("db.after_commit")  # durable, but no caller has heard so
-                self.batches += 1
-                self.writes += len(batch)
-                if self._batch_changed:  # not for a claim or sweep that found nothing
-                    self.changes.bump()
-                for (_, fut), (ok, value) in zip(batch, results, strict=True):
-                    if fut.done():
-                        continue
-                    if ok:
-                        fut.set_result(value)
-                    else:
-                        fut.set_exception(value)
-            if self._closing:
-                return
-
-    def _run_batch(self, batch: list[tuple[WriteFn, asyncio.Future[Any]]]) -> list[
-        tuple[bool, Any]
-    ]:
+    def _run_batch(self, batch: list[Pending]) -> list[tuple[bool, Any]]:
         conn = self._wconn
         assert conn is not None
         results: list[tuple[bool, Any]] = []
@@ -218,12 +171,8 @@ class Database:
 
     async def close(self) -> None:
         """Commit what is queued, then close every connection; a second call does nothing."""
-        if self._closing:
+        if not await self._drain():
             return
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
         loop = asyncio.get_running_loop()
         if self._wconn is not None:
             await loop.run_in_executor(self._writer, self._wconn.close)
