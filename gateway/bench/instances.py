@@ -36,7 +36,7 @@ import psycopg
 
 from gateway.adapters.provision import delete_many
 from gateway.adapters.stores import offline
-from gateway.bench import ceiling
+from gateway.bench import ceiling, floor
 from gateway.bench.federation import centres
 from gateway.bench.throughput import SITREP
 from gateway.config import Settings, load_settings, update_config
@@ -177,8 +177,7 @@ def _delivered(settings: Settings) -> int:
 async def _load(a: Centre, b: Centre, messages: int, concurrency: int) -> float:
     """Submit ``messages`` sitreps to A's instances in turn; seconds until all delivered."""
     before = await asyncio.to_thread(_delivered, a.settings)
-    body = {"to": [b.settings.node.centre], "tlp": "GREEN", "releasable": ["eu"],
-            "sitrep": SITREP}
+    body = _body(b)
     headers = {"Authorization": f"Bearer {a.token}"}
     remaining = messages
     turn = 0
@@ -224,10 +223,21 @@ async def _measure(a: Centre, b: Centre, *, engine: str, instances: int, message
     return row
 
 
-def _signed_size(b: Centre) -> int:
+def _signed(b: Centre) -> tuple[bytes, bytes]:
+    """A sitrep as B received it and a receipt as B signed it (signed bytes)."""
     with offline.connect(b.settings) as conn:
-        row = conn.execute("SELECT LENGTH(wire) FROM inbox LIMIT 1").fetchone()
-    return int(row[0]) if row is not None else 1300
+        sitrep = conn.execute("SELECT wire FROM inbox WHERE type = 'sitrep' LIMIT 1").fetchone()
+        receipt = conn.execute("SELECT wire FROM outbox WHERE type = 'receipt' LIMIT 1"
+                               ).fetchone()
+    if sitrep is None or receipt is None:
+        raise RuntimeError("no sitrep went from A to B")
+    return bytes(sitrep[0]), bytes(receipt[0])
+
+
+def _body(b: Centre) -> dict[str, Any]:
+    """What the client submits to A: a sitrep to B."""
+    return {"to": [b.settings.node.centre], "tlp": "GREEN", "releasable": ["eu"],
+            "sitrep": SITREP}
 
 
 async def run(*, counts: tuple[int, ...] = (1, 2, 3), messages: int = 2000,
@@ -242,11 +252,14 @@ async def run(*, counts: tuple[int, ...] = (1, 2, 3), messages: int = 2000,
     with tempfile.TemporaryDirectory(prefix="crisisgw-bench-instances-") as tmp:
         async with _pair(amqp, base_port, 1, None, Path(tmp), profile=profile) as (a, b):
             await _load(a, b, 1, 1)
-            size = await asyncio.to_thread(_signed_size, b)
+            sitrep, receipt = await asyncio.to_thread(_signed, b)
             cpu0 = time.process_time()
             top = await ceiling.run(b.settings.broker.url.get_secret_value(),
-                                    messages=messages, payload_bytes=size)
+                                    messages=messages, payload_bytes=len(sitrep))
             per_op = (time.process_time() - cpu0) / (2 * messages)
+            under = await floor.run(sitrep_wire=sitrep, receipt_wire=receipt, body=_body(b),
+                                    concurrency=concurrency, per_op_ms=1000 * per_op,
+                                    operations=OPERATIONS, port=base_port + 9)
             rows.append(await _measure(a, b, engine="sqlite", instances=1,
                                        messages=messages, concurrency=concurrency,
                                        per_op=per_op))
@@ -266,8 +279,10 @@ async def run(*, counts: tuple[int, ...] = (1, 2, 3), messages: int = 2000,
                                            per_op=per_op))
     for row in rows:
         row["ratio_to_ceiling"] = round(row["sitreps_per_s"] / top["msg_per_s"], 3)
+    bound = {node: round(2 * 1000 * per_op * n, 3) for node, n in OPERATIONS.items()}
     return {"ceiling": {**top, "cpu_ms_per_operation": round(1000 * per_op, 4)},
-            "operations_per_sitrep": OPERATIONS, "rows": rows}
+            "operations_per_sitrep": OPERATIONS, "bound_ms": bound, "floor": under,
+            "rows": rows}
 
 
 def table(r: dict[str, Any]) -> str:
@@ -278,6 +293,12 @@ def table(r: dict[str, Any]) -> str:
              f"{'engine':<11} {'inst':>4} {'sitreps/s':>10} {'ratio':>6} "
              f"{'A ms/sitrep':>12} {'raw A':>6} {'x':>5} {'B ms/sitrep':>12} {'raw B':>6} "
              f"{'x':>5}"]
+    under = r.get("floor")
+    if under is not None:
+        lines.insert(1, "floor (HTTP, signatures and raw AMQP only, no ledger): "
+                        f"A {under['a']['ms']:.3f} ms, B {under['b']['ms']:.3f} ms per sitrep; "
+                        f"2x the raw client: A {r['bound_ms']['a']:.3f}, "
+                        f"B {r['bound_ms']['b']:.3f}")
     for row in r["rows"]:
         lines.append(
             f"{row['engine']:<11} {row['instances']:>4} {row['sitreps_per_s']:>10.1f} "

@@ -52,6 +52,17 @@ def test_bench_json_reports_ceiling_gateway_ratio_latency_drain_fanout_and_cost(
     multi = result["instances"]
     assert multi["ceiling"]["cpu_ms_per_operation"] > 0
     assert multi["operations_per_sitrep"] == {"a": 2, "b": 3}
+    per_op = multi["ceiling"]["cpu_ms_per_operation"]
+    assert multi["bound_ms"] == {"a": pytest.approx(4 * per_op, rel=0.01),
+                                 "b": pytest.approx(6 * per_op, rel=0.01)}
+    under = multi["floor"]
+    assert set(under["a"]["parts"]) == {"http", "seal_sitrep", "verify_receipt", "amqp"}
+    assert set(under["b"]["parts"]) == {"verify_sitrep", "seal_receipt", "amqp"}
+    for node, ops in (("a", 2), ("b", 3)):
+        parts = under[node]["parts"]
+        assert all(v > 0 for v in parts.values()), parts
+        assert parts["amqp"] == pytest.approx(ops * per_op, rel=0.01)
+        assert under[node]["ms"] == pytest.approx(sum(parts.values()), abs=0.002)
     assert [(r["engine"], r["instances"]) for r in multi["rows"]] == [
         ("sqlite", 1), ("postgresql", 2)]
     for row in multi["rows"]:

@@ -17,11 +17,15 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.adapters.postgres.db import connect as pg_connect
 from gateway.adapters.postgres.ledger import PostgresLedger
 from gateway.adapters.sqlite.ledger import SqliteLedger
+from gateway.adapters.stores import audit as audit_store
+from gateway.adapters.stores.batching import GroupCommit
 from gateway.adapters.stores.ledger import StoreLedger
 from gateway.adapters.stores.sql import Conn
 from gateway.errors import IdempotencyConflict, LedgerError
+from gateway.protocol.auditlog import verify_chain
 from gateway.protocol.delivery import (
     DeliveryState,
     RetryPolicy,
@@ -822,6 +826,82 @@ async def test_failing_write_does_not_undo_its_batch(
     assert isinstance(results[2], int)
     reasons = sorted(e.reason for e in await ledger.security.recent())
     assert reasons == ["a", "b"]
+
+
+async def test_a_batch_runner_failing_on_its_own_fails_its_writes_and_goes_on() -> None:
+    """A batch that fails other than by the driver (a bug in the runner) fails each of
+    its writes with LedgerError; none waits forever, and the next batch runs."""
+
+    class Flaky(GroupCommit):
+        def __init__(self) -> None:
+            super().__init__()
+            self.runs = 0
+
+        def _run_batch(self, batch: list[Any]) -> list[tuple[bool, Any]]:
+            self.runs += 1
+            if self.runs == 1:
+                raise AssertionError("runner bug")
+            return [(True, fn(None)) for fn, _ in batch]
+
+    db = Flaky()
+    db._start_commits()
+    with pytest.raises(LedgerError, match="AssertionError: runner bug"):
+        await asyncio.wait_for(db.write(lambda _: 1), 5)
+    assert await asyncio.wait_for(db.write(lambda _: 2), 5) == 2
+    await db._drain()
+
+
+def _audited(subject: str, conn: Conn) -> int:
+    return audit_store.append(conn, NOW, "security.event", "test", subject, {"n": subject})
+
+
+def _audited_then_fail(conn: Conn) -> None:
+    audit_store.append(conn, NOW, "security.event", "test", "undone", {})
+    raise ValueError("boom")
+
+
+async def test_the_chain_holds_across_failed_writes_and_other_appenders(
+    open_ledger: Callable[..., Awaitable[SqliteLedger]],
+) -> None:
+    """The writer keeps the chain's head within a batch (no read per append): a write
+    rolled back takes its entries and the kept head with it, and an entry appended
+    between batches by another writer (an instance, a tool) is chained onto."""
+    ledger = await open_ledger()
+    first = await asyncio.gather(
+        ledger.db.write(partial(_audited, "a")), ledger.db.write(_audited_then_fail),
+        ledger.db.write(partial(_audited, "b")), ledger.db.write(_audited_then_fail),
+        return_exceptions=True)
+    assert [isinstance(r, int) for r in first] == [True, False, True, False]
+    assert first[2] == first[0] + 1, "the undone entry left no gap"
+
+    def outside(conn: Conn) -> None:  # as another instance would, in its own transaction
+        conn.execute("BEGIN IMMEDIATE")
+        audit_store.append(conn, NOW, "security.event", "other", "outside", {})
+        conn.execute("COMMIT")
+
+    await asyncio.to_thread(_with_offline, ledger, outside)
+    after = await ledger.db.write(partial(_audited, "c"))
+    assert after == first[2] + 2
+
+    def chain(conn: Conn) -> Any:
+        return verify_chain(list(audit_store.rows(conn)))
+
+    report = await ledger.db.read(chain)
+    assert report.ok, report.problem
+    subjects = [e.subject for e in reversed(await ledger.audit.entries(10))]
+    assert subjects[-4:] == ["a", "b", "outside", "c"]
+
+
+def _with_offline(ledger: StoreLedger, fn: Callable[[Conn], None]) -> None:
+    """Run ``fn`` on a connection of its own to ``ledger``'s database."""
+    if isinstance(ledger, SqliteLedger):
+        conn: Any = sqlite3.connect(ledger.path, isolation_level=None)
+    else:
+        conn = pg_connect(ledger.url)
+    try:
+        fn(conn)
+    finally:
+        conn.close()
 
 
 async def test_data_survives_close_and_reopen(

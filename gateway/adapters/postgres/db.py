@@ -40,6 +40,7 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway import failpoints
+from gateway.adapters.stores.audit import ChainHead
 from gateway.adapters.stores.batching import GroupCommit, Pending
 from gateway.errors import LedgerError
 
@@ -154,9 +155,11 @@ class PgConn:
     a sweep that found nothing) wakes no live view.
     """
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, writer: bool = False) -> None:
         self.raw = conn
         self.changed = 0
+        #: The audit chain's head within a batch, on the writer's connection only.
+        self.chain_head = ChainHead() if writer else None
 
     def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
         """Run one statement. ``BEGIN IMMEDIATE`` takes the ledger's write lock, as it
@@ -185,14 +188,15 @@ class PgConn:
         self.raw.close()
 
 
-def connect(url: str, *, autocommit: bool = True) -> PgConn:
-    """A connection to the ledger at ``url``, for one thread. Raises LedgerError."""
+def connect(url: str, *, autocommit: bool = True, writer: bool = False) -> PgConn:
+    """A connection to the ledger at ``url``, for one thread (``writer``: the group
+    commit's, which keeps the audit chain's head within a batch). Raises LedgerError."""
     try:
         conn = psycopg.connect(url, autocommit=autocommit, **CONNECT)
     except psycopg.Error as exc:
         raise translate_error(exc) from exc
     configure(conn)
-    return PgConn(conn)
+    return PgConn(conn, writer=writer)
 
 
 def translate_error(exc: psycopg.Error) -> LedgerError:
@@ -281,7 +285,7 @@ class PgDatabase(GroupCommit):
         return translate_error(exc)
 
     def _open_writer(self) -> PgConn:
-        conn = connect(self._url)
+        conn = connect(self._url, writer=True)
         try:
             self._migrate(conn)
         except BaseException:
@@ -295,7 +299,7 @@ class PgDatabase(GroupCommit):
             if self._wconn is not None:
                 self._wconn.close()
             self._wconn = None
-            self._wconn = connect(self._url)
+            self._wconn = connect(self._url, writer=True)
         return self._wconn
 
     def _run_batch(self, batch: list[Pending]) -> list[tuple[bool, Any]]:
@@ -303,9 +307,11 @@ class PgDatabase(GroupCommit):
         raw = conn.raw
         results: list[tuple[bool, Any]] = []
         conn.changed = 0
+        assert conn.chain_head is not None
         raw.execute("BEGIN")
         try:
             raw.execute(LOCK_SQL)
+            conn.chain_head.forget()
             for fn, _ in batch:
                 raw.execute("SAVEPOINT w")
                 try:
@@ -314,9 +320,11 @@ class PgDatabase(GroupCommit):
                     if raw.broken:
                         raise  # the server went away: the batch failed with this error
                     raw.execute("ROLLBACK TO SAVEPOINT w")
+                    conn.chain_head.forget()
                     results.append((False, translate_error(exc)))
                 except Exception as exc:  # noqa: BLE001 - handed to the awaiting caller
                     raw.execute("ROLLBACK TO SAVEPOINT w")
+                    conn.chain_head.forget()
                     results.append((False, exc))
                 else:
                     results.append((True, value))

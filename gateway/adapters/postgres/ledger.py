@@ -20,6 +20,7 @@ class PostgresLedger(StoreLedger):
                  readers: int = 2) -> None:
         now = clock or (lambda: datetime.now(UTC))
         super().__init__(PgDatabase(url, self._migrate, readers=readers), now)
+        self.url = url
         #: The schema version the database had when opened (before migrating).
         self.found_version: int | None = None
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway import failpoints
+from gateway.adapters.stores.audit import ChainHead
 from gateway.adapters.stores.batching import GroupCommit, Pending
 from gateway.errors import LedgerError
 
@@ -41,8 +42,18 @@ def private_files(path: Path) -> None:
             file.chmod(0o600)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+class WriterConnection(sqlite3.Connection):
+    """The writer's connection: it keeps the audit chain's head within a batch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.chain_head = ChainHead()
+
+
+def _connect(path: Path, factory: type[sqlite3.Connection] = sqlite3.Connection
+             ) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30,
+                           factory=factory)
     if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
         # A new file, before its first page (hence before WAL): retention can then hand
         # archived pages back (adapters/stores/archive.py).
@@ -78,7 +89,7 @@ class Database(GroupCommit):
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="ledger-reader")
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
-        self._wconn: sqlite3.Connection | None = None
+        self._wconn: WriterConnection | None = None
 
     async def open(self) -> None:
         """Create the file, bring its schema to this release's version (``migrate``, on
@@ -101,8 +112,9 @@ class Database(GroupCommit):
         assert isinstance(exc, sqlite3.Error)
         return translate(exc)
 
-    def _open_writer(self) -> sqlite3.Connection:
-        conn = _connect(self._path)
+    def _open_writer(self) -> WriterConnection:
+        conn = _connect(self._path, WriterConnection)
+        assert isinstance(conn, WriterConnection)
         if self._writer_cache_kib is not None:
             conn.execute(f"PRAGMA cache_size = -{int(self._writer_cache_kib)}")
         try:
@@ -118,6 +130,7 @@ class Database(GroupCommit):
         results: list[tuple[bool, Any]] = []
         before = conn.total_changes
         conn.execute("BEGIN IMMEDIATE")
+        conn.chain_head.forget()
         try:
             for fn, _ in batch:
                 conn.execute("SAVEPOINT w")
@@ -129,9 +142,11 @@ class Database(GroupCommit):
                         # SQLITE_FULL, for one): the batch failed with this error.
                         raise
                     conn.execute("ROLLBACK TO w")
+                    conn.chain_head.forget()
                     results.append((False, translate(exc)))
                 except Exception as exc:  # noqa: BLE001 - handed to the awaiting caller
                     conn.execute("ROLLBACK TO w")
+                    conn.chain_head.forget()
                     results.append((False, exc))
                 else:
                     results.append((True, value))

@@ -56,18 +56,41 @@ def head(conn: Conn) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
+class ChainHead:
+    """The chain's head as the ledger writer last appended it in its current batch, so
+    that an append within a batch reads it here rather than from the table.
+
+    Only a writer connection carries one (as ``conn.chain_head``). Its batch runner
+    calls :meth:`forget` once it holds the write lock at the start of every batch (an
+    instance or tool may have appended since) and after every rollback to a savepoint
+    (the entries of the write undone went with it); within a batch nothing else can
+    append, so the value it keeps is the table's."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: tuple[int, str] | None = None
+
+    def forget(self) -> None:
+        """Read the head from the table at the next append."""
+        self.value = None
+
+
 def append(conn: Conn, at: datetime, kind: str, actor: str, subject: str,  # noqa: PLR0917 - the entry fields in their stored order
            data: dict[str, Any]) -> int:
     """Append one entry in the caller's transaction; returns its sequence number."""
-    last, prev = head(conn)
+    known: ChainHead | None = getattr(conn, "chain_head", None)
+    last, prev = known.value if known is not None and known.value is not None else head(conn)
     seq = last + 1
     actor, subject = actor[:MAX_FIELD], subject[:MAX_FIELD]
     content = content_bytes(seq, at, kind, actor, subject,
                             {k: _clip(v) for k, v in data.items()})
     digest = sha256_hex(content)
+    top = link(prev, digest)
     conn.execute("INSERT INTO audit_log VALUES (?,?,?,?,?,?,?,?,?)",
-                 (seq, format_time(at), kind, actor, subject, content, digest, prev,
-                  link(prev, digest)))
+                 (seq, format_time(at), kind, actor, subject, content, digest, prev, top))
+    if known is not None:
+        known.value = (seq, top)
     return seq
 
 

@@ -71,8 +71,10 @@ class GroupCommit:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:
                     results = await loop.run_in_executor(self._writer, self._run_batch, batch)
-                except failing as exc:
-                    err = exc if isinstance(exc, LedgerError) else self._translate(exc)
+                except Exception as exc:  # noqa: BLE001 - every caller hears it; none waits forever
+                    err = (exc if isinstance(exc, LedgerError)
+                           else self._translate(exc) if isinstance(exc, failing)
+                           else LedgerError(f"ledger: {type(exc).__name__}: {exc}"))
                     for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(err)
