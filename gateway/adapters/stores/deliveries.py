@@ -36,6 +36,9 @@ _INSERT = ("INSERT INTO deliveries (message_id, recipient, "  # noqa: S608 - fix
            + ", ".join("?" * (len(_COLS) + len(_META))) + ")")
 _COUNT = ("INSERT INTO delivery_counts VALUES (?, ?, ?, ?) ON CONFLICT (recipient, receipt,"
           " state) DO UPDATE SET n = delivery_counts.n + excluded.n")
+#: A delivery leaving one state for another: both counts in one statement.
+_MOVE = ("INSERT INTO delivery_counts VALUES (?, ?, ?, -1), (?, ?, ?, 1) ON CONFLICT"
+         " (recipient, receipt, state) DO UPDATE SET n = delivery_counts.n + excluded.n")
 
 
 def t(value: datetime | None) -> str | None:
@@ -56,6 +59,12 @@ def bump(conn: Conn, name: str, by: int = 1) -> None:
     """Add ``by`` to the counter ``name`` (table ``counters``), in the caller's transaction."""
     conn.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET"
                  " n = counters.n + excluded.n", (name, by))
+
+
+def bump_each(conn: Conn, names: tuple[str, str]) -> None:
+    """Add 1 to each of two different counters, in one statement."""
+    conn.execute("INSERT INTO counters VALUES (?, 1), (?, 1) ON CONFLICT (name) DO UPDATE SET"
+                 " n = counters.n + excluded.n", names)
 
 
 #: States in which one of our messages still waits for its recipient's acknowledgement.
@@ -101,9 +110,10 @@ def _count(conn: Conn, recipient: str, kind: tuple[int, str, int],
     """Keep ``delivery_counts`` (per recipient, receipt or not, state) and the
     unacknowledged counters in step; ``kind`` is (receipt flag, priority, actual flag)."""
     receipt, priority, actual = kind
-    if before is not None:
-        conn.execute(_COUNT, (recipient, receipt, before.value, -1))
-    conn.execute(_COUNT, (recipient, receipt, after.value, 1))
+    if before is None:
+        conn.execute(_COUNT, (recipient, receipt, after.value, 1))
+    else:  # never the same state: a row is changed once by the statement
+        conn.execute(_MOVE, (recipient, receipt, before.value, recipient, receipt, after.value))
     if not receipt and actual:
         change = (after in UNACKNOWLEDGED) - (before in UNACKNOWLEDGED)
         if change:

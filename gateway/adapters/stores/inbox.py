@@ -11,6 +11,7 @@ from gateway.adapters.stores.audit import append
 from gateway.adapters.stores.deliveries import (
     apply,
     bump,
+    bump_each,
     counted,
     counter,
     inbox_entry,
@@ -54,11 +55,12 @@ class InboxStore:
         """See :meth:`gateway.service.ports.InboxStore.ingest`."""
 
         def run(conn: Conn) -> tuple[IngestOutcome, str]:
-            row = conn.execute("SELECT digest, state FROM inbox WHERE sender=? AND id=?",
-                               (entry.sender, entry.id)).fetchone()
-            if row is None:  # archived, and still inside the dedup window (retention)
-                row = conn.execute("SELECT digest, state FROM dedup WHERE sender=? AND id=?",
-                                   (entry.sender, entry.id)).fetchone()
+            # held, or archived and still inside the dedup window (retention)
+            row = conn.execute(
+                "SELECT 0 AS kept, digest, state FROM inbox WHERE sender=? AND id=? UNION ALL"
+                " SELECT 1 AS kept, digest, state FROM dedup WHERE sender=? AND id=?"
+                " ORDER BY kept LIMIT 1",
+                (entry.sender, entry.id, entry.sender, entry.id)).fetchone()
             if row is not None:
                 if row["digest"] != entry.digest:
                     return IngestOutcome.CONFLICT, str(row["state"])
@@ -77,9 +79,10 @@ class InboxStore:
                    {"from": entry.sender, "type": entry.type, "sha256": entry.digest,
                     "state": entry.state, "reason": entry.reason,
                     "wire_sha256": hashlib.sha256(entry.wire).hexdigest()})
-            bump(conn, "inbox")
             if entry.state == "delivered" and counted(entry.mode):
-                bump(conn, unacknowledged_in(entry.priority))
+                bump_each(conn, ("inbox", unacknowledged_in(entry.priority)))
+            else:
+                bump(conn, "inbox")
             if entry.incident is not None and entry.type != "receipt":
                 record_received(conn, entry)
             if receipt is not None:
