@@ -58,11 +58,14 @@ async def _get(port: int, path: str, centre: HaCentre) -> tuple[int, object]:
         return 0, str(exc)
 
 
-async def _post(port: int, path: str, centre: HaCentre, body: object) -> tuple[int, object]:
+async def _post(port: int, path: str, centre: HaCentre, body: object,
+                key: str | None = None) -> tuple[int, object]:
     token = centre.fed.nodes[centre.centre].token
+    headers = {"Authorization": f"Bearer {token}"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
     async with aiohttp.ClientSession() as http, http.post(
-            f"http://127.0.0.1:{port}{path}", json=body,
-            headers={"Authorization": f"Bearer {token}"}) as resp:
+            f"http://127.0.0.1:{port}{path}", json=body, headers=headers) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
@@ -74,6 +77,17 @@ async def _login(http: aiohttp.ClientSession, port: int, password: str) -> None:
     async with http.post(f"{base}/console/login", allow_redirects=False, data={
             "csrf_token": token.group(1), "name": "operator", "password": password}) as resp:
         assert resp.status == 303, await resp.text()
+
+
+async def _try_login(http: aiohttp.ClientSession, port: int, password: str) -> int:
+    """One login attempt on the instance at ``port``; its HTTP status."""
+    base = f"http://127.0.0.1:{port}"
+    async with http.get(f"{base}/console/login") as resp:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
+    assert token is not None
+    async with http.post(f"{base}/console/login", allow_redirects=False, data={
+            "csrf_token": token.group(1), "name": "operator", "password": password}) as resp:
+        return resp.status
 
 
 async def _watch(http: aiohttp.ClientSession, port: int, seen: list[str],
@@ -141,6 +155,29 @@ async def test_two_instances_behind_one_address_deliver_once_and_show_it_live(
             for w in watchers:
                 w.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
+    await _shared_keys_and_login_limits(ha, password)
+
+
+async def _shared_keys_and_login_limits(ha: HaCentre, password: str) -> None:
+    """An Idempotency-Key used on one instance binds on the other, and failed logins
+    spread over both instances count against one limit (both are in the ledger)."""
+    one, two = (inst.port for inst in ha.instances)
+    body = {**EXAMPLE, "to": ["LU-HCPN"]}
+    status, first = await _post(one, "/v1/sitreps", ha, body, key="ha-retry-1")
+    assert status == 202, first
+    status, again = await _post(two, "/v1/sitreps", ha, body, key="ha-retry-1")
+    assert status == 202, again
+    assert again["id"] == first["id"]  # type: ignore[index]
+    status, other = await _post(two, "/v1/sitreps", ha, {**body, "to": ["DE-NW"]},
+                                key="ha-retry-1")
+    assert status == 422, other  # the same key for another request, on the other instance
+    limit = 5  # [console] login_attempts_per_minute, per (address, name)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        statuses = [await _try_login(http, (one, two)[i % 2], "not-the-password")
+                    for i in range(limit)]
+        assert 429 not in statuses, statuses
+        assert await _try_login(http, two, password) == 429, "the limit holds on both"
+        assert await _try_login(http, one, password) == 429
 
 
 async def test_the_periodic_jobs_run_on_one_instance_and_move_when_it_dies(
