@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.adapters.amqp import TLS_RETRY, AmqpPublisher, InboxConsumer
 from gateway.adapters.ledgers import open_ledger
+from gateway.adapters.notify import EmailNotifier, WebhookNotifier
 from gateway.adapters.stores.archive import run_retention
 from gateway.adapters.stores.keys import current_signing_key
 from gateway.adapters.tls import ServerCertificate
@@ -41,6 +42,7 @@ from gateway.service.commcheck import CommChecks
 from gateway.service.contact_sync import ContactSync
 from gateway.service.directory import Directory
 from gateway.service.dispatch import Dispatcher
+from gateway.service.escalation import Escalator
 from gateway.service.ingest import APPLIED_BY, Receiver
 from gateway.service.keys import Keys
 from gateway.service.leader import Leadership
@@ -128,6 +130,10 @@ class Node:
         self.acknowledger = Acknowledger(me=self.me, key=key, ledger=self.ledger,
                                          clock=self.clock, on_receipt_queued=self.dispatcher.wake)
         self.commchecks = CommChecks(submitter=self.submitter, peers=lambda: self.settings.peers)
+        self.escalator = Escalator(
+            me=self.me, settings=lambda: self.settings, store=self.ledger.escalations,
+            directory=self.ledger.directory, email=EmailNotifier, webhook=WebhookNotifier,
+            clock=self.clock.now)
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_subscribers: list[Callable[[Settings], None]] = []
         self._runner: CappedRunner | None = None
@@ -231,6 +237,7 @@ class Node:
             asyncio.create_task(self._commcheck_schedule(), name="commcheck-schedule"),
             asyncio.create_task(self._checkpoint_schedule(), name="audit-checkpoints"),
             asyncio.create_task(self._retention_schedule(), name="retention"),
+            asyncio.create_task(self._escalation_schedule(), name="escalation"),
             asyncio.create_task(self.leadership.run(), name="jobs-lease"),
         ]
         if self.settings.ledger.url is not None:  # other instances may share the ledger
@@ -348,6 +355,20 @@ class Node:
                 await self.checkpoint()
             except GatewayError as exc:
                 log.error("audit_checkpoint_failed", error=str(exc))
+
+    async def _escalation_schedule(self) -> None:
+        """Take the escalation steps that are due, every ``escalation.every_seconds``, on
+        the instance that holds the periodic jobs."""
+        while True:
+            await asyncio.sleep(self.settings.escalation.every_seconds)
+            if not self.leadership.held:
+                continue
+            try:
+                await self.escalator.run_once()
+            except GatewayError as exc:
+                log.error("escalation_failed", error=str(exc))
+            except Exception:  # a bug must not end the escalations of every later message
+                log.exception("escalation_failed")
 
     async def _retention_schedule(self) -> None:
         """Move settled months older than ``retention.keep_days`` into archive files, at

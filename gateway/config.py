@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.config_escalation import EscalationSection
 from gateway.errors import ConfigError, KeyMaterialError
 from gateway.protocol.directory import ContactPoint
 from gateway.protocol.keys import KeyRing, PinnedKey, public_key_from_text
@@ -422,6 +423,7 @@ class Settings(_Section):
     audit: AuditSection = AuditSection()
     retention: RetentionSection = RetentionSection()
     ledger: LedgerSection = LedgerSection()
+    escalation: EscalationSection = EscalationSection()
     #: Our own contact points per field of work, distributed to every peer.
     directory: tuple[ContactPoint, ...] = ()
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")
@@ -528,6 +530,10 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     fix(raw.get("node"), ("data_dir", "signing_key_file"))
     fix(raw.get("ledger"), ("password_file",))
     fix(raw.get("api"), ("tls_cert", "tls_key"))
+    escalation = raw.get("escalation")
+    if isinstance(escalation, dict):
+        fix(escalation.get("email"), ("password_file", "ca_file"))
+        fix(escalation.get("webhook"), ("token_file",))
     broker = raw.get("broker")
     if isinstance(broker, dict):
         fix(broker.get("tls"), _TLS_FILES)

@@ -15,7 +15,8 @@ PACKAGE = ROOT / "gateway"
 LAYERS = {
     "protocol": "protocol", "errors": "base", "__init__": "base", "failpoints": "base",
     "formats": "formats", "wire_schemas": "service",
-    "config": "config", "keyfiles": "config", "metrics": "config", "logging": "config",
+    "config": "config", "config_escalation": "config", "keyfiles": "config",
+    "metrics": "config", "logging": "config",
     "service": "service",
     "adapters": "adapters",
     "web": "web",

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.protocol.delivery import Delivery
 from gateway.protocol.directory import ContactPoint
+from gateway.protocol.escalation import Action, Done, Waiting
 from gateway.protocol.keys import PinnedKey
 from gateway.protocol.keyupdate import KeyUpdatePlan
 from gateway.service.changes import ChangeSignal
@@ -322,6 +323,28 @@ class LoginFailureStore(Protocol):
         ...
 
 
+class EscalationStore(Protocol):
+    """What waits for an acknowledgement, and the escalation steps already tried."""
+
+    async def waiting(self, priorities: Sequence[str], since: datetime, until: datetime
+                      ) -> list[tuple[Waiting, bytes]]:
+        """Unacknowledged deliveries of our messages of ``priorities`` submitted in
+        [since, until], each with its message's signed bytes."""
+        ...
+
+    async def done(self, message_ids: Sequence[str]) -> dict[str, list[Done]]:
+        """The steps tried for each message."""
+        ...
+
+    async def record(self, action: Action, error: str | None, at: datetime) -> None:
+        """Keep one step taken (in the audit log); ``error`` None when it was sent."""
+        ...
+
+    async def steps(self, message_id: str) -> list[dict[str, Any]]:
+        """The steps taken for one message, oldest first (for the console)."""
+        ...
+
+
 class LeaseStore(Protocol):
     """Who runs each periodic job among the instances of one node."""
 
@@ -395,6 +418,11 @@ class Ledger(Protocol):
     @property
     def leases(self) -> LeaseStore:
         """Leases on periodic jobs (several instances of one node)."""
+        ...
+
+    @property
+    def escalations(self) -> EscalationStore:
+        """Escalation of unacknowledged messages."""
         ...
 
     @property

@@ -581,6 +581,36 @@ class FakeLogins(_Store):
             account_failures=len(mine), last_failure=max((r[0] for r in mine), default=0.0))
 
 
+class FakeEscalations(_Store):
+    """Escalation steps in memory (the real store is tested on real nodes)."""
+
+    name = "escalations"
+
+    def __init__(self, faults: dict[str, Exception]) -> None:
+        super().__init__(faults)
+        self.taken: list[tuple[Any, str | None, Any]] = []
+
+    async def waiting(self, priorities: Any, since: Any, until: Any) -> list[Any]:
+        """Nothing waits here."""
+        self._call("waiting", since)
+        return []
+
+    async def done(self, message_ids: Any) -> dict[str, list[Any]]:
+        """Nothing tried."""
+        self._call("done", message_ids)
+        return {}
+
+    async def record(self, action: Any, error: str | None, at: Any) -> None:
+        """Keep a step."""
+        self._call("record", action)
+        self.taken.append((action, error, at))
+
+    async def steps(self, message_id: str) -> list[dict[str, Any]]:
+        """None taken."""
+        self._call("steps", message_id)
+        return []
+
+
 class FakeLedger:
     """Every store in memory; :attr:`stats_value` is what :meth:`stats` answers."""
 
@@ -593,6 +623,7 @@ class FakeLedger:
         self._security, self._sessions = FakeSecurity(self.faults), FakeSessions(self.faults)
         self._incidents = FakeIncidents(self.faults)
         self._logins = FakeLogins(self.faults)
+        self._escalations = FakeEscalations(self.faults)
         self.stats_value = LedgerStats(deliveries={}, backlog={}, security_events=0, inbox=0)
         self._changes = ChangeSignal()
 
@@ -614,6 +645,11 @@ class FakeLedger:
     def logins(self) -> FakeLogins:
         """Failed console logins."""
         return self._logins
+
+    @property
+    def escalations(self) -> FakeEscalations:
+        """Escalation steps."""
+        return self._escalations
 
     @property
     def inbox(self) -> FakeInbox:

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from gateway.adapters.stores.audit import AuditStore
 from gateway.adapters.stores.directory import DirectoryStore
+from gateway.adapters.stores.escalations import EscalationsStore
 from gateway.adapters.stores.evidence import export_in_node
 from gateway.adapters.stores.inbox import InboxStore
 from gateway.adapters.stores.incidents import IncidentsStore
@@ -72,6 +73,7 @@ class StoreLedger:
         self.incidents = IncidentsStore(db)
         self.leases = LeasesStore(db)
         self.logins = LoginsStore(db)
+        self.escalations = EscalationsStore(db)
 
     async def open(self) -> None:
         """Open the database, migrating its schema to this release's."""
