@@ -30,12 +30,14 @@ from gateway.errors import ConfigError, GatewayError, LedgerError
 from gateway.metrics import Metrics
 from gateway.protocol.auditlog import sign_checkpoint
 from gateway.protocol.delivery import RetryPolicy
+from gateway.protocol.escalation import ESCALATION_TYPE, EscalationNotice, Waiting
 from gateway.protocol.keys import (
     KeyRing,
     SigningKey,
 )
+from gateway.protocol.messages import EscalationEnvelope
 from gateway.protocol.peerhealth import PeerHealth, ProbePolicy
-from gateway.protocol.types import parse_time
+from gateway.protocol.types import Mode, Priority, Tlp, parse_time
 from gateway.service.acknowledge import Acknowledger
 from gateway.service.audit import config_changes
 from gateway.service.commcheck import CommChecks
@@ -133,7 +135,7 @@ class Node:
         self.escalator = Escalator(
             me=self.me, settings=lambda: self.settings, store=self.ledger.escalations,
             directory=self.ledger.directory, email=EmailNotifier, webhook=WebhookNotifier,
-            clock=self.clock.now)
+            clock=self.clock.now, tell=self._tell_escalation)
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_subscribers: list[Callable[[Settings], None]] = []
         self._runner: CappedRunner | None = None
@@ -355,6 +357,17 @@ class Node:
                 await self.checkpoint()
             except GatewayError as exc:
                 log.error("audit_checkpoint_failed", error=str(exc))
+
+    async def _tell_escalation(self, waiting: Waiting, notice: EscalationNotice) -> None:
+        """Send the recipient an ``escalation`` message about a step we took: routine (the
+        message that waits raised the alarm already), in that message's mode (an
+        exercise's notices stay in the exercise)."""
+        await self.submitter.submit_body(
+            msg_type=ESCALATION_TYPE, model=EscalationEnvelope, body=notice,
+            body_json=notice.model_dump(mode="json"), to=(waiting.recipient,),
+            tlp=Tlp.AMBER, priority=Priority.ROUTINE, mode=Mode(waiting.mode),
+            incident=None, expires=None, idempotency=None,
+            releasable=tuple(self.settings.policy.release_groups))
 
     async def _escalation_schedule(self) -> None:
         """Take the escalation steps that are due, every ``escalation.every_seconds``, on

@@ -24,6 +24,7 @@ Example::
     [[escalation.peers]]        # per peer: its console, and its exercise contacts
     id = "NL-NCC"
     console_url = "https://nl-ncc.example/console"
+    notices = true              # NL-NCC's node takes "escalation" messages
     exercise_contacts = [{ name = "Exercise desk", email = "oefening@nl.example",
                            phone = "+31 70 000 0000" }]
 """
@@ -93,6 +94,9 @@ class EscalationPeer(_Section):
 
     id: str
     console_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    #: Tell the peer of each step with an ``escalation`` message (PROTOCOL.md §6.6):
+    #: only for a peer known to take that type (others answer ``unsupported_type``).
+    notices: bool = False
     exercise_contacts: tuple[ExerciseContact, ...] = Field(default=(), max_length=50)
 
 

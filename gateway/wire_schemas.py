@@ -19,12 +19,14 @@ from gateway.protocol.card import Credentials, SignedCard
 from gateway.protocol.commcheck import CommCheck
 from gateway.protocol.directory import DirectoryUpdate
 from gateway.protocol.envelope import Envelope, SignedMessage
+from gateway.protocol.escalation import EscalationNotice
 from gateway.protocol.evidence import SignedBundle
 from gateway.protocol.keyupdate import KeyUpdate
 from gateway.protocol.messages import (
     AlertEnvelope,
     CommCheckEnvelope,
     DirectoryEnvelope,
+    EscalationEnvelope,
     KeyUpdateEnvelope,
     SitrepEnvelope,
 )
@@ -47,6 +49,8 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "key-update": KeyUpdate,
     "directory-envelope": DirectoryEnvelope,
     "directory": DirectoryUpdate,
+    "escalation-envelope": EscalationEnvelope,
+    "escalation": EscalationNotice,
     "receipt-envelope": ReceiptEnvelope,
     "receipt": Receipt,
     "api-sitrep-submission": SitrepSubmission,

@@ -20,8 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from pydantic import Field
+
 from gateway.protocol.directory import ContactPoint, FieldOfWork
-from gateway.protocol.types import format_time
+from gateway.protocol.types import FrozenModel, MessageId, UtcTime, format_time
+
+#: The message type that tells a recipient a sender escalated (PROTOCOL.md §6.6).
+ESCALATION_TYPE = "escalation"
 
 #: Delivery states in which a message still waits for the recipient's acknowledgement.
 WAITING = frozenset({"queued", "sent", "delivered"})
@@ -46,6 +51,18 @@ class Channel(StrEnum):
 
     EMAIL = "email"
     WEBHOOK = "webhook"
+
+
+class EscalationNotice(FrozenModel):
+    """Body of an ``escalation`` message: the sender took a step for one of its messages
+    that the recipient has not acknowledged (nothing of that message's content)."""
+
+    message_id: MessageId = Field(description="The message that waits")
+    step: int = Field(ge=0, le=99, description="Which step of the sender's plan (0 first)")
+    channel: Channel
+    contact: str = Field(min_length=1, max_length=200,
+                         description="Whom the step reached: a contact point's name")
+    at: UtcTime = Field(description="When the step went out")
 
 
 @dataclass(frozen=True, slots=True)

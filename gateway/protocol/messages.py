@@ -25,6 +25,7 @@ from gateway.protocol.envelope import (
     SUPPORTED_VERSIONS,
     EnvelopeHeader,
 )
+from gateway.protocol.escalation import EscalationNotice
 from gateway.protocol.keyupdate import KeyUpdate
 from gateway.protocol.receipts import ReceiptEnvelope
 from gateway.protocol.signing import Verified, key_problem
@@ -78,14 +79,22 @@ class DirectoryEnvelope(EnvelopeHeader):
     body: DirectoryUpdate
 
 
+class EscalationEnvelope(EnvelopeHeader):
+    """An envelope of type ``escalation``: the sender escalated one of its messages."""
+
+    type: Literal["escalation"]
+    body: EscalationNotice
+
+
 TypedEnvelope = (SitrepEnvelope | AlertEnvelope | CommCheckEnvelope | KeyUpdateEnvelope
-                 | DirectoryEnvelope | ReceiptEnvelope)
+                 | DirectoryEnvelope | EscalationEnvelope | ReceiptEnvelope)
 ENVELOPE_TYPES: dict[str, type[TypedEnvelope]] = {
     "sitrep": SitrepEnvelope,
     "alert": AlertEnvelope,
     "commcheck": CommCheckEnvelope,
     "key-update": KeyUpdateEnvelope,
     "directory": DirectoryEnvelope,
+    "escalation": EscalationEnvelope,
     "receipt": ReceiptEnvelope,
 }
 

@@ -12,7 +12,7 @@ may get a notice twice, never none.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -27,6 +27,7 @@ from gateway.protocol.escalation import (
     Action,
     Channel,
     Contact,
+    EscalationNotice,
     Waiting,
     contacts_for,
     due,
@@ -78,12 +79,15 @@ class Escalator:
                  directory: DirectoryStore,
                  email: Callable[[EmailSection], EmailChannel],
                  webhook: Callable[[WebhookSection], WebhookChannel],
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime],
+                 tell: Callable[[Waiting, EscalationNotice], Awaitable[None]] | None = None
+                 ) -> None:
         """``email`` and ``webhook`` make a channel of the current configuration's section
         (taken anew at each pass, so a reloaded configuration applies at once)."""
         self._me, self._settings, self._store = me, settings, store
         self._directory, self._make_email, self._make_webhook = directory, email, webhook
         self._now = clock
+        self._tell = tell
 
     def _window(self, s: Settings, priorities: list[str]) -> tuple[timedelta, timedelta]:
         """(shortest deadline, longest deadline + last step + AFTER_LAST)."""
@@ -130,7 +134,22 @@ class Escalator:
                          step=action.step, channel=action.channel.value,
                          contact=action.contact.name, ok=error is None, error=error)
                 taken.append((action, error))
+                if error is None:
+                    await self._notice(w, action)
         return taken
+
+    async def _notice(self, w: Waiting, action: Action) -> None:
+        """Tell the recipient's node of a step taken, if it takes such notices."""
+        peer = self._settings().escalation.peer(w.recipient)
+        if self._tell is None or peer is None or not peer.notices:
+            return
+        try:
+            await self._tell(w, EscalationNotice(
+                message_id=w.message_id, step=action.step, channel=action.channel,
+                contact=action.contact.name[:200], at=self._now()))
+        except GatewayError as exc:
+            log.warning("escalation_notice_failed", message_id=w.message_id,
+                        recipient=w.recipient, error=str(exc))
 
     async def _send(self, action: Action, w: Waiting, deadline: timedelta, *,
                     exercise: bool) -> str | None:

@@ -28,6 +28,7 @@ from gateway.protocol.keys import KeyRing, SigningKey, public_key_from_text
 from gateway.protocol.keyupdate import KeyUpdate
 from gateway.protocol.messages import (
     DirectoryEnvelope,
+    EscalationEnvelope,
     KeyUpdateEnvelope,
     admit,
     receiptable,
@@ -63,7 +64,7 @@ def _enum_or(value: Any, enum: type[Mode] | type[Priority], default: str) -> str
 
 #: Messages that change the node's own state when they arrive (a contact list, a key):
 #: no duty officer acts on them, they are acknowledged by the node once applied.
-HOUSEKEEPING = frozenset({"directory", "key-update"})
+HOUSEKEEPING = frozenset({"directory", "key-update", "escalation"})
 #: The ``by`` of those acknowledgements.
 APPLIED_BY = "applied automatically"
 
@@ -138,6 +139,8 @@ class Receiver:
             if isinstance(admitted.envelope, DirectoryEnvelope) and self._on_directory:
                 # stored before the message itself; a redelivery stores it again, harmlessly
                 await self._on_directory(verified.sender, admitted.envelope)
+            if isinstance(admitted.envelope, EscalationEnvelope):
+                await self._escalation(verified.sender, admitted.envelope)
         except RejectedMessage as exc:
             state, reason, detail = ReceiptState.REJECTED, exc.reason, exc.detail
             log.warning("message_rejected", reason=exc.reason, detail=exc.detail)
@@ -158,6 +161,15 @@ class Receiver:
             received_at=now, state=state.value, reason=reason, detail=detail)
         outcome, stored_state = await self._ledger.inbox.ingest(entry, receipt, now)
         return await self._after(outcome, verified, body, amqp_user, stored_state)
+
+    async def _escalation(self, sender: str, envelope: EscalationEnvelope) -> None:
+        """Keep a sender's escalation notice with the message it is about, which must be
+        one that sender sent us (else it is refused): the message page shows it."""
+        notice = envelope.body
+        if await self._ledger.inbox.get(sender, notice.message_id) is None:
+            raise RejectedMessage(reasons.SCHEMA_INVALID,
+                                  f"no message {notice.message_id} from {sender} here")
+        await self._ledger.escalations.noticed(sender, notice, self._clock.now())
 
     async def _key_update(self, verified: Verified, envelope: KeyUpdateEnvelope, body: bytes,
                           amqp_user: str | None) -> None:

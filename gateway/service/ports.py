@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from gateway.protocol.delivery import Delivery
 from gateway.protocol.directory import ContactPoint
-from gateway.protocol.escalation import Action, Done, Waiting
+from gateway.protocol.escalation import Action, Done, EscalationNotice, Waiting
 from gateway.protocol.keys import PinnedKey
 from gateway.protocol.keyupdate import KeyUpdatePlan
 from gateway.service.changes import ChangeSignal
@@ -342,6 +342,14 @@ class EscalationStore(Protocol):
 
     async def steps(self, message_id: str) -> list[dict[str, Any]]:
         """The steps taken for one message, oldest first (for the console)."""
+        ...
+
+    async def noticed(self, sender: str, notice: EscalationNotice, at: datetime) -> None:
+        """Keep a peer's notice that it escalated a message it sent us."""
+        ...
+
+    async def notices(self, sender: str, message_id: str) -> list[dict[str, Any]]:
+        """The notices ``sender`` sent of its escalation of ``message_id``."""
         ...
 
 

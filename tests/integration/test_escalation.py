@@ -12,6 +12,7 @@ import email
 import email.policy
 import ipaddress
 import ssl
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,11 +30,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.config import update_config
+from gateway.protocol.types import format_time
 from tests.integration.harness import (
     EXAMPLE,
     Federation,
     console_page,
+    envelope,
     free_base_port,
+    sealed,
     wait_until,
 )
 
@@ -159,7 +163,7 @@ async def escalating(request: pytest.FixtureRequest, tmp_path: Path,
             "webhook": {"url": f"http://127.0.0.1:{hook_port}/page",
                         "token_file": str(token)},
             "peers": [{"id": NL, "console_url": "https://nl-ncc.example/console",
-                       "exercise_contacts": [EXERCISE_CONTACT]}]}
+                       "exercise_contacts": [EXERCISE_CONTACT], "notices": True}]}
 
     def nl(raw: dict[str, Any]) -> None:
         raw["directory"] = NL_DIRECTORY
@@ -250,6 +254,18 @@ async def test_an_unacknowledged_flash_escalates_by_email_then_webhook_until_ack
     assert "escalated to NL duty officer by e-mail at" in page
     assert "escalated to NL duty officer by SMS/voice at" in page
 
+    # NL-NCC was told of each step, in an "escalation" message its node applied itself
+    async def told() -> bool:
+        page = await console_page(fed, NL, f"/console/messages/{left}")
+        return "BE-NCCN</b>: escalated to NL duty officer by SMS/voice at" in page
+    await wait_until(told, 15, "NL-NCC's console showing BE-NCCN's escalation")
+    page = await console_page(fed, NL, f"/console/messages/{left}")
+    assert "BE-NCCN</b>: escalated to NL duty officer by e-mail at" in page
+    _, notices = await fed.api(BE, "GET", "/v1/messages?type=escalation&limit=50")
+    assert len(notices["items"]) >= 5  # 2 + 2 steps of one message, 2 of the other, ...
+    _, inbox = await fed.api(NL, "GET", "/v1/inbox?type=escalation&limit=50")
+    assert {m["state"] for m in inbox["items"]} == {"acknowledged"}, "applied, not waiting"
+
     # the exercise message: the exercise contact only, marked as such
     drill_mails = [(rcpt, m) for rcpt, m, _ in mailbox.mails if drill in m.get_content()]
     assert drill_mails, "the exercise message escalated"
@@ -257,3 +273,23 @@ async def test_an_unacknowledged_flash_escalates_by_email_then_webhook_until_ack
     assert all(m["Subject"].startswith("[EXERCISE] ") for _, m in drill_mails)
     assert {c["to"] for c, _ in pager.calls if c["message_id"] == drill} <= {
         "+31 70 000 00 09"}
+
+
+async def test_a_notice_about_a_message_never_sent_is_refused(escalating: Escalating) -> None:
+    """An escalation notice must be about a message its sender sent us: one about any
+    other id is answered rejected (schema_invalid) and leaves nothing on a message page."""
+    fed = escalating.fed
+    forged = envelope(BE, [NL], type="escalation", incident=None, body={
+        "message_id": str(uuid.uuid4()), "step": 0, "channel": "email",
+        "contact": "<script>x</script>", "at": format_time(datetime.now(UTC))})
+    forged.pop("incident")
+    await fed.inject(NL, BE, sealed(forged, fed.nodes[BE].key()))
+
+    async def refused() -> bool:
+        _, inbox = await fed.api(NL, "GET", "/v1/inbox?type=escalation&limit=50")
+        return any(m["id"] == forged["id"] for m in inbox.get("items", ()))
+    await wait_until(refused, 15, "the forged notice answered")
+    _, inbox = await fed.api(NL, "GET", "/v1/inbox?type=escalation&limit=50")
+    entry = next(m for m in inbox["items"] if m["id"] == forged["id"])
+    assert (entry["state"], entry["reason"]) == ("rejected", "schema_invalid")
+    assert "from BE-NCCN here" in entry["detail"]

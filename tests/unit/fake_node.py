@@ -610,6 +610,15 @@ class FakeEscalations(_Store):
         self._call("steps", message_id)
         return []
 
+    async def noticed(self, sender: str, notice: Any, at: Any) -> None:
+        """Keep a peer's notice."""
+        self._call("noticed", sender)
+
+    async def notices(self, sender: str, message_id: str) -> list[dict[str, Any]]:
+        """None kept."""
+        self._call("notices", message_id)
+        return []
+
 
 class FakeLedger:
     """Every store in memory; :attr:`stats_value` is what :meth:`stats` answers."""

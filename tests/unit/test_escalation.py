@@ -15,12 +15,14 @@ from gateway.protocol.escalation import (
     Channel,
     Contact,
     Done,
+    EscalationNotice,
     Step,
     Waiting,
     contacts_for,
     due,
     notice,
 )
+from gateway.protocol.messages import ENVELOPE_TYPES, EscalationEnvelope
 
 T0 = datetime(2026, 12, 4, 3, 0, tzinfo=UTC)
 DEADLINE = timedelta(minutes=5)
@@ -141,3 +143,18 @@ def test_exercise_contacts_are_the_configured_ones_only() -> None:
                                                 "email": "oefening@nl.example"}]}]})
     assert [c.email for c in section.exercise_contacts("NL-NCC")] == ["oefening@nl.example"]
     assert section.exercise_contacts("LU-HCPN") == ()
+
+
+def test_the_notice_body_is_closed_and_bounded() -> None:
+    ok = {"message_id": "0b9c8f66-3a52-4d0e-9a47-5d1f1e2c7a10", "step": 0,
+          "channel": "email", "contact": "NL duty officer", "at": "2026-12-04T03:12:05.000Z"}
+    notice = EscalationNotice.model_validate(ok)
+    assert notice.channel is Channel.EMAIL
+    assert notice.at == datetime(2026, 12, 4, 3, 12, 5, tzinfo=UTC)
+    for bad in ({**ok, "channel": "pigeon"}, {**ok, "contact": "x" * 201},
+                {**ok, "message_id": "not-a-uuid"}, {**ok, "step": 100},
+                {**ok, "text": "the message's content"}, {**ok, "contact": ""}):
+        with pytest.raises(ValidationError):
+            EscalationNotice.model_validate(bad)
+    envelope = ENVELOPE_TYPES["escalation"]
+    assert envelope is EscalationEnvelope

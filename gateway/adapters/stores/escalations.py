@@ -18,10 +18,10 @@ from typing import Any
 from gateway.adapters.stores.audit import append
 from gateway.adapters.stores.deliveries import t
 from gateway.adapters.stores.sql import Conn, Db
-from gateway.protocol.escalation import WAITING, Action, Done, Waiting
-from gateway.protocol.types import parse_optional_time, parse_time
+from gateway.protocol.escalation import WAITING, Action, Done, EscalationNotice, Waiting
+from gateway.protocol.types import format_time, parse_optional_time, parse_time
 
-SENT, FAILED = "escalation.sent", "escalation.failed"
+SENT, FAILED, NOTICED = "escalation.sent", "escalation.failed", "escalation.noticed"
 
 
 class EscalationsStore:
@@ -91,6 +91,32 @@ class EscalationsStore:
                 out.append({**{k: data.get(k) for k in (
                     "recipient", "step", "channel", "contact", "address", "error")},
                     "ok": r["kind"] == SENT, "at": r["at"]})
+            return out
+
+        return await self._db.read(run)
+
+    async def noticed(self, sender: str, notice: EscalationNotice, at: datetime) -> None:
+        """Keep a peer's notice that it escalated a message it sent us."""
+
+        def run(conn: Conn) -> None:
+            append(conn, at, NOTICED, sender, notice.message_id,
+                   {"from": sender, "step": notice.step, "channel": notice.channel.value,
+                    "contact": notice.contact, "at": format_time(notice.at)})
+
+        await self._db.write(run)
+
+    async def notices(self, sender: str, message_id: str) -> list[dict[str, Any]]:
+        """The notices ``sender`` sent of its escalation of ``message_id``, oldest first:
+        ``step``, ``channel``, ``contact``, ``at``."""
+
+        def run(conn: Conn) -> list[dict[str, Any]]:
+            out = []
+            for r in conn.execute(
+                    "SELECT content FROM audit_log WHERE subject = ? AND kind = ?"
+                    " ORDER BY seq", (message_id, NOTICED)):
+                data = json.loads(bytes(r["content"])).get("data", {})
+                if data.get("from") == sender:
+                    out.append({k: data.get(k) for k in ("step", "channel", "contact", "at")})
             return out
 
         return await self._db.read(run)

@@ -127,12 +127,14 @@ async def message(request: web.Request) -> dict[str, Any]:
         r["verification"] = verify(node, canonical_bytes(r["signed"]))
     stored = await node.ledger.outbox.get(view["id"]) if direction == "out" else None
     escalations = await node.ledger.escalations.steps(view["id"]) if direction == "out" else []
+    noticed = await node.ledger.escalations.notices(view["from"], view["id"]) \
+        if direction == "in" else []
     overdue = overdue_outgoing(node, stored, node.clock.now()) if stored else set()
     envelope = view["envelope"] if isinstance(view.get("envelope"), dict) else {}
     model, unreadable = validated(view["type"], envelope.get("body"))
     return _ctx(request, "message", direction=direction, view=view,
                 verification=verify(node, wire), receipts=receipts, overdue=sorted(overdue),
-                escalations=escalations,
+                escalations=escalations, noticed=noticed,
                 sitrep=model if isinstance(model, Sitrep) else None,
                 alert=model if isinstance(model, Alert) else None,
                 unreadable=unreadable if view["type"] in ("sitrep", "alert") else None,
