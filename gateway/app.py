@@ -377,7 +377,10 @@ class Node:
             if not self.leadership.held:
                 continue
             try:
-                await self.escalator.run_once()
+                for action, error in await self.escalator.run_once():
+                    self.metrics.escalations.labels(
+                        action.recipient, action.channel.value,
+                        "sent" if error is None else "failed").inc()
             except GatewayError as exc:
                 log.error("escalation_failed", error=str(exc))
             except Exception:  # a bug must not end the escalations of every later message

@@ -59,6 +59,9 @@ class Metrics:
                               ["link"], registry=r)
         self.inbox_up = Gauge("crisisgw_inbox_consumer_up", "1 when our inbox consumer runs",
                               registry=r)
+        self.escalations = Counter("crisisgw_escalations_total",
+                                   "Escalation steps taken, by peer, channel and outcome",
+                                   ["peer", "channel", "outcome"], registry=r)
 
     def watch_ledger(self, counts: Callable[[], tuple[int, int]]) -> None:
         """Expose ``counts()`` (reads, writes) as ``crisisgw_ledger_queries_total``."""

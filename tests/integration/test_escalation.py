@@ -11,6 +11,7 @@ import asyncio
 import email
 import email.policy
 import ipaddress
+import re
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -250,6 +251,11 @@ async def test_an_unacknowledged_flash_escalates_by_email_then_webhook_until_ack
         (0, "email", "day@nlncc.example"), (0, "email", "duty@nlncc.example"),
         (1, "webhook", "+31 70 000 00 01"), (1, "webhook", "+31 70 000 00 02")]
     assert [s["channel"] for s in await _steps(fed, stopped)] == ["email", "email"]
+    _, metrics = await fed.api(BE, "GET", "/metrics")
+    sent = re.search(r'^crisisgw_escalations_total\{channel="email",outcome="sent",'
+                     r'peer="NL-NCC"\} (\S+)$', str(metrics), re.M)
+    assert sent is not None, "no escalation counter on /metrics"
+    assert float(sent.group(1)) >= 4  # 2 contacts for each of 2 flashes, the drill's 1
     page = await console_page(fed, BE, f"/console/messages/{left}")
     assert "escalated to NL duty officer by e-mail at" in page
     assert "escalated to NL duty officer by SMS/voice at" in page
