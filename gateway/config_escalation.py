@@ -149,5 +149,5 @@ class EscalationSection(_Section):
 
     def channels(self) -> frozenset[Channel]:
         """The channels configured."""
-        return frozenset({Channel.EMAIL} if self.email else set()) | frozenset(
-            {Channel.WEBHOOK} if self.webhook else set())
+        return frozenset(c for c, section in ((Channel.EMAIL, self.email),
+                                              (Channel.WEBHOOK, self.webhook)) if section)

@@ -39,7 +39,7 @@ ROUNDS = 2000
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User plus system CPU of a process so far (``/proc/PID/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
@@ -88,9 +88,9 @@ async def http_ms(port: int, body: dict[str, Any], concurrency: int, requests: i
                     async with http.post(url, json=body, headers=headers) as resp:
                         await resp.read()
 
-            before = _cpu_seconds(proc.pid)
+            before = cpu_seconds(proc.pid)
             await asyncio.gather(*(worker() for _ in range(concurrency)))
-            used = _cpu_seconds(proc.pid) - before
+            used = cpu_seconds(proc.pid) - before
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):

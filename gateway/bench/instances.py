@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import subprocess
 import sys
@@ -45,13 +44,6 @@ from gateway.demo import peer_user, prepare
 #: AMQP operations a node does per sitrep: A publishes it and consumes the receipt; B
 #: consumes it, publishes the receipt and republishes it on its local exchange.
 OPERATIONS = {"a": 2, "b": 3}
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU of a process so far (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 @dataclass
@@ -66,7 +58,7 @@ class Centre:
 
     def cpu(self) -> float:
         """CPU seconds of all its processes."""
-        return sum(_cpu_seconds(p.pid) for p in self.procs)
+        return sum(floor.cpu_seconds(p.pid) for p in self.procs)
 
 
 def _with_schema(admin: str, database: str, schema: str) -> str:

@@ -70,13 +70,7 @@ async def _post(port: int, path: str, centre: HaCentre, body: object,
 
 
 async def _login(http: aiohttp.ClientSession, port: int, password: str) -> None:
-    base = f"http://127.0.0.1:{port}"
-    async with http.get(f"{base}/console/login") as resp:
-        token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
-    assert token is not None
-    async with http.post(f"{base}/console/login", allow_redirects=False, data={
-            "csrf_token": token.group(1), "name": "operator", "password": password}) as resp:
-        assert resp.status == 303, await resp.text()
+    assert await _try_login(http, port, password) == 303
 
 
 async def _try_login(http: aiohttp.ClientSession, port: int, password: str) -> int:
