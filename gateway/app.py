@@ -22,6 +22,7 @@ from aiohttp import web
 from gateway.adapters.amqp import TLS_RETRY, AmqpPublisher, InboxConsumer
 from gateway.adapters.ledgers import open_ledger
 from gateway.adapters.notify import EmailNotifier, WebhookNotifier
+from gateway.adapters.remote_api import RemoteApi
 from gateway.adapters.stores.archive import run_retention
 from gateway.adapters.stores.keys import current_signing_key
 from gateway.adapters.tls import ServerCertificate
@@ -45,6 +46,8 @@ from gateway.service.contact_sync import ContactSync
 from gateway.service.directory import Directory
 from gateway.service.dispatch import Dispatcher
 from gateway.service.escalation import Escalator
+from gateway.service.exercise import Exercises
+from gateway.service.fallback import Fallbacks
 from gateway.service.ingest import APPLIED_BY, Receiver
 from gateway.service.keys import Keys
 from gateway.service.leader import Leadership
@@ -124,14 +127,25 @@ class Node:
             on_receipt_queued=self.dispatcher.wake, on_outcome=self._count_ingest,
             on_key_update=self.keys.pin_peer_key, on_directory=self.contacts.store,
             on_applied=lambda sender, message_id: self.acknowledger.acknowledge(
-                message_id, APPLIED_BY, sender, actor="node"))
+                message_id, APPLIED_BY, sender, actor="node"),
+            on_fallback=lambda sender, message_id, body: self.fallbacks.judge(  # noqa: PLW0108 - made below, after the submitter it needs
+                sender, message_id, body))
         self.submitter = Submitter(
             me=self.me, key=key, directory=self.directory, ledger=self.ledger,
             clock=self.clock, default_ttl=timedelta(hours=s.delivery.default_ttl_hours),
             on_submitted=self.dispatcher.wake, policy=s.policy)
         self.acknowledger = Acknowledger(me=self.me, key=key, ledger=self.ledger,
                                          clock=self.clock, on_receipt_queued=self.dispatcher.wake)
-        self.commchecks = CommChecks(submitter=self.submitter, peers=lambda: self.settings.peers)
+        self.fallbacks = Fallbacks(
+            me=self.me, settings=lambda: self.settings, store=self.ledger.commchecks,
+            directory=self.ledger.directory, inbox=self.ledger.inbox, submitter=self.submitter,
+            email=EmailNotifier, clock=self.clock.now)
+        self.commchecks = CommChecks(
+            submitter=self.submitter, peers=lambda: self.settings.peers,
+            fallbacks=self.fallbacks if s.commcheck.fallback else None)
+        self.exercises = Exercises(
+            me=self.me, settings=lambda: self.settings, store=self.ledger.exercises,
+            submitter=self.submitter, remote=RemoteApi, clock=self.clock.now)
         self.escalator = Escalator(
             me=self.me, settings=lambda: self.settings, store=self.ledger.escalations,
             directory=self.ledger.directory, email=EmailNotifier, webhook=WebhookNotifier,
@@ -240,6 +254,7 @@ class Node:
             asyncio.create_task(self._checkpoint_schedule(), name="audit-checkpoints"),
             asyncio.create_task(self._retention_schedule(), name="retention"),
             asyncio.create_task(self._escalation_schedule(), name="escalation"),
+            asyncio.create_task(self._exercise_schedule(), name="exercise"),
             asyncio.create_task(self.leadership.run(), name="jobs-lease"),
         ]
         if self.settings.ledger.url is not None:  # other instances may share the ledger
@@ -385,6 +400,20 @@ class Node:
                 log.error("escalation_failed", error=str(exc))
             except Exception:  # a bug must not end the escalations of every later message
                 log.exception("escalation_failed")
+
+    async def _exercise_schedule(self) -> None:
+        """Play the injects of running exercises that fell due, every
+        ``exercise.every_seconds``, on the instance that holds the periodic jobs."""
+        while True:
+            await asyncio.sleep(self.settings.exercise.every_seconds)
+            if not self.leadership.held:
+                continue
+            try:
+                await self.exercises.run_once()
+            except GatewayError as exc:
+                log.error("exercise_failed", error=str(exc))
+            except Exception:  # a bug must not end every later exercise
+                log.exception("exercise_failed")
 
     async def _retention_schedule(self) -> None:
         """Move settled months older than ``retention.keep_days`` into archive files, at

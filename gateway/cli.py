@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway import __version__
 from gateway.cli_bench import add_bench
 from gateway.cli_evidence import add_evidence
+from gateway.cli_exercise import add_exercise
 from gateway.cli_ledger import add_ledger
 from gateway.config import Settings, failpoints_from_env, load_settings
 from gateway.errors import GatewayError, RequestRefused
@@ -78,6 +79,12 @@ def _token(args: argparse.Namespace) -> str:
         return path.read_text().strip()
     except OSError as exc:
         raise GatewayError(f"no API token: pass --token or --token-file ({exc})") from exc
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None
+          ) -> tuple[int, Any]:
+    """One request to the node of ``-c``, with the token of the options."""
+    return _api(load_settings(Path(args.config)), _token(args), method, path, body=body)
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
@@ -315,7 +322,20 @@ def _cmd_commcheck(args: argparse.Namespace) -> int:
                   f"round trip {rtt:>10}  receipt verified: "
                   f"{'yes' if p['receipt_verified'] else 'no'}"
                   + (f"  ({p['failure']})" if p["failure"] else ""))
+            print(f"  {'':10} fallback: {_fallback_line(p)}")
     return 0 if report["reached"] == report["total"] else 3
+
+
+def _fallback_line(p: dict[str, Any]) -> str:
+    """The fallback leg of one peer in a few words."""
+    return {
+        "confirmed": f"code confirmed by {p.get('fallback_by')} after "
+                     f"{p.get('fallback_after_s')} s",
+        "sent": f"code e-mailed to {p.get('fallback_contact')}, waiting for it in "
+                "their console",
+        "refused": f"only wrong codes so far ({p.get('fallback_error')})",
+        "failed": f"no code sent ({p.get('fallback_error')})",
+    }.get(str(p.get("fallback")), "no code (yet)")
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -616,6 +636,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_operations(sub)
     _add_federation(sub)
     add_bench(sub)
+    add_exercise(sub, _with_api, _call)
 
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the wire objects")
     schemas.add_argument("--out", default="schemas")

@@ -30,6 +30,8 @@ from pydantic import (
 )
 
 from gateway.config_escalation import EscalationSection
+from gateway.config_exercise import ExerciseSection
+from gateway.config_templates import CentreTemplates
 from gateway.errors import ConfigError, KeyMaterialError
 from gateway.protocol.directory import ContactPoint
 from gateway.protocol.keys import KeyRing, PinnedKey, public_key_from_text
@@ -333,6 +335,9 @@ class CommCheckSection(_Section):
     every_days: float = 91.0  # quarterly
     #: How long a peer may take to answer before it is reported unreachable.
     wait_seconds: float = 120.0
+    #: With each test, e-mail every peer's contact point a one-time code to confirm in
+    #: its console (the alternative means); through ``[escalation.email]``.
+    fallback: bool = True
 
 
 class AuditSection(_Section):
@@ -420,10 +425,13 @@ class Settings(_Section):
     console: ConsoleSection = ConsoleSection()
     policy: PolicySection = PolicySection()
     commcheck: CommCheckSection = CommCheckSection()
+    exercise: ExerciseSection = ExerciseSection()
     audit: AuditSection = AuditSection()
     retention: RetentionSection = RetentionSection()
     ledger: LedgerSection = LedgerSection()
     escalation: EscalationSection = EscalationSection()
+    #: The centre's own message templates (besides the built-in ones).
+    templates: CentreTemplates = ()
     #: Our own contact points per field of work, distributed to every peer.
     directory: tuple[ContactPoint, ...] = ()
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")

@@ -36,6 +36,7 @@ from gateway.adapters.provision import (
     Definitions,
 )
 from gateway.config import SCOPES
+from gateway.demo_mail import DemoMailbox
 from gateway.errors import ConfigError
 from gateway.keyfiles import load_signing_key, write_private_key
 from gateway.protocol.keys import default_key_id, public_key_text
@@ -98,6 +99,8 @@ def peer_user(publisher: str, owner: str, prefix: str = "") -> str:
 #: Where ``deploy/broker-tls.sh local`` keeps the local broker's CA and certificate.
 LOCAL_TLS_DIR = Path("/etc/rabbitmq/crisisgw-tls")
 LOCAL_TLS_PORT = 5671
+#: The demo mailbox listens on the base port plus this.
+MAILBOX_OFFSET = 25
 
 
 @dataclass(frozen=True)
@@ -150,11 +153,15 @@ def _write_private_text(path: Path, text: str) -> None:
 def prepare(root: Path, base_port: int, amqp_base: str, *,
             centres: tuple[Centre, ...] = CENTRES, provision: bool = True,
             overrides: dict[str, Any] | None = None, prefix: str = "crisisgw",
-            user_prefix: str = "", tls: BrokerTls | None = None) -> dict[str, Path]:
+            user_prefix: str = "", tls: BrokerTls | None = None,
+            mail: tuple[int, Path] | None = None) -> dict[str, Path]:
     """Create keys, tokens, broker users and configs; returns centre id -> config path.
 
     With ``tls`` every link (each node's own inbox and every peer link) is AMQPS to the
-    local broker's TLS listener, verified against its CA, as between real centres.
+    local broker's TLS listener, verified against its CA, as between real centres. With
+    ``mail`` (the port and CA file of the demo mailbox) every node e-mails through it:
+    escalations and the communication tests' fallback codes, linking to each peer's
+    console.
     """
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -233,15 +240,45 @@ def prepare(root: Path, base_port: int, amqp_base: str, *,
                 for o in centres if o.id != c.id
             ],
         }
-        for section, values in (overrides or {}).items():
-            if isinstance(values, dict) and isinstance(config.get(section), dict):
-                config[section].update(values)
-            else:
-                config[section] = values
+        # any demo centre can control an exercise: it reaches the others' APIs
+        config["exercise"] = {"centres": [
+            {"id": o.id, "api_url": f"http://127.0.0.1:{base_port + i}",
+             "token_file": str(root / o.id / "api-token")}
+            for i, o in enumerate(centres) if o.id != c.id]}
+        if mail is not None:
+            config["escalation"] = _demo_escalation(c, centres, base_port, *mail)
+        _override(config, overrides or {})
         path = cdir / "gateway.toml"
         _write_private_text(path, tomli_w.dumps(config))
         paths[c.id] = path
     return paths
+
+
+def _override(config: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Merge ``overrides`` into ``config``, a table into a table, anything else replaced."""
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section].update(values)
+        else:
+            config[section] = values
+
+
+def _demo_escalation(c: Centre, centres: tuple[Centre, ...], base_port: int, port: int,
+                     ca_file: Path) -> dict[str, Any]:
+    """``[escalation]`` of a demo centre: e-mail through the demo mailbox at once when a
+    flash or urgent message is overdue, and every peer's console linked."""
+    domain = c.id.lower().replace("-", "") + ".example"
+    return {
+        "steps": {"flash": [{"after": 0, "channel": "email"}],
+                  "urgent": [{"after": 0, "channel": "email"}]},
+        "email": {"host": "127.0.0.1", "port": port, "sender": f"crisisgw@{domain}",
+                  "ca_file": str(ca_file)},
+        "peers": [{"id": o.id, "console_url": f"http://127.0.0.1:{base_port + i}/console",
+                   "exercise_contacts": [{
+                       "name": f"{o.id} exercise control",
+                       "email": f"exercise@{o.id.lower().replace('-', '')}.example"}]}
+                  for i, o in enumerate(centres) if o.id != c.id],
+    }
 
 
 def wait_ready(port: int, timeout: float = 60.0,
@@ -340,8 +377,9 @@ def run(root: Path, base_port: int, amqp_base: str, init_only: bool,
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     user_prefix = "" if broker_prefix == "crisisgw" else f"{broker_prefix}."
+    mailbox = DemoMailbox(root.resolve() / "mail", base_port + MAILBOX_OFFSET)
     paths = prepare(root, base_port, amqp_base, prefix=broker_prefix, user_prefix=user_prefix,
-                    tls=tls)
+                    tls=tls, mail=(mailbox.port, mailbox.ca_file))
     (root / "example-sitrep.json").write_text(json.dumps(EXAMPLE, indent=2, ensure_ascii=False)
                                               + "\n", encoding="utf-8")
     print(f"Demo federation prepared in {root.resolve()}")
@@ -356,6 +394,9 @@ def run(root: Path, base_port: int, amqp_base: str, init_only: bool,
     # Ctrl-C must stop the federation even when started from a shell that ignores SIGINT.
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    mailbox.start()
+    print(f"Demo mailbox: smtp://127.0.0.1:{mailbox.port} (STARTTLS), e-mails kept in "
+          f"{mailbox.folder}")
     procs = _spawn(paths)
     try:
         for index, (cid, proc) in enumerate(procs):
@@ -381,3 +422,4 @@ def run(root: Path, base_port: int, amqp_base: str, init_only: bool,
         return 1
     finally:
         _stop(procs)
+        mailbox.stop()

@@ -16,7 +16,7 @@ from gateway.protocol.alert import Alert
 from gateway.protocol.archive import ArchiveRecord, Header, Trailer
 from gateway.protocol.auditlog import SignedCheckpoint
 from gateway.protocol.card import Credentials, SignedCard
-from gateway.protocol.commcheck import CommCheck
+from gateway.protocol.commcheck import CommCheck, FallbackConfirmation
 from gateway.protocol.directory import DirectoryUpdate
 from gateway.protocol.envelope import Envelope, SignedMessage
 from gateway.protocol.escalation import EscalationNotice
@@ -27,6 +27,7 @@ from gateway.protocol.messages import (
     CommCheckEnvelope,
     DirectoryEnvelope,
     EscalationEnvelope,
+    FallbackEnvelope,
     KeyUpdateEnvelope,
     SitrepEnvelope,
 )
@@ -51,6 +52,8 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "directory": DirectoryUpdate,
     "escalation-envelope": EscalationEnvelope,
     "escalation": EscalationNotice,
+    "fallback-envelope": FallbackEnvelope,
+    "fallback": FallbackConfirmation,
     "receipt-envelope": ReceiptEnvelope,
     "receipt": Receipt,
     "api-sitrep-submission": SitrepSubmission,

@@ -15,13 +15,16 @@ PACKAGE = ROOT / "gateway"
 LAYERS = {
     "protocol": "protocol", "errors": "base", "__init__": "base", "failpoints": "base",
     "formats": "formats", "wire_schemas": "service",
-    "config": "config", "config_escalation": "config", "keyfiles": "config",
+    "config": "config", "config_escalation": "config", "config_templates": "config",
+    "config_exercise": "config",
+    "keyfiles": "config",
     "metrics": "config", "logging": "config",
     "service": "service",
     "adapters": "adapters",
     "web": "web",
-    "app": "app", "federation": "app", "demo": "app",
-    "cli": "cli", "cli_bench": "cli", "cli_evidence": "cli", "cli_ledger": "cli",
+    "app": "app", "federation": "app", "demo": "app", "demo_mail": "app",
+    "cli": "cli", "cli_bench": "cli", "cli_exercise": "cli", "cli_evidence": "cli",
+    "cli_ledger": "cli",
     "__main__": "cli", "bench": "cli",
 }
 #: What each layer may import (besides itself).

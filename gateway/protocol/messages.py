@@ -17,7 +17,7 @@ from pydantic import ConfigDict, ValidationError, model_validator
 from gateway.errors import RejectedMessage
 from gateway.protocol import reasons
 from gateway.protocol.alert import Alert
-from gateway.protocol.commcheck import CommCheck
+from gateway.protocol.commcheck import CommCheck, FallbackConfirmation
 from gateway.protocol.directory import DirectoryUpdate
 from gateway.protocol.envelope import (
     CLOCK_SKEW,
@@ -65,6 +65,23 @@ class CommCheckEnvelope(EnvelopeHeader):
         return self
 
 
+class FallbackEnvelope(EnvelopeHeader):
+    """An envelope of type ``fallback``: a communication test's one-time code returned
+    to the test's sender; always in ``test`` mode."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema["properties"].update(
+        mode={"const": "test", "description": "A fallback confirmation is sent in test mode"}))
+
+    type: Literal["fallback"]
+    body: FallbackConfirmation
+
+    @model_validator(mode="after")
+    def _test_mode(self) -> FallbackEnvelope:
+        if self.mode is not Mode.TEST:
+            raise ValueError("a fallback confirmation is sent in test mode")
+        return self
+
+
 class KeyUpdateEnvelope(EnvelopeHeader):
     """An envelope of type ``key-update``."""
 
@@ -87,7 +104,8 @@ class EscalationEnvelope(EnvelopeHeader):
 
 
 TypedEnvelope = (SitrepEnvelope | AlertEnvelope | CommCheckEnvelope | KeyUpdateEnvelope
-                 | DirectoryEnvelope | EscalationEnvelope | ReceiptEnvelope)
+                 | DirectoryEnvelope | EscalationEnvelope | FallbackEnvelope
+                 | ReceiptEnvelope)
 ENVELOPE_TYPES: dict[str, type[TypedEnvelope]] = {
     "sitrep": SitrepEnvelope,
     "alert": AlertEnvelope,
@@ -95,6 +113,7 @@ ENVELOPE_TYPES: dict[str, type[TypedEnvelope]] = {
     "key-update": KeyUpdateEnvelope,
     "directory": DirectoryEnvelope,
     "escalation": EscalationEnvelope,
+    "fallback": FallbackEnvelope,
     "receipt": ReceiptEnvelope,
 }
 

@@ -15,10 +15,12 @@ from gateway.formats.spreadsheet import to_csv
 from gateway.protocol.commcheck import COMMCHECK_TYPE, CommCheck
 from gateway.protocol.messages import CommCheckEnvelope
 from gateway.protocol.types import Mode, Priority, Tlp, parse_optional_time
+from gateway.service.fallback import Fallbacks
 from gateway.service.submit import Submitter
 
 CSV_COLUMNS = ("check_id", "started", "requested_by", "peer", "reached", "round_trip_s",
-               "receipt_verified", "confirmed_after_s", "confirmed_by", "failure")
+               "receipt_verified", "confirmed_after_s", "confirmed_by", "failure",
+               "fallback", "fallback_after_s", "fallback_contact")
 
 
 
@@ -34,14 +36,28 @@ def quarter(value: str) -> str:
     return f"{when.year}-Q{(when.month - 1) // 3 + 1}"
 
 
-def report(view: dict[str, Any], now: datetime, *, wait: timedelta = timedelta(minutes=2)
-           ) -> dict[str, Any]:
-    """Per-peer outcome of one test, from its message view (recipients and receipts).
+def fallback_outcome(leg: dict[str, Any] | None) -> str:
+    """The fallback leg in one word: ``confirmed``, ``refused`` (only wrong codes came
+    back), ``sent`` (waiting for the code), ``failed`` (no code went out) or ``none``."""
+    if leg is None:
+        return "none"
+    if leg.get("confirmed_at"):
+        return "confirmed"
+    if leg.get("error") and not leg.get("sent_at"):
+        return "failed"
+    return "refused" if leg.get("wrong") else "sent"
+
+
+def report(view: dict[str, Any], now: datetime, *, wait: timedelta = timedelta(minutes=2),
+           fallback: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Per-peer outcome of one test, from its message view (recipients and receipts)
+    and its fallback legs by peer (:meth:`CommCheckStore.fallbacks`).
 
     A peer is *reached* when its node's signed ``delivered`` (or ``acknowledged``)
     receipt came back; without one after ``wait`` it is reported unreachable with the
-    last publish error, if any.
+    last publish error, if any. Its fallback *worked* when it returned the code.
     """
+    fallback = fallback or {}
     receipts = {r["issuer"]: r for r in view.get("receipts", [])
                 if r["state"] in ("delivered", "acknowledged")}
     acks = {r["issuer"]: r for r in view.get("receipts", []) if r["state"] == "acknowledged"}
@@ -67,6 +83,7 @@ def report(view: dict[str, Any], now: datetime, *, wait: timedelta = timedelta(m
             "confirmed_by": (ack or {}).get("signed", {}).get("envelope", {})
             .get("body", {}).get("by"),
             "failure": failure, "pending": pending and not reached and failure is None,
+            **_fallback(started, fallback.get(r["centre"])),
         })
     body = view["envelope"]["body"]
     return {"id": view["id"], "started": started, "quarter": quarter(started),
@@ -75,11 +92,22 @@ def report(view: dict[str, Any], now: datetime, *, wait: timedelta = timedelta(m
             "total": len(peers), "complete": not any(p["pending"] for p in peers)}
 
 
+def _fallback(started: str, leg: dict[str, Any] | None) -> dict[str, Any]:
+    outcome = fallback_outcome(leg)
+    leg = leg or {}
+    return {"fallback": outcome, "fallback_worked": outcome == "confirmed",
+            "fallback_after_s": _seconds(started, leg.get("confirmed_at")),
+            "fallback_contact": leg.get("contact"), "fallback_by": leg.get("confirmed_by"),
+            "fallback_error": leg.get("error") if outcome == "failed" else
+            leg.get("last_refusal") if outcome == "refused" else None}
+
+
 def history_csv(reports: list[dict[str, Any]]) -> str:
     """One row per test and peer."""
     return to_csv(CSV_COLUMNS, ([rep["id"], rep["started"], rep["requested_by"], p["peer"],
                                  p["reached"], p["round_trip_s"], p["receipt_verified"],
-                                 p["confirmed_after_s"], p["confirmed_by"], p["failure"]]
+                                 p["confirmed_after_s"], p["confirmed_by"], p["failure"],
+                                 p["fallback"], p["fallback_after_s"], p["fallback_contact"]]
                                 for rep in reports for p in rep["peers"]))
 
 
@@ -99,12 +127,14 @@ def history_html(reports: list[dict[str, Any]], centre: str) -> str:
             f"<td>{p['round_trip_s'] if p['round_trip_s'] is not None else '—'}</td>"
             f"<td>{'yes' if p['receipt_verified'] else 'no'}</td>"
             f"<td>{p['confirmed_after_s'] if p['confirmed_after_s'] is not None else '—'}</td>"
-            f"<td>{html.escape(p['failure'] or '')}</td></tr>" for p in rep["peers"])
+            f"<td>{html.escape(p['failure'] or '')}</td>"
+            f"<td>{html.escape(p['fallback'])}</td></tr>" for p in rep["peers"])
         tables.append(
             f"<h3>{html.escape(rep['started'])} ({html.escape(rep['quarter'])}) — "
             f"{rep['reached']}/{rep['total']} reached</h3><table><thead><tr><th>Peer</th>"
             f"<th>Reached</th><th>Round trip (s)</th><th>Receipt verified</th>"
-            f"<th>Confirmed after (s)</th><th>Failure</th></tr></thead><tbody>{rows}"
+            f"<th>Confirmed after (s)</th><th>Failure</th><th>Fallback code</th></tr>"
+            f"</thead><tbody>{rows}"
             f"</tbody></table>")
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
@@ -143,9 +173,12 @@ def _chart(peer: str, quarters: list[str], rows: dict[str, dict[str, Any]]) -> s
 class CommChecks:
     """Starts communication tests through the normal, signed, receipted path."""
 
-    def __init__(self, *, submitter: Submitter, peers: Any) -> None:
+    def __init__(self, *, submitter: Submitter, peers: Any,
+                 fallbacks: Fallbacks | None = None) -> None:
+        """``fallbacks``: e-mail each peer's contact point a code with each test."""
         self._submitter = submitter
         self._peers = peers
+        self._fallbacks = fallbacks
 
     async def start(self, requested_by: str, note: str | None = None) -> str:
         """Send a test to every active peer; returns its id (the message id)."""
@@ -156,4 +189,6 @@ class CommChecks:
             body_json=check.model_dump(mode="json", exclude_none=True), to=to, tlp=Tlp.CLEAR,
             priority=Priority.ROUTINE, mode=Mode.TEST, incident=None, expires=None,
             idempotency=None)
+        if self._fallbacks is not None:
+            self._fallbacks.start_sending(message_id, to)
         return message_id

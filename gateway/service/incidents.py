@@ -137,6 +137,13 @@ class IncidentSummary:
         """Its place in the index's order (see :mod:`gateway.service.paging`)."""
         return self.last_activity, self.incident
 
+    @property
+    def exercise(self) -> bool:
+        """An exercise: it has messages and none is actual (all exercise or test
+        traffic). It is kept off the real incident board; an incident with only
+        rejected messages stays on it."""
+        return self.messages > 0 and self.actual_messages == 0
+
 
 # ---------------------------------------------------------------------------------------
 # Body extraction (input may be a peer's arbitrary JSON)

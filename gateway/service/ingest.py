@@ -23,12 +23,14 @@ from gateway.errors import (
     VerificationError,
 )
 from gateway.protocol import ijson, reasons
+from gateway.protocol.commcheck import FallbackConfirmation
 from gateway.protocol.envelope import MESSAGE_TYPE_PATTERN, EnvelopeHeader
 from gateway.protocol.keys import KeyRing, SigningKey, public_key_from_text
 from gateway.protocol.keyupdate import KeyUpdate
 from gateway.protocol.messages import (
     DirectoryEnvelope,
     EscalationEnvelope,
+    FallbackEnvelope,
     KeyUpdateEnvelope,
     admit,
     receiptable,
@@ -55,6 +57,9 @@ log = structlog.get_logger("crisisgw.ingest")
 #: Pins a peer's announced key: (peer, update, signing kid, created) -> None; raises
 #: :class:`KeyUpdateRefused` when the rotation rule does not allow it.
 KeyUpdateHandler = Callable[[str, KeyUpdate, str, datetime], Awaitable[None]]
+#: Judges a returned fallback code: (peer, message id, body) -> None; raises
+#: :class:`RejectedMessage` when the code does not prove the fallback.
+FallbackHandler = Callable[[str, str, FallbackConfirmation], Awaitable[None]]
 
 
 def _enum_or(value: Any, enum: type[Mode] | type[Priority], default: str) -> str:
@@ -64,7 +69,7 @@ def _enum_or(value: Any, enum: type[Mode] | type[Priority], default: str) -> str
 
 #: Messages that change the node's own state when they arrive (a contact list, a key):
 #: no duty officer acts on them, they are acknowledged by the node once applied.
-HOUSEKEEPING = frozenset({"directory", "key-update", "escalation"})
+HOUSEKEEPING = frozenset({"directory", "key-update", "escalation", "fallback"})
 #: The ``by`` of those acknowledgements.
 APPLIED_BY = "applied automatically"
 
@@ -80,7 +85,9 @@ class Receiver:
                  on_key_update: KeyUpdateHandler | None = None,
                  on_directory: Callable[[str, DirectoryEnvelope], Awaitable[None]] | None = None,
                  on_applied: Callable[[str, str], Awaitable[object]] | None = None,
+                 on_fallback: FallbackHandler | None = None,
                  ) -> None:
+        self._on_fallback = on_fallback
         self._on_directory = on_directory
         self._on_applied = on_applied
         self._policy = policy or PolicySection()
@@ -141,6 +148,8 @@ class Receiver:
                 await self._on_directory(verified.sender, admitted.envelope)
             if isinstance(admitted.envelope, EscalationEnvelope):
                 await self._escalation(verified.sender, admitted.envelope)
+            if isinstance(admitted.envelope, FallbackEnvelope):
+                await self._fallback(verified.sender, raw["id"], admitted.envelope)
         except RejectedMessage as exc:
             state, reason, detail = ReceiptState.REJECTED, exc.reason, exc.detail
             log.warning("message_rejected", reason=exc.reason, detail=exc.detail)
@@ -170,6 +179,12 @@ class Receiver:
             raise RejectedMessage(reasons.SCHEMA_INVALID,
                                   f"no message {notice.message_id} from {sender} here")
         await self._ledger.escalations.noticed(sender, notice, self._clock.now())
+
+    async def _fallback(self, sender: str, message_id: str, envelope: FallbackEnvelope) -> None:
+        """Judge a code ``sender`` returned for one of our communication tests."""
+        if self._on_fallback is None:
+            raise RejectedMessage(reasons.UNSUPPORTED_TYPE, "this node runs no communication tests")
+        await self._on_fallback(sender, message_id, envelope.body)
 
     async def _key_update(self, verified: Verified, envelope: KeyUpdateEnvelope, body: bytes,
                           amqp_user: str | None) -> None:

@@ -15,6 +15,8 @@ from gateway.protocol.keys import KeyRing, SigningKey
 from gateway.protocol.peerhealth import PeerHealth
 from gateway.service.acknowledge import Acknowledger
 from gateway.service.commcheck import CommChecks
+from gateway.service.exercise import Exercises
+from gateway.service.fallback import Fallbacks
 from gateway.service.ports import Clock, Ledger
 from gateway.service.submit import Submitter
 
@@ -112,6 +114,16 @@ class NodeApi(Protocol):
     @property
     def commchecks(self) -> CommChecks:
         """Communication tests."""
+        ...
+
+    @property
+    def fallbacks(self) -> Fallbacks:
+        """The fallback leg of communication tests."""
+        ...
+
+    @property
+    def exercises(self) -> Exercises:
+        """Exercises on the live federation."""
         ...
 
     def peer_links(self) -> Mapping[str, PeerLinkState]:

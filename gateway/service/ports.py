@@ -12,9 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from gateway.protocol.commcheck import CodeSent
 from gateway.protocol.delivery import Delivery
 from gateway.protocol.directory import ContactPoint
 from gateway.protocol.escalation import Action, Done, EscalationNotice, Waiting
+from gateway.protocol.exercise import Event
 from gateway.protocol.keys import PinnedKey
 from gateway.protocol.keyupdate import KeyUpdatePlan
 from gateway.service.changes import ChangeSignal
@@ -106,9 +108,14 @@ class OutboxStore(Protocol):
     async def list(self, filters: Mapping[str, str], limit: int,
                    after: tuple[str, ...] | None = None) -> list[OutgoingView]:
         """Our messages (not receipts), newest first (by submission time, then id),
-        filtered by type, incident, state, peer or ``since``; ``after`` is the
+        filtered by type, incident, mode, state, peer or ``since``; ``after`` is the
         :attr:`~gateway.service.records.OutgoingView.cursor` of the previous page's last
         message."""
+        ...
+
+    async def recent(self, mode: str, since: str) -> int:
+        """How many of our messages (not receipts) of ``mode`` were submitted at or after
+        ``since`` (a stored time)."""
         ...
 
     async def overdue(self, cutoffs: Mapping[str, str]) -> int:
@@ -153,9 +160,14 @@ class InboxStore(Protocol):
     async def list(self, filters: Mapping[str, str], limit: int,
                    after: tuple[str, ...] | None = None) -> list[InboxEntry]:
         """Incoming messages, newest first (by reception time, sender, id), filtered by
-        sender, type, incident, state or priority; ``after`` is the
+        sender, type, incident, state, priority or mode; ``after`` is the
         :attr:`~gateway.service.records.InboxEntry.cursor` of the previous page's last
         message."""
+        ...
+
+    async def recent(self, mode: str, since: str) -> int:
+        """How many incoming messages (not receipts) of ``mode`` were received at or
+        after ``since`` (a stored time)."""
         ...
 
     async def overdue(self, cutoffs: Mapping[str, str]) -> int:
@@ -163,8 +175,11 @@ class InboxStore(Protocol):
         cutoff time of their priority (``cutoffs``: priority -> stored time)."""
         ...
 
-    async def unacknowledged(self, priority: str, limit: int) -> Sequence[InboxEntry]:
-        """The newest ``limit`` delivered messages of ``priority`` not acknowledged yet."""
+    async def unacknowledged(self, priority: str, limit: int, *,
+                             actual: bool = False) -> Sequence[InboxEntry]:
+        """The newest ``limit`` delivered messages of ``priority`` not acknowledged yet
+        (with ``actual``, actual ones only: exercise and test traffic never crowds a
+        real message out of what waits)."""
         ...
 
     async def waiting(self) -> int:
@@ -267,10 +282,13 @@ class IncidentStore(Protocol):
         """Every non-receipt message on ``incident`` (None: on any incident)."""
         ...
 
-    async def index(self, after: tuple[str, ...] | None, limit: int) -> list[IncidentSummary]:
+    async def index(self, after: tuple[str, ...] | None, limit: int, *,
+                    exercise: bool | None = None) -> list[IncidentSummary]:
         """One row per incident, most recent activity first (ties by id), from the index
         kept as messages are stored; ``after`` is the previous page's last
-        :attr:`~gateway.service.incidents.IncidentSummary.cursor`."""
+        :attr:`~gateway.service.incidents.IncidentSummary.cursor`. ``exercise``: False
+        for the real board (incidents with an actual message, or only rejected ones),
+        True for the exercises (every message exercise or test traffic), None for all."""
         ...
 
     async def summary(self, incident: str) -> IncidentSummary | None:
@@ -353,6 +371,50 @@ class EscalationStore(Protocol):
         ...
 
 
+class CommCheckStore(Protocol):
+    """The fallback leg of communication tests: codes sent, and codes returned."""
+
+    async def code_sent(self, check_id: str, peer: str, *, contact: str, address: str,
+                        digest: str, at: datetime) -> None:
+        """Keep that a code (its digest only) went to ``peer``'s contact."""
+        ...
+
+    async def code_failed(self, check_id: str, peer: str, *, contact: str | None,
+                          error: str, at: datetime) -> None:
+        """Keep that no code reached ``peer``, and why."""
+        ...
+
+    async def returned(self, check_id: str, peer: str, *, message_id: str, by: str,
+                       refused: str | None, at: datetime) -> None:
+        """Keep a code ``peer`` returned: taken (``refused`` None) or refused."""
+        ...
+
+    async def state(self, check_id: str, peer: str) -> tuple[CodeSent | None, int, bool]:
+        """The code sent to ``peer``, its count of wrong codes, whether one was taken."""
+        ...
+
+    async def fallbacks(self, check_ids: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per test and peer, the fallback leg (for the reports)."""
+        ...
+
+
+class ExerciseStore(Protocol):
+    """The events of exercise runs (in the audit log)."""
+
+    async def record(self, run_id: str, kind: str, actor: str, data: dict[str, Any],
+                     at: datetime) -> None:
+        """Keep one event."""
+        ...
+
+    async def events(self, run_id: str) -> list[Event]:
+        """One run's events, oldest first."""
+        ...
+
+    async def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest runs, newest first."""
+        ...
+
+
 class LeaseStore(Protocol):
     """Who runs each periodic job among the instances of one node."""
 
@@ -431,6 +493,16 @@ class Ledger(Protocol):
     @property
     def escalations(self) -> EscalationStore:
         """Escalation of unacknowledged messages."""
+        ...
+
+    @property
+    def exercises(self) -> ExerciseStore:
+        """Exercise runs."""
+        ...
+
+    @property
+    def commchecks(self) -> CommCheckStore:
+        """The fallback leg of communication tests."""
         ...
 
     @property

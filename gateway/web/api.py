@@ -18,30 +18,35 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.errors import ConfigError, InvalidBody, InvalidRequest, NotFound
 from gateway.formats.cap import parse_cap
 from gateway.formats.geo import collection
-from gateway.protocol import ijson
 from gateway.protocol.keys import fingerprint
 from gateway.protocol.peerhealth import PeerHealth
 from gateway.protocol.sitrep import PLAIN_TEXT
-from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN, format_time
+from gateway.protocol.types import INCIDENT_ID_PATTERN, format_time
 from gateway.service import contacts
-from gateway.service.commcheck import history_csv, history_html
-from gateway.service.commcheck import report as commcheck_report
 from gateway.service.incidents import incident_thread, timeline_csv
 from gateway.service.node import NodeApi
-from gateway.service.paging import decode_cursor, next_cursor
+from gateway.service.paging import next_cursor
 from gateway.service.ports import IdempotencyKey
 from gateway.service.submit import AlertSubmission, SitrepSubmission
+from gateway.web import commchecks, exercises
 from gateway.web.console import setup_console
 from gateway.web.console.views import console_middleware, overdue_counts
 from gateway.web.exports import render
-from gateway.web.limits import read_deadline
 from gateway.web.openapi import openapi_document
 from gateway.web.problems import (
-    PayloadTooLarge,
-    RequestTimeout,
-    UnsupportedMediaType,
     problem,
     problem_middleware,
+)
+from gateway.web.requests import (
+    CLIENT,
+    NODE,
+    after_cursor,
+    before_seq,
+    filters_of,
+    message_id_of,
+    page_of,
+    read_body,
+    read_json,
 )
 from gateway.web.shapes import (
     audit_json,
@@ -49,17 +54,14 @@ from gateway.web.shapes import (
     inbox_view,
     incident_features,
     message_json,
-    receipt_json,
     security_json,
     stored_message,
 )
+from gateway.web.templates_api import templated, templates_route
 
-NODE: web.AppKey[NodeApi] = web.AppKey("node")
 log = structlog.get_logger("crisisgw.api")
-CLIENT: web.RequestKey[str] = web.RequestKey("client", str)
 PUBLIC = frozenset({"/healthz", "/readyz", "/metrics", "/v1/openapi.json"})
 MAX_IDEMPOTENCY_KEY = 200
-MAX_LIMIT = 1000
 
 
 def _token_client(node: NodeApi, header: str | None) -> tuple[str, frozenset[str]] | None:
@@ -78,6 +80,8 @@ def _token_client(node: NodeApi, header: str | None) -> tuple[str, frozenset[str
 _POST_SCOPES = (
     (re.compile(r"^/v1/(sitreps|alerts|commchecks)$"), "submit"),
     (re.compile(r"^/v1/messages/[^/]+/ack$"), "acknowledge"),
+    (re.compile(r"^/v1/commchecks/fallback$"), "acknowledge"),
+    (re.compile(r"^/v1/exercises(/[^/]+/[^/]+)?$"), "submit"),
 )
 
 
@@ -110,35 +114,6 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
                                 f'scope="{needed}"'})
     request[CLIENT] = client
     return await handler(request)  # type: ignore[no-any-return]
-
-
-async def _read_json(request: web.Request) -> tuple[Any, bytes]:
-    ctype = request.content_type
-    if ctype != "application/json":
-        raise UnsupportedMediaType("Unsupported media type",
-                              f"send application/json, not {ctype or 'nothing'}")
-    raw = await _read_body(request)
-    return ijson.loads(raw), raw
-
-
-async def _read_body(request: web.Request) -> bytes:
-    node = request.app[NODE]
-    limit = node.settings.api.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge("Payload too large", f"the limit is {limit} bytes")
-    body = bytearray()
-    try:
-        async with read_deadline(node.settings.api.body_seconds):
-            async for chunk in request.content.iter_chunked(64 * 1024):
-                body.extend(chunk)
-                if len(body) > limit:
-                    raise PayloadTooLarge("Payload too large",
-                                          f"the limit is {limit} bytes")
-    except TimeoutError as exc:
-        raise RequestTimeout("Request timeout",
-                              f"the body did not arrive within "
-                              f"{node.settings.api.body_seconds:g} s") from exc
-    return bytes(body)
 
 
 def _idempotency(request: web.Request, raw: bytes) -> IdempotencyKey | None:
@@ -174,7 +149,8 @@ def _accepted(node: NodeApi, msg_type: str, message_id: str, created: bool) -> w
 async def post_sitrep(request: web.Request) -> web.Response:
     """POST /v1/sitreps: validate, seal and store; 202 once durable."""
     node = request.app[NODE]
-    data, raw = await _read_json(request)
+    data, raw = await read_json(request)
+    data = templated(node.settings, data, "sitrep")  # a "template" member: its defaults first
     sub = SitrepSubmission.model_validate(data, context=PLAIN_TEXT)
     message_id, created = await node.submitter.submit_sitrep(sub, _idempotency(request, raw))
     return _accepted(node, "sitrep", message_id, created)
@@ -192,30 +168,24 @@ async def post_alert(request: web.Request) -> web.Response:
     node = request.app[NODE]
     if request.content_type in CAP_MEDIA_TYPES:
 
-        raw = await _read_body(request)
+        raw = await read_body(request)
         alert = parse_cap(raw)
         routing: dict[str, Any] = {k: v for k, v in request.query.items()
                                    if k in ("tlp", "priority", "incident", "expires", "mode")}
         routing["to"] = [t for t in request.query.get("to", "").split(",") if t]
         sub = AlertSubmission.model_validate({**routing, "alert": alert})
     else:
-        data, raw = await _read_json(request)
+        data, raw = await read_json(request)
+        data = templated(node.settings, data, "alert")  # a "template" member: its defaults first
         sub = AlertSubmission.model_validate(data)
     message_id, created = await node.submitter.submit_alert(sub, _idempotency(request, raw))
     return _accepted(node, "alert", message_id, created)
 
 
-def _message_id(request: web.Request) -> str:
-    value = request.match_info["id"]
-    if not re.fullmatch(UUID_PATTERN, value):
-        raise NotFound("Not found", "message ids are lower-case UUIDs")
-    return value
-
-
 async def get_message(request: web.Request) -> web.Response:
     """GET /v1/messages/{id}: our message with per-recipient states, or an incoming one."""
     node = request.app[NODE]
-    message_id = _message_id(request)
+    message_id = message_id_of(request)
     found = await stored_message(node, message_id)
     if found is None:
         raise NotFound("Not found", f"no message {message_id}")
@@ -228,70 +198,31 @@ async def get_message(request: web.Request) -> web.Response:
     return web.json_response({**view, "direction": direction})
 
 
-def _filters(request: web.Request, allowed: tuple[str, ...], *, paged: bool = False
-             ) -> tuple[dict[str, str], int]:
-    """The filters ``allowed`` and the clamped ``limit`` (and, for a ``paged`` list,
-    ``after``); any other query parameter is a 400."""
-    filters = {k: v for k, v in request.query.items() if k in allowed}
-    known = {*allowed, "limit", *(("after",) if paged else ())}
-    unknown = sorted(set(request.query) - known)
-    if unknown:
-        raise InvalidRequest("Unknown filter", f"unknown query parameters: {unknown}",
-                              [{"loc": ["query", u], "msg": "unknown parameter"} for u in unknown])
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError as exc:
-        raise InvalidRequest("Bad limit", "limit must be an integer") from exc
-    return filters, max(1, min(limit, MAX_LIMIT))
-
-
-def _after(request: web.Request, arity: int) -> tuple[str, ...] | None:
-    """The ordering values of ``?after=`` (the ``next`` of an earlier page), if given."""
-    cursor = request.query.get("after")
-    return None if cursor is None else decode_cursor(cursor, arity)
-
-
-def _before_seq(request: web.Request) -> int | None:
-    """``?after=`` of a list ordered by sequence number, newest first."""
-    after = _after(request, 1)
-    if after is None:
-        return None
-    if not after[0].isdigit() or len(after[0]) > 18:
-        raise InvalidRequest("Bad cursor", "after= must be the 'next' value of an earlier page")
-    return int(after[0])
-
-
-def _page(items: list[dict[str, Any]], cursors: list[tuple[str, ...]],
-          limit: int) -> web.Response:
-    """A page of a list and the ``next`` cursor (null on the last page)."""
-    return web.json_response({"items": items, "next": next_cursor(cursors, limit)})
-
-
 async def list_messages(request: web.Request) -> web.Response:
-    """GET /v1/messages?type=&incident=&state=&peer=&since=&limit=&after="""
-    filters, limit = _filters(request, ("type", "incident", "state", "peer", "since"),
-                              paged=True)
-    items = await request.app[NODE].ledger.outbox.list(filters, limit, _after(request, 2))
-    return _page([message_json(m) for m in items], [m.cursor for m in items], limit)
+    """GET /v1/messages?type=&incident=&mode=&state=&peer=&since=&limit=&after="""
+    filters, limit = filters_of(request, ("type", "incident", "mode", "state", "peer",
+                                          "since"), paged=True)
+    items = await request.app[NODE].ledger.outbox.list(filters, limit, after_cursor(request, 2))
+    return page_of([message_json(m) for m in items], [m.cursor for m in items], limit)
 
 
 async def get_inbox(request: web.Request) -> web.Response:
-    """GET /v1/inbox?from=&type=&incident=&state=&priority=&limit=&after="""
-    filters, limit = _filters(request, ("from", "type", "incident", "state", "priority"),
-                              paged=True)
+    """GET /v1/inbox?from=&type=&incident=&state=&priority=&mode=&limit=&after="""
+    filters, limit = filters_of(request, ("from", "type", "incident", "state", "priority",
+                                          "mode"), paged=True)
     if "from" in filters:
         filters["sender"] = filters.pop("from")
-    entries = await request.app[NODE].ledger.inbox.list(filters, limit, _after(request, 3))
-    return _page([inbox_view(e) for e in entries], [e.cursor for e in entries], limit)
+    entries = await request.app[NODE].ledger.inbox.list(filters, limit, after_cursor(request, 3))
+    return page_of([inbox_view(e) for e in entries], [e.cursor for e in entries], limit)
 
 
 async def post_ack(request: web.Request) -> web.Response:
     """POST /v1/messages/{id}/ack: acknowledge an incoming message."""
     node = request.app[NODE]
-    message_id = _message_id(request)
+    message_id = message_id_of(request)
     by = request[CLIENT]
     if request.can_read_body:
-        data, _ = await _read_json(request)
+        data, _ = await read_json(request)
         if isinstance(data, dict) and isinstance(data.get("by"), str):
             by = data["by"][:100]
     entry = await node.acknowledger.acknowledge(message_id, by, request.query.get("from"),
@@ -334,9 +265,9 @@ def _backed_off(h: PeerHealth) -> dict[str, Any]:
 async def get_security_events(request: web.Request) -> web.Response:
     """GET /v1/security-events?limit=&after=: refused unauthenticated, forged or
     malformed input."""
-    _, limit = _filters(request, (), paged=True)
+    _, limit = filters_of(request, (), paged=True)
     ledger = request.app[NODE].ledger
-    events = await ledger.security.recent(limit, _before_seq(request))
+    events = await ledger.security.recent(limit, before_seq(request))
     return web.json_response({"items": [security_json(e) for e in events],
                               "next": next_cursor([(str(e.seq),) for e in events], limit),
                               "suppressed": [security_json(c) for c in
@@ -360,11 +291,18 @@ async def _thread(request: web.Request) -> dict[str, Any]:
 
 
 async def list_incidents(request: web.Request) -> web.Response:
-    """GET /v1/incidents?limit=&after=: one row per incident with its centres, activity
-    and warnings, most recent activity first (from the incident index)."""
-    _, limit = _filters(request, (), paged=True)
-    rows = await request.app[NODE].ledger.incidents.index(_after(request, 2), limit)
-    return _page([r.as_json() for r in rows], [r.cursor for r in rows], limit)
+    """GET /v1/incidents?mode=&limit=&after=: one row per incident with its centres,
+    activity and warnings, most recent activity first (from the incident index); the
+    real incidents, or with ``mode=exercise`` those whose every message is exercise or
+    test traffic."""
+    filters, limit = filters_of(request, ("mode",), paged=True)
+    board = filters.get("mode", "actual")
+    if board not in ("actual", "exercise"):
+        raise InvalidRequest("Bad mode", "mode is actual (the default) or exercise",
+                             [{"loc": ["query", "mode"], "msg": "actual or exercise"}])
+    rows = await request.app[NODE].ledger.incidents.index(
+        after_cursor(request, 2), limit, exercise=board == "exercise")
+    return page_of([r.as_json() for r in rows], [r.cursor for r in rows], limit)
 
 
 async def get_incident(request: web.Request) -> web.Response:
@@ -403,11 +341,11 @@ async def get_areas_geojson(request: web.Request) -> web.Response:
 async def get_audit(request: web.Request) -> web.Response:
     """GET /v1/audit?kind=&subject=&limit=&after=: the hash-chained audit log, newest
     first."""
-    filters, limit = _filters(request, ("kind", "subject"), paged=True)
+    filters, limit = filters_of(request, ("kind", "subject"), paged=True)
     items = await request.app[NODE].ledger.audit.entries(
         limit, kind=filters.get("kind"), subject=filters.get("subject"),
-        before=_before_seq(request))
-    return _page([audit_json(e) for e in items], [(str(e.seq),) for e in items], limit)
+        before=before_seq(request))
+    return page_of([audit_json(e) for e in items], [(str(e.seq),) for e in items], limit)
 
 
 async def get_checkpoint(request: web.Request) -> web.Response:
@@ -417,68 +355,10 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     return web.Response(body=wire, content_type="application/json")
 
 
-async def _check_report(node: NodeApi, check_id: str, wait: float | None = None) -> dict[str, Any]:
-    stored = await node.ledger.outbox.get(check_id)
-    if stored is None or stored.type != "commcheck":
-        raise NotFound("Not found", f"no communication test {check_id}")
-    view = message_json(stored)
-    view["receipts"] = [receipt_json(r) for r in
-                        await node.ledger.receipts.for_message(check_id)]
-    seconds = node.settings.commcheck.wait_seconds if wait is None else wait
-    return commcheck_report(view, node.clock.now(), wait=timedelta(seconds=seconds))
-
-
-async def _check_history(node: NodeApi, limit: int, after: tuple[str, ...] | None = None
-                         ) -> tuple[list[dict[str, Any]], list[tuple[str, ...]]]:
-    """Reports of the latest communication tests, newest first, and their cursors."""
-    checks = await node.ledger.outbox.list({"type": "commcheck"}, limit, after)
-    return [await _check_report(node, m.id) for m in checks], [m.cursor for m in checks]
-
-
-async def post_commcheck(request: web.Request) -> web.Response:
-    """POST /v1/commchecks: send a communication test to every active peer."""
-    node = request.app[NODE]
-    check_id = await node.commchecks.start(request[CLIENT])
-    return web.json_response({"id": check_id, "status": f"/v1/commchecks/{check_id}"},
-                             status=202)
-
-
-async def get_commcheck(request: web.Request) -> web.Response:
-    """GET /v1/commchecks/{id}?wait=SECONDS: the per-peer report of one test."""
-    node = request.app[NODE]
-    try:
-        wait = float(request.query["wait"]) if "wait" in request.query else None
-    except ValueError as exc:
-        raise InvalidRequest("Bad wait", "wait is a number of seconds") from exc
-    return web.json_response(await _check_report(node, _message_id(request), wait))
-
-
-async def list_commchecks(request: web.Request) -> web.Response:
-    """GET /v1/commchecks?limit=&after=: the history of communication tests, newest
-    first."""
-    _, limit = _filters(request, (), paged=True)
-    reports, cursors = await _check_history(request.app[NODE], limit, _after(request, 2))
-    return _page(reports, cursors, limit)
-
-
-async def commchecks_csv(request: web.Request) -> web.Response:
-    """GET /v1/commchecks/history.csv."""
-    reports, _ = await _check_history(request.app[NODE], MAX_LIMIT)
-    return web.Response(text=history_csv(reports), content_type="text/csv", charset="utf-8")
-
-
-async def commchecks_html(request: web.Request) -> web.Response:
-    """GET /v1/commchecks/report.html: tables and a chart per peer over the quarters."""
-    node = request.app[NODE]
-    reports, _ = await _check_history(node, MAX_LIMIT)
-    return web.Response(text=history_html(reports, node.me), content_type="text/html",
-                        charset="utf-8")
-
-
 async def rotate_key(request: web.Request) -> web.Response:
     """POST /v1/keys/rotate {"overlap_days": 7}: new signing key, announced to every peer."""
     node = request.app[NODE]
-    data, _ = await _read_json(request) if request.can_read_body else ({}, b"")
+    data, _ = await read_json(request) if request.can_read_body else ({}, b"")
     if not isinstance(data, dict) or set(data) - {"overlap_days"}:
         raise InvalidBody("Bad request body", 'expected {"overlap_days": <0 to 90>}',
                               [{"loc": ["body"], "msg": "only overlap_days is allowed"}])
@@ -635,6 +515,7 @@ async def get_openapi(_request: web.Request) -> web.Response:
 ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("POST", "/v1/sitreps", post_sitrep),
     ("POST", "/v1/alerts", post_alert),
+    ("GET", "/v1/templates", templates_route(NODE)),
     ("GET", "/v1/messages", list_messages),
     ("GET", "/v1/messages/{id}", get_message),
     ("POST", "/v1/messages/{id}/ack", post_ack),
@@ -655,11 +536,8 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("POST", "/v1/directory/publish", publish_directory),
     ("POST", "/v1/keys/rotate", rotate_key),
     ("POST", "/v1/peers/{id}/keys/{kid}/revoke", revoke_key),
-    ("POST", "/v1/commchecks", post_commcheck),
-    ("GET", "/v1/commchecks", list_commchecks),
-    ("GET", "/v1/commchecks/history.csv", commchecks_csv),
-    ("GET", "/v1/commchecks/report.html", commchecks_html),
-    ("GET", "/v1/commchecks/{id}", get_commcheck),
+    *commchecks.ROUTES,
+    *exercises.ROUTES,
     ("GET", "/v1/openapi.json", get_openapi),
     ("GET", "/healthz", healthz),
     ("GET", "/readyz", readyz),
@@ -687,8 +565,8 @@ async def hsts_middleware(request: web.Request, handler: Any) -> web.StreamRespo
 CONSOLE_EXPORTS: tuple[tuple[str, Any], ...] = (
     ("/console/exports/directory.csv", get_directory_csv),
     ("/console/exports/directory.html", get_directory_html),
-    ("/console/exports/commchecks.html", commchecks_html),
-    ("/console/exports/commchecks.csv", commchecks_csv),
+    *commchecks.CONSOLE_EXPORTS,
+    *exercises.CONSOLE_EXPORTS,
     (r"/console/incidents/{id:.+}/timeline.csv", get_timeline_csv),
     (r"/console/incidents/{id:.+}/areas.geojson", get_areas_geojson),
 )

@@ -10,6 +10,7 @@ from pydantic.json_schema import models_json_schema
 
 from gateway import __version__
 from gateway.service.submit import AlertSubmission, SitrepSubmission
+from gateway.web.templates_api import TEMPLATE_SCHEMAS, TEMPLATES_PATH, templated_schema
 
 _PROBLEM = {
     "type": "object",
@@ -25,7 +26,8 @@ _PROBLEM = {
                 "peer": {"type": "string", "description": "the peer the rule refused"},
                 "code": {"type": "string", "enum": [
                     "recipient_unknown", "recipient_self", "recipient_suspended",
-                    "no_recipient", "expiry_out_of_range"]},
+                    "no_recipient", "expiry_out_of_range", "template_required",
+                    "template_unknown", "template_kind"]},
                 "name": {"type": "string", "description": "the recipient refused"},
                 "days": {"type": "integer", "description": "the longest lifetime"}}}},
     },
@@ -72,7 +74,7 @@ def openapi_document() -> dict[str, Any]:
     text = json.dumps(top.get("$defs", {}))
     for module, prefix in (("alert", "Cap"), ("sitrep", "Sitrep")):
         text = text.replace(f"gateway__protocol__{module}__", prefix)
-    schemas = {**json.loads(text), "Problem": _PROBLEM}
+    schemas = {**json.loads(text), "Problem": _PROBLEM, **TEMPLATE_SCHEMAS}
     obj = {"type": "object"}
     return {
         "openapi": "3.1.0",
@@ -94,7 +96,7 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                                 "schema": {"type": "string", "minLength": 1, "maxLength": 200}}],
                 "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/SitrepSubmission"}}}},
+                    "schema": templated_schema("SitrepSubmission")}}},
                 "responses": {
                     "202": _json({"type": "object", "required": ["id"], "properties": {
                         "id": {"type": "string", "format": "uuid"},
@@ -110,8 +112,7 @@ def openapi_document() -> dict[str, Any]:
                        "description": "routing for an XML body"}
                       for n in ("to", "tlp", "priority", "incident", "expires", "mode")]],
                 "requestBody": {"required": True, "content": {
-                    "application/json": {
-                        "schema": {"$ref": "#/components/schemas/AlertSubmission"}},
+                    "application/json": {"schema": templated_schema("AlertSubmission")},
                     "application/cap+xml": {"schema": {"type": "string"}},
                     "application/xml": {"schema": {"type": "string"}}}},
                 "responses": {
@@ -121,7 +122,7 @@ def openapi_document() -> dict[str, Any]:
                     **_problems(400, 401, 413, 415, 422, 503, 507)}}},
             "/v1/messages": {"get": {
                 "summary": "List sent messages", "operationId": "listMessages",
-                "parameters": _query("type", "incident", "state", "peer", "since"),
+                "parameters": _query("type", "incident", "mode", "state", "peer", "since"),
                 "responses": {"200": _json(obj, "messages"), **_problems(400, 401)}}},
             "/v1/messages/{id}": {"get": {
                 "summary": "A message with its recipients' states, or as CAP / EDXL-DE",
@@ -141,14 +142,19 @@ def openapi_document() -> dict[str, Any]:
                               **_problems(400, 401, 404, 409, 415)}}},
             "/v1/inbox": {"get": {
                 "summary": "Verified incoming messages", "operationId": "getInbox",
-                "parameters": _query("from", "type", "incident", "state", "priority"),
+                "parameters": _query("from", "type", "incident", "state", "priority", "mode"),
                 "responses": {"200": _json(obj, "incoming messages"), **_problems(400, 401)}}},
             "/v1/peers": {"get": {
                 "summary": "Configured peers", "operationId": "getPeers",
                 "responses": {"200": _json(obj, "peers"), **_problems(401)}}},
             "/v1/incidents": {"get": {
                 "summary": "Incidents with their centres, activity and warnings",
-                "operationId": "listIncidents", "parameters": _query(),
+                "description": "The real incidents; with mode=exercise, those whose every"
+                               " message is exercise or test traffic.",
+                "operationId": "listIncidents", "parameters": [
+                    {"name": "mode", "in": "query", "required": False,
+                     "schema": {"enum": ["actual", "exercise"], "default": "actual"}},
+                    *_query()],
                 "responses": {"200": _json(obj, "incidents"), **_problems(400, 401)}}},
             "/v1/incidents/{id}": {"get": {
                 "summary": "An incident thread: latest report per centre, timeline, gap warnings",
@@ -191,6 +197,70 @@ def openapi_document() -> dict[str, Any]:
                 "operationId": "commchecksHtml",
                 "responses": {"200": {"description": "HTML", "content": {
                     "text/html": {"schema": {"type": "string"}}}}, **_problems(401)}}},
+            "/v1/commchecks/scorecard": {"get": {
+                "summary": "Per quarter and centre: tests, reached, median time to receipt "
+                           "and to acknowledgement, fallback codes sent and confirmed",
+                "operationId": "commchecksScorecard",
+                "responses": {"200": _json(obj, "scorecard rows"), **_problems(401)}}},
+            "/v1/commchecks/scorecard.csv": {"get": {
+                "summary": "The scorecard as CSV", "operationId": "commchecksScorecardCsv",
+                "responses": {"200": {"description": "CSV", "content": {
+                    "text/csv": {"schema": {"type": "string"}}}}, **_problems(401)}}},
+            "/v1/commchecks/fallback": {"post": {
+                "summary": "Return the one-time code a peer e-mailed for its communication "
+                           "test (sent to that peer in a signed 'fallback' message)",
+                "operationId": "returnFallbackCode",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["from", "check_id", "code"],
+                    "properties": {
+                        "from": {"type": "string", "minLength": 1, "maxLength": 32,
+                                 "description": "The centre whose test it is"},
+                        "check_id": {"type": "string", "format": "uuid"},
+                        "code": {"type": "string", "minLength": 4, "maxLength": 32,
+                                 "pattern": "^[0-9A-Za-z -]+$"},
+                        "by": {"type": "string", "minLength": 1, "maxLength": 100}}}}}},
+                "responses": {"202": _json(obj, "the fallback message"),
+                              **_problems(400, 401, 403, 404, 415, 422)}}},
+            "/v1/exercises": {
+                "post": {"summary": "Start an exercise: a scenario (TOML or JSON) or the replay "
+                                    "of a past incident, played through the real nodes in "
+                                    "exercise mode",
+                         "operationId": "startExercise",
+                         "requestBody": {"required": True, "content": {
+                             "application/toml": {"schema": {"type": "string"}},
+                             "application/json": {"schema": {
+                                 "type": "object", "properties": {
+                                     "scenario": {"oneOf": [{"type": "string"},
+                                                            {"type": "object"}]},
+                                     "replay": {"type": "string", "minLength": 1,
+                                                "maxLength": 64},
+                                     "speed": {"type": "number", "exclusiveMinimum": 0,
+                                               "maximum": 3600}}}}}},
+                         "responses": {"201": _json(obj, "started"),
+                                       **_problems(400, 401, 403, 404, 422)}},
+                "get": {"summary": "The latest exercise runs", "operationId": "listExercises",
+                        "responses": {"200": _json(obj, "runs"), **_problems(401)}}},
+            "/v1/exercises/{id}": {"get": {
+                "summary": "Where an exercise stands, inject by inject",
+                "operationId": "getExercise", "parameters": [_ID_PARAM],
+                "responses": {"200": _json(obj, "run"), **_problems(401, 404)}}},
+            "/v1/exercises/{id}/{action}": {"post": {
+                "summary": "Pause, resume or stop an exercise",
+                "operationId": "controlExercise",
+                "parameters": [_ID_PARAM, {"name": "action", "in": "path", "required": True,
+                                           "schema": {"enum": ["pause", "resume", "stop"]}}],
+                "responses": {"200": _json(obj, "run"), **_problems(401, 403, 404, 409)}}},
+            "/v1/exercises/{id}/report.{fmt}": {"get": {
+                "summary": "The after-action report: every inject with its delivery, reading, "
+                           "acknowledgement and escalation per centre, the timeline, KPIs",
+                "operationId": "exerciseReport",
+                "parameters": [_ID_PARAM, {"name": "fmt", "in": "path", "required": True,
+                                           "schema": {"enum": ["json", "csv", "html"]}}],
+                "responses": {"200": {"description": "the report", "content": {
+                    "application/json": {"schema": obj}, "text/csv": {"schema": {
+                        "type": "string"}}, "text/html": {"schema": {"type": "string"}}}},
+                    **_problems(401, 404)}}},
             "/v1/audit": {"get": {
                 "summary": "The hash-chained audit log (messages, receipts, state changes, "
                            "peer and key changes, operator actions), newest first",
@@ -241,6 +311,7 @@ def openapi_document() -> dict[str, Any]:
                                {"name": "kid", "in": "path", "required": True,
                                 "schema": {"type": "string"}}],
                 "responses": {"200": _json(obj, "revoked"), **_problems(401, 403, 404)}}},
+            "/v1/templates": TEMPLATES_PATH,
             "/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                          "operationId": "getOpenapi",
                                          "responses": {"200": _json(obj, "OpenAPI 3.1")}}},

@@ -131,10 +131,13 @@ def view_features(view: dict[str, Any], direction: str) -> list[Feature]:
 
 async def incident_features(node: NodeApi, thread: dict[str, Any]) -> list[Feature]:
     """The incident's map: every centre's latest sitrep area, and the areas of its
-    latest CAP alerts (:data:`MAP_ALERTS` at most)."""
+    latest CAP alerts (:data:`MAP_ALERTS` actual ones and as many exercise or test ones
+    at most, so that an exercise never pushes a real alert off the map)."""
     ids = [c["message_id"] for c in thread.get("centres", [])]
-    ids += [t["id"] for t in thread.get("timeline", []) if t.get("type") == "alert"
-            ][-MAP_ALERTS:]
+    alerts = [t for t in thread.get("timeline", []) if t.get("type") == "alert"]
+    for real in (True, False):
+        ids += [t["id"] for t in alerts if (t.get("mode") in (None, "actual")) is real
+                ][-MAP_ALERTS:]
     features: list[Feature] = []
     for message_id in dict.fromkeys(ids):
         found = await stored_message(node, message_id)

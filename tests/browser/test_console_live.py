@@ -247,14 +247,16 @@ async def test_the_console_exports_open_with_the_console_session(
     await _login(page, federation, "BE-NCCN")
     base = _base(federation, "BE-NCCN")
     links: list[str] = []
-    for path in ("/console", "/console/directory", "/console/incidents/BE-2026-0500"):
+    for path in ("/console", "/console/directory", "/console/commchecks",
+                 "/console/incidents/BE-2026-0500"):
         await page.goto(base + path)
         for href in await page.locator("main a").evaluate_all(
                 "els => els.map(e => e.getAttribute('href'))"):
             if href and ("/exports/" in href or href.endswith(".csv")):
                 links.append(href)
     assert {link.rsplit("/", 1)[-1] for link in links} >= {
-        "directory.csv", "directory.html", "commchecks.html", "timeline.csv"}, links
+        "directory.csv", "directory.html", "commchecks.html", "commchecks.csv",
+        "scorecard.csv", "timeline.csv"}, links
     for link in links:
         resp = await page.request.get(base + link)
         assert resp.status == 200, (link, resp.status)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -64,6 +67,85 @@ def _cards_and_credentials_follow_the_schemas(demo: Path) -> None:
         delete([], ["XX-SCHEMA@BE-NCCN"])
 
 
+async def _console(http: aiohttp.ClientSession, demo: Path, centre: str, port: int) -> str:
+    """Log in to a demo centre's console as its operator; its base URL."""
+    base = f"http://127.0.0.1:{port}"
+    password = (demo / centre / "operator-password").read_text().strip()
+    async with http.get(f"{base}/console/login") as resp:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
+    assert token is not None
+    async with http.post(f"{base}/console/login", allow_redirects=False, data={
+            "csrf_token": token.group(1), "name": "operator", "password": password}) as resp:
+        assert resp.status == 303
+    return base
+
+
+async def _fallback_round_trip(demo: Path, base: int) -> None:
+    """A communication test on the demo: each peer's one-time code lands in the demo
+    mailbox, its duty officer follows the e-mail's link and confirms it in its own
+    console, and BE-NCCN's trend page shows the fallback working for all three."""
+    token = (demo / "BE-NCCN" / "api-token").read_text().strip()
+    peers = {c.id: base + i for i, c in enumerate(CENTRES) if c.id != "BE-NCCN"}
+    contacts = {p: f"communication@{p.lower().replace('-', '')}.example" for p in peers}
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as api:
+        async def knows_peers() -> bool:
+            async with api.get(f"http://127.0.0.1:{base}/v1/directory") as r:
+                held = {x.get("email") for x in (await r.json())["items"]}
+            return set(contacts.values()) <= held
+        await wait_until(knows_peers, 30, "BE-NCCN holding its peers' contact points")
+        async with api.post(f"http://127.0.0.1:{base}/v1/commchecks", json={}) as resp:
+            assert resp.status == 202
+            check = (await resp.json())["id"]
+
+        def mails() -> dict[str, str]:
+            found = {}
+            for path in sorted((demo / "mail").glob("*.eml")):
+                mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+                assert isinstance(mail, email.message.EmailMessage)
+                text = mail.get_content()
+                for peer, address in contacts.items():
+                    if f"-{address}.eml" in path.name and check in text:
+                        found[peer] = text
+            return found
+
+        async def mailed() -> bool:
+            return len(mails()) == len(peers)
+        await wait_until(mailed, 20, "a code for each peer in the demo mailbox")
+        for peer, text in mails().items():
+            link = re.search(r"(/console/fallback\?\S+)", text)
+            assert link is not None, f"{peer}: no link to its console"
+            async with aiohttp.ClientSession(
+                    cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+                console = await _console(http, demo, peer, peers[peer])
+                async with http.get(console + link.group(1)) as resp:
+                    page = await resp.text()
+                form = re.search(r'<tr data-test="BE-NCCN\|' + check + r'".*?</tr>', page, re.S)
+                assert form is not None, f"{peer}: the test is not listed"
+                code = re.search(r'name="code"[^>]*value="([^"]+)"', form.group(0))
+                csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.group(0))
+                assert code is not None, f"{peer}: the link did not fill the code in"
+                assert csrf is not None
+                async with http.post(f"{console}/console/fallback", allow_redirects=False,
+                                     data={"csrf_token": csrf.group(1), "from": "BE-NCCN",
+                                           "check": check, "code": code.group(1)}) as resp:
+                    assert resp.status == 303
+
+        async def confirmed() -> bool:
+            async with api.get(f"http://127.0.0.1:{base}/v1/commchecks/{check}") as r:
+                rep = await r.json()
+            return {p["fallback"] for p in rep["peers"]} == {"confirmed"}
+        await wait_until(confirmed, 20, "BE-NCCN recording the three fallback codes")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        console = await _console(http, demo, "BE-NCCN", base)
+        async with http.get(f"{console}/console/commchecks") as resp:
+            page = await resp.text()
+    for peer in peers:
+        row = re.search(r'<tr data-score="[0-9]{4}-Q[1-4]\|' + peer + '".*?</tr>', page, re.S)
+        assert row is not None, f"{peer}: no scorecard row"
+        assert "<td data-fallback>1/1</td>" in row.group(0)
+    assert page.count("<svg") == 3
+
+
 async def test_demo_runs_delivers_the_example_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     """`crisisgw demo` starts 4 nodes, the example reaches `delivered`, Ctrl-C stops all."""
     prefix = f"tdemo{secrets.token_hex(2)}"
@@ -96,6 +178,8 @@ async def test_demo_runs_delivers_the_example_and_stops_on_ctrl_c(tmp_path: Path
 
             await wait_until(delivered, 15, "the example delivered to all three peers")
         assert "Every link is AMQPS" in out
+        assert "Demo mailbox: smtp://127.0.0.1:" in out
+        await _fallback_round_trip(tmp_path / "demo", base)
         listed = subprocess.run(["rabbitmqctl", "-q", "list_connections", "user", "ssl",
                                  "--formatter", "json"], capture_output=True, text=True,
                                 timeout=60, check=True)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.broker
 TARGET, PEER = "NL-NCC", "LU-HCPN"
 MARKUP = '<base href="//elsewhere.example/"><script>alert(1)</script>'
 PAGES = ("/console", "/console/inbox", "/console/outbox", "/console/incidents",
-         "/console/directory", "/console/compose")
+         "/console/incidents?mode=exercise", "/console/directory", "/console/compose")
 
 
 async def _inject(fed: Federation, env: dict[str, Any]) -> None:

@@ -31,12 +31,15 @@ from gateway.errors import ConfigError, IdempotencyConflict, NotFound
 from gateway.metrics import Metrics
 from gateway.protocol.delivery import Delivery
 from gateway.protocol.directory import ContactPoint
+from gateway.protocol.exercise import Event
 from gateway.protocol.keys import KeyRing, SigningKey, default_key_id, public_key_text
 from gateway.protocol.peerhealth import PeerHealth
 from gateway.protocol.types import format_time
 from gateway.service.acknowledge import Acknowledger
 from gateway.service.changes import ChangeSignal
 from gateway.service.commcheck import CommChecks
+from gateway.service.exercise import Exercises
+from gateway.service.fallback import Fallbacks
 from gateway.service.incidents import IncidentSummary, ThreadItem, summarise_incidents
 from gateway.service.node import NodeApi
 from gateway.service.ports import Clock
@@ -285,13 +288,19 @@ class FakeOutbox(_Store):
 
     async def list(self, filters: Mapping[str, str], limit: int,
                    after: tuple[str, ...] | None = None) -> list[OutgoingView]:
-        """Held messages (not receipts), newest first, filtered by type and incident,
-        past the cursor ``after``."""
+        """Held messages (not receipts), newest first, filtered by type, incident and
+        mode, past the cursor ``after``."""
         self._call("list", dict(filters), limit, *(() if after is None else (after,)))
         found = [v for v in self.views.values()
-                 if v.type != "receipt" and _matches(v, filters, ("type", "incident"))
+                 if v.type != "receipt" and _matches(v, filters, ("type", "incident", "mode"))
                  and (after is None or v.cursor < after)]
         return sorted(found, key=lambda v: v.cursor, reverse=True)[:limit]
+
+    async def recent(self, mode: str, since: str) -> int:
+        """Held messages (not receipts) of ``mode`` submitted at or after ``since``."""
+        self._call("recent", mode, since)
+        return sum(1 for v in self.views.values() if v.type != "receipt"
+                   and v.mode == mode and v.submitted_at >= since)
 
     async def overdue(self, cutoffs: Mapping[str, str]) -> int:
         """Unacknowledged recipients of held messages created by their cutoff."""
@@ -346,19 +355,29 @@ class FakeInbox(_Store):
 
     async def list(self, filters: Mapping[str, str], limit: int,
                    after: tuple[str, ...] | None = None) -> list[InboxEntry]:
-        """Held messages, newest first, filtered by sender, type, incident, state and
-        priority, past the cursor ``after``."""
+        """Held messages, newest first, filtered by sender, type, incident, state,
+        priority and mode, past the cursor ``after``."""
         self._call("list", dict(filters), limit, *(() if after is None else (after,)))
         found = [e for e in self.entries.values()
-                 if _matches(e, filters, ("sender", "type", "incident", "state", "priority"))
+                 if _matches(e, filters, ("sender", "type", "incident", "state", "priority",
+                                          "mode"))
                  and (after is None or e.cursor < after)]
         return sorted(found, key=lambda e: e.cursor, reverse=True)[:limit]
 
-    async def unacknowledged(self, priority: str, limit: int) -> list[InboxEntry]:
-        """Held delivered messages of ``priority``, newest first."""
+    async def recent(self, mode: str, since: str) -> int:
+        """Held messages (not receipts) of ``mode`` received at or after ``since``."""
+        self._call("recent", mode, since)
+        return sum(1 for e in self.entries.values() if e.type != "receipt"
+                   and e.mode == mode and format_time(e.received_at) >= since)
+
+    async def unacknowledged(self, priority: str, limit: int, *,
+                             actual: bool = False) -> list[InboxEntry]:
+        """Held delivered messages of ``priority`` (actual ones only, with ``actual``),
+        newest first."""
         self._call("unacknowledged", priority, limit)
         found = [e for e in self.entries.values()
-                 if e.state == "delivered" and e.priority == priority]
+                 if e.state == "delivered" and e.priority == priority
+                 and (not actual or e.mode == "actual")]
         return sorted(found, key=lambda e: e.received_at, reverse=True)[:limit]
 
     async def waiting(self) -> int:
@@ -532,11 +551,14 @@ class FakeIncidents(_Store):
         self._call("thread_items", incident)
         return [i for i in self.items if incident is None or i.incident == incident]
 
-    async def index(self, after: tuple[str, ...] | None, limit: int) -> list[IncidentSummary]:
-        """The held items summarised (the pure computation the ledger's index keeps)."""
+    async def index(self, after: tuple[str, ...] | None, limit: int, *,
+                    exercise: bool | None = None) -> list[IncidentSummary]:
+        """The held items summarised (the pure computation the ledger's index keeps),
+        of one board (``exercise``; None: all)."""
         self._call("index", after, limit)
         rows = [IncidentSummary(**{**r, "centres": tuple(r["centres"])})
                 for r in summarise_incidents(self.items, ME)]
+        rows = [r for r in rows if exercise is None or r.exercise == exercise]
         if after is not None:
             rows = [r for r in rows if r.last_activity < after[0]
                     or (r.last_activity == after[0] and r.incident > after[1])]
@@ -620,6 +642,67 @@ class FakeEscalations(_Store):
         return []
 
 
+class FakeCommChecks(_Store):
+    """The fallback leg in memory (the real store is tested on real nodes)."""
+
+    name = "commchecks"
+
+    def __init__(self, faults: dict[str, Exception]) -> None:
+        super().__init__(faults)
+        self.events: list[tuple[str, str, str, dict[str, Any]]] = []
+
+    async def code_sent(self, check_id: str, peer: str, **data: Any) -> None:
+        """Keep a code sent."""
+        self._call("code_sent", check_id)
+        self.events.append(("sent", check_id, peer, data))
+
+    async def code_failed(self, check_id: str, peer: str, **data: Any) -> None:
+        """Keep a code not sent."""
+        self._call("code_failed", check_id)
+        self.events.append(("failed", check_id, peer, data))
+
+    async def returned(self, check_id: str, peer: str, **data: Any) -> None:
+        """Keep a code returned."""
+        self._call("returned", check_id)
+        self.events.append(("returned", check_id, peer, data))
+
+    async def state(self, check_id: str, peer: str) -> tuple[Any, int, bool]:
+        """Nothing sent here."""
+        self._call("state", check_id)
+        return None, 0, False
+
+    async def fallbacks(self, check_ids: Any) -> dict[str, dict[str, dict[str, Any]]]:
+        """No fallback legs."""
+        self._call("fallbacks", check_ids)
+        return {}
+
+
+class FakeExercises(_Store):
+    """Exercise events in memory (the real store is tested on real nodes)."""
+
+    name = "exercises"
+
+    def __init__(self, faults: dict[str, Exception]) -> None:
+        super().__init__(faults)
+        self.kept: list[tuple[str, Any]] = []
+
+    async def record(self, run_id: str, kind: str, actor: str, data: dict[str, Any],
+                     at: Any) -> None:
+        """Keep an event."""
+        self._call("record", run_id)
+        self.kept.append((run_id, Event(kind=kind, at=at, data=data)))
+
+    async def events(self, run_id: str) -> list[Any]:
+        """The events kept for ``run_id``."""
+        self._call("events", run_id)
+        return [e for r, e in self.kept if r == run_id]
+
+    async def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """None."""
+        self._call("runs", limit)
+        return []
+
+
 class FakeLedger:
     """Every store in memory; :attr:`stats_value` is what :meth:`stats` answers."""
 
@@ -633,6 +716,8 @@ class FakeLedger:
         self._incidents = FakeIncidents(self.faults)
         self._logins = FakeLogins(self.faults)
         self._escalations = FakeEscalations(self.faults)
+        self._commchecks = FakeCommChecks(self.faults)
+        self._exercises = FakeExercises(self.faults)
         self.stats_value = LedgerStats(deliveries={}, backlog={}, security_events=0, inbox=0)
         self._changes = ChangeSignal()
 
@@ -659,6 +744,16 @@ class FakeLedger:
     def escalations(self) -> FakeEscalations:
         """Escalation steps."""
         return self._escalations
+
+    @property
+    def exercises(self) -> FakeExercises:
+        """Exercise runs."""
+        return self._exercises
+
+    @property
+    def commchecks(self) -> FakeCommChecks:
+        """The fallback leg of communication tests."""
+        return self._commchecks
 
     @property
     def inbox(self) -> FakeInbox:
@@ -819,6 +914,22 @@ class FixedClock:
         return self.at
 
 
+class _NoEmail:
+    """An e-mail channel that refuses every mail."""
+
+    async def send(self, address: str, subject: str, text: str) -> str | None:
+        """Refuse."""
+        return "no e-mail in unit tests"
+
+
+def _no_email(_section: object) -> _NoEmail:
+    return _NoEmail()
+
+
+def _no_remote(centre: Any) -> Any:
+    raise AssertionError(f"no remote centre in unit tests ({centre.id})")
+
+
 @dataclass
 class FakeNode:
     """A :class:`~gateway.service.node.NodeApi` in memory. :attr:`actions` records the
@@ -845,6 +956,13 @@ class FakeNode:
         self.fake_acknowledger = FakeAcknowledger(self.fake_ledger.inbox, self.fixed_clock)
         self._commchecks = CommChecks(submitter=self.fake_submitter,
                                       peers=lambda: self.current.peers)
+        self._fallbacks = Fallbacks(
+            me=self.me, settings=lambda: self.current, store=self.fake_ledger.commchecks,
+            directory=self.fake_ledger.directory, inbox=self.fake_ledger.inbox,
+            submitter=self.fake_submitter, email=_no_email, clock=self.fixed_clock.now)
+        self._exercises = Exercises(
+            me=self.me, settings=lambda: self.current, store=self.fake_ledger.exercises,
+            submitter=self.fake_submitter, remote=_no_remote, clock=self.fixed_clock.now)
 
     @property
     def me(self) -> str:
@@ -895,6 +1013,16 @@ class FakeNode:
     def commchecks(self) -> CommChecks:
         """Real communication tests on the recording submitter."""
         return self._commchecks
+
+    @property
+    def fallbacks(self) -> Fallbacks:
+        """The real fallback leg on the fake stores (no e-mail goes out)."""
+        return self._fallbacks
+
+    @property
+    def exercises(self) -> Exercises:
+        """Real exercises on the fake stores (no remote centre)."""
+        return self._exercises
 
     def peer_links(self) -> Mapping[str, FakePeerLink]:
         """The fake link of every peer that has one."""

@@ -170,13 +170,17 @@ async def test_the_ledger_signals_committed_changes_only(tmp_path: Path) -> None
 
 
 def test_each_page_gets_its_own_live_sections() -> None:
-    """Every page follows the inbox and outbox; the overview its blocks; the incident
-    list its rows; an incident board its timeline and cards."""
-    assert sections("inbox") == (("inbox", "outbox"), ())
-    assert sections("overview") == (("inbox", "outbox"), ("problems", "peers", "areas"))
-    assert sections("incidents") == (("inbox", "outbox", "incidents"), ())
+    """Every page follows the inbox and outbox and the EXERCISE banner; the overview its
+    blocks; the incident list and the exercise board their rows; an incident board its
+    timeline and cards."""
+    assert sections("inbox") == (("inbox", "outbox"), ("exercise",))
+    assert sections("overview") == (("inbox", "outbox"),
+                                    ("problems", "peers", "areas", "exercise"))
+    assert sections("incidents") == (("inbox", "outbox", "incidents"), ("exercise",))
+    assert sections("incidents:exercise") == (("inbox", "outbox", "incidents:exercise"),
+                                              ("exercise",))
     assert sections("incident:NL-1") == (("inbox", "outbox", "timeline:NL-1"),
-                                         ("cards:NL-1",))
+                                         ("cards:NL-1", "exercise"))
 
 
 def test_a_block_is_sent_again_only_when_it_changed() -> None:

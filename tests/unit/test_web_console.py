@@ -343,19 +343,21 @@ async def test_a_policy_refusal_is_said_in_plain_words_in_the_operators_language
 
 async def test_exercise_incidents_cards_and_timeline_rows_are_marked(
         client: Client, node: FakeNode) -> None:
-    """An incident whose every message is exercise traffic is marked on the incident list;
-    on its board the centre's card and the timeline row are marked; a real incident is
-    not."""
+    """An incident whose every message is exercise traffic is marked on the exercise
+    board (and absent from the real one); on its page, under the EXERCISE banner, the
+    centre's card and the timeline row are marked; a real incident is not."""
     node.ledger.incidents.items = [
         report(DE, 1, incident="DRILL-1", title="Dyke drill", mode="exercise"),
         report(LU, 1, incident="REAL-1", title="Real flood", at=5)]
     await open_session(client)
-    listing = await (await client.get("/console/incidents")).text()
+    listing = await (await client.get("/console/incidents?mode=exercise")).text()
     rows = dict(re.findall(r'<tr data-row="([A-Z0-9-]+)"[^>]*class="([^"]*)"', listing))
     assert "row-exercise" in rows["DRILL-1"]
-    assert "row-exercise" not in rows["REAL-1"]
+    assert "REAL-1" not in rows
     board = await (await client.get("/console/incidents/DRILL-1")).text()
+    assert "banner-exercise" in board
     assert '<article class="card row-exercise">' in board
     assert board.count('class="mode-exercise"') >= 2  # the card and the timeline row
     real = await (await client.get("/console/incidents/REAL-1")).text()
     assert "mode-exercise" not in real.split("<main", 1)[1]
+    assert "banner-exercise" not in real

@@ -4,7 +4,8 @@ A PostgreSQL ledger records its version in ``ledger_schema``. There were no Post
 ledgers before version 6, so its history starts there: one step creates the tables,
 columns and indexes that SQLite's steps 1 to 6 build (:data:`BASELINE`, checked against
 them by ``tests/unit/test_postgres_ledger.py``). A step after 6 is written for both
-engines, with the same number and meaning (step 7: ``job_leases``).
+engines, with the same number and meaning (step 7: ``job_leases``; step 8: the
+indexes that keep exercise traffic apart).
 
 Text columns compare byte by byte (``COLLATE "C"``), as SQLite's do: keyset pages,
 ISO times and ids sort the same on both engines, whatever the server's locale.
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import structlog
 
 from gateway.adapters.postgres.db import PgConn
-from gateway.adapters.sqlite.schema import JOB_LEASES
+from gateway.adapters.sqlite.schema import EXERCISE_APART, JOB_LEASES
 from gateway.adapters.sqlite.schema import LATEST as SQLITE_LATEST
 from gateway.errors import LedgerError
 
@@ -197,6 +198,11 @@ def _v7(conn: PgConn) -> None:
         conn.raw.execute(statement)
 
 
+def _v8(conn: PgConn) -> None:
+    for statement in _statements(EXERCISE_APART):
+        conn.raw.execute(statement)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One migration, to ``version`` (6: from nothing)."""
@@ -210,6 +216,8 @@ STEPS = (
     Step(6, "the tables of SQLite schema version 6", _v6),
     Step(7, "several instances of one node: a lease per periodic job, and failed logins "
             "shared", _v7),
+    Step(8, "exercise traffic kept apart: inbox and outbox listed by mode, the incident "
+            "board split into real incidents and exercises", _v8),
 )
 LATEST = STEPS[-1].version
 assert LATEST == SQLITE_LATEST, "a schema step is written for both engines"

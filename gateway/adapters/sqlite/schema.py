@@ -298,6 +298,26 @@ def _v7(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+#: Step 8 (both engines): exercise and test traffic kept apart. The inbox and outbox are
+#: listed by mode (``?mode=``, and the count of recent exercise traffic behind the
+#: console's EXERCISE banner); the incident board reads real incidents and exercises
+#: (no actual message) each on its own index.
+EXERCISE_APART = """
+CREATE INDEX inbox_mode_listed ON inbox(mode, received_at, sender, id)
+  WHERE type != 'receipt';
+CREATE INDEX outbox_mode_listed ON outbox(mode, submitted_at, id) WHERE type != 'receipt';
+CREATE INDEX incident_index_real ON incident_index(last_activity DESC, incident)
+  WHERE actual > 0 OR messages = 0;
+CREATE INDEX incident_index_exercise ON incident_index(last_activity DESC, incident)
+  WHERE actual = 0 AND messages > 0
+"""
+
+
+def _v8(conn: sqlite3.Connection) -> None:
+    for statement in _statements(EXERCISE_APART):
+        conn.execute(statement)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One migration: from ``version - 1`` to ``version``."""
@@ -319,6 +339,8 @@ STEPS = (
             "counts; the incident index counts actual messages", _v6),
     Step(7, "several instances of one node: a lease per periodic job, and failed logins "
             "shared", _v7),
+    Step(8, "exercise traffic kept apart: inbox and outbox listed by mode, the incident "
+            "board split into real incidents and exercises", _v8),
 )
 LATEST = STEPS[-1].version
 

@@ -29,7 +29,7 @@ from gateway.service.records import InboxEntry, IngestOutcome, OutgoingMessage
 #: rows in the list's order).
 #: Every priority a delivered message can have (admission checked it).
 PRIORITIES = ("flash", "urgent", "routine")
-_FILTERS = ("incident", "sender", "state", "type", "priority")
+_FILTERS = ("incident", "sender", "state", "type", "priority", "mode")
 
 
 def _resend_receipts(conn: Conn, sender: str, message_id: str,
@@ -169,14 +169,28 @@ class InboxStore:
             recent_sql="SELECT COUNT(*) FROM inbox WHERE state = 'delivered' AND mode ="
                        " 'actual' AND priority = ? AND received_at > ?"))
 
-    async def unacknowledged(self, priority: str, limit: int) -> Sequence[InboxEntry]:
+    async def unacknowledged(self, priority: str, limit: int, *,
+                             actual: bool = False) -> Sequence[InboxEntry]:
         """See :meth:`gateway.service.ports.InboxStore.unacknowledged`: a range of
-        ``inbox_unacked``, however many messages were ever acknowledged."""
+        ``inbox_unacked`` (``inbox_unacked_actual`` for ``actual`` ones only), however
+        many messages were ever acknowledged."""
+        only = " AND mode = 'actual'" if actual else ""
 
         def run(conn: Conn) -> list[InboxEntry]:
             return [inbox_entry(r) for r in conn.execute(
-                "SELECT * FROM inbox WHERE state = 'delivered' AND priority = ?"
+                f"SELECT * FROM inbox WHERE state = 'delivered' AND priority = ?{only}"  # noqa: S608 - fixed clause
                 " ORDER BY received_at DESC LIMIT ?", (priority, limit))]
+
+        return await self._db.read(run)
+
+    async def recent(self, mode: str, since: str) -> int:
+        """See :meth:`gateway.service.ports.InboxStore.recent`: a range of
+        ``inbox_mode_listed`` as long as the window, however long the history."""
+
+        def run(conn: Conn) -> int:
+            return int(conn.execute(
+                "SELECT COUNT(*) FROM inbox WHERE mode = ? AND type != 'receipt'"
+                " AND received_at >= ?", (mode, since)).fetchone()[0])
 
         return await self._db.read(run)
 

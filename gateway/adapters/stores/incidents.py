@@ -116,18 +116,25 @@ def _summary(row: Row) -> IncidentSummary:
         actual_messages=row["actual"])
 
 
-def summaries(conn: Conn, after: tuple[str, ...] | None,
-              limit: int) -> list[IncidentSummary]:
-    """Incident rows, most recent activity first (ties by incident id), past ``after``
-    (the (last_activity, incident) of the previous page's last row)."""
-    if after is None:
-        rows = conn.execute("SELECT * FROM incident_index ORDER BY last_activity DESC,"
-                            " incident LIMIT ?", (limit,))
-    else:
-        rows = conn.execute(
-            "SELECT * FROM incident_index WHERE last_activity <= ? AND (last_activity < ?"
-            " OR incident > ?) ORDER BY last_activity DESC, incident LIMIT ?",
-            (after[0], after[0], after[1], limit))
+#: Which incidents a board lists (schema step 8 indexes each): real ones (an actual
+#: message, or only rejected ones) or exercises (every message exercise or test traffic).
+#: The same text as the partial indexes' conditions, so that SQLite can use them.
+BOARDS = {False: "(actual > 0 OR messages = 0)", True: "actual = 0 AND messages > 0"}
+
+
+def summaries(conn: Conn, after: tuple[str, ...] | None, limit: int,
+              exercise: bool | None = None) -> list[IncidentSummary]:
+    """Incident rows of one board (``exercise``; None: every incident), most recent
+    activity first (ties by incident id), past ``after`` (the (last_activity, incident)
+    of the previous page's last row)."""
+    where: list[str] = [] if exercise is None else [BOARDS[exercise]]
+    args: list[str] = []
+    if after is not None:
+        where.append("last_activity <= ? AND (last_activity < ? OR incident > ?)")
+        args += [after[0], after[0], after[1]]
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    rows = conn.execute(f"SELECT * FROM incident_index {clause}"  # noqa: S608 - fixed clauses
+                        "ORDER BY last_activity DESC, incident LIMIT ?", (*args, limit))
     return [_summary(r) for r in rows]
 
 
@@ -137,10 +144,13 @@ class IncidentsStore:
     def __init__(self, db: Db) -> None:
         self._db = db
 
-    async def index(self, after: tuple[str, ...] | None, limit: int) -> list[IncidentSummary]:
-        """One row per incident, most recent activity first, from the incident index
-        (``after``: the cursor values of the previous page's last row)."""
-        return await self._db.read(partial(summaries, after=after, limit=limit))
+    async def index(self, after: tuple[str, ...] | None, limit: int, *,
+                    exercise: bool | None = None) -> list[IncidentSummary]:
+        """One row per incident of a board, most recent activity first, from the incident
+        index (``after``: the cursor values of the previous page's last row; see
+        :meth:`gateway.service.ports.IncidentStore.index`)."""
+        return await self._db.read(partial(summaries, after=after, limit=limit,
+                                           exercise=exercise))
 
     async def summary(self, incident: str) -> IncidentSummary | None:
         """See :meth:`gateway.service.ports.IncidentStore.summary`."""

@@ -8,9 +8,11 @@ from collections.abc import Callable
 from datetime import datetime
 
 from gateway.adapters.stores.audit import AuditStore
+from gateway.adapters.stores.commchecks import CommChecksStore
 from gateway.adapters.stores.directory import DirectoryStore
 from gateway.adapters.stores.escalations import EscalationsStore
 from gateway.adapters.stores.evidence import export_in_node
+from gateway.adapters.stores.exercises import ExercisesStore
 from gateway.adapters.stores.inbox import InboxStore
 from gateway.adapters.stores.incidents import IncidentsStore
 from gateway.adapters.stores.keys import KeysStore
@@ -74,6 +76,8 @@ class StoreLedger:
         self.leases = LeasesStore(db)
         self.logins = LoginsStore(db)
         self.escalations = EscalationsStore(db)
+        self.commchecks = CommChecksStore(db)
+        self.exercises = ExercisesStore(db)
 
     async def open(self) -> None:
         """Open the database, migrating its schema to this release's."""

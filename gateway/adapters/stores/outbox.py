@@ -102,15 +102,19 @@ def _listed(filters: Mapping[str, str], after: tuple[str, ...] | None, limit: in
     """
     where: list[str] = []
     args: list[Any] = []
-    for key, column in (("incident", "o.incident"), ("type", "o.type")):  # most selective first
+    on_deliveries = "state" in filters or "peer" in filters
+    for key, column in (("incident", "o.incident"), ("type", "o.type"),
+                        ("mode", "o.mode")):  # most selective first
         if key in filters:
-            # "+column": only the first filter may choose the index (see the inbox's list)
-            where.append(f"{'+' if where else ''}{column} = ?")
+            # "+column": only the first filter may choose the index (see the inbox's list);
+            # a mode, which most messages share, never picks it over a deliveries index
+            hint = bool(where) or (key == "mode" and on_deliveries)
+            where.append(f"{'+' if hint else ''}{column} = ?")
             args.append(filters[key])
     if "since" in filters:
         where.append("o.submitted_at >= ?")
         args.append(filters["since"])
-    if "state" in filters or "peer" in filters:
+    if on_deliveries:
         sub, sub_args = ["d.receipt = 0"], []
         for key, column in (("peer", "d.recipient"), ("state", "d.state")):
             if key in filters:
@@ -244,6 +248,17 @@ class OutboxStore:
 
         def run(conn: Conn) -> list[OutgoingView]:
             return _views(conn, conn.execute(sql, args).fetchall())
+
+        return await self._db.read(run)
+
+    async def recent(self, mode: str, since: str) -> int:
+        """See :meth:`gateway.service.ports.OutboxStore.recent`: a range of
+        ``outbox_mode_listed`` as long as the window, however long the history."""
+
+        def run(conn: Conn) -> int:
+            return int(conn.execute(
+                "SELECT COUNT(*) FROM outbox WHERE mode = ? AND type != 'receipt'"
+                " AND submitted_at >= ?", (mode, since)).fetchone()[0])
 
         return await self._db.read(run)
 

@@ -14,7 +14,9 @@ from gateway.config import Settings
 from gateway.service.node import NodeApi
 from gateway.web.console import i18n, readable
 from gateway.web.console.auth import LoginLimiter, Operators, Sessions
+from gateway.web.console.checks import commchecks_page, confirm_code, fallback_link
 from gateway.web.console.compose import compose_form, compose_next, compose_send
+from gateway.web.console.exercises import control, exercise_page, exercises_page, start_exercise
 from gateway.web.console.live import LiveFeed
 from gateway.web.console.overview import overview, run_commcheck
 from gateway.web.console.records import directory, evidence, incident, incidents, message
@@ -49,6 +51,37 @@ def _export(handler: Handler) -> Handler:
         return response
 
     return run
+
+
+#: The console's pages and form targets.
+ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("GET", "/console", overview),
+    ("GET", "/console/", overview),
+    ("GET", "/console/login", login_form),
+    ("POST", "/console/login", login),
+    ("POST", "/console/logout", logout),
+    ("POST", "/console/language", set_language),
+    ("GET", "/console/outbox", outbox),
+    ("GET", "/console/inbox", inbox),
+    ("POST", "/console/inbox/{sender}/{id}/ack", acknowledge),
+    ("GET", "/console/events", events),
+    ("GET", "/console/incidents", incidents),
+    ("GET", "/console/directory", directory),
+    ("GET", r"/console/incidents/{id:.+}", incident),
+    ("GET", "/console/messages/{id}", message),
+    ("GET", "/console/messages/{id}/evidence.json", evidence),
+    ("POST", "/console/commcheck", run_commcheck),
+    ("GET", "/console/commchecks", commchecks_page),
+    ("GET", "/console/exercises", exercises_page),
+    ("POST", "/console/exercises", start_exercise),
+    ("GET", "/console/exercises/{id}", exercise_page),
+    ("POST", "/console/exercises/{id}/{action}", control),
+    ("GET", "/console/fallback", fallback_link),
+    ("POST", "/console/fallback", confirm_code),
+    ("GET", "/console/compose", compose_form),
+    ("GET", "/console/compose/next", compose_next),
+    ("POST", "/console/compose", compose_send),
+)
 
 
 def setup_console(app: web.Application, node: NodeApi,
@@ -93,22 +126,5 @@ def setup_console(app: web.Application, node: NodeApi,
     app.router.add_static("/console/static/", static, name="console_static")
     for path, handler in exports:
         app.router.add_get(path, _export(handler))
-    app.router.add_get("/console", overview)
-    app.router.add_get("/console/", overview)
-    app.router.add_get("/console/login", login_form)
-    app.router.add_post("/console/login", login)
-    app.router.add_post("/console/logout", logout)
-    app.router.add_post("/console/language", set_language)
-    app.router.add_get("/console/outbox", outbox)
-    app.router.add_get("/console/inbox", inbox)
-    app.router.add_post("/console/inbox/{sender}/{id}/ack", acknowledge)
-    app.router.add_get("/console/events", events)
-    app.router.add_get("/console/incidents", incidents)
-    app.router.add_get("/console/directory", directory)
-    app.router.add_get(r"/console/incidents/{id:.+}", incident)
-    app.router.add_get("/console/messages/{id}", message)
-    app.router.add_get("/console/messages/{id}/evidence.json", evidence)
-    app.router.add_post("/console/commcheck", run_commcheck)
-    app.router.add_get("/console/compose", compose_form)
-    app.router.add_get("/console/compose/next", compose_next)
-    app.router.add_post("/console/compose", compose_send)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)

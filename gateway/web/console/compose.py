@@ -11,20 +11,27 @@ from pydantic import ValidationError
 
 from gateway.errors import RequestRefused
 from gateway.protocol.sitrep import PLAIN_TEXT
+from gateway.protocol.templates import Template, fill_template, missing_fields
 from gateway.protocol.types import INCIDENT_ID_PATTERN
 from gateway.service.incidents import incident_thread
 from gateway.service.node import NodeApi
 from gateway.service.submit import SitrepSubmission
 from gateway.web.console import i18n
+from gateway.web.console.compose_templates import (
+    CASUALTIES,
+    LANGS,
+    form_values,
+    offered,
+    required_marks,
+    sitrep_templates,
+)
 from gateway.web.console.i18n import N_
 from gateway.web.console.views import NODE_KEY, _audit, _ctx, _require
 
-LANGS = ("en", "nl", "fr", "de")
-CASUALTIES = ("dead", "injured", "missing", "evacuated", "displaced")
 TEXT_FIELDS = ("incident_id", "incident_title", "incident_type", "report_number", "purpose",
                "severity", "urgency", "certainty", "language", "summary", "situation",
                "actions_taken", "outlook", "tlp", "priority", "mode", "supersedes",
-               "place_names", "needs", *(f"summary_{code}" for code in LANGS),
+               "place_names", "needs", "assistance", *(f"summary_{code}" for code in LANGS),
                *(f"casualties_{k}" for k in CASUALTIES))
 #: Where a validation error on a submission field is shown in the form.
 FIELD_OF: dict[tuple[str, ...], str] = {
@@ -39,6 +46,7 @@ FIELD_OF: dict[tuple[str, ...], str] = {
     ("sitrep", "sections", "actions_taken"): "actions_taken",
     ("sitrep", "sections", "outlook"): "outlook", ("sitrep", "supersedes"): "supersedes",
     ("sitrep", "affected_area"): "place_names", ("sitrep", "needs"): "needs",
+    ("sitrep", "assistance_requests"): "assistance",
     **{("sitrep", "casualties", k): f"casualties_{k}" for k in CASUALTIES},
 }
 #: Pydantic's error types, said in plain words (translated where they are shown).
@@ -76,6 +84,8 @@ REFUSALS = {
     "no_recipient": N_("Choose at least one."),
     "expiry_out_of_range": N_("The expiry must be in the future and at most %(days)s days "
                               "ahead."),
+    "template_required": N_("Required by the template."),
+    "template_unknown": N_("This template is not offered (any more): %(name)s."),
 }
 
 
@@ -139,6 +149,9 @@ def submission(form: dict[str, Any], to: list[str]) -> dict[str, Any]:
     if needs:  # one per line; a leading "!" marks it urgent
         sitrep["needs"] = [{"description": {lang: n.lstrip("! ")}, "urgent": n.startswith("!")}
                            for n in needs]
+    requests = [line.strip() for line in text["assistance"].splitlines() if line.strip()]
+    if requests:  # one request for assistance per line, to every recipient
+        sitrep["assistance_requests"] = [{"description": {lang: r}} for r in requests]
     if text["incident_type"]:
         sitrep["incident"]["type"] = text["incident_type"]
     for key in ("purpose", "urgency", "certainty"):
@@ -151,14 +164,22 @@ def submission(form: dict[str, Any], to: list[str]) -> dict[str, Any]:
 
 
 async def compose_form(request: web.Request) -> web.Response:
-    """GET /console/compose[?incident=]: for an incident already known, its title, and
-    our next report number and the one it supersedes."""
+    """GET /console/compose[?template=][&incident=]: a template's recipients, TLP,
+    priority and texts; for an incident already known, its title, and our next report
+    number and the one it supersedes."""
     _require(request, "operator")
+    node = request.app[NODE_KEY]
     values: dict[str, Any] = {}
+    chosen: list[str] = []
+    name = request.query.get("template", "")[:80]
+    template = offered(node.settings, name) if name else None
+    if template is not None:
+        values, chosen = form_values(template, i18n.current()), list(template.to)
     incident = request.query.get("incident", "")
     if re.fullmatch(INCIDENT_ID_PATTERN, incident):
-        values = await next_report(request.app[NODE_KEY], incident)
-    return _render(request, values, {}, [])
+        values |= await next_report(node, incident)
+    return _render(request, values, {}, chosen, template=template,
+                   unknown_template=name if name and template is None else None)
 
 
 async def next_report(node: NodeApi, incident: str) -> dict[str, Any]:
@@ -188,41 +209,70 @@ async def compose_next(request: web.Request) -> web.Response:
 
 
 def _render(request: web.Request, values: dict[str, Any], errors: dict[str, list[str]],
-            chosen: list[str], *, status: int = 200, preview: Any = None) -> web.Response:
+            chosen: list[str], *, status: int = 200, preview: Any = None,
+            template: Template | None = None, unknown_template: str | None = None
+            ) -> web.Response:
     node = request.app[NODE_KEY]
+    peers = [p for p in node.settings.peers if not p.suspended]
     groups = sorted({g for p in node.settings.peers for g in p.groups})
+    required, elsewhere = required_marks(template, _field)
+    lang = i18n.current()
     return aiohttp_jinja2.render_template("compose.html", request, _ctx(
-        request, "compose", values=values, errors=errors, chosen=chosen,
-        peers=[p for p in node.settings.peers if not p.suspended], groups=groups,
-        preview=preview, other_langs=LANGS, casualty_fields=CASUALTIES),
+        request, "compose", values=values, errors=errors, chosen=chosen, peers=peers,
+        groups=groups, other_recipients=[t for t in chosen if t not in groups
+                                         and t not in {p.id for p in peers}],
+        preview=preview, other_langs=LANGS, casualty_fields=CASUALTIES,
+        templates=[(t.id, t.title.pick(lang)) for t in sitrep_templates(node.settings)],
+        template=template, template_title=template.title.pick(lang) if template else "",
+        required=required, required_elsewhere=elsewhere,
+        unknown_template=unknown_template and refusal(
+            {"code": "template_unknown", "name": unknown_template}, "")),
         status=status)
 
 
+def _note(errors: dict[str, list[str]], loc: Any, text: str) -> None:
+    errors.setdefault(_field(tuple(loc) if isinstance(loc, list | tuple) else ("form",)),
+                      []).append(text)
+
+
 async def compose_send(request: web.Request) -> web.StreamResponse:
-    """POST /console/compose: validate like the API; errors are shown next to the fields."""
+    """POST /console/compose: validate like the API (a template's fields first, its
+    required fields filled in); errors are shown next to the fields."""
     session = _require(request, "operator")
     node = request.app[NODE_KEY]
     form = await request.post()
     values = {k: str(form.get(k, ""))[:20000] for k in TEXT_FIELDS}
     chosen = [str(v) for v in form.getall("to", [])][:64]
+    name = str(form.get("template", ""))[:80]
+    template = offered(node.settings, name) if name else None
+    if name and template is None:
+        return _render(request, values, {}, chosen, status=422, unknown_template=name)
+    data = submission(values, chosen)
     errors: dict[str, list[str]] = {}
+    if template is not None:
+        data = fill_template(template, data)
+        for problem in missing_fields(template, data):
+            _note(errors, problem["loc"], refusal(problem, ""))
+    flagged = set(errors)  # a field the template requires is said to be so, once
+    sub: SitrepSubmission | None = None
     try:
-        sub = SitrepSubmission.model_validate(submission(values, chosen), context=PLAIN_TEXT)
-        if form.get("action") != "send":  # first a preview: nothing is signed yet
-            return _render(request, values, {}, chosen, preview=sub.sitrep)
-        message_id, _ = await node.submitter.submit_sitrep(sub)
+        sub = SitrepSubmission.model_validate(data, context=PLAIN_TEXT)
     except ValidationError as exc:
         for err in exc.errors(include_url=False, include_input=False):
             field = _field(tuple(err["loc"]))
-            errors.setdefault(field, []).append(plain(dict(err), field))
-        return _render(request, values, errors, chosen, status=422)
+            if field not in flagged:
+                errors.setdefault(field, []).append(plain(dict(err), field))
+    if errors or sub is None:
+        return _render(request, values, errors, chosen, status=422, template=template)
+    if form.get("action") != "send":  # first a preview: nothing is signed yet
+        return _render(request, values, {}, chosen, preview=sub.sitrep, template=template)
+    try:
+        message_id, _ = await node.submitter.submit_sitrep(sub)
     except RequestRefused as exc:
-        problems: list[dict[str, object]] = exc.errors or [{"loc": ["form"], "msg": exc.detail}]
-        for problem in problems:
-            loc = problem.get("loc")
-            errors.setdefault(_field(tuple(loc) if isinstance(loc, list) else ("form",)),
-                              []).append(refusal(problem, exc.detail))
-        return _render(request, values, errors, chosen, status=422)
+        for problem in exc.errors or [{"loc": ["form"], "msg": exc.detail}]:
+            _note(errors, problem.get("loc"), refusal(problem, exc.detail))
+        return _render(request, values, errors, chosen, status=422, template=template)
     await _audit(request, "message.composed", message_id,
-                 f"to={','.join(chosen)} by {session.name}")
+                 f"to={','.join(chosen)} by {session.name}"
+                 + (f" template={template.id}" if template else ""))
     raise web.HTTPSeeOther(f"/console/outbox#m-{message_id}")

@@ -30,6 +30,7 @@ from gateway.errors import GatewayError
 from gateway.protocol.types import format_time
 from gateway.service.node import NodeApi
 from gateway.web.console.readable import preview
+from gateway.web.console.separation import EXERCISE_PAGE
 
 log = structlog.get_logger("crisisgw.console")
 
@@ -41,6 +42,10 @@ ATTENTION_TYPES = frozenset({"sitrep", "alert"})
 ATTENTION_PRIORITIES = ("flash", "urgent")
 #: Row sections every page gets (the others come with the page: see :func:`sections`).
 ROW_SECTIONS = ("inbox", "outbox")
+#: Blocks every page gets: the EXERCISE banner (web/console/separation.py).
+PAGE_BLOCKS = ("exercise",)
+#: The incident lists: the real board and the exercise board.
+BOARDS = ("incidents", EXERCISE_PAGE)
 #: Incidents whose timeline the feed follows at once (the ones open in a browser).
 LIVE_INCIDENTS = 8
 
@@ -109,18 +114,19 @@ class Reading:
 
 def sections(page: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(row sections, blocks) a page shows live: every page the inbox and outbox rows
-    (their chips and counts), plus the overview's problems, peers and map, the incident
-    list, or one incident's timeline and cards."""
+    (their chips and counts) and the EXERCISE banner, plus the overview's problems, peers
+    and map, the incident list or the exercise board, or one incident's timeline and
+    cards."""
     rows: tuple[str, ...] = ROW_SECTIONS
     blocks: tuple[str, ...] = ()
     if page == "overview":
         blocks = ("problems", "peers", "areas")
-    elif page == "incidents":
-        rows += ("incidents",)
+    elif page in BOARDS:
+        rows += (page,)
     elif page.startswith("incident:"):
         rows += (f"timeline:{page[9:]}",)
         blocks = (f"cards:{page[9:]}",)
-    return rows, blocks
+    return rows, blocks + PAGE_BLOCKS
 
 
 class LiveFeed:

@@ -13,11 +13,12 @@ from aiohttp import web
 from gateway.formats.geo import MAX_FEATURES, Feature, collection
 from gateway.protocol.reasons import KEY_UPDATE_REFUSED
 from gateway.protocol.types import format_time
-from gateway.service.commcheck import report
 from gateway.service.node import NodeApi
 from gateway.service.records import InboxEntry, OutgoingView
+from gateway.web.commchecks import reports
 from gateway.web.console import i18n
 from gateway.web.console.live import ATTENTION_PRIORITIES, ATTENTION_TYPES
+from gateway.web.console.separation import ACTUAL
 from gateway.web.console.views import (
     NODE_KEY,
     _audit,
@@ -31,7 +32,6 @@ from gateway.web.shapes import (
     MAP_ALERTS,
     inbox_view,
     message_json,
-    receipt_json,
     view_features,
 )
 
@@ -154,11 +154,7 @@ async def _last_commcheck(node: NodeApi) -> dict[str, dict[str, Any]]:
     last = await node.ledger.outbox.list({"type": "commcheck"}, 1)
     if not last:
         return {}
-    view = message_json(last[0])
-    view["receipts"] = [receipt_json(r) for r in
-                        await node.ledger.receipts.for_message(last[0].id)]
-    rep = report(view, node.clock.now(),
-                 wait=timedelta(seconds=node.settings.commcheck.wait_seconds))
+    rep = (await reports(node, last))[0]
     return {p["peer"]: {**p, "started": rep["started"]} for p in rep["peers"]}
 
 
@@ -187,21 +183,28 @@ async def overview(request: web.Request) -> dict[str, Any]:
 
 async def unacknowledged_attention(node: NodeApi, limit: int) -> list[InboxEntry]:
     """What waits for a duty officer, flash then urgent, newest first (``limit`` of each),
-    on the index of unacknowledged messages: a few reads however long the history."""
+    actual messages only (exercise and test traffic raises no alarm, and never crowds a
+    real message out), on the index of unacknowledged actual messages: a few reads
+    however long the history."""
     return [e for p in ATTENTION_PRIORITIES
-            for e in await node.ledger.inbox.unacknowledged(p, limit)]
+            for e in await node.ledger.inbox.unacknowledged(p, limit, actual=True)]
 
 
-async def live_areas(node: NodeApi) -> list[Feature]:
-    """The overview's map: the areas of the latest CAP alerts, ours and our peers', that
-    have not expired (:data:`MAP_ALERTS` of each at most)."""
+async def live_areas(node: NodeApi, modes: tuple[str, ...] = (ACTUAL,)) -> list[Feature]:
+    """A map of alerts in force: the areas of the latest CAP alerts of ``modes``, ours
+    and our peers', that have not expired (:data:`MAP_ALERTS` of each direction and mode
+    at most). The overview's map is of actual alerts only: exercise and test alerts
+    have their own map on the exercise board, and never take a real alert's place."""
     now = format_time(node.clock.now())
     features: list[Feature] = []
-    for entry in await node.ledger.inbox.list({"type": "alert"}, MAP_ALERTS):
-        view = inbox_view(entry)
-        if (view.get("expires") or "") > now and view["state"] != "rejected":
-            features += view_features(view, "in")
-    for stored in await node.ledger.outbox.list({"type": "alert"}, MAP_ALERTS):
-        if (stored.expires or "") > now:
-            features += view_features(message_json(stored), "out")
+    for mode in modes:
+        for entry in await node.ledger.inbox.list({"type": "alert", "mode": mode},
+                                                  MAP_ALERTS):
+            view = inbox_view(entry)
+            if (view.get("expires") or "") > now and view["state"] != "rejected":
+                features += view_features(view, "in")
+        for stored in await node.ledger.outbox.list({"type": "alert", "mode": mode},
+                                                    MAP_ALERTS):
+            if (stored.expires or "") > now:
+                features += view_features(message_json(stored), "out")
     return features[:MAX_FEATURES]

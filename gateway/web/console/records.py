@@ -21,7 +21,15 @@ from gateway.protocol.types import INCIDENT_ID_PATTERN, UUID_PATTERN
 from gateway.service import contacts
 from gateway.service.incidents import incident_thread
 from gateway.service.node import NodeApi
+from gateway.web.console.overview import live_areas
 from gateway.web.console.readable import validated
+from gateway.web.console.separation import (
+    DRILL_MODES,
+    EXERCISE_PAGE,
+    exercise_board,
+    split_features,
+    thread_is_exercise,
+)
 from gateway.web.console.views import (
     NODE_KEY,
     PAGE,
@@ -53,14 +61,20 @@ async def directory(request: web.Request) -> dict[str, Any]:
 
 @aiohttp_jinja2.template("incidents.html")
 async def incidents(request: web.Request) -> dict[str, Any]:
-    """GET /console/incidents: every incident with its centres and warnings."""
+    """GET /console/incidents: the real incidents with their centres and warnings;
+    ``?mode=exercise``: the exercise board, the incidents whose every message is exercise
+    or test traffic, with the map of exercise and test alerts in force."""
     _require(request, "viewer")
     node = request.app[NODE_KEY]
+    exercise = exercise_board(request.query)
     after = console_after(request, 2)
-    page = await node.ledger.incidents.index(after, PAGE)
+    page = await node.ledger.incidents.index(after, PAGE, exercise=exercise)
+    features = collection(await live_areas(node, DRILL_MODES) if exercise else [])
     return _ctx(request, "incidents", incidents=[r.as_json() for r in page],
-                paused=after is not None,
-                older=older_link(request, {}, [r.cursor for r in page]))
+                paused=after is not None, exercise_board=exercise, features=features,
+                live_page=EXERCISE_PAGE if exercise else None,
+                older=older_link(request, {"mode": "exercise"} if exercise else {},
+                                 [r.cursor for r in page]))
 
 
 @aiohttp_jinja2.template("incidents.html")
@@ -74,8 +88,10 @@ async def incident(request: web.Request) -> dict[str, Any]:
     thread = await incident_thread(node.ledger.incidents, incident_id, node.me)
     if thread is None:
         raise web.HTTPNotFound(text="no message on this incident")
+    actual, drill = split_features(await incident_features(node, thread))
     return _ctx(request, "incidents", thread=thread, live_page=f"incident:{incident_id}",
-                features=collection(await incident_features(node, thread)))
+                drill=thread_is_exercise(thread), features=collection(actual),
+                drill_features=collection(drill))
 
 
 def _ring(node: NodeApi) -> KeyRing:
@@ -123,6 +139,8 @@ async def message(request: web.Request) -> dict[str, Any]:
     _require(request, "viewer")
     node = request.app[NODE_KEY]
     direction, view, wire, receipts = await _record(node, _valid_id(request))
+    if direction == "in":
+        await _first_view(request, node, view)
     for r in receipts:
         r["verification"] = verify(node, canonical_bytes(r["signed"]))
     stored = await node.ledger.outbox.get(view["id"]) if direction == "out" else None
@@ -140,6 +158,16 @@ async def message(request: web.Request) -> dict[str, Any]:
                 unreadable=unreadable if view["type"] in ("sitrep", "alert") else None,
                 features=collection(view_features(view, direction)),
                 envelope_json=json.dumps(view["envelope"], indent=2, ensure_ascii=False))
+
+
+async def _first_view(request: web.Request, node: NodeApi, view: dict[str, Any]) -> None:
+    """Keep, once per operator, that they opened an incoming message (``message.viewed``:
+    who read what, when, for the after-action reports of exercises)."""
+    session = _require(request, "viewer")
+    seen = await node.ledger.audit.entries(50, kind="message.viewed", subject=view["id"])
+    if not any(e.actor == session.name for e in seen):
+        await node.ledger.audit.record(session.name, "message.viewed", view["id"],
+                                       f"from {view['from']}", node.clock.now())
 
 
 async def evidence(request: web.Request) -> web.Response:

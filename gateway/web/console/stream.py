@@ -31,6 +31,7 @@ from gateway.web.console.live import (
     outbox_rev,
 )
 from gateway.web.console.overview import live_areas, overview_data, unacknowledged_attention
+from gateway.web.console.separation import ACTUAL, EXERCISE_PAGE, exercise_traffic
 from gateway.web.console.views import (
     NODE_KEY,
     PRIORITY_ORDER,
@@ -103,17 +104,20 @@ async def _next(queue: asyncio.Queue[Snapshot], feed: LiveFeed) -> Snapshot | No
 
 async def live_read(node: NodeApi, pages: frozenset[str]) -> Reading:
     """What the open pages show live, read once for all browsers (live.LiveFeed):
-    :func:`live_rows` for every page, the overview's problems, peers and map, the incident
-    list and the timeline and cards of each incident open (a few at most)."""
+    :func:`live_rows` and the EXERCISE banner for every page, the overview's problems,
+    peers and map, the incident list or the exercise board and the timeline and cards of
+    each incident open (a few at most)."""
     data, rows, alerts = await live_rows(node)
-    blocks: dict[str, Any] = {}
+    blocks: dict[str, Any] = {"exercise": await exercise_traffic(node)}
     if "overview" in pages:
         overview = await overview_data(node)
         blocks["problems"] = blocks["peers"] = overview
         blocks["areas"] = collection(await live_areas(node))
-    if "incidents" in pages:
-        rows["incidents"] = [(r.incident, live_rev(r.as_json()), r.as_json())
-                             for r in await node.ledger.incidents.index(None, LIVE_ROWS)]
+    for board, exercise in (("incidents", False), (EXERCISE_PAGE, True)):
+        if board in pages:
+            rows[board] = [(r.incident, live_rev(r.as_json()), r.as_json()) for r in
+                           await node.ledger.incidents.index(None, LIVE_ROWS,
+                                                             exercise=exercise)]
     watched = sorted(p[9:] for p in pages if p.startswith("incident:"))[:LIVE_INCIDENTS]
     for incident in watched:
         thread = await incident_thread(node.ledger.incidents, incident, node.me)
@@ -151,8 +155,9 @@ async def live_rows(node: NodeApi) -> tuple[dict[str, Any], dict[str, list[Any]]
     alerts = sorted(
         ({k: a[k] for k in ("id", "from", "type", "priority", "mode", "tlp", "incident",
                             "received_at", "body")}
-         for a in unacked
-         if a["priority"] in ATTENTION_PRIORITIES and a["type"] in ATTENTION_TYPES),
+         for a in unacked  # exercise and test traffic raises no alarm
+         if a["priority"] in ATTENTION_PRIORITIES and a["type"] in ATTENTION_TYPES
+         and a["mode"] == ACTUAL),
         key=lambda a: a["received_at"], reverse=True)
     alerts.sort(key=lambda a: PRIORITY_ORDER.get(a["priority"], 3))
     data = {"states": states, "overdue_out": {k: v for k, v in overdue_out.items() if v},
@@ -203,6 +208,10 @@ def renderers(app: web.Application) -> dict[str, Renderer]:
         i18n.use(lang)
         return str(maps.map(features, i18n._("Alerts in force")))  # type: ignore[attr-defined]
 
+    def exercise(lang: str, traffic: Any, _can_operate: bool) -> str:
+        i18n.use(lang)
+        return str(rows.exercise_banner(traffic))  # type: ignore[attr-defined]
+
     return {"inbox": inbox_row, "outbox": outbox_row, "problems": problems, "peers": peers,
             "incidents": incident_row, "timeline": timeline_row, "cards": cards,
-            "areas": areas}
+            "areas": areas, "exercise": exercise}

@@ -30,6 +30,7 @@ from gateway.web.console.auth import (
     role_allows,
 )
 from gateway.web.console.readable import preview
+from gateway.web.console.separation import EXERCISE_TRAFFIC, exercise_traffic, list_filter
 from gateway.web.limits import read_deadline
 from gateway.web.shapes import (
     inbox_view,
@@ -92,6 +93,9 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise web.HTTPForbidden(text="CSRF token missing or wrong")
     if session is not None:
         request[SESSION] = session
+        if request.method == "GET" and not public and request.path != "/console/events":
+            # the EXERCISE banner every page carries (two indexed counts)
+            request[EXERCISE_TRAFFIC] = await exercise_traffic(request.app[NODE_KEY])
     try:
         response = await handler(request)
     except web.HTTPRedirection as exc:  # raised redirects (login, logout) get them too
@@ -138,7 +142,7 @@ def _ctx(request: web.Request, page: str, **values: Any) -> dict[str, Any]:
             "csrf": session.csrf if session else request.get(LOGIN_CSRF, ""),
             "can_operate": bool(session and role_allows(session.role, "operator")),
             "here": request.path_qs if request.method == "GET" else request.path,
-            **values}
+            "exercise_traffic": request.get(EXERCISE_TRAFFIC), **values}
 
 
 # -- login -----------------------------------------------------------------------------
@@ -271,11 +275,11 @@ async def overdue_counts(node: NodeApi) -> tuple[int, int]:
 
 @aiohttp_jinja2.template("outbox.html")
 async def outbox(request: web.Request) -> dict[str, Any]:
-    """GET /console/outbox?incident=&state=&peer=."""
+    """GET /console/outbox?incident=&state=&peer=&mode=."""
     _require(request, "viewer")
     node = request.app[NODE_KEY]
     filters = {k: v for k, v in request.query.items()
-               if k in ("incident", "state", "peer") and v}
+               if k in ("incident", "state", "peer") and v} | list_filter(request.query)
     after = console_after(request, 2)
     page = await node.ledger.outbox.list(filters, PAGE, after)
     messages = outbox_items(node, page, node.clock.now())
@@ -354,11 +358,12 @@ def with_preview(item: dict[str, Any], lang: str) -> dict[str, Any]:
 
 @aiohttp_jinja2.template("inbox.html")
 async def inbox(request: web.Request) -> dict[str, Any]:
-    """GET /console/inbox: by priority, unacknowledged urgent and flash first."""
+    """GET /console/inbox?incident=&priority=&state=&mode=: by priority, unacknowledged
+    urgent and flash first."""
     _require(request, "viewer")
     node = request.app[NODE_KEY]
     filters = {k: v for k, v in request.query.items()
-               if k in ("incident", "priority", "state") and v}
+               if k in ("incident", "priority", "state") and v} | list_filter(request.query)
     after = console_after(request, 3)
     page = await node.ledger.inbox.list(filters, PAGE, after)
     entries = [with_preview(item, i18n.current())
