@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from gateway.protocol import reasons
 from gateway.protocol.alert import Alert
 from gateway.protocol.archive import ArchiveRecord, Header, Trailer
+from gateway.protocol.attachments import ChunkBody
 from gateway.protocol.auditlog import SignedCheckpoint
 from gateway.protocol.card import Credentials, SignedCard
 from gateway.protocol.commcheck import CommCheck, FallbackConfirmation
@@ -54,6 +55,7 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "escalation": EscalationNotice,
     "fallback-envelope": FallbackEnvelope,
     "fallback": FallbackConfirmation,
+    "chunk": ChunkBody,
     "receipt-envelope": ReceiptEnvelope,
     "receipt": Receipt,
     "api-sitrep-submission": SitrepSubmission,

@@ -4,17 +4,18 @@ Wire object (``SignedMessage``)::
 
     {"envelope": {"v": 1, "id": ..., "type": ..., "from": ..., "to": [...],
                   "created": ..., "expires": ..., "mode": ..., "tlp": ...,
-                  "priority": ..., "incident": ..., "body": {...}},
+                  "priority": ..., "incident": ..., "attachments": [...], "body": {...}},
      "signature": {"alg": "Ed25519", "kid": ..., "value": <base64url>}}
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.protocol.attachments import NO_ATTACHMENTS, AttachmentRefs
 from gateway.protocol.types import (
     CentreId,
     FrozenModel,
@@ -40,8 +41,17 @@ MAX_RECIPIENTS = 64
 MESSAGE_TYPE_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 
 
+def _header_schema(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """A receipt's schema has no ``attachments`` (the model refuses them, §19.2)."""
+    kinds = get_args(model.model_fields["type"].annotation)
+    if kinds and set(kinds) <= NO_ATTACHMENTS:
+        schema["properties"].pop("attachments", None)
+
+
 class EnvelopeHeader(FrozenModel):
     """Every envelope field but the body; shared by all message types."""
+
+    model_config = ConfigDict(json_schema_extra=_header_schema)
 
     v: Literal[1] = Field(description="Protocol major version")
     id: MessageId = Field(description="UUID chosen by the sender, lower-case")
@@ -59,6 +69,9 @@ class EnvelopeHeader(FrozenModel):
         default=None, max_length=16, json_schema_extra={"uniqueItems": True},
         description="Groups the sender has cleared the content for (e.g. eu); absent, null "
         "or [] = none")
+    attachments: AttachmentRefs | None = Field(
+        default=None, description="Files whose bytes follow in chunk messages (optional "
+        "feature, §19); absent or null = none. Not on a receipt or a chunk")
 
     @field_validator("to", "releasable")
     @classmethod
@@ -75,6 +88,8 @@ class EnvelopeHeader(FrozenModel):
             raise ValueError(f"a message may live at most {MAX_LIFETIME.days} days")
         if self.from_ in self.to:
             raise ValueError("a centre does not send to itself")
+        if self.attachments is not None and self.type in NO_ATTACHMENTS:
+            raise ValueError(f"a {self.type} carries no attachments")
         return self
 
 

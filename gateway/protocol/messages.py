@@ -144,12 +144,14 @@ def receiptable(verified: Verified) -> bool:
     return isinstance(value, str) and _UUID_RE.fullmatch(value) is not None
 
 
-def admit(verified: Verified, me: str, now: datetime) -> Admitted:
+def admit(verified: Verified, me: str, now: datetime, *, attachments: bool = False
+          ) -> Admitted:
     """Check a verified envelope for ``me`` at time ``now``.
 
     Raises :class:`RejectedMessage` with one of ``unsupported_version``,
     ``unsupported_type``, ``schema_invalid``, ``not_addressed``, ``key_not_valid``,
-    ``stale``, ``future_dated``, ``expired``.
+    ``stale``, ``future_dated``, ``expired``. Unless the caller takes ``attachments``
+    (PROTOCOL.md §19), a message that references some is ``schema_invalid``.
     """
     raw = verified.envelope
     version = raw.get("v")
@@ -163,6 +165,11 @@ def admit(verified: Verified, me: str, now: datetime) -> Admitted:
         envelope: TypedEnvelope = model.model_validate(raw)
     except ValidationError as exc:
         raise RejectedMessage(reasons.SCHEMA_INVALID, describe_validation(exc)) from exc
+    if envelope.attachments and not attachments:
+        # §19 is specified, not yet implemented by the node: a node without the feature answers
+        # schema_invalid (§13), so that nothing is ever "delivered" without its files.
+        raise RejectedMessage(reasons.SCHEMA_INVALID,
+                              "this node does not take attachments yet (PROTOCOL.md §19)")
     if me not in envelope.to:
         raise RejectedMessage(reasons.NOT_ADDRESSED, f"{me} is not among the recipients")
     key = key_problem(verified)

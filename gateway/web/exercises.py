@@ -157,6 +157,8 @@ async def get_report(request: web.Request) -> web.Response:
     """GET /v1/exercises/{id}/report.json|.csv|.html: the after-action report."""
     node = request.app[NODE]
     fmt = request.match_info["fmt"]
+    if fmt not in ("json", "csv", "html"):
+        raise NotFound("Not found", "the report is report.json, report.csv or report.html")
     rep = await after_action(node, _run_id(request))
     if fmt == "csv":
         return web.Response(text=report_csv(rep), content_type="text/csv", charset="utf-8")
@@ -169,10 +171,10 @@ async def get_report(request: web.Request) -> web.Response:
 ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("POST", "/v1/exercises", post_exercise),
     ("GET", "/v1/exercises", list_exercises),
-    ("GET", r"/v1/exercises/{id}/report.{fmt:json|csv|html}", get_report),
+    ("GET", "/v1/exercises/{id}/report.{fmt}", get_report),
     ("GET", "/v1/exercises/{id}", get_exercise),
     ("POST", "/v1/exercises/{id}/{action}", control_exercise),
 )
 CONSOLE_EXPORTS: tuple[tuple[str, Any], ...] = (
-    (r"/console/exports/exercises/{id}/report.{fmt:json|csv|html}", get_report),
+    ("/console/exports/exercises/{id}/report.{fmt}", get_report),
 )

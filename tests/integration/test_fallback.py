@@ -77,6 +77,8 @@ async def _login(http: aiohttp.ClientSession, fed: Federation, centre: str) -> s
 
 async def test_the_fallback_code_goes_by_email_and_comes_back_through_the_console(
         checking: Checking) -> None:
+    """A right code through NL-NCC's console link confirms the fallback, a wrong one from
+    LU-HCPN is refused with why, the scorecard shows both, and no log holds a code."""
     fed, mailbox = checking.fed, checking.mailbox
 
     async def knows_peers() -> bool:

@@ -320,3 +320,18 @@ def test_receiptable_without_id(
 ) -> None:
     """An envelope with no id cannot be answered."""
     assert receiptable(verify(envelope(drop=("id",)))) is False
+
+
+
+def test_a_message_with_attachments_is_refused_until_the_node_takes_them(
+        envelope: Callable[..., dict[str, Any]]) -> None:
+    """A node that does not take attachments yet answers schema_invalid (PROTOCOL.md §13),
+    so that nothing is ever delivered without its files."""
+    env = envelope(attachments=[{"sha256": "ab" * 32, "size": 10,
+                                 "media_type": "application/pdf", "name": "map.pdf"}])
+    verified = open_signed(seal(env, BE_KEY).wire, ring_with())
+    with pytest.raises(RejectedMessage) as refused:
+        admit(verified, ME, NOW)
+    assert refused.value.reason == reasons.SCHEMA_INVALID
+    assert "does not take attachments yet" in refused.value.detail
+    assert admit(verified, ME, NOW, attachments=True).envelope.attachments
