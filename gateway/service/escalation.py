@@ -33,7 +33,8 @@ from gateway.protocol.escalation import (
     due,
     notice,
 )
-from gateway.service.ports import DirectoryStore, EscalationStore
+from gateway.service.ports import DirectoryStore
+from gateway.service.ports_jobs import EscalationStore
 
 log = structlog.get_logger(__name__)
 #: After its last step, a delivery is still looked at this long (failed steps retried).

@@ -25,7 +25,7 @@ from gateway.errors import GatewayError, NotFound, PolicyRefused, RequestRefused
 from gateway.protocol.exercise import Run, Scenario, Status, complete, due, fold
 from gateway.protocol.types import parse_optional_time
 from gateway.service.exercise_scenario import scenario_of, submission
-from gateway.service.ports import ExerciseStore
+from gateway.service.ports_jobs import ExerciseStore
 from gateway.service.records import IdempotencyKey
 from gateway.service.submit import AlertSubmission, SitrepSubmission, Submitter
 

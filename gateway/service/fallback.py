@@ -35,7 +35,8 @@ from gateway.protocol.escalation import contacts_for
 from gateway.protocol.messages import FallbackEnvelope
 from gateway.protocol.types import Mode, Priority, Tlp
 from gateway.service.escalation import EmailChannel
-from gateway.service.ports import CommCheckStore, DirectoryStore, InboxStore
+from gateway.service.ports import DirectoryStore, InboxStore
+from gateway.service.ports_jobs import CommCheckStore
 from gateway.service.submit import Submitter
 
 log = structlog.get_logger(__name__)

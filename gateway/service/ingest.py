@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from gateway.config import PolicySection
+from gateway.config_operations import PolicySection
 from gateway.errors import (
     GatewayError,
     KeyMaterialError,

@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 import structlog
 
 from gateway.errors import GatewayError
-from gateway.service.ports import Clock, LeaseStore
+from gateway.service.ports import Clock
+from gateway.service.ports_jobs import LeaseStore
 
 log = structlog.get_logger("crisisgw.leader")
 

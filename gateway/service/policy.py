@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.config import PeerSection, PolicySection
+from gateway.config import PeerSection
+from gateway.config_operations import PolicySection
 
 RED_NAMED_ONLY = "red-named-only"
 AMBER_STRICT_NAMED_ONLY = "amber-strict-named-only"

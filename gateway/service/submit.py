@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from gateway import failpoints
-from gateway.config import PolicySection
+from gateway.config_operations import PolicySection
 from gateway.errors import PolicyRefused
 from gateway.protocol.alert import (
     Alert,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -13,24 +11,20 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.errors import ConfigError, InvalidBody, InvalidRequest, NotFound
 from gateway.formats.cap import parse_cap
-from gateway.formats.geo import collection
 from gateway.protocol.keys import fingerprint
 from gateway.protocol.peerhealth import PeerHealth
 from gateway.protocol.sitrep import PLAIN_TEXT
-from gateway.protocol.types import INCIDENT_ID_PATTERN, format_time
-from gateway.service import contacts
-from gateway.service.incidents import incident_thread, timeline_csv
+from gateway.protocol.types import format_time
 from gateway.service.node import NodeApi
 from gateway.service.paging import next_cursor
 from gateway.service.ports import IdempotencyKey
 from gateway.service.submit import AlertSubmission, SitrepSubmission
-from gateway.web import commchecks, exercises
+from gateway.web import commchecks, exercises, health, records_api
 from gateway.web.console import setup_console
-from gateway.web.console.views import console_middleware, overdue_counts
+from gateway.web.console.views import console_middleware
 from gateway.web.exports import render
 from gateway.web.openapi import openapi_document
 from gateway.web.problems import (
@@ -50,9 +44,7 @@ from gateway.web.requests import (
 )
 from gateway.web.shapes import (
     audit_json,
-    directory_json,
     inbox_view,
-    incident_features,
     message_json,
     security_json,
     stored_message,
@@ -274,70 +266,6 @@ async def get_security_events(request: web.Request) -> web.Response:
                                              await ledger.security.suppressed()]})
 
 
-def _incident_id(request: web.Request) -> str:
-    value = request.match_info["id"]
-    if not re.fullmatch(INCIDENT_ID_PATTERN, value):
-        raise NotFound("Not found", "not an incident id")
-    return value
-
-
-async def _thread(request: web.Request) -> dict[str, Any]:
-    node = request.app[NODE]
-    incident = _incident_id(request)
-    thread = await incident_thread(node.ledger.incidents, incident, node.me)
-    if thread is None:
-        raise NotFound("Not found", f"no message on incident {incident}")
-    return thread
-
-
-async def list_incidents(request: web.Request) -> web.Response:
-    """GET /v1/incidents?mode=&limit=&after=: one row per incident with its centres,
-    activity and warnings, most recent activity first (from the incident index); the
-    real incidents, or with ``mode=exercise`` those whose every message is exercise or
-    test traffic."""
-    filters, limit = filters_of(request, ("mode",), paged=True)
-    board = filters.get("mode", "actual")
-    if board not in ("actual", "exercise"):
-        raise InvalidRequest("Bad mode", "mode is actual (the default) or exercise",
-                             [{"loc": ["query", "mode"], "msg": "actual or exercise"}])
-    rows = await request.app[NODE].ledger.incidents.index(
-        after_cursor(request, 2), limit, exercise=board == "exercise")
-    return page_of([r.as_json() for r in rows], [r.cursor for r in rows], limit)
-
-
-async def get_incident(request: web.Request) -> web.Response:
-    """GET /v1/incidents/{id}: latest report per centre, timeline, gap warnings."""
-    return web.json_response(await _thread(request))
-
-
-async def get_timeline_json(request: web.Request) -> web.Response:
-    """GET /v1/incidents/{id}/timeline.json: who knew what, when."""
-    thread = await _thread(request)
-    return web.json_response({"incident": thread["incident"], "node": thread["node"],
-                              "timeline": thread["timeline"], "warnings": thread["warnings"]})
-
-
-async def get_timeline_csv(request: web.Request) -> web.Response:
-    """GET /v1/incidents/{id}/timeline.csv: the timeline for an after-action evaluation."""
-    thread = await _thread(request)
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", thread["incident"])
-    return web.Response(text=timeline_csv(thread), content_type="text/csv", charset="utf-8",
-                        headers={"Content-Disposition":
-                                 f'attachment; filename="incident-{name}-timeline.csv"'})
-
-
-async def get_areas_geojson(request: web.Request) -> web.Response:
-    """GET /v1/incidents/{id}/areas.geojson: every centre's latest sitrep area and the
-    incident's latest CAP areas, as a GeoJSON FeatureCollection (RFC 7946)."""
-    thread = await _thread(request)
-    features = await incident_features(request.app[NODE], thread)
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", thread["incident"])
-    return web.Response(text=json.dumps(collection(features), ensure_ascii=False),
-                        content_type="application/geo+json", charset="utf-8",
-                        headers={"Content-Disposition":
-                                 f'attachment; filename="incident-{name}-areas.geojson"'})
-
-
 async def get_audit(request: web.Request) -> web.Response:
     """GET /v1/audit?kind=&subject=&limit=&after=: the hash-chained audit log, newest
     first."""
@@ -387,125 +315,6 @@ async def revoke_key(request: web.Request) -> web.Response:
     return web.json_response({"peer": peer, "kid": kid, "revoked": True})
 
 
-async def _contact_rows(node: NodeApi) -> list[dict[str, Any]]:
-    own = [e.model_dump(mode="json") for e in node.settings.directory]
-    return contacts.overview(node.me, own, {c: directory_json(d) for c, d in
-                                            (await node.ledger.directory.all()).items()},
-                             node.clock.now().date())
-
-
-async def get_directory(request: web.Request) -> web.Response:
-    """GET /v1/directory: every centre's contact points per field of work."""
-    node = request.app[NODE]
-    field = request.query.get("field")
-    rows = [r for r in await _contact_rows(node) if field in (None, r["field"])]
-    return web.json_response({"items": rows})
-
-
-async def get_directory_csv(request: web.Request) -> web.Response:
-    """GET /v1/directory.csv."""
-    return web.Response(text=contacts.to_csv(await _contact_rows(request.app[NODE])),
-                        content_type="text/csv", charset="utf-8")
-
-
-async def get_directory_html(request: web.Request) -> web.Response:
-    """GET /v1/directory.html: printable, PDF-ready."""
-    node = request.app[NODE]
-    return web.Response(text=contacts.to_html(await _contact_rows(node), node.me,
-                                              node.clock.now().date()),
-                        content_type="text/html", charset="utf-8")
-
-
-async def publish_directory(request: web.Request) -> web.Response:
-    """POST /v1/directory/publish: send our contact points to every peer now."""
-    node = request.app[NODE]
-    message_id = await node.publish_directory()
-    return web.json_response({"id": message_id}, status=202)
-
-
-async def healthz(_request: web.Request) -> web.Response:
-    """Liveness: the process answers."""
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the ledger answers and our inbox consumer is connected."""
-    node = request.app[NODE]
-    checks = {"ledger": True, "inbox": node.inbox_link.connected}
-    try:
-        await node.ledger.ping()
-    except Exception:  # noqa: BLE001 - any ledger failure means not ready
-        checks["ledger"] = False
-    ok = all(checks.values())
-    return web.json_response({"status": "ready" if ok else "not ready", "checks": checks},
-                             status=200 if ok else 503)
-
-
-def _tls_metrics(node: NodeApi) -> None:
-    """Which links run over TLS, and which have a TLS problem now (with its reason)."""
-    node.metrics.tls_problem.clear()
-    links: list[tuple[str, bool, str | None]] = [
-        ("inbox", node.inbox_link.secure, node.inbox_link.tls_problem)]
-    links += [(peer, link.secure, link.tls_problem) for peer, link in node.peer_links().items()]
-    for name, secure, reason in links:
-        node.metrics.link_tls.labels(name).set(1 if secure else 0)
-        if reason is not None:
-            node.metrics.tls_problem.labels(name, reason).set(1)
-
-
-#: The ledger-backed gauges are refreshed this often, never per scrape.
-METRICS_REFRESH = 5.0
-METRICS_TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("metrics_task")
-
-
-async def refresh_metrics(node: NodeApi) -> None:
-    """Recompute the gauges that need the ledger (delivery states, backlog, overdue)."""
-    stats = await node.ledger.stats()
-    for state, n in stats.deliveries.items():
-        node.metrics.deliveries.labels(state).set(n)
-    for p in node.settings.peers:
-        backlog = stats.backlog.get(p.id)
-        node.metrics.backlog.labels(p.id).set(backlog.count if backlog else 0)
-    incoming, outgoing = await overdue_counts(node)
-    node.metrics.overdue.labels("incoming").set(incoming)
-    node.metrics.overdue.labels("outgoing").set(outgoing)
-
-
-async def _metrics_loop(node: NodeApi) -> None:
-    while True:
-        try:
-            await refresh_metrics(node)
-        except Exception as exc:  # noqa: BLE001 - a failed refresh must not end the loop
-            log.warning("metrics_refresh_failed", error=repr(exc)[:300])
-        await asyncio.sleep(METRICS_REFRESH)
-
-
-async def _start_metrics(app: web.Application) -> None:
-    app[METRICS_TASK] = asyncio.create_task(_metrics_loop(app[NODE]), name="metrics-refresh")
-
-
-async def _stop_metrics(app: web.Application) -> None:
-    task = app.get(METRICS_TASK)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus metrics: in-memory state and the gauges refreshed in the background, so
-    a scrape (or a flood of them) never touches the ledger."""
-    node = request.app[NODE]
-    for p in node.settings.peers:
-        link = node.peer_links().get(p.id)
-        node.metrics.peer_up.labels(p.id).set(1 if link and link.connected else 0)
-    _tls_metrics(node)
-    node.metrics.inbox_up.set(1 if node.inbox_link.connected else 0)
-    node.metrics.dead_letters.set(node.inbox_link.dead_letters)
-    body = generate_latest(node.metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
 async def get_openapi(_request: web.Request) -> web.Response:
     """The OpenAPI 3.1 document of this API."""
     return web.json_response(openapi_document())
@@ -521,27 +330,17 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("POST", "/v1/messages/{id}/ack", post_ack),
     ("GET", "/v1/inbox", get_inbox),
     ("GET", "/v1/peers", get_peers),
-    ("GET", "/v1/incidents", list_incidents),
-    # Incident ids may contain "/": the suffixed routes are registered first.
-    ("GET", r"/v1/incidents/{id:.+}/timeline.csv", get_timeline_csv),
-    ("GET", r"/v1/incidents/{id:.+}/areas.geojson", get_areas_geojson),
-    ("GET", r"/v1/incidents/{id:.+}/timeline.json", get_timeline_json),
-    ("GET", r"/v1/incidents/{id:.+}", get_incident),
+    *records_api.INCIDENT_ROUTES,
     ("GET", "/v1/security-events", get_security_events),
     ("GET", "/v1/audit", get_audit),
     ("GET", "/v1/audit/checkpoint", get_checkpoint),
-    ("GET", "/v1/directory", get_directory),
-    ("GET", "/v1/directory.csv", get_directory_csv),
-    ("GET", "/v1/directory.html", get_directory_html),
-    ("POST", "/v1/directory/publish", publish_directory),
+    *records_api.DIRECTORY_ROUTES,
     ("POST", "/v1/keys/rotate", rotate_key),
     ("POST", "/v1/peers/{id}/keys/{kid}/revoke", revoke_key),
     *commchecks.ROUTES,
     *exercises.ROUTES,
     ("GET", "/v1/openapi.json", get_openapi),
-    ("GET", "/healthz", healthz),
-    ("GET", "/readyz", readyz),
-    ("GET", "/metrics", metrics),
+    *health.ROUTES,
 )
 
 #: What an HTTPS node tells browsers: HTTPS only, for a year (RFC 6797).
@@ -563,12 +362,9 @@ async def hsts_middleware(request: web.Request, handler: Any) -> web.StreamRespo
 #: The API's exports a console page links to, served under /console with the operator's
 #: session (a browser has no bearer token): the same handlers, the console's login.
 CONSOLE_EXPORTS: tuple[tuple[str, Any], ...] = (
-    ("/console/exports/directory.csv", get_directory_csv),
-    ("/console/exports/directory.html", get_directory_html),
+    *records_api.CONSOLE_EXPORTS,
     *commchecks.CONSOLE_EXPORTS,
     *exercises.CONSOLE_EXPORTS,
-    (r"/console/incidents/{id:.+}/timeline.csv", get_timeline_csv),
-    (r"/console/incidents/{id:.+}/areas.geojson", get_areas_geojson),
 )
 
 
@@ -582,6 +378,6 @@ def build_app(node: NodeApi) -> web.Application:
     setup_console(app, node, exports=CONSOLE_EXPORTS)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
-    app.on_startup.append(_start_metrics)
-    app.on_cleanup.append(_stop_metrics)
+    app.on_startup.append(health.start_metrics)
+    app.on_cleanup.append(health.stop_metrics)
     return app

@@ -218,17 +218,22 @@ async def test_five_open_browsers_do_not_multiply_ledger_reads(
         paths = ["/console", "/console/inbox", "/console/outbox", "/console",
                  "/console/inbox"]
         await pages[0].goto(_base(federation, "BE-NCCN") + paths[0])
-        for other in pages[1:]:
-            await other.goto(_base(federation, "BE-NCCN") + "/console/directory")  # no feed
-        await asyncio.sleep(2)
-        one = await _read_rate(federation, "BE-NCCN", 12)
-        for page, path in zip(pages[1:], paths[1:], strict=True):
-            await page.goto(_base(federation, "BE-NCCN") + path)
-        await asyncio.sleep(2)
-        five = await _read_rate(federation, "BE-NCCN", 12)
-        print(f"ledger reads/s: one console {one:.2f}, five consoles {five:.2f}")
         # One shared feed: five consoles cost what one costs (a per-browser loop would
-        # read five times as often). The margin is for the node's other work.
+        # read five times as often, in every round). The margin is for the node's other
+        # work; a round whose window caught a burst of it (a retry, a periodic job) is
+        # measured again, at most three rounds.
+        for _ in range(3):
+            for other in pages[1:]:
+                await other.goto(_base(federation, "BE-NCCN") + "/console/directory")
+            await asyncio.sleep(2)
+            one = await _read_rate(federation, "BE-NCCN", 12)
+            for page, path in zip(pages[1:], paths[1:], strict=True):
+                await page.goto(_base(federation, "BE-NCCN") + path)
+            await asyncio.sleep(2)
+            five = await _read_rate(federation, "BE-NCCN", 12)
+            print(f"ledger reads/s: one console {one:.2f}, five consoles {five:.2f}")
+            if five <= 1.25 * one + 0.5:
+                break
         assert five <= 1.25 * one + 0.5, (one, five)
     finally:
         for context in contexts:

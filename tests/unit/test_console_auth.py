@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from gateway.adapters.sqlite.ledger import SqliteLedger
-from gateway.config import OperatorEntry
+from gateway.config_operations import OperatorEntry
 from gateway.service.ports import LoginFailureStore
 from gateway.service.records import SessionRecord
 from gateway.web.console.auth import (

@@ -6,7 +6,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr
 
-from gateway.config import KeyEntry, PeerSection, PolicySection
+from gateway.config import KeyEntry, PeerSection
+from gateway.config_operations import PolicySection
 from gateway.errors import PolicyRefused
 from gateway.protocol.keys import public_key_text
 from gateway.service.directory import Directory

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from gateway.config import OperatorEntry
+from gateway.config_operations import OperatorEntry
 from gateway.service.ports import LoginFailureStore, SessionStore
 from gateway.service.records import LoginHistory, SessionRecord
 
