@@ -30,6 +30,8 @@ from gateway.service.records import IdempotencyKey
 from gateway.service.submit import AlertSubmission, SitrepSubmission, Submitter
 
 log = structlog.get_logger(__name__)
+#: Scenarios kept checked in memory (the runs of a day, at most).
+SCENARIO_CACHE = 64
 CONTROLS = {"pause": ("paused", Status.RUNNING), "resume": ("resumed", Status.PAUSED),
             "stop": ("stopped", None)}
 
@@ -51,6 +53,8 @@ class Exercises:
                  clock: Callable[[], datetime]) -> None:
         self._me, self._settings, self._store = me, settings, store
         self._submitter, self._remote, self._now = submitter, remote, clock
+        #: A run's scenario never changes once started: checked once, not every pass.
+        self._scenarios: dict[str, Scenario] = {}
 
     def remote(self, centre: str) -> Remote | None:
         """``centre``'s API, if this node may reach it."""
@@ -82,7 +86,13 @@ class Exercises:
         run = fold(run_id, events)
         if run is None:
             raise NotFound("Not found", f"no exercise {run_id}")
-        return run, scenario_of(events[0].data["scenario"])
+        scenario = self._scenarios.get(run_id)
+        if scenario is None:
+            scenario = scenario_of(events[0].data["scenario"])
+            if len(self._scenarios) >= SCENARIO_CACHE:
+                self._scenarios.clear()
+            self._scenarios[run_id] = scenario
+        return run, scenario
 
     async def control(self, run_id: str, action: str, by: str) -> Run:
         """Pause, resume or stop a run; :class:`StateConflict` when it is not in a state
