@@ -26,8 +26,9 @@ from cryptography.x509.oid import NameOID
 _SAFE = re.compile(r"[^A-Za-z0-9@._-]")
 
 
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, valid a year (made once)."""
+def certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, valid a year (made once), and its key:
+    what a local SMTP server presents and the node is told to trust."""
     cert_file, key_file = folder / "smtp.crt", folder / "smtp.key"
     if cert_file.exists() and key_file.exists():
         return cert_file, key_file
@@ -78,7 +79,7 @@ class DemoMailbox:
         self.port = port
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o700)
-        self.ca_file, key = _certificate(folder)
+        self.ca_file, key = certificate(folder)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.ca_file, key)
         self._controller = Controller(_Writer(folder), hostname="127.0.0.1", port=port,

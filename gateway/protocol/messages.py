@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, ValidationError, model_validator
 
@@ -49,37 +49,41 @@ class AlertEnvelope(EnvelopeHeader):
     body: Alert
 
 
-class CommCheckEnvelope(EnvelopeHeader):
+def _test_mode_schema(schema: dict[str, Any], cls: type) -> None:
+    what: str = getattr(cls, "WHAT", "")
+    schema["properties"].update(
+        mode={"const": "test", "description": f"{what.capitalize()} is sent in test mode"})
+
+
+class _TestModeEnvelope(EnvelopeHeader):
+    """An envelope whose type is only ever sent in ``test`` mode."""
+
+    model_config = ConfigDict(json_schema_extra=_test_mode_schema)
+    #: What the type is, for the schema and the refusal ("a communication test").
+    WHAT: ClassVar[str] = "this message"
+
+    @model_validator(mode="after")
+    def _test_mode(self) -> _TestModeEnvelope:
+        if self.mode is not Mode.TEST:
+            raise ValueError(f"{self.WHAT} is sent in test mode")
+        return self
+
+
+class CommCheckEnvelope(_TestModeEnvelope):
     """An envelope of type ``commcheck``: always in ``test`` mode."""
 
-    model_config = ConfigDict(json_schema_extra=lambda schema: schema["properties"].update(
-        mode={"const": "test", "description": "A communication test is sent in test mode"}))
-
+    WHAT: ClassVar[str] = "a communication test"
     type: Literal["commcheck"]
     body: CommCheck
 
-    @model_validator(mode="after")
-    def _test_mode(self) -> CommCheckEnvelope:
-        if self.mode is not Mode.TEST:
-            raise ValueError("a communication test is sent in test mode")
-        return self
 
-
-class FallbackEnvelope(EnvelopeHeader):
+class FallbackEnvelope(_TestModeEnvelope):
     """An envelope of type ``fallback``: a communication test's one-time code returned
     to the test's sender; always in ``test`` mode."""
 
-    model_config = ConfigDict(json_schema_extra=lambda schema: schema["properties"].update(
-        mode={"const": "test", "description": "A fallback confirmation is sent in test mode"}))
-
+    WHAT: ClassVar[str] = "a fallback confirmation"
     type: Literal["fallback"]
     body: FallbackConfirmation
-
-    @model_validator(mode="after")
-    def _test_mode(self) -> FallbackEnvelope:
-        if self.mode is not Mode.TEST:
-            raise ValueError("a fallback confirmation is sent in test mode")
-        return self
 
 
 class KeyUpdateEnvelope(EnvelopeHeader):
